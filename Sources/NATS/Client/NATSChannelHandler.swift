@@ -1,0 +1,205 @@
+import NIOCore
+
+/// Turns bytes into ``ServerOperation`` values for the channel pipeline.
+struct NATSOperationDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ServerOperation
+    let parser = NATSProtocolParser()
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let operation = try parser.parse(&buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(operation))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        return .needMoreData
+    }
+}
+
+/// Receives callbacks from a connection's channel handler. Every call happens on the channel's
+/// event loop; `connection` identifies which connection it came from.
+protocol NATSConnectionDelegate: AnyObject, Sendable {
+    func connection(_ connection: ObjectIdentifier, received message: NATSMessage)
+    func connection(_ connection: ObjectIdentifier, receivedInfo info: ServerInfo)
+    func connectionReceivedPong(_ connection: ObjectIdentifier)
+    func connection(_ connection: ObjectIdentifier, receivedError text: String)
+    func connection(_ connection: ObjectIdentifier, writabilityChanged writable: Bool)
+    func connectionKeepaliveTick(_ connection: ObjectIdentifier) -> Bool
+    func connection(_ connection: ObjectIdentifier, closedWith error: (any Error)?)
+}
+
+/// The last handler of a connection's pipeline: runs the handshake (INFO, then CONNECT+PING
+/// answered by PONG), answers server PINGs at once, sends keep-alive PINGs, and hands everything
+/// else to the client.
+final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: every mutable field is touched only on `eventLoop`.
+    typealias InboundIn = ServerOperation
+    typealias OutboundOut = ByteBuffer
+
+    private enum Phase {
+        case awaitingInfo
+        case awaitingConnectReply
+        case ready
+        case closed
+    }
+
+    let eventLoop: EventLoop
+    private let delegate: any NATSConnectionDelegate
+    private let pingInterval: TimeAmount
+    private var phase: Phase = .awaitingInfo
+    private let infoPromise: EventLoopPromise<ServerInfo>
+    private var connectPromise: EventLoopPromise<Void>?
+    private var context: ChannelHandlerContext?
+    private var keepalive: RepeatedTask?
+    private var lastError: (any Error)?
+    private var connectionID: ObjectIdentifier?
+
+    init(eventLoop: EventLoop, delegate: any NATSConnectionDelegate, pingInterval: TimeAmount) {
+        self.eventLoop = eventLoop
+        self.delegate = delegate
+        self.pingInterval = pingInterval
+        self.infoPromise = eventLoop.makePromise(of: ServerInfo.self)
+    }
+
+    /// Completes with the server's first INFO.
+    var info: EventLoopFuture<ServerInfo> { infoPromise.futureResult }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.connectionID = ObjectIdentifier(context.channel)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Sends CONNECT and PING; the future completes when the server answers PONG, or fails with
+    /// the server's `-ERR` text.
+    func sendConnect(_ connectLine: ByteBuffer) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit { [self] in
+            guard let context, phase == .awaitingInfo else {
+                return eventLoop.makeFailedFuture(lastError ?? NATSError(.connectionLost, "the connection closed during the handshake"))
+            }
+            let promise = eventLoop.makePromise(of: Void.self)
+            connectPromise = promise
+            phase = .awaitingConnectReply
+            var buffer = connectLine
+            ClientOperationEncoder.writePing(into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            return promise.futureResult
+        }
+    }
+
+    /// Marks the connection as taken over by the client: from now on operations go to the
+    /// delegate and keep-alive PINGs start.
+    func activate() {
+        eventLoop.execute { [self] in
+            guard phase == .ready, let connectionID else { return }
+            keepalive = eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { [weak self] task in
+                guard let self, let context = self.context else {
+                    task.cancel()
+                    return
+                }
+                if !self.delegate.connectionKeepaliveTick(connectionID) {
+                    self.lastError = NATSError(.timeout, "server did not answer our PINGs (stale connection)")
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    /// Fails the handshake of a handler that never joined a pipeline (the TCP connect failed).
+    func discard(_ error: any Error) {
+        infoPromise.fail(error)
+    }
+
+    /// Closes the connection with `error` as the reason (used for handshake timeouts).
+    func abort(_ error: any Error) {
+        eventLoop.execute { [self] in
+            guard let context, phase != .ready, phase != .closed else { return }
+            fail(context: context, error)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let operation = unwrapInboundIn(data)
+        guard let connectionID else { return }
+        switch (phase, operation) {
+        case (_, .ping):
+            var buffer = context.channel.allocator.buffer(capacity: 6)
+            ClientOperationEncoder.writePong(into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case (.awaitingInfo, .info(let info)):
+            infoPromise.succeed(info)
+        case (.awaitingInfo, .error(let text)):
+            fail(context: context, NATSError(.serverError, "server refused the connection: \(text)"))
+        case (.awaitingInfo, _):
+            fail(context: context, NATSProtocolError("expected INFO as the server's first operation"))
+        case (.awaitingConnectReply, .pong):
+            phase = .ready
+            connectPromise?.succeed(())
+            connectPromise = nil
+        case (.awaitingConnectReply, .error(let text)):
+            let lower = text.lowercased()
+            let code: NATSError.Code = lower.contains("authorization") || lower.contains("authentication") || lower.contains("user") ? .authorizationViolation : .serverError
+            fail(context: context, NATSError(code, text))
+        case (.awaitingConnectReply, .info(let info)):
+            delegate.connection(connectionID, receivedInfo: info)
+        case (.awaitingConnectReply, .ok):
+            break
+        case (.awaitingConnectReply, .message):
+            break  // cannot happen before any SUB
+        case (.ready, .message(let message)):
+            delegate.connection(connectionID, received: message)
+        case (.ready, .pong):
+            delegate.connectionReceivedPong(connectionID)
+        case (.ready, .info(let info)):
+            delegate.connection(connectionID, receivedInfo: info)
+        case (.ready, .error(let text)):
+            let lower = text.lowercased()
+            if lastError == nil, !lower.hasPrefix("permissions violation"), !lower.hasPrefix("invalid") {
+                // Every other -ERR is followed by the server closing the connection; keep it as the reason.
+                lastError = NATSError(.serverError, text)
+            }
+            delegate.connection(connectionID, receivedError: text)
+        case (.ready, .ok), (.closed, _):
+            break
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if let connectionID, phase == .ready {
+            delegate.connection(connectionID, writabilityChanged: context.channel.isWritable)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if lastError == nil { lastError = error }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        keepalive?.cancel()
+        keepalive = nil
+        let error = lastError ?? NATSError(.connectionLost, "the server closed the connection")
+        let wasReady = phase == .ready
+        phase = .closed
+        infoPromise.fail(error)
+        connectPromise?.fail(error)
+        connectPromise = nil
+        if wasReady, let connectionID {
+            delegate.connection(connectionID, closedWith: lastError)
+        }
+        context.fireChannelInactive()
+    }
+
+    private func fail(context: ChannelHandlerContext, _ error: any Error) {
+        if lastError == nil { lastError = error }
+        infoPromise.fail(error)
+        connectPromise?.fail(error)
+        connectPromise = nil
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import NIOCore
+
+/// A durable pull consumer: the reader asks for batches with ``fetch(batch:expires:noWait:)``
+/// and acknowledges each message.
+public struct PullConsumer: Sendable {
+    /// The JetStream context.
+    public let jetStream: JetStream
+    /// The stream the consumer reads.
+    public let stream: String
+    /// The consumer's name.
+    public let name: String
+
+    private struct NextRequest: Encodable {
+        var batch: Int
+        var expires: Int64?
+        var no_wait: Bool?
+    }
+
+    /// Fetches up to `batch` messages, waiting up to `expires` for them to arrive (or not at all
+    /// with `noWait`). Returns what arrived, possibly nothing.
+    public func fetch(batch: Int, expires: Duration = .seconds(5), noWait: Bool = false) async throws -> [JetStreamMessage] {
+        guard batch > 0 else { throw JetStreamError(.invalidArgument, "fetch batch must be at least 1") }
+        let client = jetStream.client
+        let inbox = client.newInbox()
+        let subscription = try await client.subscribe(to: inbox)
+        let request = NextRequest(batch: batch, expires: noWait ? nil : expires.nanoseconds, no_wait: noWait ? true : nil)
+        let body = try JetStreamJSON.encoder().encode(request)
+        let localDeadline = noWait ? jetStream.timeout : expires + .seconds(1)
+        let timer = Task {
+            try? await Task.sleep(for: localDeadline)
+            try? await subscription.unsubscribe()
+        }
+        defer {
+            timer.cancel()
+            Task { try? await subscription.unsubscribe() }
+        }
+        try await client.publish("\(jetStream.apiPrefix).CONSUMER.MSG.NEXT.\(stream).\(name)", payload: ByteBuffer(bytes: body), replyTo: inbox)
+        var messages: [JetStreamMessage] = []
+        for await message in subscription {
+            if let status = message.headers?.status {
+                switch status {
+                case 100:
+                    continue
+                case 404, 408:
+                    return messages
+                case 409:
+                    let text = message.headers?.statusDescription ?? "conflict"
+                    if messages.isEmpty {
+                        throw JetStreamError(.consumerGone, "fetch from consumer \(name) on \(stream) failed: \(text)")
+                    }
+                    return messages
+                default:
+                    if messages.isEmpty {
+                        throw JetStreamAPIError(code: status, errorCode: JetStreamErrorCode(rawValue: 0), description: message.headers?.statusDescription ?? "fetch failed")
+                    }
+                    return messages
+                }
+            }
+            if let delivered = JetStreamMessage(message, client: client) {
+                messages.append(delivered)
+                if messages.count >= batch { return messages }
+            }
+        }
+        return messages
+    }
+
+    /// The consumer's configuration and progress.
+    public func info() async throws -> ConsumerInfo {
+        try await jetStream.consumerInfo(stream: stream, name: name)
+    }
+}
+
+extension JetStream {
+    /// Creates (or updates) a durable pull consumer. The configuration must name it
+    /// (`durableName`) and must not set a deliver subject.
+    public func createPullConsumer(stream: String, config: ConsumerConfig) async throws -> PullConsumer {
+        guard config.durableName ?? config.name != nil else {
+            throw JetStreamError(.invalidArgument, "a pull consumer needs a durable name")
+        }
+        guard config.deliverSubject == nil else {
+            throw JetStreamError(.invalidArgument, "a pull consumer cannot have a deliver subject")
+        }
+        let info = try await createConsumer(stream: stream, config: config)
+        return PullConsumer(jetStream: self, stream: stream, name: info.name)
+    }
+
+    /// Binds to an existing pull consumer (fails when it does not exist or is a push consumer).
+    public func pullConsumer(stream: String, name: String) async throws -> PullConsumer {
+        let info = try await consumerInfo(stream: stream, name: name)
+        guard info.config.deliverSubject == nil else {
+            throw JetStreamError(.invalidArgument, "consumer \(name) on \(stream) is a push consumer")
+        }
+        return PullConsumer(jetStream: self, stream: stream, name: name)
+    }
+}
