@@ -9,6 +9,7 @@ connect are not counted (the Swift side measures the same way).
 Modes:
   pub        N publishes of SIZE bytes to SUBJECT, then one flush (PING/PONG): the server has
              received everything when the clock stops.  -> {"elapsed_ns": ..., "count": N}
+  rtt        N sequential flushes (PING/PONG round trips), each timed.  -> {"samples_ns": [...]}
   req        N sequential requests of SIZE bytes, each timed.  -> {"samples_ns": [...]}
   kv         N puts then N gets of SIZE-byte values on an existing bucket, each timed.
              -> {"put_ns": [...], "get_ns": [...]}
@@ -29,7 +30,7 @@ import nats
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["pub", "req", "kv", "responder"])
+    parser.add_argument("mode", choices=["pub", "rtt", "req", "kv", "responder"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--subject", default="bench.subject")
     parser.add_argument("--bucket", default="bench")
@@ -59,6 +60,20 @@ async def run_pub(args):
     elapsed = time.perf_counter_ns() - start
     await nc.close()
     return {"elapsed_ns": elapsed, "count": args.count}
+
+
+async def run_rtt(args):
+    nc = await connect(args.url)
+    for _ in range(args.warmup):
+        await nc.flush(timeout=5)
+    samples = [0] * args.count
+    clock = time.perf_counter_ns
+    for i in range(args.count):
+        t0 = clock()
+        await nc.flush(timeout=5)
+        samples[i] = clock() - t0
+    await nc.close()
+    return {"samples_ns": samples}
 
 
 async def run_req(args):
@@ -121,7 +136,7 @@ async def run_responder(args):
 
 async def main():
     args = parse_args()
-    runner = {"pub": run_pub, "req": run_req, "kv": run_kv, "responder": run_responder}[args.mode]
+    runner = {"pub": run_pub, "rtt": run_rtt, "req": run_req, "kv": run_kv, "responder": run_responder}[args.mode]
     result = await runner(args)
     if result is not None:
         print(json.dumps(result, separators=(",", ":")), flush=True)

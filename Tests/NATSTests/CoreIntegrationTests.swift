@@ -286,6 +286,50 @@ struct CoreIntegrationTests {
     }
 
     @Test(arguments: NATSServerKind.allCases)
+    func discoversClusterServersAndFailsOverToThem(kind: NATSServerKind) async throws {
+        let routeA = try reserveLoopbackPort()
+        let routeB = try reserveLoopbackPort()
+        func clusterConfig(name: String, listen: Int, peer: Int) -> NATSServerConfig {
+            var config = NATSServerConfig(jetStream: false)
+            config.extraConfig = """
+                server_name: \(name)
+                cluster { name: baton-test, listen: "127.0.0.1:\(listen)", routes: ["nats://127.0.0.1:\(peer)"] }
+                """
+            return config
+        }
+        try await withNATSServer(kind, config: clusterConfig(name: "a", listen: routeA, peer: routeB)) { serverA in
+            try await withNATSServer(kind, config: clusterConfig(name: "b", listen: routeB, peer: routeA)) { serverB in
+                // The client is told only about A; it learns B from A's INFO once the route is up.
+                let client = try await connectedClient(serverA)
+                let events = client.events()
+                if !client.knownServers.contains(where: { $0.hasSuffix(":\(serverB.port)") }) {
+                    do {
+                        try await waitForEvent(events, "B announced in connect_urls") { event in
+                            if case .discoveredServers(let servers) = event { return servers.contains { $0.hasSuffix(":\(serverB.port)") } }
+                            return false
+                        }
+                    } catch {
+                        Issue.record("known: \(client.knownServers), INFO connect_urls: \(String(describing: client.serverInfo?.connectURLs)); B log: \(serverB.logTail(lines: 8))")
+                        throw error
+                    }
+                }
+                let subscription = try await client.subscribe(to: "cluster.news")
+                try await client.flush()
+
+                await serverA.kill()
+                let event = try await waitForEvent(events, "reconnected to B") { if case .reconnected = $0 { return true } else { return false } }
+                #expect(event == .reconnected(server: "nats://127.0.0.1:\(serverB.port)"))
+                let publisher = try await connectedClient(serverB)
+                try await publisher.flush()
+                try await publisher.publish("cluster.news", string: "via B")
+                #expect(try await nextMessage(subscription).string == "via B")
+                await publisher.close()
+                await client.close()
+            }
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
     func initialConnectFailureNamesEveryServer(kind: NATSServerKind) async throws {
         let port = try reserveLoopbackPort()
         var options = NATSClientOptions(servers: ["nats://127.0.0.1:\(port)", "nats://127.0.0.1:\(port)"])

@@ -216,6 +216,7 @@ struct KeyValueIntegrationTests {
             #expect(Set(values).count == values.count)
             #expect(values.last == 40)
             #expect(values.contains { $0 > 20 })
+            #expect(watcher.resets >= 1)  // the server-side consumer was lost and recreated
             await watcher.stop()
             await writer.close()
             await client.close()

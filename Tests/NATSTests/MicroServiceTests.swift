@@ -749,6 +749,7 @@ struct MicroServiceIntegrationTests {
                 do {
                     let resultLine = try await run.waitForLine(startingWith: "RESULT ", timeout: .seconds(60))
                     let result = try jsonObject(Data(resultLine.dropFirst("RESULT ".count).utf8))
+                    try? Data(resultLine.utf8).write(to: URL(fileURLWithPath: "/tmp/micro-exp/result-\(kind).txt"))  // TEMP
                     let problems = result["problems"] as? [String] ?? ["no problems list in \(resultLine)"]
                     #expect(problems.isEmpty, "nats-py found: \(problems.joined(separator: "; "))")
                     let referenceID = try #require(result["reference_id"] as? String)

@@ -100,7 +100,7 @@ private func drain(
 /// past 4 KiB, plus fields the client does not decode.
 private let longInfoJSON: String = {
     var urls: [String] = []
-    for rack in 0..<12 {
+    for rack in 0..<9 {
         for host in 0..<20 { urls.append("\"10.\(rack).\(host).\(100 + host):4222\"") }
     }
     urls.append("\"[fd00:10:244::1a]:4222\"")
@@ -131,7 +131,7 @@ private let longInfoExpected: ServerInfo = {
     info.tlsVerify = false
     info.tlsAvailable = true
     var urls: [String] = []
-    for rack in 0..<12 {
+    for rack in 0..<9 {
         for host in 0..<20 { urls.append("10.\(rack).\(host).\(100 + host):4222") }
     }
     urls.append("[fd00:10:244::1a]:4222")
@@ -218,7 +218,7 @@ struct ProtocolParserTests {
         let operation = try parseOne(wire)
         #expect(operation == .info(longInfoExpected))
         guard case .info(let info) = operation else { return }
-        #expect(info.connectURLs?.count == 241)
+        #expect(info.connectURLs?.count == 181)
         #expect(info.connectURLs?.last == "[fd00:10:244::1a]:4222")
         #expect(info.lameDuckMode == true)
         #expect(info.nonce == "bCvwb6rhwPvZ5Hs")
@@ -492,7 +492,8 @@ struct ProtocolParserTests {
         #expect(buffer.readableBytes == 0)
     }
 
-    @Test func streamSplitInTwoAtEveryPoint() throws {
+    @Test(.timeLimit(.minutes(2)))
+    func streamSplitInTwoAtEveryPoint() throws {
         let (wire, expected) = sampleStream(includeLongInfo: true)
         let all = Array(wire.utf8)
         let parser = NATSProtocolParser()

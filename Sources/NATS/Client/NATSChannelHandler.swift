@@ -49,7 +49,10 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     private let pingInterval: TimeAmount
     private var phase: Phase = .awaitingInfo
     private let infoPromise: EventLoopPromise<ServerInfo>
-    private var connectPromise: EventLoopPromise<Void>?
+    private var connectPromise: EventLoopPromise<ServerInfo>?
+    /// The newest INFO seen before the client took the connection over.
+    private var latestInfo: ServerInfo?
+    private var activated = false
     private var context: ChannelHandlerContext?
     private var keepalive: RepeatedTask?
     private var lastError: (any Error)?
@@ -74,14 +77,14 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         self.context = nil
     }
 
-    /// Sends CONNECT and PING; the future completes when the server answers PONG, or fails with
-    /// the server's `-ERR` text.
-    func sendConnect(_ connectLine: ByteBuffer) -> EventLoopFuture<Void> {
+    /// Sends CONNECT and PING; the future completes with the newest INFO when the server answers
+    /// PONG, or fails with the server's `-ERR` text.
+    func sendConnect(_ connectLine: ByteBuffer) -> EventLoopFuture<ServerInfo> {
         eventLoop.flatSubmit { [self] in
             guard let context, phase == .awaitingInfo else {
                 return eventLoop.makeFailedFuture(lastError ?? NATSError(.connectionLost, "the connection closed during the handshake"))
             }
-            let promise = eventLoop.makePromise(of: Void.self)
+            let promise = eventLoop.makePromise(of: ServerInfo.self)
             connectPromise = promise
             phase = .awaitingConnectReply
             var buffer = connectLine
@@ -96,6 +99,12 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     func activate() {
         eventLoop.execute { [self] in
             guard phase == .ready, let connectionID else { return }
+            activated = true
+            if let latestInfo {
+                // An INFO that arrived between PONG and the client taking over.
+                self.latestInfo = nil
+                delegate.connection(connectionID, receivedInfo: latestInfo)
+            }
             keepalive = eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { [weak self] task in
                 guard let self, let context = self.context else {
                     task.cancel()
@@ -131,6 +140,7 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
             ClientOperationEncoder.writePong(into: &buffer)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         case (.awaitingInfo, .info(let info)):
+            latestInfo = info
             infoPromise.succeed(info)
         case (.awaitingInfo, .error(let text)):
             fail(context: context, NATSError(.serverError, "server refused the connection: \(text)"))
@@ -138,14 +148,15 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
             fail(context: context, NATSProtocolError("expected INFO as the server's first operation"))
         case (.awaitingConnectReply, .pong):
             phase = .ready
-            connectPromise?.succeed(())
+            if let latestInfo { connectPromise?.succeed(latestInfo) }
+            self.latestInfo = nil
             connectPromise = nil
         case (.awaitingConnectReply, .error(let text)):
             let lower = text.lowercased()
             let code: NATSError.Code = lower.contains("authorization") || lower.contains("authentication") || lower.contains("user") ? .authorizationViolation : .serverError
             fail(context: context, NATSError(code, text))
         case (.awaitingConnectReply, .info(let info)):
-            delegate.connection(connectionID, receivedInfo: info)
+            latestInfo = info
         case (.awaitingConnectReply, .ok):
             break
         case (.awaitingConnectReply, .message):
@@ -155,7 +166,11 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         case (.ready, .pong):
             delegate.connectionReceivedPong(connectionID)
         case (.ready, .info(let info)):
-            delegate.connection(connectionID, receivedInfo: info)
+            if activated {
+                delegate.connection(connectionID, receivedInfo: info)
+            } else {
+                latestInfo = info
+            }
         case (.ready, .error(let text)):
             let lower = text.lowercased()
             if lastError == nil, !lower.hasPrefix("permissions violation"), !lower.hasPrefix("invalid") {

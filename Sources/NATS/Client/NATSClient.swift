@@ -319,8 +319,8 @@ public final class NATSClient: Sendable {
                 logger.warning("server does not support headers; JetStream features will not work", metadata: ["server": "\(server)"])
             }
             let connectLine = try makeConnectLine(info: info, server: server, tls: info.tlsRequired == true || wantsTLS)
-            try await handler.sendConnect(connectLine).get()
-            return EstablishedConnection(channel: channel, handler: handler, info: info)
+            let latestInfo = try await handler.sendConnect(connectLine).get()
+            return EstablishedConnection(channel: channel, handler: handler, info: latestInfo)
         } catch {
             channel.close(promise: nil)
             throw Self.classify(error, server: server)
@@ -411,7 +411,12 @@ public final class NATSClient: Sendable {
             state.phase = .connected(connection.channel, connection.handler)
             state.currentServer = server
             state.info = connection.info
-            if connection.info.lameDuckMode != true { state.pool.clearLameDuck(server) }
+            if connection.info.lameDuckMode == true {
+                state.pool.markLameDuck(server)
+                state.emit(.lameDuckMode(server: server.description))
+            } else {
+                state.pool.clearLameDuck(server)
+            }
             if !options.ignoreDiscoveredServers, let urls = connection.info.connectURLs {
                 let added = state.pool.addDiscovered(urls, template: server)
                 if !added.isEmpty { state.emit(.discoveredServers(added.map(\.description))) }

@@ -156,6 +156,8 @@ public struct ObjectStoreError: Error, Hashable, Sendable, CustomStringConvertib
         public static let readStalled = Code(name: "readStalled")
         /// The entry is a link to a whole bucket, which has no bytes to get.
         public static let bucketLink = Code(name: "bucketLink")
+        /// A local file could not be read or written.
+        public static let fileError = Code(name: "fileError")
     }
 
     public var code: Code
