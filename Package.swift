@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "NATS", targets: ["NATS"]),
+        .library(name: "BatonCore", targets: ["BatonCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -13,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
     ],
     targets: [
         .target(
@@ -26,6 +28,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
             ]
+        ),
+        .target(
+            name: "BatonCore",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        .testTarget(
+            name: "BatonCoreTests",
+            dependencies: ["BatonCore"]
         ),
         .target(
             name: "NATSTestSupport",
@@ -44,7 +54,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "NATSBenchmark",
-            dependencies: ["NATS"],
+            dependencies: [
+                "NATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Benchmarks/NATSBenchmark"
         ),
     ],

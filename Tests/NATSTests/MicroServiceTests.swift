@@ -712,6 +712,23 @@ struct MicroServiceIntegrationTests {
     }
 
     @Test(arguments: NATSServerKind.allCases)
+    func aHandlerCanStopItsOwnService(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: .init(jetStream: false)) { server in
+            try await withClient(server) { client in
+                let service = try await MicroService.start(client: client, config: MicroServiceConfig(name: "selfstop", version: "1.0.0"))
+                try await service.addEndpoint(name: "shutdown") { _ in
+                    await service.stop()
+                    return MicroResponse(string: "bye")
+                }
+                #expect(try await client.request("shutdown", timeout: .seconds(5)).string == "bye")
+                #expect(!service.isRunning)
+                await #expect(throws: NATSError.self) { _ = try await client.request("shutdown", timeout: .seconds(5)) }
+                await service.stop()
+            }
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
     func closingTheClientStopsTheService(kind: NATSServerKind) async throws {
         try await withNATSServer(kind, config: .init(jetStream: false)) { server in
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
@@ -749,7 +766,6 @@ struct MicroServiceIntegrationTests {
                 do {
                     let resultLine = try await run.waitForLine(startingWith: "RESULT ", timeout: .seconds(60))
                     let result = try jsonObject(Data(resultLine.dropFirst("RESULT ".count).utf8))
-                    try? Data(resultLine.utf8).write(to: URL(fileURLWithPath: "/tmp/micro-exp/result-\(kind).txt"))  // TEMP
                     let problems = result["problems"] as? [String] ?? ["no problems list in \(resultLine)"]
                     #expect(problems.isEmpty, "nats-py found: \(problems.joined(separator: "; "))")
                     let referenceID = try #require(result["reference_id"] as? String)

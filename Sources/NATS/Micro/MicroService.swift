@@ -257,6 +257,9 @@ public final class MicroService: Sendable {
 
     /// Unsubscribes every endpoint and discovery subject, then waits until requests already
     /// received have been handled and answered. Idempotent.
+    ///
+    /// Called from one of this service's own handlers (or a task it started), it only
+    /// unsubscribes: waiting for the handlers would mean waiting for itself.
     public func stop() async {
         let (subscriptions, workers) = state.withLock { state in
             state.stopRequested = true
@@ -266,8 +269,10 @@ public final class MicroService: Sendable {
         for subscription in subscriptions {
             try? await subscription.unsubscribe()
         }
-        for worker in workers {
-            await worker.value
+        if HandlerContext.service != ObjectIdentifier(self) {
+            for worker in workers {
+                await worker.value
+            }
         }
         if !subscriptions.isEmpty {
             logger.debug("micro service stopped")
@@ -349,7 +354,9 @@ public final class MicroService: Sendable {
         var response: MicroResponse
         var failure: String?
         do {
-            response = try await handler(request)
+            response = try await HandlerContext.$service.withValue(ObjectIdentifier(self)) {
+                try await handler(request)
+            }
         } catch let error as MicroServiceError {
             response = MicroResponse(payload: error.payload, headers: error.headers)
             failure = "\(error.code):\(error.description)"
@@ -387,6 +394,12 @@ public final class MicroService: Sendable {
             }
         }
     }
+}
+
+/// Marks the tasks running a service's handlers, so that ``MicroService/stop()`` called from a
+/// handler does not wait for that handler to finish.
+private enum HandlerContext {
+    @TaskLocal static var service: ObjectIdentifier?
 }
 
 /// Endpoints sharing a subject prefix and a default queue group. Create one with

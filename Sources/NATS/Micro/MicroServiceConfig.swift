@@ -78,12 +78,19 @@ public struct MicroServiceConfig: Sendable, Hashable {
 public struct MicroValidationError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Which setting was rejected.
     public enum Field: String, Hashable, Sendable {
+        /// ``MicroServiceConfig/name`` (or a name given to ``MicroServiceDiscovery``).
         case serviceName = "service name"
+        /// ``MicroServiceConfig/version``.
         case version = "service version"
+        /// A queue group of the service, a group or an endpoint.
         case queueGroup = "queue group"
+        /// ``MicroServiceConfig/maxConcurrentRequestsPerEndpoint``.
         case maxConcurrentRequests = "maximum concurrent requests"
+        /// The name of an endpoint.
         case endpointName = "endpoint name"
+        /// The subject of an endpoint, group prefix included.
         case endpointSubject = "endpoint subject"
+        /// The prefix of an endpoint group.
         case groupPrefix = "group prefix"
     }
 

@@ -1,0 +1,519 @@
+/// Who holds an app's lease: a node id and the batond instance (one per process start).
+public struct LeaseHolder: Sendable, Hashable, CustomStringConvertible {
+    public var node: String
+    public var instance: String
+
+    /// Creates a holder.
+    public init(node: String, instance: String) {
+        self.node = node
+        self.instance = instance
+    }
+
+    public var description: String { "\(node)/\(instance)" }
+}
+
+/// What a node saw of the lease key.
+public enum LeaseObservation: Sendable, Hashable {
+    /// Someone holds it: the entry's revision and the fencing token (revision of the acquiring
+    /// write).
+    case held(LeaseHolder, revision: UInt64, token: UInt64)
+    /// Nobody holds it (deleted, purged, expired, never written). `handoffTo` names the node a
+    /// switchover hands the lease to.
+    case free(handoffTo: String?)
+}
+
+/// Why a lease write did not go through.
+public enum LeaseWriteFailure: Sendable, Hashable {
+    /// The compare-and-set lost: someone else's write is there.
+    case conflict
+    /// No answer (timeout, disconnected): the write may or may not have happened.
+    case unavailable(String)
+}
+
+/// The steps of becoming active, after the lease, in order. Later issues add the SQLite and
+/// VIP steps in front of ``startBackend``.
+public enum PromotionStep: String, Sendable, Hashable, CaseIterable {
+    case startBackend
+    case awaitHealthy
+}
+
+/// Why an active node gives its lease up.
+public enum DemotionReason: Sendable, Hashable, CustomStringConvertible {
+    case stepdown
+    case switchover(to: String)
+    case shutdown
+    case healthFailed(String)
+    case backendFailed(String)
+    case promotionFailed(PromotionStep, String)
+    case paused
+
+    public var description: String {
+        switch self {
+        case .stepdown: "stepdown requested"
+        case .switchover(let target): "switchover to \(target)"
+        case .shutdown: "batond is stopping"
+        case .healthFailed(let reason): "health check failed: \(reason)"
+        case .backendFailed(let reason): "backend failed: \(reason)"
+        case .promotionFailed(let step, let reason): "promotion step \(step.rawValue) failed: \(reason)"
+        case .paused: "paused while acquiring"
+        }
+    }
+}
+
+/// The steps of becoming passive, in order. Later issues add the WAL flush and VIP removal.
+public enum DemotionStep: String, Sendable, Hashable {
+    case stopBackend
+    case releaseLease
+}
+
+/// One app's lifecycle on one node: a pure state machine. Feed it events with the current
+/// monotonic time; it answers with the actions to run, in order. It never does I/O and never
+/// reads a clock, so every rule is testable.
+///
+/// Safety rules it enforces:
+/// - The backend is started only while a lease is held whose fence time is still ahead.
+/// - Every renew is timed by when it was *sent*; at `sent + ttl - fenceBudget` without a newer
+///   successful renew, the answer is ``Action/fence(token:)`` (SIGKILL, no graceful stop), and the
+///   fence keeper is always armed with that same instant, for when batond itself cannot act.
+/// - A passive node tries to acquire only after the observed holder's write is `ttl + skew` old,
+///   never while paused, never within `ttl` of a reconnect, never within the cooldown after it
+///   gave the lease up, and after higher-priority nodes had their head start.
+/// - Losing the lease (a renew's compare-and-set fails, or the key vanishes) fences at once.
+public struct AppLifecycle: Sendable {
+    /// Settings that do not change while the app runs.
+    public struct Configuration: Sendable, Hashable {
+        public var node: String
+        public var instance: String
+        public var timing: LeaseTiming
+        /// Whether becoming active waits for a healthy check.
+        public var hasHealthCheck: Bool
+        /// The bound on each promotion step.
+        public var stepTimeout: Duration
+        /// The bound on a graceful backend stop (the backend's own stop timeout plus margin);
+        /// past it the backend is fenced.
+        public var stopTimeout: Duration
+        /// How long a node that gave a lease up waits before it may take one again.
+        public var cooldown: Duration
+        /// How long this node lets higher-priority nodes try first for a free lease (zero for the
+        /// highest priority).
+        public var priorityHoldback: Duration
+        /// How soon a failed renew is retried.
+        public var renewRetry: Duration
+
+        /// Creates a configuration; `cooldown` defaults to twice the ttl, `renewRetry` to a
+        /// quarter of the renew interval (at most 100 ms).
+        public init(
+            node: String, instance: String, timing: LeaseTiming, hasHealthCheck: Bool, stepTimeout: Duration,
+            stopTimeout: Duration, cooldown: Duration? = nil, priorityHoldback: Duration = .zero, renewRetry: Duration? = nil
+        ) {
+            self.node = node
+            self.instance = instance
+            self.timing = timing
+            self.hasHealthCheck = hasHealthCheck
+            self.stepTimeout = stepTimeout
+            self.stopTimeout = stopTimeout
+            self.cooldown = cooldown ?? timing.ttl * 2
+            self.priorityHoldback = priorityHoldback
+            self.renewRetry = renewRetry ?? min(timing.renew / 4, .milliseconds(100))
+        }
+    }
+
+    /// Where the app is.
+    public enum Phase: Sendable, Hashable {
+        case passive
+        case acquiring
+        case promoting(PromotionStep)
+        case active
+        case demoting(DemotionStep, DemotionReason)
+        /// The lease could not be kept: the backend is being killed.
+        case fencing
+        /// batond is shutting down and this app is done.
+        case stopped
+    }
+
+    /// What happened, for the actor to feed in.
+    public enum Event: Sendable, Hashable {
+        case natsConnected
+        case natsDisconnected
+        /// The lease key changed, or its current value arrived (watch initial values).
+        case leaseObserved(LeaseObservation)
+        case acquireSucceeded(revision: UInt64, sentAt: MonotonicInstant)
+        case acquireFailed(LeaseWriteFailure)
+        case renewSucceeded(revision: UInt64, sentAt: MonotonicInstant)
+        case renewFailed(LeaseWriteFailure)
+        /// The release finished (or failed: either way the node is done with the lease).
+        case releaseFinished
+        case promotionStepSucceeded(PromotionStep)
+        case promotionStepFailed(PromotionStep, String)
+        /// The backend is stopped (graceful stop finished).
+        case backendStopped
+        /// Fencing finished: the backend is dead.
+        case fenceCompleted
+        /// The backend kept failing while active (restart budget spent).
+        case backendFailed(String)
+        case healthFailed(String)
+        case stepdownRequested
+        case switchoverRequested(to: String)
+        case pauseRequested
+        case resumeRequested
+        case shutdownRequested
+        /// Time passed; check deadlines.
+        case tick
+    }
+
+    /// What the actor must do, in order.
+    public enum Action: Sendable, Hashable {
+        /// Create the lease key (CAS: only if nobody holds it).
+        case acquireLease
+        /// Update the lease key if its revision is still `revision`. Note the send time.
+        case renewLease(revision: UInt64)
+        /// Delete the lease key if its revision is still `revision`, naming a switchover target.
+        case releaseLease(revision: UInt64, handoffTo: String?)
+        /// Tell the fence keeper to kill the backend at `deadline` unless re-armed.
+        case armFenceKeeper(token: UInt64, deadline: MonotonicInstant)
+        /// The backend is stopped: the keeper has nothing to kill.
+        case disarmFenceKeeper
+        case runPromotionStep(PromotionStep, token: UInt64)
+        /// Stop the backend gracefully (SIGTERM, then SIGKILL after its stop timeout).
+        case stopBackend
+        /// Kill the backend now (SIGKILL / KillUnit) and remove what the app claimed.
+        case fence(token: UInt64)
+        /// Something worth a log line, an event and a status update.
+        case notify(Notification)
+    }
+
+    /// Things operators want to know.
+    public enum Notification: Sendable, Hashable {
+        case acquired(token: UInt64)
+        case becameActive(token: UInt64)
+        case demoting(DemotionReason)
+        case released(token: UInt64)
+        case fenced(token: UInt64, reason: String)
+        case leaseLost(token: UInt64, reason: String)
+        case duplicateInstance(LeaseHolder)
+        case ignored(String)
+    }
+
+    /// The lease this node holds.
+    public struct HeldLease: Sendable, Hashable {
+        /// The fencing token: revision of the acquiring write.
+        public var token: UInt64
+        /// The latest revision written by this node.
+        public var revision: UInt64
+        /// When the latest successful write was sent.
+        public var lastSentAt: MonotonicInstant
+
+        /// Creates a held lease.
+        public init(token: UInt64, revision: UInt64, lastSentAt: MonotonicInstant) {
+            self.token = token
+            self.revision = revision
+            self.lastSentAt = lastSentAt
+        }
+    }
+
+    /// What this node last saw of another holder.
+    public struct ObservedLease: Sendable, Hashable {
+        public var holder: LeaseHolder
+        public var revision: UInt64
+        public var token: UInt64
+        public var seenAt: MonotonicInstant
+    }
+
+    public let configuration: Configuration
+    public private(set) var phase: Phase = .passive
+    public private(set) var paused: Bool
+    public private(set) var held: HeldLease?
+    public private(set) var observed: ObservedLease?
+    /// Whether another live batond uses this node id (it renewed a lease under it).
+    public private(set) var duplicateDetected = false
+    private var connected = false
+    private var everConnected = false
+    private var knowsLeaseState = false
+    private var freeSince: MonotonicInstant?
+    private var handoffTarget: String?
+    private var holdoffUntil: MonotonicInstant?
+    private var cooldownUntil: MonotonicInstant?
+    private var renewInFlight = false
+    private var renewRetryAt: MonotonicInstant?
+    private var stepDeadline: MonotonicInstant?
+
+    /// Creates a passive lifecycle.
+    public init(configuration: Configuration, paused: Bool = false) {
+        self.configuration = configuration
+        self.paused = paused
+    }
+
+    private var timing: LeaseTiming { configuration.timing }
+    private var me: LeaseHolder { LeaseHolder(node: configuration.node, instance: configuration.instance) }
+
+    /// Whether this node holds the lease and is not yet done with it.
+    public var holdsLease: Bool { held != nil }
+
+    // MARK: - Events
+
+    /// Applies `event` at `now` and returns the actions to run, in order.
+    public mutating func handle(_ event: Event, now: MonotonicInstant) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case .natsConnected:
+            connected = true
+            if everConnected {
+                // What happened during the outage is unknown: wait a full ttl.
+                holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
+            }
+            everConnected = true
+        case .natsDisconnected:
+            connected = false
+        case .leaseObserved(let observation):
+            observe(observation, now: now, into: &actions)
+        case .acquireSucceeded(let revision, let sentAt):
+            guard phase == .acquiring else {
+                actions.append(.notify(.ignored("acquire result while \(phase)")))
+                break
+            }
+            held = HeldLease(token: revision, revision: revision, lastSentAt: sentAt)
+            observed = nil
+            actions.append(.armFenceKeeper(token: revision, deadline: timing.fenceAt(sentAt: sentAt)))
+            actions.append(.notify(.acquired(token: revision)))
+            if paused {
+                beginDemotion(.paused, now: now, into: &actions)
+            } else if now < timing.fenceAt(sentAt: sentAt) {
+                phase = .promoting(.startBackend)
+                stepDeadline = now + configuration.stepTimeout
+                actions.append(.runPromotionStep(.startBackend, token: revision))
+            }
+        case .acquireFailed(let failure):
+            guard phase == .acquiring else { break }
+            phase = .passive
+            if case .unavailable = failure {
+                // Our create may have landed: let it expire before trying again.
+                holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
+            }
+        case .renewSucceeded(let revision, let sentAt):
+            renewInFlight = false
+            renewRetryAt = nil
+            guard var lease = held, phase != .fencing else { break }
+            lease.revision = max(lease.revision, revision)
+            if sentAt > lease.lastSentAt { lease.lastSentAt = sentAt }
+            held = lease
+            actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
+        case .renewFailed(let failure):
+            renewInFlight = false
+            guard let lease = held, phase != .fencing else { break }
+            switch failure {
+            case .conflict:
+                fence(reason: "renew lost the compare-and-set: the lease is no longer ours", lease: lease, into: &actions)
+            case .unavailable:
+                renewRetryAt = now + configuration.renewRetry
+            }
+        case .releaseFinished:
+            guard case .demoting(.releaseLease, let reason) = phase, let lease = held else { break }
+            held = nil
+            phase = reason == .shutdown ? .stopped : .passive
+            cooldownUntil = now + configuration.cooldown
+            actions.append(.notify(.released(token: lease.token)))
+        case .promotionStepSucceeded(let step):
+            guard phase == .promoting(step), let lease = held else { break }
+            if step == .startBackend && configuration.hasHealthCheck {
+                phase = .promoting(.awaitHealthy)
+                stepDeadline = now + configuration.stepTimeout
+                actions.append(.runPromotionStep(.awaitHealthy, token: lease.token))
+            } else {
+                phase = .active
+                stepDeadline = nil
+                actions.append(.notify(.becameActive(token: lease.token)))
+            }
+        case .promotionStepFailed(let step, let reason):
+            guard phase == .promoting(step) else { break }
+            beginDemotion(.promotionFailed(step, reason), now: now, into: &actions)
+        case .backendStopped:
+            guard case .demoting(.stopBackend, let reason) = phase, let lease = held else { break }
+            phase = .demoting(.releaseLease, reason)
+            stepDeadline = nil
+            actions.append(.disarmFenceKeeper)
+            let target: String? = if case .switchover(let node) = reason { node } else { nil }
+            actions.append(.releaseLease(revision: lease.revision, handoffTo: target))
+        case .fenceCompleted:
+            guard phase == .fencing else { break }
+            actions.append(.disarmFenceKeeper)
+            if let lease = held {
+                // Give the lease back if it is still ours, so another node need not wait.
+                actions.append(.releaseLease(revision: lease.revision, handoffTo: nil))
+            }
+            held = nil
+            phase = .passive
+            holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
+            cooldownUntil = now + configuration.cooldown
+        case .backendFailed(let reason):
+            failWhileHolding(.backendFailed(reason), now: now, into: &actions)
+        case .healthFailed(let reason):
+            failWhileHolding(.healthFailed(reason), now: now, into: &actions)
+        case .stepdownRequested:
+            if isHoldingAndNotLeaving {
+                beginDemotion(.stepdown, now: now, into: &actions)
+            } else {
+                actions.append(.notify(.ignored("stepdown: this node is not active")))
+            }
+        case .switchoverRequested(let target):
+            if target == configuration.node {
+                actions.append(.notify(.ignored("switchover: this node is already the target")))
+            } else if isHoldingAndNotLeaving {
+                beginDemotion(.switchover(to: target), now: now, into: &actions)
+            } else {
+                actions.append(.notify(.ignored("switchover: this node is not active")))
+            }
+        case .pauseRequested:
+            paused = true
+        case .resumeRequested:
+            paused = false
+        case .shutdownRequested:
+            if isHoldingAndNotLeaving {
+                beginDemotion(.shutdown, now: now, into: &actions)
+            } else if case .demoting(let step, _) = phase {
+                phase = .demoting(step, .shutdown)
+            } else if held == nil && phase != .fencing {
+                phase = .stopped
+            }
+        case .tick:
+            break
+        }
+        evaluateDeadlines(now: now, into: &actions)
+        return actions
+    }
+
+    private var isHoldingAndNotLeaving: Bool {
+        switch phase {
+        case .promoting, .active: held != nil
+        default: false
+        }
+    }
+
+    private mutating func observe(_ observation: LeaseObservation, now: MonotonicInstant, into actions: inout [Action]) {
+        knowsLeaseState = true
+        switch observation {
+        case .held(let holder, let revision, let token):
+            if let lease = held {
+                if holder == me { return }  // our own write
+                if revision > lease.revision, phase != .fencing {
+                    fence(reason: "\(holder) holds the lease now (revision \(revision))", lease: lease, into: &actions)
+                }
+            }
+            if holder.node == configuration.node, holder.instance != configuration.instance,
+                let previous = observed, previous.holder == holder, revision > previous.revision, !duplicateDetected
+            {
+                // A renew under our node id by another process: a second batond is running.
+                duplicateDetected = true
+                actions.append(.notify(.duplicateInstance(holder)))
+            }
+            observed = ObservedLease(holder: holder, revision: revision, token: token, seenAt: now)
+            freeSince = nil
+            handoffTarget = nil
+        case .free(let target):
+            if let lease = held, phase != .fencing {
+                if case .demoting(.releaseLease, _) = phase {
+                    // Our own release.
+                } else {
+                    fence(reason: "the lease key vanished (expired or deleted)", lease: lease, into: &actions)
+                }
+            }
+            observed = nil
+            freeSince = now
+            handoffTarget = target
+        }
+    }
+
+    private mutating func failWhileHolding(_ reason: DemotionReason, now: MonotonicInstant, into actions: inout [Action]) {
+        guard isHoldingAndNotLeaving else { return }
+        if paused {
+            actions.append(.notify(.ignored("\(reason) while paused: the app does not change hands")))
+            return
+        }
+        beginDemotion(reason, now: now, into: &actions)
+    }
+
+    private mutating func beginDemotion(_ reason: DemotionReason, now: MonotonicInstant, into actions: inout [Action]) {
+        phase = .demoting(.stopBackend, reason)
+        stepDeadline = now + configuration.stopTimeout
+        actions.append(.notify(.demoting(reason)))
+        actions.append(.stopBackend)
+    }
+
+    private mutating func fence(reason: String, lease: HeldLease, into actions: inout [Action]) {
+        phase = .fencing
+        stepDeadline = nil
+        renewRetryAt = nil
+        actions.append(.fence(token: lease.token))
+        actions.append(.notify(.fenced(token: lease.token, reason: reason)))
+    }
+
+    // MARK: - Deadlines
+
+    private mutating func evaluateDeadlines(now: MonotonicInstant, into actions: inout [Action]) {
+        if let lease = held {
+            if phase != .fencing, now >= timing.fenceAt(sentAt: lease.lastSentAt) {
+                fence(reason: "no successful renew since \(lease.lastSentAt); fencing before the lease can expire", lease: lease, into: &actions)
+                return
+            }
+            if phase != .fencing, !renewInFlight, renewDue(lease, now: now) {
+                renewInFlight = true
+                renewRetryAt = nil
+                actions.append(.renewLease(revision: lease.revision))
+            }
+            if let deadline = stepDeadline, now >= deadline {
+                switch phase {
+                case .promoting(let step):
+                    beginDemotion(.promotionFailed(step, "timed out after \(configuration.stepTimeout)"), now: now, into: &actions)
+                case .demoting(.stopBackend, _):
+                    fence(reason: "graceful stop did not finish within \(configuration.stopTimeout)", lease: lease, into: &actions)
+                default:
+                    stepDeadline = nil
+                }
+            }
+            return
+        }
+        if phase == .passive, let at = acquireAt(), now >= at {
+            phase = .acquiring
+            actions.append(.acquireLease)
+        }
+    }
+
+    private func renewDue(_ lease: HeldLease, now: MonotonicInstant) -> Bool {
+        if case .demoting(.releaseLease, _) = phase { return false }
+        if let retry = renewRetryAt { return now >= retry }
+        return now >= lease.lastSentAt + timing.renew
+    }
+
+    /// When this passive node may try to acquire, or nil when it may not (disconnected, paused,
+    /// lease state unknown, duplicate instance).
+    public func acquireAt() -> MonotonicInstant? {
+        guard phase == .passive, connected, knowsLeaseState, !paused, !duplicateDetected else { return nil }
+        var earliest: MonotonicInstant
+        if let observed {
+            earliest = timing.takeoverAt(seenAt: observed.seenAt) + configuration.priorityHoldback
+        } else if let freeSince {
+            switch handoffTarget {
+            case .some(configuration.node): earliest = freeSince
+            case .some: earliest = freeSince + timing.ttl  // the target gets a head start
+            case .none: earliest = freeSince + configuration.priorityHoldback
+            }
+        } else {
+            return nil
+        }
+        if let holdoffUntil { earliest = max(earliest, holdoffUntil) }
+        if let cooldownUntil { earliest = max(earliest, cooldownUntil) }
+        return earliest
+    }
+
+    /// The next instant at which ``handle(_:now:)`` with ``Event/tick`` has something to do.
+    public func nextDeadline() -> MonotonicInstant? {
+        var candidates: [MonotonicInstant] = []
+        if let lease = held, phase != .fencing {
+            candidates.append(timing.fenceAt(sentAt: lease.lastSentAt))
+            if !renewInFlight { candidates.append(renewRetryAt ?? lease.lastSentAt + timing.renew) }
+            if let stepDeadline { candidates.append(stepDeadline) }
+        } else if let at = acquireAt() {
+            candidates.append(at)
+        }
+        return candidates.min()
+    }
+}

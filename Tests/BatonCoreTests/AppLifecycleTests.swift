@@ -1,0 +1,374 @@
+import BatonCore
+import Testing
+
+/// Drives an ``AppLifecycle`` along a simulated monotonic clock.
+private struct Harness {
+    static let timing = LeaseTiming(ttl: .seconds(3), renew: .seconds(1), fenceBudget: .milliseconds(500), skew: .milliseconds(250))
+    var machine: AppLifecycle
+    var now = MonotonicInstant(nanoseconds: 1_000_000_000)
+
+    init(hasHealthCheck: Bool = false, priorityHoldback: Duration = .zero, paused: Bool = false) {
+        machine = AppLifecycle(
+            configuration: .init(
+                node: "node-a", instance: "i-1", timing: Self.timing, hasHealthCheck: hasHealthCheck,
+                stepTimeout: .seconds(5), stopTimeout: .seconds(12), priorityHoldback: priorityHoldback),
+            paused: paused)
+    }
+
+    @discardableResult
+    mutating func send(_ event: AppLifecycle.Event) -> [AppLifecycle.Action] {
+        machine.handle(event, now: now)
+    }
+
+    @discardableResult
+    mutating func advance(_ duration: Duration) -> [AppLifecycle.Action] {
+        now = now + duration
+        return send(.tick)
+    }
+
+    /// Connected, lease seen free, acquired at `now`, backend started: active with token 7.
+    mutating func makeActive() {
+        send(.natsConnected)
+        #expect(send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease])
+        send(.acquireSucceeded(revision: 7, sentAt: now))
+        send(.promotionStepSucceeded(.startBackend))
+        #expect(machine.phase == .active)
+    }
+}
+
+private let other = LeaseHolder(node: "node-b", instance: "j-1")
+
+@Suite("Per-app lifecycle state machine")
+struct AppLifecycleTests {
+    @Test func acquiresAFreeLeaseOnlyOnceItsStateIsKnown() {
+        var harness = Harness()
+        #expect(harness.send(.natsConnected).isEmpty)
+        #expect(harness.advance(.seconds(10)).isEmpty)  // no watch snapshot yet: unknown
+        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease])
+        #expect(harness.machine.phase == .acquiring)
+    }
+
+    @Test func takeoverWaitsTTLPlusSkewAfterTheLastObservedWrite() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        let seen = harness.now
+        #expect(harness.machine.acquireAt() == seen + .milliseconds(3250))
+        #expect(harness.advance(.milliseconds(2000)).isEmpty)
+        // A renew seen later pushes the deadline.
+        harness.send(.leaseObserved(.held(other, revision: 5, token: 3)))
+        let renewedAt = harness.now
+        #expect(harness.advance(.milliseconds(3249)).isEmpty)
+        #expect(harness.now < renewedAt + .milliseconds(3250))
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease])
+    }
+
+    @Test func acquireArmsTheKeeperBeforeStartingTheBackend() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        let sent = harness.now
+        harness.now = harness.now + .milliseconds(20)
+        let actions = harness.send(.acquireSucceeded(revision: 42, sentAt: sent))
+        #expect(actions == [
+            .armFenceKeeper(token: 42, deadline: sent + .milliseconds(2500)),
+            .notify(.acquired(token: 42)),
+            .runPromotionStep(.startBackend, token: 42),
+        ])
+        #expect(harness.machine.phase == .promoting(.startBackend))
+        #expect(harness.machine.held?.token == 42)
+    }
+
+    @Test func aLateAcquireAnswerStartsNothingAndFences() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        let sent = harness.now
+        harness.now = harness.now + .milliseconds(2600)  // past sent + ttl - fence budget
+        let actions = harness.send(.acquireSucceeded(revision: 9, sentAt: sent))
+        #expect(!actions.contains(.runPromotionStep(.startBackend, token: 9)))
+        #expect(actions.contains(.fence(token: 9)))
+        #expect(harness.machine.phase == .fencing)
+    }
+
+    @Test func healthGatesActivation() {
+        var harness = Harness(hasHealthCheck: true)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireSucceeded(revision: 3, sentAt: harness.now))
+        #expect(harness.send(.promotionStepSucceeded(.startBackend)) == [.runPromotionStep(.awaitHealthy, token: 3)])
+        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy)) == [.notify(.becameActive(token: 3))])
+        #expect(harness.machine.phase == .active)
+    }
+
+    @Test func renewsEveryIntervalAndRearmsTheKeeperFromTheSendTime() {
+        var harness = Harness()
+        harness.makeActive()
+        #expect(harness.advance(.milliseconds(999)).isEmpty)
+        #expect(harness.advance(.milliseconds(1)) == [.renewLease(revision: 7)])
+        let sent = harness.now
+        #expect(harness.advance(.milliseconds(500)).isEmpty)  // one renew in flight at a time
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent)) == [.armFenceKeeper(token: 7, deadline: sent + .milliseconds(2500))])
+        #expect(harness.machine.held == AppLifecycle.HeldLease(token: 7, revision: 8, lastSentAt: sent))
+        #expect(harness.advance(.milliseconds(500)) == [.renewLease(revision: 8)])
+    }
+
+    @Test func fencesAtSentPlusTTLMinusBudgetWhenRenewsKeepFailing() {
+        var harness = Harness()
+        harness.makeActive()
+        let acquiredAt = harness.now
+        var fencedAt: MonotonicInstant?
+        while fencedAt == nil, harness.now < acquiredAt + .seconds(10) {
+            let actions = harness.advance(.milliseconds(10))
+            if actions.contains(.renewLease(revision: 7)) {
+                harness.send(.renewFailed(.unavailable("timeout")))
+            }
+            if actions.contains(.fence(token: 7)) { fencedAt = harness.now }
+        }
+        #expect(fencedAt == acquiredAt + .milliseconds(2500))
+        #expect(harness.machine.phase == .fencing)
+        // Nothing else happens until fencing completes; then the lease is given back, and the
+        // node waits before it may acquire again.
+        #expect(harness.advance(.seconds(1)).isEmpty)
+        let done = harness.send(.fenceCompleted)
+        #expect(done == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil)])
+        #expect(harness.machine.phase == .passive)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(harness.machine.acquireAt()! >= harness.now + .seconds(3))
+    }
+
+    @Test func losingTheCompareAndSetFencesAtOnce() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.advance(.seconds(1))
+        #expect(harness.send(.renewFailed(.conflict)).prefix(1) == [.fence(token: 7)])
+        #expect(harness.machine.phase == .fencing)
+    }
+
+    @Test func theLeaseVanishingOrAnotherHolderAppearingFencesAtOnce() {
+        var vanished = Harness()
+        vanished.makeActive()
+        #expect(vanished.send(.leaseObserved(.free(handoffTo: nil))).first == .fence(token: 7))
+        var overtaken = Harness()
+        overtaken.makeActive()
+        #expect(overtaken.send(.leaseObserved(.held(LeaseHolder(node: "node-a", instance: "i-1"), revision: 7, token: 7))).isEmpty)  // our own write
+        #expect(overtaken.send(.leaseObserved(.held(other, revision: 12, token: 12))).first == .fence(token: 7))
+    }
+
+    @Test func stepdownStopsTheBackendThenReleasesAndCoolsDown() {
+        var harness = Harness()
+        harness.makeActive()
+        #expect(harness.send(.stepdownRequested) == [.notify(.demoting(.stepdown)), .stopBackend])
+        // The lease is still renewed while the backend stops.
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
+        harness.send(.renewSucceeded(revision: 8, sentAt: harness.now))
+        #expect(harness.send(.backendStopped) == [.disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: nil)])
+        #expect(harness.send(.releaseFinished) == [.notify(.released(token: 7))])
+        #expect(harness.machine.phase == .passive)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(harness.machine.acquireAt() == harness.now + .seconds(6))  // cooldown: 2 x ttl
+    }
+
+    @Test func switchoverNamesTheTargetWhoGoesFirst() {
+        var active = Harness()
+        active.makeActive()
+        active.send(.switchoverRequested(to: "node-b"))
+        #expect(active.send(.backendStopped).last == .releaseLease(revision: 7, handoffTo: "node-b"))
+
+        var target = Harness()
+        target.send(.natsConnected)
+        target.send(.leaseObserved(.held(other, revision: 7, token: 7)))
+        var bystander = target
+        target.machine = AppLifecycle(configuration: .init(
+            node: "node-b", instance: "j-2", timing: Harness.timing, hasHealthCheck: false, stepTimeout: .seconds(5), stopTimeout: .seconds(12),
+            priorityHoldback: .seconds(1)))
+        target.send(.natsConnected)
+        #expect(target.send(.leaseObserved(.free(handoffTo: "node-b"))) == [.acquireLease])
+        #expect(bystander.send(.leaseObserved(.free(handoffTo: "node-b"))).isEmpty)
+        #expect(bystander.machine.acquireAt() == bystander.now + .seconds(3))
+    }
+
+    @Test func priorityHoldbackDelaysLowerPriorityNodes() {
+        var harness = Harness(priorityHoldback: .milliseconds(400))
+        harness.send(.natsConnected)
+        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
+        #expect(harness.advance(.milliseconds(399)).isEmpty)
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease])
+    }
+
+    @Test func aPausedAppNeverChangesHands() {
+        var passive = Harness(paused: true)
+        passive.send(.natsConnected)
+        passive.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(passive.advance(.seconds(60)).isEmpty)
+        #expect(passive.send(.resumeRequested) == [.acquireLease])
+
+        var active = Harness()
+        active.makeActive()
+        active.send(.pauseRequested)
+        let actions = active.send(.healthFailed("3 failures"))
+        #expect(actions.count == 1)
+        #expect(active.machine.phase == .active)
+        active.send(.resumeRequested)
+        #expect(active.send(.healthFailed("3 failures")) == [.notify(.demoting(.healthFailed("3 failures"))), .stopBackend])
+    }
+
+    @Test func waitsAFullTTLAfterAReconnect() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 2, token: 2)))
+        harness.send(.natsDisconnected)
+        #expect(harness.advance(.seconds(10)).isEmpty)  // disconnected: never
+        harness.send(.natsConnected)
+        let reconnectedAt = harness.now
+        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
+        #expect(harness.machine.acquireAt() == reconnectedAt + .seconds(3))
+        #expect(harness.advance(.seconds(3)) == [.acquireLease])
+    }
+
+    @Test func anUnansweredAcquireHoldsOffForATTL() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireFailed(.unavailable("timeout")))
+        #expect(harness.machine.phase == .passive)
+        #expect(harness.machine.acquireAt() == harness.now + .seconds(3))
+    }
+
+    @Test func aFailedOrSlowPromotionStepRollsBackAndReleases() {
+        var failed = Harness()
+        failed.send(.natsConnected)
+        failed.send(.leaseObserved(.free(handoffTo: nil)))
+        failed.send(.acquireSucceeded(revision: 5, sentAt: failed.now))
+        let reason = DemotionReason.promotionFailed(.startBackend, "exec failed: no such file")
+        #expect(failed.send(.promotionStepFailed(.startBackend, "exec failed: no such file")) == [.notify(.demoting(reason)), .stopBackend])
+        #expect(failed.send(.backendStopped).last == .releaseLease(revision: 5, handoffTo: nil))
+
+        var slow = Harness(hasHealthCheck: true)
+        slow.send(.natsConnected)
+        slow.send(.leaseObserved(.free(handoffTo: nil)))
+        slow.send(.acquireSucceeded(revision: 5, sentAt: slow.now))
+        slow.send(.promotionStepSucceeded(.startBackend))
+        var sawDemotion = false
+        for _ in 0..<60 {
+            let actions = slow.advance(.milliseconds(100))
+            if actions.contains(.renewLease(revision: 5)) { slow.send(.renewSucceeded(revision: 5, sentAt: slow.now)) }
+            if actions.contains(.stopBackend) { sawDemotion = true }
+        }
+        #expect(sawDemotion)
+        if case .demoting(.stopBackend, .promotionFailed(.awaitHealthy, _)) = slow.machine.phase {} else {
+            Issue.record("expected a demotion after the health step timed out, got \(slow.machine.phase)")
+        }
+    }
+
+    @Test func aGracefulStopThatHangsIsFenced() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.stepdownRequested)
+        var fenced = false
+        for _ in 0..<140 {
+            let actions = harness.advance(.milliseconds(100))
+            if actions.contains(.renewLease(revision: 7)) { harness.send(.renewSucceeded(revision: 7, sentAt: harness.now)) }
+            if actions.contains(.fence(token: 7)) { fenced = true }
+        }
+        #expect(fenced)
+    }
+
+    @Test func aSecondBatondWithTheSameNodeIDIsDetectedAndNeverAcquires() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        let twin = LeaseHolder(node: "node-a", instance: "other-process")
+        #expect(harness.send(.leaseObserved(.held(twin, revision: 3, token: 3))).isEmpty)  // maybe our crashed predecessor
+        #expect(harness.send(.leaseObserved(.held(twin, revision: 4, token: 3))) == [.notify(.duplicateInstance(twin))])
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(harness.advance(.seconds(60)).isEmpty)
+        #expect(harness.machine.duplicateDetected)
+    }
+
+    @Test func shutdownWhileActiveStopsThenReleasesAndStops() {
+        var harness = Harness()
+        harness.makeActive()
+        #expect(harness.send(.shutdownRequested) == [.notify(.demoting(.shutdown)), .stopBackend])
+        harness.send(.backendStopped)
+        harness.send(.releaseFinished)
+        #expect(harness.machine.phase == .stopped)
+        #expect(harness.advance(.seconds(60)).isEmpty)
+    }
+
+    /// Random events along a random timeline: the safety invariants hold after every step.
+    @Test(arguments: 0..<20)
+    func safetyInvariantsHoldForRandomEventSequences(seed: UInt64) {
+        var random = SplitMix64(seed: seed &+ 0x9E37_79B9)
+        var harness = Harness(hasHealthCheck: seed % 2 == 0)
+        harness.send(.natsConnected)
+        var starts = 0
+        var fences = 0
+        for _ in 0..<2000 {
+            let before = harness.machine
+            let event: AppLifecycle.Event
+            switch random.next() % 16 {
+            case 0: event = .leaseObserved(.free(handoffTo: nil))
+            case 1: event = .leaseObserved(.held(other, revision: before.held.map { $0.revision + 1 } ?? 1, token: 1))
+            case 2: event = .acquireSucceeded(revision: (before.observed?.revision ?? 0) + 10, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
+            case 3: event = .acquireFailed(random.next() % 2 == 0 ? .conflict : .unavailable("timeout"))
+            case 4: event = .renewSucceeded(revision: (before.held?.revision ?? 0) + 1, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
+            case 5: event = .renewFailed(random.next() % 4 == 0 ? .conflict : .unavailable("timeout"))
+            case 6: event = .promotionStepSucceeded(random.next() % 2 == 0 ? .startBackend : .awaitHealthy)
+            case 7: event = .promotionStepFailed(.startBackend, "boom")
+            case 8: event = .backendStopped
+            case 9: event = .fenceCompleted
+            case 10: event = .releaseFinished
+            case 11: event = [.stepdownRequested, .switchoverRequested(to: "node-b"), .healthFailed("x"), .backendFailed("y")][Int(random.next() % 4)]
+            case 12: event = random.next() % 2 == 0 ? .natsDisconnected : .natsConnected
+            case 13: event = random.next() % 2 == 0 ? .pauseRequested : .resumeRequested
+            default: event = .tick
+            }
+            harness.now = harness.now + .milliseconds(Int64(random.next() % 400))
+            let actions = harness.send(event)
+            let machine = harness.machine
+            for action in actions {
+                switch action {
+                case .fence:
+                    fences += 1
+                case .runPromotionStep(.startBackend, let token):
+                    starts += 1
+                    // The backend starts only under a held lease whose fence time is ahead.
+                    #expect(machine.held?.token == token)
+                    if let held = machine.held {
+                        #expect(harness.now < Harness.timing.fenceAt(sentAt: held.lastSentAt))
+                    }
+                case .acquireLease:
+                    #expect(before.phase == .passive || before.phase == .acquiring || machine.phase == .acquiring)
+                    #expect(!machine.paused && !machine.duplicateDetected)
+                    #expect(machine.held == nil)
+                default:
+                    break
+                }
+            }
+            // Never left holding (outside fencing) past the fence time.
+            if let held = machine.held, machine.phase != .fencing {
+                #expect(harness.now < Harness.timing.fenceAt(sentAt: held.lastSentAt), "holding past the fence time in \(machine.phase)")
+            }
+            // A fence action always comes with the fencing phase.
+            if actions.contains(where: { if case .fence = $0 { return true } else { return false } }) {
+                #expect(machine.phase == .fencing)
+            }
+        }
+        // The walk really went through promotions and fencing.
+        #expect(starts > 5)
+        #expect(fences > 5)
+    }
+}
+
+/// A small deterministic generator for the randomized tests.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
