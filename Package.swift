@@ -38,6 +38,27 @@ let package = Package(
             dependencies: ["BatonCore"]
         ),
         .target(
+            name: "Supervisor",
+            dependencies: [
+                "BatonCore",
+                "NATS",
+                "FenceKeeper",
+                "CBatonProcess",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SupervisorTests",
+            dependencies: [
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "NATSTestSupport",
             dependencies: ["NATS"],
             path: "Tests/NATSTestSupport"
@@ -60,6 +81,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/NATSBenchmark"
+        ),
+        .target(
+            name: "CBatonProcess",
+            path: "Sources/CBatonProcess"
+        ),
+        .target(
+            name: "FenceKeeper"
+        ),
+        .executableTarget(
+            name: "baton-fence-keeper",
+            dependencies: ["FenceKeeper", "CBatonProcess"]
+        ),
+        .testTarget(
+            name: "FenceKeeperTests",
+            dependencies: ["FenceKeeper"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -226,6 +226,16 @@ struct AppLifecycleTests {
         #expect(harness.advance(.seconds(3)) == [.acquireLease])
     }
 
+    @Test func aLostAcquireRetriesAfterAPauseNotInALoop() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 2, token: 2)))
+        harness.advance(.milliseconds(3250))
+        #expect(harness.send(.acquireFailed(.conflict)).isEmpty)
+        #expect(harness.machine.acquireAt() == harness.now + .milliseconds(100))
+        #expect(harness.advance(.milliseconds(100)) == [.acquireLease])
+    }
+
     @Test func anUnansweredAcquireHoldsOffForATTL() {
         var harness = Harness()
         harness.send(.natsConnected)

@@ -285,9 +285,13 @@ public struct AppLifecycle: Sendable {
         case .acquireFailed(let failure):
             guard phase == .acquiring else { break }
             phase = .passive
-            if case .unavailable = failure {
+            switch failure {
+            case .unavailable:
                 // Our create may have landed: let it expire before trying again.
                 holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
+            case .conflict:
+                // Still held (an expiry is silent on NATS 2.9): try again shortly, not in a loop.
+                holdoffUntil = max(holdoffUntil ?? now, now + configuration.renewRetry)
             }
         case .renewSucceeded(let revision, let sentAt):
             renewInFlight = false

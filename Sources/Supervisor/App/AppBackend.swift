@@ -1,0 +1,30 @@
+import BatonCore
+
+/// What the app supervisor needs from a backend (a child process, a systemd unit). Every
+/// method must be safe to call in any order and more than once.
+public protocol AppBackend: Sendable {
+    /// Starts the backend, handing it the fencing token. Returns once it runs; throws with a
+    /// clear reason when it cannot start.
+    func start(token: UInt64) async throws
+    /// Waits until the backend is healthy (returns at once when no health check is configured).
+    func waitUntilHealthy(token: UInt64) async throws
+    /// Tells the fence keeper to kill the backend at `deadline` unless re-armed before.
+    func armFence(deadline: MonotonicInstant) async
+    /// The backend is stopped: the keeper has nothing to kill.
+    func disarmFence() async
+    /// Stops the backend gracefully; returns when it is gone.
+    func stop() async
+    /// Kills the backend now; returns when it is gone.
+    func fence() async
+    /// Failures while running that the backend could not recover from (restart budget spent,
+    /// health check failing): each element is a reason.
+    func failures() -> AsyncStream<AppBackendFailure>
+}
+
+/// A failure a running backend reports.
+public enum AppBackendFailure: Sendable, Hashable {
+    /// The backend kept exiting: the restart budget is spent.
+    case exhausted(String)
+    /// The health check kept failing.
+    case unhealthy(String)
+}

@@ -1,0 +1,231 @@
+import BatonCore
+import Logging
+import NATS
+
+/// Runs one app on this node: feeds the lease watch, NATS connection events, backend failures,
+/// operator commands and the clock into an ``AppLifecycle``, and executes the actions it
+/// returns. All decisions are the lifecycle's; this actor only does I/O and reports results
+/// back as events, so a result that arrives late (after a state change) is judged by the
+/// lifecycle, not here.
+public actor AppSupervisor {
+    public nonisolated let app: String
+    private var lifecycle: AppLifecycle
+    private let store: LeaseStore
+    private let backend: any AppBackend
+    private let client: NATSClient
+    private let logger: Logger
+    /// The clock's current sleep; cancelled after every event so deadlines are recomputed.
+    private var clockSleep: Task<Void, Never>?
+    /// Keeper updates run one after another, so an older deadline never overwrites a newer one,
+    /// and the backend starts only after the keeper is armed.
+    private var fenceKeeperUpdates: Task<Void, Never>?
+    private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
+    private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
+
+    /// Creates a supervisor. Nothing happens until ``run()``.
+    public init(app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, store: LeaseStore, backend: any AppBackend, client: NATSClient, logger: Logger) {
+        self.app = app
+        self.lifecycle = AppLifecycle(configuration: configuration, paused: paused)
+        self.store = store
+        self.backend = backend
+        self.client = client
+        var logger = logger
+        logger[metadataKey: "app"] = "\(app)"
+        self.logger = logger
+    }
+
+    /// The current phase.
+    public var phase: AppLifecycle.Phase { lifecycle.phase }
+    /// The held lease, if any.
+    public var heldLease: AppLifecycle.HeldLease? { lifecycle.held }
+    /// What this node last saw of another holder.
+    public var observedLease: AppLifecycle.ObservedLease? { lifecycle.observed }
+    /// Whether the app is paused.
+    public var isPaused: Bool { lifecycle.paused }
+
+    /// Notifications (acquired, active, fenced, released, ...) as they happen.
+    public func notifications() -> AsyncStream<AppLifecycle.Notification> {
+        let (stream, continuation) = AsyncStream.makeStream(of: AppLifecycle.Notification.self, bufferingPolicy: .bufferingNewest(256))
+        notificationsContinuation = continuation
+        return stream
+    }
+
+    /// Feeds an operator command or another event.
+    public func send(_ event: AppLifecycle.Event) {
+        apply(event)
+    }
+
+    /// Runs until the task is cancelled. On cancellation the app is stepped down gracefully
+    /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl.
+    public func run() async {
+        let connectionEvents = client.events()
+        if client.isConnected { apply(.natsConnected) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [weak self] in
+                for await event in connectionEvents {
+                    switch event {
+                    case .connected, .reconnected: await self?.send(.natsConnected)
+                    case .disconnected, .closed: await self?.send(.natsDisconnected)
+                    default: break
+                    }
+                }
+            }
+            group.addTask { [weak self] in await self?.followLease() }
+            group.addTask { [weak self, backend] in
+                for await failure in backend.failures() {
+                    switch failure {
+                    case .exhausted(let reason): await self?.send(.backendFailed(reason))
+                    case .unhealthy(let reason): await self?.send(.healthFailed(reason))
+                    }
+                }
+            }
+            await runClock(until: nil)
+            if lifecycle.phase != .stopped {
+                apply(.shutdownRequested)
+                let limit = MonotonicClock.now() + lifecycle.configuration.stopTimeout + lifecycle.configuration.timing.ttl
+                await Task { await self.runClock(until: limit) }.value
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Ticks the lifecycle at its deadlines. Without a limit it runs until the task is
+    /// cancelled; with one, until the app has stopped (or let its lease go) or the limit passes.
+    private func runClock(until limit: MonotonicInstant?) async {
+        while !Task.isCancelled {
+            if let limit {
+                if lifecycle.phase == .stopped || (lifecycle.held == nil && lifecycle.phase == .passive) { return }
+                if MonotonicClock.now() >= limit { return }
+            }
+            let now = MonotonicClock.now()
+            var next = lifecycle.nextDeadline() ?? now + .seconds(1)
+            if let limit { next = min(next, limit) }
+            let wait = min(next - now, .seconds(1))
+            if wait > .zero {
+                let sleeper = Task<Void, Never> { try? await Task.sleep(for: wait) }
+                clockSleep = sleeper
+                await withTaskCancellationHandler { await sleeper.value } onCancel: { sleeper.cancel() }
+                clockSleep = nil
+            }
+            if Task.isCancelled { return }
+            apply(.tick)
+        }
+    }
+
+    private func followLease() async {
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let watch = try await store.watch()
+                attempt = 0
+                for try await event in watch {
+                    if case .observed(let observation) = event { send(.leaseObserved(observation)) }
+                }
+                await watch.stop()
+            } catch {
+                if Task.isCancelled { return }
+                attempt += 1
+                logger.warning("lease watch failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                try? await Task.sleep(for: .milliseconds(min(2000, 100 * attempt)))
+            }
+        }
+    }
+
+    // MARK: - Executing actions
+
+    private func apply(_ event: AppLifecycle.Event) {
+        let actions = lifecycle.handle(event, now: MonotonicClock.now())
+        for action in actions { execute(action) }
+        clockSleep?.cancel()
+    }
+
+    private func execute(_ action: AppLifecycle.Action) {
+        let holder = holder
+        switch action {
+        case .acquireLease:
+            Task { [store] in
+                let sentAt = MonotonicClock.now()
+                do {
+                    let revision = try await store.acquire(as: holder)
+                    self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt))
+                } catch {
+                    self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
+                }
+            }
+        case .renewLease(let revision):
+            let token = lifecycle.held?.token ?? 0
+            Task { [store] in
+                let sentAt = MonotonicClock.now()
+                do {
+                    let newRevision = try await store.renew(as: holder, token: token, revision: revision)
+                    self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt))
+                } catch {
+                    self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
+                }
+            }
+        case .releaseLease(let revision, let handoffTo):
+            let token = lifecycle.held?.token ?? 0
+            Task { [store, logger] in
+                do {
+                    try await store.release(as: holder, token: token, revision: revision, handoffTo: handoffTo)
+                } catch {
+                    logger.info("lease release did not go through; it will expire", metadata: ["error": "\(error)"])
+                }
+                self.apply(.releaseFinished)
+            }
+        case .armFenceKeeper(_, let deadline):
+            let previous = fenceKeeperUpdates
+            fenceKeeperUpdates = Task { [backend] in
+                await previous?.value
+                await backend.armFence(deadline: deadline)
+            }
+        case .disarmFenceKeeper:
+            let previous = fenceKeeperUpdates
+            fenceKeeperUpdates = Task { [backend] in
+                await previous?.value
+                await backend.disarmFence()
+            }
+        case .runPromotionStep(let step, let token):
+            let armed = fenceKeeperUpdates
+            Task { [backend] in
+                await armed?.value
+                do {
+                    switch step {
+                    case .startBackend: try await backend.start(token: token)
+                    case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
+                    }
+                    self.apply(.promotionStepSucceeded(step))
+                } catch {
+                    self.apply(.promotionStepFailed(step, "\(error)"))
+                }
+            }
+        case .stopBackend:
+            Task { [backend] in
+                await backend.stop()
+                self.apply(.backendStopped)
+            }
+        case .fence:
+            Task { [backend] in
+                await backend.fence()
+                self.apply(.fenceCompleted)
+            }
+        case .notify(let notification):
+            log(notification)
+            notificationsContinuation?.yield(notification)
+        }
+    }
+
+    private func log(_ notification: AppLifecycle.Notification) {
+        switch notification {
+        case .acquired(let token): logger.info("acquired the lease", metadata: ["epoch": "\(token)"])
+        case .becameActive(let token): logger.notice("active", metadata: ["epoch": "\(token)"])
+        case .demoting(let reason): logger.notice("stepping down", metadata: ["reason": "\(reason)"])
+        case .released(let token): logger.info("released the lease", metadata: ["epoch": "\(token)"])
+        case .fenced(let token, let reason): logger.error("fenced", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
+        case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
+        case .duplicateInstance(let holder):
+            logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
+        case .ignored(let reason): logger.debug("ignored", metadata: ["reason": "\(reason)"])
+        }
+    }
+}
