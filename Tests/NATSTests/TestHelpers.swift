@@ -67,7 +67,8 @@ func testOptions(_ server: NATSServerProcess) -> NATSClientOptions {
     options.reconnectWait = .milliseconds(20)
     options.maxReconnectWait = .milliseconds(250)
     options.reconnectJitter = .milliseconds(10)
-    options.connectTimeout = .seconds(2)
+    // Generous: the whole suite runs in parallel on small CI machines.
+    options.connectTimeout = .seconds(10)
     options.requestTimeout = .seconds(5)
     return options
 }

@@ -72,7 +72,7 @@ final class RecordingBackend: AppBackend {
 
     func waitUntilHealthy(token: UInt64) async throws {}
 
-    func armFence(deadline: MonotonicInstant) async {
+    func armFence(token: UInt64, deadline: MonotonicInstant) async {
         let task = Task { [weak self] in
             let wait = deadline - MonotonicClock.now()
             if wait > .zero { try? await Task.sleep(for: wait) }
@@ -117,6 +117,7 @@ func startNode(_ name: String, server: NATSServerProcess, log: ActivityLog, prio
     options.reconnectWait = .milliseconds(20)
     options.maxReconnectWait = .milliseconds(200)
     options.requestTimeout = .milliseconds(500)
+    options.connectTimeout = .seconds(10)
     var logger = Logger(label: "baton.\(name)")
     logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
     let client = try await NATSClient.connect(options: options, logger: logger)

@@ -17,21 +17,19 @@ public struct ObjectStore: Sendable {
     public let jetStream: JetStream
     /// `OBJ_<bucket>`.
     public let streamName: String
-    private let useDirectGet: Bool
     private let chunkPrefix: String
     private let metaPrefix: String
 
     /// The chunk size used when none is given: 128 KiB, as in the other clients.
     public static let defaultChunkSize = 128 * 1024
 
-    /// Bytes of chunks a put keeps unacknowledged at most.
+    /// Bytes of chunks a put keeps unacknowledged at most (and never more than 256 chunks).
     private static let publishWindowBytes = 4 * 1024 * 1024
 
-    init(bucket: String, jetStream: JetStream, allowDirect: Bool) {
+    init(bucket: String, jetStream: JetStream) {
         self.bucket = bucket
         self.jetStream = jetStream
         self.streamName = "OBJ_\(bucket)"
-        self.useDirectGet = allowDirect
         self.chunkPrefix = "$O.\(bucket).C."
         self.metaPrefix = "$O.\(bucket).M."
     }
@@ -75,22 +73,18 @@ public struct ObjectStore: Sendable {
     private typealias MetaResult = Result<ObjectInfo, ObjectStoreError>
 
     /// The latest meta message of `name` and its stream sequence, or nil when there is none.
-    /// `fromLeader` reads through the stream leader even when direct get is allowed.
-    private func lastMeta(_ name: String, fromLeader: Bool = false) async throws -> (sequence: UInt64, meta: MetaResult)? {
-        let subject = metaSubject(for: name)
+    ///
+    /// Read through the stream leader (`STREAM.MSG.GET`), not with direct get: puts use the
+    /// sequence for a compare-and-set and must see the latest write, and on nats-server 2.9 a
+    /// direct get on a deleted stream times out instead of failing at once.
+    private func lastMeta(_ name: String) async throws -> (sequence: UInt64, meta: MetaResult)? {
         let message: StoredMessage
         do {
-            message = useDirectGet && !fromLeader
-                ? try await jetStream.directGetLast(stream: streamName, subject: subject)
-                : try await jetStream.getLastMessage(stream: streamName, subject: subject)
+            message = try await jetStream.getLastMessage(stream: streamName, subject: metaSubject(for: name))
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
             throw bucketGone()
-        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound || error.code == 404 {
+        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
             return nil
-        } catch let error as JetStreamError where error.code == .notEnabled && useDirectGet && !fromLeader {
-            // Nobody answers direct gets on a stream that was deleted; say so if that is it.
-            _ = try await status()
-            throw error
         }
         return (message.sequence, decodeMeta(message.payload, modified: message.time, name: name))
     }
@@ -144,7 +138,7 @@ public struct ObjectStore: Sendable {
         let subject = metaSubject(for: name)
         var attempt = 0
         while true {
-            let current = try await lastMeta(name, fromLeader: attempt > 0)
+            let current = try await lastMeta(name)
             guard let record = try makeRecord(current?.meta) else { return false }
             let payload = ByteBuffer(bytes: try JetStreamJSON.encoder().encode(record))
             do {
@@ -167,12 +161,17 @@ public struct ObjectStore: Sendable {
         }
     }
 
-    /// Purges `subject` from a task that ignores the caller's cancellation, so cleanup after a
-    /// cancelled put still happens.
-    private func purgeDetached(_ subject: String) async {
+    /// Removes the chunks of a failed put: waits until the server has answered every chunk
+    /// published (the stream stores them on another queue than the one that purges), then purges
+    /// `subject`; in a task that ignores the caller's cancellation, so a cancelled put cleans up
+    /// too.
+    private func discardChunks(_ subject: String, publisher: ChunkPublisher) async {
         let jetStream = jetStream
         let stream = streamName
-        await Task { _ = try? await jetStream.purgeStream(stream, subject: subject) }.value
+        await Task {
+            await publisher.settle()
+            _ = try? await jetStream.purgeStream(stream, subject: subject)
+        }.value
     }
 
     private func validateChunkSize(_ chunkSize: Int) throws(ObjectStoreError) {
@@ -249,7 +248,7 @@ public struct ObjectStore: Sendable {
         let subject = chunkSubject(for: nuid)
         var hasher = SHA256()
         var size: UInt64 = 0
-        let publisher = try ChunkPublisher(jetStream: jetStream, subject: subject, window: Self.publishWindowBytes / chunkSize)
+        let publisher = try ChunkPublisher(jetStream: jetStream, subject: subject, window: min(256, Self.publishWindowBytes / chunkSize))
         defer { publisher.close() }
         func send(_ chunk: ByteBuffer) async throws {
             chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
@@ -262,7 +261,7 @@ public struct ObjectStore: Sendable {
             try await rechunker.finish(send)
             try await publisher.finish()
         } catch {
-            await purgeDetached(subject)
+            await discardChunks(subject, publisher: publisher)
             throw mapped(error)
         }
         let digest = "SHA-256=" + hasher.finalize().base64URLEncodedString(padded: true)
@@ -272,7 +271,7 @@ public struct ObjectStore: Sendable {
         do {
             try await replaceMeta(name) { _ in ObjectMetaRecord(info: info, mtime: info.modified) }
         } catch {
-            await purgeDetached(subject)
+            await discardChunks(subject, publisher: publisher)
             throw mapped(error)
         }
         return info
@@ -481,8 +480,8 @@ extension JetStream {
         }
         let wanted = config.streamConfig
         do {
-            let info = try await createStream(wanted)
-            return ObjectStore(bucket: config.bucket, jetStream: self, allowDirect: info.config.allowDirect ?? false)
+            try await createStream(wanted)
+            return ObjectStore(bucket: config.bucket, jetStream: self)
         } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
             let existing = try await streamInfo(wanted.name).config
             let differences = Self.objectStoreDifferences(wanted: wanted, existing: existing)
@@ -505,7 +504,7 @@ extension JetStream {
         guard subjects.contains("$O.\(bucket).C.>"), subjects.contains("$O.\(bucket).M.>") else {
             throw ObjectStoreError(.bucketNotFound, "stream OBJ_\(bucket) exists but is not an Object Store (subjects \(subjects))")
         }
-        return ObjectStore(bucket: bucket, jetStream: self, allowDirect: info.config.allowDirect ?? false)
+        return ObjectStore(bucket: bucket, jetStream: self)
     }
 
     /// Deletes an Object Store bucket and every object in it.

@@ -1,4 +1,3 @@
-import Atomics
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -18,12 +17,32 @@ import Darwin
 /// large object is not limited to one chunk per round trip.
 ///
 /// Every chunk is written to the connection in call order (the client enqueues publishes
-/// synchronously), each with its own reply subject under one inbox. Any negative or missing
-/// acknowledgement fails the next call. Use from one task; call ``close()`` when done.
-final class ChunkPublisher {
-    private enum Event: Sendable {
-        case ack(NATSMessage)
-        case tick
+/// synchronously), each with its own reply subject under one inbox; the answers are counted as
+/// they arrive. A negative answer, or none for `timeout` while some are outstanding, fails the
+/// next ``send(_:)`` or ``finish()``. Call ``send(_:)`` and ``finish()`` from one task; call
+/// ``close()`` when done.
+final class ChunkPublisher: Sendable {
+    private struct Waiter {
+        var target: Int
+        /// Whether a negative answer ends the wait (not when settling before a purge).
+        var endsOnFailure: Bool
+        var continuation: CheckedContinuation<Void, Never>
+    }
+
+    private struct State {
+        var sent = 0
+        var answered = 0
+        var failure: (any Error)?
+        var lastProgress = NIODeadline.now()
+        var waiter: Waiter?
+        var timedOut = false
+        var closed = false
+
+        mutating func takeWaiter(if condition: Bool) -> Waiter? {
+            guard condition, let waiter else { return nil }
+            self.waiter = nil
+            return waiter
+        }
     }
 
     private let client: NATSClient
@@ -32,35 +51,42 @@ final class ChunkPublisher {
     private let window: Int
     private let timeout: Duration
     private let sid: UInt64
-    private let continuation: AsyncStream<Event>.Continuation
-    private var events: AsyncStream<Event>.Iterator
-    private let waiting: ManagedAtomic<Bool>
+    private let state: NIOLockedValueBox<State>
     private let ticker: Task<Void, Never>
-    private var sent = 0
-    private var acknowledged = 0
-    private var lastProgress = ContinuousClock.now
 
     init(jetStream: JetStream, subject: String, window: Int) throws {
         client = jetStream.client
         self.subject = subject
         self.window = max(1, window)
-        timeout = jetStream.timeout
+        let timeout = jetStream.timeout
+        self.timeout = timeout
         inbox = jetStream.client.newInbox()
-        let (stream, continuation) = AsyncStream.makeStream(of: Event.self)
-        self.continuation = continuation
-        events = stream.makeAsyncIterator()
+        let state = NIOLockedValueBox(State())
+        self.state = state
         sid = try client.subscribe(to: "\(inbox).*") { message in
-            continuation.yield(.ack(message))
+            // On the connection's event loop: count the answer and wake a waiter it satisfies.
+            let problem = Self.problem(in: message, subject: subject)
+            let waiter = state.withLockedValue { state -> Waiter? in
+                state.answered += 1
+                state.lastProgress = .now()
+                if state.failure == nil, let problem { state.failure = problem }
+                guard let waiter = state.waiter else { return nil }
+                return state.takeWaiter(if: state.answered >= waiter.target || (problem != nil && waiter.endsOnFailure))
+            }
+            waiter?.continuation.resume()
         }
-        // Wakes the waiting reader so a lost acknowledgement turns into a timeout; ticks only
-        // while someone waits, so none pile up while the producer is slow.
-        let waiting = ManagedAtomic<Bool>(false)
-        self.waiting = waiting
-        let interval = Duration.nanoseconds(max(jetStream.timeout.nanoseconds / 10, 10_000_000))
+        // Turns a silence while answers are outstanding into a timeout.
+        let limit = TimeAmount.nanoseconds(timeout.nanoseconds)
+        let interval = Duration.nanoseconds(max(timeout.nanoseconds / 10, 10_000_000))
         ticker = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
-                if waiting.load(ordering: .relaxed) { continuation.yield(.tick) }
+                let waiter = state.withLockedValue { state -> Waiter? in
+                    guard state.waiter != nil, NIODeadline.now() - state.lastProgress > limit else { return nil }
+                    state.timedOut = true
+                    return state.takeWaiter(if: true)
+                }
+                waiter?.continuation.resume()
             }
         }
     }
@@ -69,55 +95,90 @@ final class ChunkPublisher {
         close()
     }
 
-    /// Publishes the next chunk, first waiting for acknowledgements when `window` are pending.
-    func send(_ chunk: ByteBuffer) async throws {
-        while sent - acknowledged >= window {
-            try await awaitAcknowledgement()
+    private static func problem(in message: NATSMessage, subject: String) -> (any Error)? {
+        if message.status == 503 {
+            return JetStreamError(.noStreamForSubject, "no stream captures subject \"\(subject)\"")
         }
-        if sent == acknowledged { lastProgress = .now }
-        try await client.publish(subject, payload: chunk, replyTo: "\(inbox).\(sent)")
-        sent += 1
-    }
-
-    /// Waits until every chunk sent so far is acknowledged.
-    func finish() async throws {
-        while acknowledged < sent {
-            try await awaitAcknowledgement()
+        do {
+            _ = try JetStream.decodeAPIResponse(message.payload, as: PubAck.self, subject: subject)
+            return nil
+        } catch {
+            return error
         }
     }
 
     /// How many chunks were sent.
-    var count: Int { sent }
+    var count: Int { state.withLockedValue { $0.sent } }
+
+    /// Publishes the next chunk, first waiting for answers when `window` are outstanding.
+    func send(_ chunk: ByteBuffer) async throws {
+        let sent = state.withLockedValue { $0.sent }
+        await wait(untilAnswered: sent - window + 1, honouringCancellation: true)
+        try check()
+        let index = state.withLockedValue { state -> Int in
+            if state.answered >= state.sent { state.lastProgress = .now() }
+            state.sent += 1
+            return state.sent - 1
+        }
+        do {
+            try await client.publish(subject, payload: chunk, replyTo: "\(inbox).\(index)")
+        } catch {
+            state.withLockedValue { $0.sent -= 1 }
+            throw error
+        }
+    }
+
+    /// Waits until every chunk sent so far is acknowledged.
+    func finish() async throws {
+        await wait(untilAnswered: count, honouringCancellation: true)
+        try check()
+    }
+
+    /// Waits, ignoring cancellation, until every chunk sent has been answered (or answers stop
+    /// for `timeout`), so that a purge after a failure finds every chunk already stored.
+    func settle() async {
+        await wait(untilAnswered: count, honouringCancellation: false)
+    }
 
     func close() {
         ticker.cancel()
         try? client.unsubscribe(sid: sid, after: nil)
-        continuation.finish()
+        let waiter = state.withLockedValue { state -> Waiter? in
+            state.closed = true
+            return state.takeWaiter(if: true)
+        }
+        waiter?.continuation.resume()
     }
 
-    private func awaitAcknowledgement() async throws {
-        waiting.store(true, ordering: .relaxed)
-        defer { waiting.store(false, ordering: .relaxed) }
-        while true {
-            try Task.checkCancellation()
-            guard let event = await events.next() else {
-                try Task.checkCancellation()
-                throw NATSError(.connectionClosed, "the acknowledgements of chunks published to \(subject) stopped (subscription closed)")
-            }
-            switch event {
-            case .tick:
-                if ContinuousClock.now - lastProgress > timeout {
-                    throw NATSError(.timeout, "no acknowledgement for chunk \(acknowledged + 1) of \(subject) within \(timeout)")
+    private func check() throws {
+        let (failure, timedOut, answered) = state.withLockedValue { ($0.failure, $0.timedOut, $0.answered) }
+        if let failure { throw failure }
+        if timedOut {
+            throw NATSError(.timeout, "no acknowledgement for chunk \(answered + 1) of \(subject) within \(timeout)")
+        }
+        try Task.checkCancellation()
+    }
+
+    /// Waits until `target` chunks are answered, answers stop for `timeout`, or the publisher
+    /// is closed; with `honouringCancellation`, also until a negative answer or cancellation.
+    private func wait(untilAnswered target: Int, honouringCancellation: Bool) async {
+        guard target > 0 else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLockedValue { state -> Bool in
+                    if state.answered >= target || state.timedOut || state.closed
+                        || (honouringCancellation && (state.failure != nil || Task.isCancelled))
+                    {
+                        return true
+                    }
+                    state.waiter = Waiter(target: target, endsOnFailure: honouringCancellation, continuation: continuation)
+                    return false
                 }
-            case .ack(let message):
-                if message.status == 503 {
-                    throw JetStreamError(.noStreamForSubject, "no stream captures subject \"\(subject)\"")
-                }
-                _ = try JetStream.decodeAPIResponse(message.payload, as: PubAck.self, subject: subject)
-                acknowledged += 1
-                lastProgress = .now
-                return
+                if ready { continuation.resume() }
             }
+        } onCancel: {
+            guard honouringCancellation else { return }
+            state.withLockedValue { $0.takeWaiter(if: true) }?.continuation.resume()
         }
     }
 }

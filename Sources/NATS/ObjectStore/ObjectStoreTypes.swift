@@ -79,6 +79,7 @@ public struct ObjectLink: Sendable, Hashable, Codable {
 public struct ObjectInfo: Sendable, Hashable {
     /// The object's name (any non-empty string).
     public var name: String
+    /// A description stored with the object.
     public var description: String?
     /// Headers stored with the object (the Go client's `nats.Header`).
     public var headers: NATSHeaders?
@@ -110,11 +111,15 @@ public struct ObjectInfo: Sendable, Hashable {
 
 /// A bucket's configuration and size.
 public struct ObjectStoreStatus: Sendable {
+    /// The bucket name.
     public var bucket: String
+    /// The bucket's description.
     public var description: String?
     /// How long objects are kept; nil when forever.
     public var ttl: Duration?
+    /// Where the stream keeps its messages.
     public var storage: StorageType
+    /// How many copies the cluster keeps.
     public var replicas: Int
     /// Whether the bucket was sealed (no more changes).
     public var sealed: Bool
@@ -129,6 +134,7 @@ public struct ObjectStoreError: Error, Hashable, Sendable, CustomStringConvertib
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate let name: String
+        /// The code's name.
         public var description: String { name }
         /// The bucket name is not valid (`[a-zA-Z0-9_-]+`).
         public static let invalidBucketName = Code(name: "invalidBucketName")
@@ -160,7 +166,9 @@ public struct ObjectStoreError: Error, Hashable, Sendable, CustomStringConvertib
         public static let fileError = Code(name: "fileError")
     }
 
+    /// What kind of failure this is.
     public var code: Code
+    /// What happened, naming the bucket and object.
     public var message: String
 
     /// Creates an error.
@@ -169,6 +177,7 @@ public struct ObjectStoreError: Error, Hashable, Sendable, CustomStringConvertib
         self.message = message
     }
 
+    /// The code and the message.
     public var description: String { "Object Store \(code): \(message)" }
 }
 

@@ -8,8 +8,9 @@ public protocol AppBackend: Sendable {
     func start(token: UInt64) async throws
     /// Waits until the backend is healthy (returns at once when no health check is configured).
     func waitUntilHealthy(token: UInt64) async throws
-    /// Tells the fence keeper to kill the backend at `deadline` unless re-armed before.
-    func armFence(deadline: MonotonicInstant) async
+    /// Tells the fence keeper to kill the backend of lease `token` at `deadline` unless re-armed
+    /// before.
+    func armFence(token: UInt64, deadline: MonotonicInstant) async
     /// The backend is stopped: the keeper has nothing to kill.
     func disarmFence() async
     /// Stops the backend gracefully; returns when it is gone.

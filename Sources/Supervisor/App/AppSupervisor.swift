@@ -173,11 +173,11 @@ public actor AppSupervisor {
                 }
                 self.apply(.releaseFinished)
             }
-        case .armFenceKeeper(_, let deadline):
+        case .armFenceKeeper(let token, let deadline):
             let previous = fenceKeeperUpdates
             fenceKeeperUpdates = Task { [backend] in
                 await previous?.value
-                await backend.armFence(deadline: deadline)
+                await backend.armFence(token: token, deadline: deadline)
             }
         case .disarmFenceKeeper:
             let previous = fenceKeeperUpdates

@@ -1,0 +1,300 @@
+/// A node's whole configuration, as read from `baton.yaml` and validated.
+///
+/// Build one with ``parse(yaml:file:)`` or ``load(path:)``: they apply the documented defaults
+/// and refuse anything unsafe, so a `BatonConfig` obtained from them is always usable. The
+/// memberwise initializers exist for tests and tools and do not validate.
+public struct BatonConfig: Sendable, Hashable {
+    /// Namespace for every NATS bucket, stream and subject Baton uses; `[a-z0-9-]+`.
+    public var cluster: String
+    /// This node.
+    public var node: NodeConfig
+    /// How to reach NATS.
+    public var nats: NATSConfig
+    /// The supervised apps, in file order; names are unique.
+    public var apps: [AppConfig]
+
+    /// Creates a config (without validation).
+    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig]) {
+        self.cluster = cluster
+        self.node = node
+        self.nats = nats
+        self.apps = apps
+    }
+
+    /// The app called `name`, if any.
+    public func app(named name: String) -> AppConfig? {
+        apps.first { $0.name == name }
+    }
+}
+
+/// The `node:` section.
+public struct NodeConfig: Sendable, Hashable {
+    /// The default for ``stateDirectory``.
+    public static let defaultStateDirectory = "/var/lib/baton"
+
+    /// Unique within the cluster; `[a-z0-9-]+`.
+    public var id: String
+    /// Free-form labels (`zone: a`), shown in status and usable for placement.
+    public var labels: [String: String]
+    /// Where the node keeps replicas and positions (`state_dir`, absolute, default
+    /// `/var/lib/baton`).
+    public var stateDirectory: String
+
+    /// Creates a node section.
+    public init(id: String, labels: [String: String] = [:], stateDirectory: String = NodeConfig.defaultStateDirectory) {
+        self.id = id
+        self.labels = labels
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// The `nats:` section.
+public struct NATSConfig: Sendable, Hashable {
+    /// Server URLs as written (`nats://host:port`, `tls://host:port` or `host:port`); at least one.
+    public var servers: [String]
+    /// How the node authenticates; at most one method.
+    public var auth: NATSAuth
+    /// TLS settings, when the `tls:` key is given.
+    public var tls: TLSConfig?
+    /// JetStream replicas for Baton's buckets and streams, 1 to 5 (default 1).
+    public var replicas: Int
+
+    /// Creates a NATS section.
+    public init(servers: [String], auth: NATSAuth = .none, tls: TLSConfig? = nil, replicas: Int = 1) {
+        self.servers = servers
+        self.auth = auth
+        self.tls = tls
+        self.replicas = replicas
+    }
+}
+
+/// How a node authenticates to NATS: the keys `credentials`, `user` + `password`, `token` and
+/// `nkey_seed_file` are mutually exclusive.
+public enum NATSAuth: Sendable, Hashable {
+    /// No credentials (or only those embedded in a server URL).
+    case none
+    /// A `.creds` file (user JWT and NKey seed): `credentials`.
+    case credentials(path: String)
+    /// `user` and `password`, always together.
+    case userPassword(user: String, password: String)
+    /// `token`.
+    case token(String)
+    /// A file holding an NKey seed: `nkey_seed_file`.
+    case nkeySeedFile(path: String)
+}
+
+/// The `nats.tls:` section. Every path is absolute.
+public struct TLSConfig: Sendable, Hashable {
+    /// A client certificate with its private key (`cert` and `key`, always together).
+    public struct ClientCertificate: Sendable, Hashable {
+        /// PEM certificate chain file.
+        public var certificatePath: String
+        /// PEM private key file.
+        public var keyPath: String
+
+        /// Creates a client certificate reference.
+        public init(certificatePath: String, keyPath: String) {
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+        }
+    }
+
+    /// PEM file of the CAs that sign the servers' certificates (`ca`); the system's roots when nil.
+    public var caPath: String?
+    /// The certificate to present to the servers, if any.
+    public var clientCertificate: ClientCertificate?
+
+    /// Creates a TLS section.
+    public init(caPath: String? = nil, clientCertificate: ClientCertificate? = nil) {
+        self.caPath = caPath
+        self.clientCertificate = clientCertificate
+    }
+}
+
+/// One entry of `apps:`.
+public struct AppConfig: Sendable, Hashable {
+    /// Unique within the file; `[a-z0-9-]+`.
+    public var name: String
+    /// Higher wins a free lease (default 0).
+    public var priority: Int
+    /// A paused app never changes hands (default false).
+    public var paused: Bool
+    /// Lease timing; `renew`, `fence_budget` and `skew` default from `ttl` (see
+    /// ``LeaseTiming/defaults(ttl:)``).
+    public var lease: LeaseTiming
+    /// What runs while this node is active.
+    public var backend: BackendConfig
+    /// How to tell that the backend works, if configured.
+    public var health: HealthCheckConfig?
+
+    /// Creates an app.
+    public init(
+        name: String, priority: Int = 0, paused: Bool = false, lease: LeaseTiming,
+        backend: BackendConfig, health: HealthCheckConfig? = nil
+    ) {
+        self.name = name
+        self.priority = priority
+        self.paused = paused
+        self.lease = lease
+        self.backend = backend
+        self.health = health
+    }
+}
+
+/// The `backend:` of an app: exactly one of `process` or `systemd`.
+public enum BackendConfig: Sendable, Hashable {
+    /// A child process of Baton.
+    case process(ProcessBackendConfig)
+    /// A systemd unit, started and stopped over D-Bus.
+    case systemd(SystemdBackendConfig)
+}
+
+/// `backend.process:`.
+public struct ProcessBackendConfig: Sendable, Hashable {
+    /// The default for ``stopTimeout``.
+    public static let defaultStopTimeout: Duration = .seconds(10)
+
+    /// The program and its arguments (argv, no shell); never empty, and the program is not an
+    /// empty string. A program without a `/` is looked up in `PATH`.
+    public var command: [String]
+    /// Extra environment variables (`env`); names starting with `BATON_` are reserved.
+    public var environment: [String: String]
+    /// The working directory (`working_directory`, absolute), Baton's own when nil.
+    public var workingDirectory: String?
+    /// The user to run as (a name or a numeric id), Baton's own when nil.
+    public var user: String?
+    /// The group to run as (a name or a numeric id), the user's when nil.
+    public var group: String?
+    /// How long a graceful stop (SIGTERM) may take before SIGKILL (`stop_timeout`, default 10s).
+    public var stopTimeout: Duration
+    /// What happens when the process exits while the node is active.
+    public var restart: RestartPolicy
+
+    /// Creates a process backend.
+    public init(
+        command: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
+        user: String? = nil, group: String? = nil, stopTimeout: Duration = ProcessBackendConfig.defaultStopTimeout,
+        restart: RestartPolicy = RestartPolicy()
+    ) {
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.user = user
+        self.group = group
+        self.stopTimeout = stopTimeout
+        self.restart = restart
+    }
+}
+
+/// `backend.process.restart:`: restart a process that exits while active, with a pause between
+/// attempts; more than `maxRestarts` restarts within `window` make the node step down.
+public struct RestartPolicy: Sendable, Hashable {
+    /// Restarts allowed within ``window`` (`max_restarts`, default 5; 0 steps down at the first exit).
+    public var maxRestarts: Int
+    /// The sliding window restarts are counted in (`window`, default 60s).
+    public var window: Duration
+    /// The pause before each restart (`backoff`, default 1s).
+    public var backoff: Duration
+
+    /// Creates a policy; the defaults are those of the config file.
+    public init(maxRestarts: Int = 5, window: Duration = .seconds(60), backoff: Duration = .seconds(1)) {
+        self.maxRestarts = maxRestarts
+        self.window = window
+        self.backoff = backoff
+    }
+}
+
+/// `backend.systemd:`.
+public struct SystemdBackendConfig: Sendable, Hashable {
+    /// Unit suffixes Baton can start and stop.
+    public static let unitSuffixes = [".service", ".socket", ".target", ".mount", ".automount", ".swap", ".timer", ".path"]
+
+    /// The full unit name, such as `myapp.service`.
+    public var unit: String
+
+    /// Creates a systemd backend.
+    public init(unit: String) {
+        self.unit = unit
+    }
+}
+
+/// `health:`: one probe plus its timing.
+public struct HealthCheckConfig: Sendable, Hashable {
+    /// What to check.
+    public var probe: HealthProbe
+    /// Time between the starts of two checks (default 2s).
+    public var interval: Duration
+    /// How long one check may take; never longer than ``interval`` (default 1s).
+    public var timeout: Duration
+    /// Consecutive failures that make the backend unhealthy (default 3).
+    public var failures: Int
+    /// Time after the backend starts during which failures do not count (default 0s).
+    public var grace: Duration
+
+    /// Creates a health check; the defaults are those of the config file.
+    public init(
+        probe: HealthProbe, interval: Duration = .seconds(2), timeout: Duration = .seconds(1),
+        failures: Int = 3, grace: Duration = .zero
+    ) {
+        self.probe = probe
+        self.interval = interval
+        self.timeout = timeout
+        self.failures = failures
+        self.grace = grace
+    }
+}
+
+/// A health probe: `http`, `tcp` or `exec`.
+public enum HealthProbe: Sendable, Hashable {
+    /// An HTTP GET that must answer 2xx.
+    case http(HTTPEndpoint)
+    /// A TCP connect that must succeed.
+    case tcp(HostPort)
+    /// A command (argv, no shell) that must exit 0.
+    case exec([String])
+}
+
+/// An `http://` or `https://` URL, split for the checker.
+public struct HTTPEndpoint: Sendable, Hashable, CustomStringConvertible {
+    /// The URL as written.
+    public var url: String
+    /// True for `https://`.
+    public var isSecure: Bool
+    /// Host name or IP address (IPv6 without brackets).
+    public var host: String
+    /// The port, 80 or 443 when the URL gives none.
+    public var port: Int
+    /// Path and query, `/` when the URL gives none; the fragment is dropped.
+    public var target: String
+
+    /// Creates an endpoint.
+    public init(url: String, isSecure: Bool, host: String, port: Int, target: String) {
+        self.url = url
+        self.isSecure = isSecure
+        self.host = host
+        self.port = port
+        self.target = target
+    }
+
+    /// The URL as written.
+    public var description: String { url }
+}
+
+/// A host and a port, as in `127.0.0.1:8080` or `[::1]:8080`.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    /// Host name or IP address (IPv6 without brackets).
+    public var host: String
+    /// 1 to 65535.
+    public var port: Int
+
+    /// Creates an address.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}

@@ -1,0 +1,97 @@
+/// What one node reports about itself and its apps (the `status` answer of its control
+/// service, and what `batonctl status` shows).
+public struct NodeStatus: Codable, Sendable, Hashable {
+    /// The node id.
+    public var node: String
+    /// This batond process's instance id.
+    public var instance: String
+    public var cluster: String
+    public var version: String
+    /// Whether the node is connected to NATS right now.
+    public var natsConnected: Bool
+    public var apps: [AppStatus]
+
+    /// Creates a status.
+    public init(node: String, instance: String, cluster: String, version: String, natsConnected: Bool, apps: [AppStatus]) {
+        self.node = node
+        self.instance = instance
+        self.cluster = cluster
+        self.version = version
+        self.natsConnected = natsConnected
+        self.apps = apps
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case node, instance, cluster, version
+        case natsConnected = "nats_connected"
+        case apps
+    }
+}
+
+/// One app as one node sees it.
+public struct AppStatus: Codable, Sendable, Hashable {
+    /// The node's role for this app.
+    public enum Role: String, Codable, Sendable, Hashable {
+        case passive, acquiring, promoting, active, demoting, fencing, stopped
+    }
+
+    public var name: String
+    public var role: Role
+    public var paused: Bool
+    public var priority: Int
+    /// The node holding the lease, as far as this node knows.
+    public var leader: String?
+    /// The fencing token of the current lease, as far as this node knows.
+    public var token: UInt64?
+    /// Whether this node's backend for the app runs.
+    public var backendRunning: Bool
+    /// The last notable thing that happened to the app on this node.
+    public var lastEvent: String?
+
+    /// Creates an app status.
+    public init(
+        name: String, role: Role, paused: Bool, priority: Int, leader: String?, token: UInt64?, backendRunning: Bool, lastEvent: String?
+    ) {
+        self.name = name
+        self.role = role
+        self.paused = paused
+        self.priority = priority
+        self.leader = leader
+        self.token = token
+        self.backendRunning = backendRunning
+        self.lastEvent = lastEvent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, role, paused, priority, leader, token
+        case backendRunning = "backend_running"
+        case lastEvent = "last_event"
+    }
+}
+
+extension AppStatus.Role {
+    /// The role for a lifecycle phase.
+    public init(_ phase: AppLifecycle.Phase) {
+        switch phase {
+        case .passive: self = .passive
+        case .acquiring: self = .acquiring
+        case .promoting: self = .promoting
+        case .active: self = .active
+        case .demoting: self = .demoting
+        case .fencing: self = .fencing
+        case .stopped: self = .stopped
+        }
+    }
+}
+
+/// The answer to a control command (stepdown, switchover, pause, resume).
+public struct ControlReply: Codable, Sendable, Hashable {
+    public var ok: Bool
+    public var message: String
+
+    /// Creates a reply.
+    public init(ok: Bool, message: String) {
+        self.ok = ok
+        self.message = message
+    }
+}

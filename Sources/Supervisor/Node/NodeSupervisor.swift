@@ -1,0 +1,212 @@
+import BatonCore
+import Logging
+import NATS
+
+/// Runs every app of a node's config: one ``AppSupervisor`` each, started, stopped and replaced
+/// as the config changes, and answers the control service.
+public actor NodeSupervisor: NodeController {
+    /// Creates the backend for an app.
+    public typealias BackendFactory = @Sendable (AppConfig) throws -> any AppBackend
+
+    private struct RunningApp {
+        var config: AppConfig
+        var supervisor: AppSupervisor
+        var backend: any AppBackend
+        var task: Task<Void, Never>
+        var watcher: Task<Void, Never>
+    }
+
+    public nonisolated let instance: String
+    private var config: BatonConfig
+    private let client: NATSClient
+    private let jetStream: JetStream
+    private let makeBackend: BackendFactory
+    private let logger: Logger
+    private var apps: [String: RunningApp] = [:]
+    private var lastEvents: [String: String] = [:]
+    private var backendRunning: [String: Bool] = [:]
+
+    /// Creates a node supervisor; ``start()`` runs the apps.
+    public init(config: BatonConfig, client: NATSClient, instance: String, logger: Logger, makeBackend: @escaping BackendFactory) {
+        self.config = config
+        self.client = client
+        self.jetStream = JetStream(client: client)
+        self.instance = instance
+        self.logger = logger
+        self.makeBackend = makeBackend
+    }
+
+    /// The config in force.
+    public var currentConfig: BatonConfig { config }
+
+    /// Starts every app of the config. An app whose lease bucket or backend cannot be set up is
+    /// logged and skipped; the others run.
+    public func start() async {
+        for app in config.apps { await startApp(app) }
+    }
+
+    /// Applies a new config: starts added apps, stops removed ones, restarts changed ones (each
+    /// stepped down gracefully first), leaves the rest alone. Node, NATS and cluster changes
+    /// need a restart of batond; they are reported and not applied.
+    @discardableResult
+    public func reload(_ newConfig: BatonConfig) async -> ConfigChanges {
+        let changes = changedApps(from: config, to: newConfig)
+        if !changes.restartRequired.isEmpty {
+            logger.warning("config changes that need a batond restart were not applied", metadata: ["sections": "\(changes.restartRequired)"])
+        }
+        for name in changes.removed + changes.changed { await stopApp(name) }
+        var applied = newConfig
+        applied.cluster = config.cluster
+        applied.node = config.node
+        applied.nats = config.nats
+        config = applied
+        for name in changes.changed + changes.added {
+            if let app = newConfig.app(named: name) { await startApp(app) }
+        }
+        logger.info(
+            "config reloaded",
+            metadata: ["added": "\(changes.added)", "removed": "\(changes.removed)", "changed": "\(changes.changed)", "unchanged": "\(changes.unchanged.count)"])
+        return changes
+    }
+
+    /// Steps every app down gracefully and stops them.
+    public func shutdown() async {
+        for name in Array(apps.keys) { await stopApp(name) }
+    }
+
+    private func startApp(_ app: AppConfig) async {
+        do {
+            let store = try await openStore(app)
+            let backend = try makeBackend(app)
+            let stopTimeout: Duration
+            if case .process(let process) = app.backend { stopTimeout = process.stopTimeout + .seconds(2) } else { stopTimeout = .seconds(30) }
+            let configuration = AppLifecycle.Configuration(
+                node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
+                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app))
+            var appLogger = logger
+            appLogger[metadataKey: "node"] = "\(config.node.id)"
+            let supervisor = AppSupervisor(app: app.name, configuration: configuration, paused: app.paused, store: store, backend: backend, client: client, logger: appLogger)
+            let notifications = await supervisor.notifications()
+            let watcher = Task { [weak self] in
+                for await notification in notifications { await self?.record(app.name, notification) }
+            }
+            let task = Task { await supervisor.run() }
+            apps[app.name] = RunningApp(config: app, supervisor: supervisor, backend: backend, task: task, watcher: watcher)
+            lastEvents[app.name] = "started (passive)"
+        } catch {
+            logger.error("cannot run app", metadata: ["app": "\(app.name)", "error": "\(error)"])
+            lastEvents[app.name] = "cannot run: \(error)"
+        }
+    }
+
+    /// Opens the app's lease bucket, retrying for a while (JetStream may still be starting).
+    private func openStore(_ app: AppConfig) async throws -> LeaseStore {
+        var attempt = 0
+        while true {
+            do {
+                return try await LeaseStore.open(jetStream: jetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas)
+            } catch {
+                attempt += 1
+                if attempt >= 10 || Task.isCancelled { throw error }
+                logger.warning("cannot open the lease bucket yet; retrying", metadata: ["app": "\(app.name)", "error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+        }
+    }
+
+    private func stopApp(_ name: String) async {
+        guard let running = apps.removeValue(forKey: name) else { return }
+        running.task.cancel()
+        await running.task.value
+        running.watcher.cancel()
+        backendRunning[name] = false
+    }
+
+    private func record(_ app: String, _ notification: AppLifecycle.Notification) {
+        switch notification {
+        case .acquired(let token): lastEvents[app] = "acquired the lease (epoch \(token))"
+        case .becameActive(let token):
+            lastEvents[app] = "active (epoch \(token))"
+            backendRunning[app] = true
+        case .demoting(let reason): lastEvents[app] = "stepping down: \(reason)"
+        case .released(let token):
+            lastEvents[app] = "released the lease (epoch \(token))"
+            backendRunning[app] = false
+        case .fenced(let token, let reason):
+            lastEvents[app] = "fenced (epoch \(token)): \(reason)"
+            backendRunning[app] = false
+        case .leaseLost(let token, let reason): lastEvents[app] = "lost the lease (epoch \(token)): \(reason)"
+        case .duplicateInstance(let other): lastEvents[app] = "refusing: another batond runs as node \(other.node) (instance \(other.instance))"
+        case .ignored: break
+        }
+    }
+
+    /// Each promotion step may take as long as the health grace plus a few intervals, at least
+    /// 30 seconds.
+    static func stepTimeout(_ app: AppConfig) -> Duration {
+        guard let health = app.health else { return .seconds(30) }
+        return max(.seconds(30), health.grace + health.interval * (health.failures + 1) + health.timeout)
+    }
+
+    /// Higher priority takes a free lease first: priority 100 (or more) at once, lower ones up
+    /// to one renew interval later, in proportion.
+    static func priorityHoldback(_ app: AppConfig) -> Duration {
+        let clamped = Double(min(max(app.priority, 0), 100))
+        return app.lease.renew * ((100 - clamped) / 100)
+    }
+
+    // MARK: - NodeController
+
+    public func status() async -> NodeStatus {
+        var statuses: [AppStatus] = []
+        for app in config.apps {
+            guard let running = apps[app.name] else {
+                statuses.append(AppStatus(name: app.name, role: .stopped, paused: app.paused, priority: app.priority, leader: nil, token: nil, backendRunning: false, lastEvent: lastEvents[app.name]))
+                continue
+            }
+            let supervisor = running.supervisor
+            let phase = await supervisor.phase
+            let held = await supervisor.heldLease
+            let observed = await supervisor.observedLease
+            let leader = held != nil ? config.node.id : observed?.holder.node
+            statuses.append(
+                AppStatus(
+                    name: app.name, role: AppStatus.Role(phase), paused: await supervisor.isPaused, priority: app.priority, leader: leader,
+                    token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false, lastEvent: lastEvents[app.name]))
+        }
+        return NodeStatus(node: config.node.id, instance: instance, cluster: config.cluster, version: BatonVersion.current, natsConnected: client.isConnected, apps: statuses)
+    }
+
+    public func stepdown(app: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        guard await running.supervisor.phase == .active else {
+            return ControlReply(ok: false, message: "\(app) is not active on \(config.node.id)")
+        }
+        await running.supervisor.send(.stepdownRequested)
+        return ControlReply(ok: true, message: "\(app) is stepping down on \(config.node.id)")
+    }
+
+    public func switchover(app: String, to target: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        guard target != config.node.id else { return ControlReply(ok: false, message: "\(app) is already on \(target)") }
+        guard await running.supervisor.phase == .active else {
+            return ControlReply(ok: false, message: "\(app) is not active on \(config.node.id)")
+        }
+        await running.supervisor.send(.switchoverRequested(to: target))
+        return ControlReply(ok: true, message: "\(app) is handing over from \(config.node.id) to \(target)")
+    }
+
+    public func pause(app: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        await running.supervisor.send(.pauseRequested)
+        lastEvents[app] = "paused"
+        return ControlReply(ok: true, message: "\(app) paused on \(config.node.id)")
+    }
+
+    public func resume(app: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        await running.supervisor.send(.resumeRequested)
+        lastEvents[app] = "resumed"
+        return ControlReply(ok: true, message: "\(app) resumed on \(config.node.id)")
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import BatonCore
+
+/// `batonctl`: the operator's command line for a Baton cluster.
+@main
+struct BatonCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "batonctl",
+        abstract: "Inspect and steer the apps of a Baton cluster.",
+        discussion: """
+            Every command except validate talks to the nodes' control services over NATS \
+            (subjects baton.<cluster>.*), so it works from any host that can reach NATS. \
+            Name the servers with --nats (or take them, the credentials and the cluster from \
+            a batond config with --config).
+            """,
+        version: BatonVersion.current,
+        subcommands: [
+            StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
+            ValidateCommand.self,
+        ]
+    )
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import BatonCore
+import Foundation
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show every app: who is active, the fencing token, and each node's view.",
+        discussion: """
+            Asks every node on baton.<cluster>.status and prints the replies that arrive within \
+            --wait, one table per app. Fails when no node answers.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(help: "Print the nodes' status replies as JSON instead of tables.")
+    var json = false
+
+    @Argument(help: ArgumentHelp("Show only this app.", valueName: "app"))
+    var app: String?
+
+    func run() async throws {
+        let output = try await connection.withSession { session in
+            var statuses = try await session.statuses()
+            if let app {
+                _ = try session.reports(for: app, in: statuses)
+                statuses = statuses.compactMap { status in
+                    var status = status
+                    status.apps = status.apps.filter { $0.name == app }
+                    return status.apps.isEmpty ? nil : status
+                }
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                return String(decoding: try encoder.encode(statuses), as: UTF8.self)
+            }
+            return StatusTable.render(cluster: session.cluster, statuses: statuses)
+        }
+        print(output)
+    }
+}
+
+/// The human-readable form of `batonctl status`.
+enum StatusTable {
+    static func render(cluster: String, statuses: [NodeStatus]) -> String {
+        let nodes = statuses.map(\.node)
+        var lines = ["cluster \(cluster): \(nodes.count) node\(nodes.count == 1 ? "" : "s") answered (\(nodes.joined(separator: ", ")))"]
+        let apps = Set(statuses.flatMap { $0.apps.map(\.name) }).sorted()
+        if apps.isEmpty {
+            lines.append("no apps")
+        }
+        for app in apps {
+            let reports = statuses.compactMap { status in status.apps.first { $0.name == app }.map { (node: status.node, app: $0) } }
+            lines.append("")
+            lines.append(summary(app: app, reports: reports))
+            var rows = [["NODE", "ROLE", "PAUSED", "BACKEND", "PRIORITY", "LAST EVENT"]]
+            for (node, report) in reports {
+                rows.append([
+                    node, report.role.rawValue, report.paused ? "yes" : "no", report.backendRunning ? "running" : "stopped",
+                    String(report.priority), report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-",
+                ])
+            }
+            lines.append(contentsOf: table(rows).map { "  " + $0 })
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// `web: active on node-a (epoch 42)`, or what is known when no single node is active.
+    static func summary(app: String, reports: [(node: String, app: AppStatus)]) -> String {
+        let active = reports.filter { $0.app.role == .active }
+        var text: String
+        switch active.count {
+        case 1:
+            text = "\(app): active on \(active[0].node) (epoch \(epochText(active[0].app.token)))"
+        case 0:
+            let leaders = Set(reports.compactMap { $0.app.leader })
+            if leaders.count == 1, let leader = leaders.first {
+                let token = reports.compactMap { $0.app.leader == leader ? $0.app.token : nil }.max()
+                text = "\(app): no node reports active; the lease is held by \(leader) (epoch \(epochText(token)))"
+            } else if leaders.isEmpty {
+                text = "\(app): no active node (the lease is free)"
+            } else {
+                text = "\(app): no node reports active; the nodes disagree on the lease holder (\(leaders.sorted().joined(separator: ", ")))"
+            }
+        default:
+            text = "\(app): WARNING: several nodes report active: "
+                + active.map { "\($0.node) (epoch \(epochText($0.app.token)))" }.joined(separator: ", ")
+        }
+        let paused = reports.filter(\.app.paused).map(\.node)
+        if paused.count == reports.count {
+            text += " [paused]"
+        } else if !paused.isEmpty {
+            text += " [paused on \(paused.joined(separator: ", ")) only]"
+        }
+        return text
+    }
+
+    static func epochText(_ token: UInt64?) -> String { token.map(String.init) ?? "?" }
+
+    /// Left-aligned columns two spaces apart; the last column is not padded.
+    static func table(_ rows: [[String]]) -> [String] {
+        guard let columns = rows.map(\.count).max() else { return [] }
+        var widths = [Int](repeating: 0, count: columns)
+        for row in rows {
+            for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
+        }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import BatonCore
+import Foundation
+import Logging
+import NATS
+import ServiceLifecycle
+import Supervisor
+import UnixSignals
+
+@main
+struct Batond: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "batond",
+        abstract: "Baton's node daemon: runs each configured app on exactly one node of the cluster.",
+        discussion: """
+            batond competes with the other nodes for each app's lease in NATS JetStream KV. The \
+            winner starts the app's backend; the others keep it stopped. SIGTERM (or SIGINT) steps \
+            every app down gracefully and exits; SIGHUP re-reads the config and changes only the \
+            apps that changed (a broken config is rejected and the running one stays).
+            """,
+        version: BatonVersion.current)
+
+    @Option(name: .long, help: "The config file.")
+    var config: String = "/etc/baton/baton.yaml"
+
+    @Option(name: .customLong("check-config"), help: ArgumentHelp("Check a config file, print every error, and exit (0 when valid).", valueName: "file"))
+    var checkConfig: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        if let checkConfig {
+            do {
+                let parsed = try BatonConfig.load(path: checkConfig)
+                print("\(checkConfig): OK (\(parsed.apps.count) app\(parsed.apps.count == 1 ? "" : "s"))")
+                return
+            } catch {
+                for item in error.errors { printError(item.description) }
+                throw ExitCode(1)
+            }
+        }
+
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "batond")
+
+        let loaded: BatonConfig
+        do {
+            loaded = try BatonConfig.load(path: config)
+        } catch {
+            for item in error.errors { printError(item.description) }
+            throw ExitCode(1)
+        }
+        logger[metadataKey: "node"] = "\(loaded.node.id)"
+
+        let client = try NATSClient(options: try natsOptions(loaded), logger: logger)
+        let instance = NUID.next()
+        let backendLogger = logger
+        let node = NodeSupervisor(config: loaded, client: client, instance: instance, logger: logger) { app in
+            try makeBackend(app, config: loaded, logger: backendLogger)
+        }
+        let service = BatondService(configPath: config, client: client, node: node, logger: logger)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    private func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// NATS client options from the config's `nats:` section.
+func natsOptions(_ config: BatonConfig) throws -> NATSClientOptions {
+    var options = NATSClientOptions(servers: config.nats.servers)
+    options.name = "batond \(config.node.id)"
+    options.retryOnFailedInitialConnect = true
+    options.requestTimeout = .seconds(2)
+    switch config.nats.auth {
+    case .none: break
+    case .credentials(let path): options.authentication = .credentialsFile(path: path)
+    case .userPassword(let user, let password): options.authentication = .userPassword(user: user, password: password)
+    case .token(let token): options.authentication = .token(token)
+    case .nkeySeedFile(let path):
+        let seed = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        options.authentication = .nkeySeed(seed)
+    }
+    if let tls = config.nats.tls {
+        options.tls = NATSTLSOptions(caFile: tls.caPath, certificateFile: tls.clientCertificate?.certificatePath, keyFile: tls.clientCertificate?.keyPath)
+    }
+    return options
+}
+
+/// batond's one long-lived service: connects to NATS, runs the node, the control service and
+/// SIGHUP reloads, and steps everything down on graceful shutdown.
+struct BatondService: Service {
+    let configPath: String
+    let client: NATSClient
+    let node: NodeSupervisor
+    let logger: Logger
+
+    func run() async throws {
+        // Nothing can be decided without NATS: wait for it (retrying), unless asked to stop.
+        let connected = await withGracefulShutdownHandler {
+            do {
+                try await client.connect()
+                return true
+            } catch {
+                logger.error("cannot connect to NATS", metadata: ["error": "\(error)"])
+                return false
+            }
+        } onGracefulShutdown: {
+            Task { await client.close() }
+        }
+        guard connected else { return }
+        await node.start()
+        let config = await node.currentConfig
+        let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
+        logger.info("running", metadata: ["apps": "\(config.apps.map(\.name))"])
+        await reloadOnSIGHUP()
+        logger.info("stopping: stepping every app down")
+        await control.stop()
+        await node.shutdown()
+        await client.close()
+        logger.info("stopped")
+    }
+
+    private func reloadOnSIGHUP() async {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            do {
+                let newConfig = try BatonConfig.load(path: configPath)
+                await node.reload(newConfig)
+            } catch {
+                logger.error("config reload rejected; the running config stays", metadata: ["errors": "\(error.errors.map(\.description))"])
+            }
+        }
+    }
+}

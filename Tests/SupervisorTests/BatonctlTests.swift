@@ -1,0 +1,307 @@
+import BatonCore
+import Dispatch
+import Foundation
+import NATS
+import NATSTestSupport
+import Supervisor
+import Synchronization
+import Testing
+
+/// What one run of the built `batonctl` printed and how it exited.
+struct CommandResult: Sendable, CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+
+    var description: String { "exit \(status)\n--- stdout:\n\(stdout)--- stderr:\n\(stderr)---" }
+}
+
+/// The `batonctl` built next to this test executable (`<build dir>/debug/batonctl`), or
+/// `BATONCTL` when set.
+func batonctlPath() throws -> String {
+    if let explicit = ProcessInfo.processInfo.environment["BATONCTL"] { return explicit }
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var directory = executable.deletingLastPathComponent()
+    // On macOS the tests run inside an .xctest bundle; step out of it.
+    while directory.path.contains(".xctest") { directory.deleteLastPathComponent() }
+    let candidate = directory.appendingPathComponent("batonctl").path
+    if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    try Integration.missingPrerequisite(
+        MissingPrerequisite(
+            name: "batonctl", reason: "no built batonctl at \(candidate)",
+            remedy: "build it first: swift build --build-tests (the same --scratch-path as the tests)"))
+}
+
+/// Runs batonctl with `arguments`. The blocking waits happen on a Dispatch thread, not on the
+/// Swift concurrency pool, which must stay free to serve the in-process nodes batonctl talks to.
+func runBatonctl(_ arguments: [String]) async throws -> CommandResult {
+    let path = try batonctlPath()
+    return try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = arguments
+            let output = Pipe()
+            let errors = Pipe()
+            process.standardOutput = output
+            process.standardError = errors
+            process.standardInput = FileHandle.nullDevice
+            do {
+                try process.run()
+            } catch {
+                continuation.resume(throwing: error)
+                return
+            }
+            let errorData = Mutex(Data())
+            let readingErrors = DispatchGroup()
+            readingErrors.enter()
+            DispatchQueue.global().async {
+                let data = errors.fileHandleForReading.readDataToEndOfFile()
+                errorData.withLock { $0 = data }
+                readingErrors.leave()
+            }
+            let outputData = output.fileHandleForReading.readDataToEndOfFile()
+            readingErrors.wait()
+            process.waitUntilExit()
+            continuation.resume(returning: CommandResult(
+                status: process.terminationStatus,
+                stdout: String(decoding: outputData, as: UTF8.self),
+                stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self)))
+        }
+    }
+}
+
+/// A fencing token set from another task.
+final class TokenBox: Sendable {
+    private let token = Mutex<UInt64>(0)
+    var value: UInt64 { token.withLock { $0 } }
+    func set(_ value: UInt64) { token.withLock { $0 = value } }
+}
+
+@Suite("Batonctl: the built binary")
+struct BatonctlTests {
+    @Test func validateAcceptsAGoodConfig() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "batonctl-validate")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("good.yaml").path
+        try """
+            cluster: demo
+            node: {id: node-1}
+            nats: {servers: ["nats://127.0.0.1:4222"]}
+            apps:
+              - name: web
+                lease: {ttl: 3s, renew: 1s}
+                backend:
+                  process: {command: ["/bin/true"]}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try await runBatonctl(["validate", file])
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout == "\(file): OK (1 app)\n")
+        #expect(result.stderr == "")
+    }
+
+    @Test func validatePrintsEveryErrorWithItsPlace() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "batonctl-validate")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("broken.yaml").path
+        try """
+            cluster: demo
+            node:
+              id: Node_1
+            nats:
+              servers: ["nats://127.0.0.1:4222"]
+            apps:
+              - name: web
+                lease: {ttl: 3x}
+                backend:
+                  process: {command: []}
+                colour: blue
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try await runBatonctl(["validate", file])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stdout == "")
+        #expect(result.stderr == """
+            \(file):3:7: node.id: invalid node id "Node_1": use one or more of a-z, 0-9 and "-"
+            \(file):8:18: apps[0].lease.ttl: invalid duration "3x": unknown unit "x" (use h, m, s, ms, us or ns)
+            \(file):10:26: apps[0].backend.process.command: must not be empty: give the program and its arguments, like ["/usr/bin/myapp", "--port", "8080"]
+            \(file):11:5: apps[0].colour: unknown key "colour"; expected one of name, priority, paused, lease, backend, health
+            \(file): 4 errors
+
+            """)
+
+        let missing = try await runBatonctl(["validate", directory.appendingPathComponent("nope.yaml").path])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.hasSuffix("nope.yaml: 1 error\n"), "\(missing)")
+    }
+
+    @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
+        let help = try await runBatonctl(["--help"])
+        #expect(help.status == 0)
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "validate"] {
+            #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
+        }
+        let version = try await runBatonctl(["--version"])
+        #expect(version.stdout == "\(BatonVersion.current)\n")
+        let noTarget = try await runBatonctl(["switchover", "web"])
+        #expect(noTarget.status == 64)
+        #expect(noTarget.stderr.contains("Missing expected argument '--to <node>'"), "\(noTarget)")
+        let badWait = try await runBatonctl(["status", "--wait", "soon"])
+        #expect(badWait.status == 64)
+        let twoAuths = try await runBatonctl(["status", "--token", "t", "--creds", "/x.creds"])
+        #expect(twoAuths.stderr.contains("--creds, --user/--password and --token are alternatives"), "\(twoAuths)")
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func statusPrintsOneTablePerAppAndJSON(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let nodes = try await TwoNodes.start(server)
+            let common = ["--nats", server.url, "--cluster", "test", "--wait", "1s"]
+            let table = try await runBatonctl(["status"] + common)
+            #expect(table.status == 0, "\(table)")
+            #expect(table.stdout == """
+                cluster test: 2 nodes answered (node-a, node-b)
+
+                api: active on node-a (epoch 3)
+                  NODE    ROLE    PAUSED  BACKEND  PRIORITY  LAST EVENT
+                  node-a  active  no      running  100       -
+
+                web: active on node-a (epoch 7)
+                  NODE    ROLE     PAUSED  BACKEND  PRIORITY  LAST EVENT
+                  node-a  active   no      running  100       became active (epoch 7)
+                  node-b  passive  no      stopped  100       watching node-a
+
+                """)
+
+            let json = try await runBatonctl(["status", "--json", "web"] + common)
+            #expect(json.status == 0, "\(json)")
+            let statuses = try JSONDecoder().decode([NodeStatus].self, from: Data(json.stdout.utf8))
+            #expect(statuses.map(\.node) == ["node-a", "node-b"])
+            #expect(statuses.allSatisfy { $0.apps.map(\.name) == ["web"] })
+
+            let unknown = try await runBatonctl(["status", "db"] + common)
+            #expect(unknown.status == 1)
+            #expect(unknown.stderr == """
+                Error: no node runs app "db" in cluster test (nodes that answered: node-a, node-b; their apps: api, web)
+
+                """)
+            await nodes.stop()
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func saysSoWhenNoNodeAnswers(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            for command in [["status"], ["stepdown", "web"], ["pause", "web"], ["switchover", "web", "--to", "node-b"]] {
+                let result = try await runBatonctl(command + ["--nats", server.url, "--cluster", "test", "--wait", "300ms"])
+                #expect(result.status == 1)
+                #expect(result.stdout == "")
+                #expect(result.stderr == """
+                    Error: no baton node answered on baton.test.status (is batond running and connected to \(server.url)?)
+
+                    """)
+            }
+        }
+        // No server at all.
+        let port = try reserveLoopbackPort()
+        let unreachable = try await runBatonctl(["status", "--nats", "nats://127.0.0.1:\(port)"])
+        #expect(unreachable.status == 1)
+        #expect(unreachable.stderr.hasPrefix("Error: cannot connect to NATS at nats://127.0.0.1:\(port): "), "\(unreachable)")
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func pauseAndResumeGoToEveryNodeOfTheApp(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let nodes = try await TwoNodes.start(server)
+            let common = ["--nats", server.url, "--cluster", "test"]
+            let pause = try await runBatonctl(["pause", "web"] + common)
+            #expect(pause.status == 0, "\(pause)")
+            #expect(pause.stdout == "node-a: paused web\nnode-b: paused web\n")
+            let api = try await runBatonctl(["resume", "api"] + common)
+            #expect(api.stdout == "node-a: resumed api\n", "\(api)")
+            #expect(nodes.a.calls == [.pause("web"), .resume("api")])
+            #expect(nodes.b.calls == [.pause("web")])
+
+            nodes.b.refuse("cannot pause web while demoting")
+            let refused = try await runBatonctl(["pause", "web"] + common)
+            #expect(refused.status == 1)
+            #expect(refused.stdout == "node-a: paused web\nnode-b: FAILED: cannot pause web while demoting\n")
+            #expect(refused.stderr == "Error: pause of web failed on node-b (1 of 2 nodes succeeded)\n")
+            await nodes.stop()
+        }
+    }
+
+    /// The fake active node hands its lease over the way batond does (handoff write, delete),
+    /// the target takes it and reports active; batonctl must report exactly that.
+    @Test(arguments: NATSServerKind.allCases)
+    func switchoverAndStepdownWaitForTheDefiniteOutcome(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let nodes = try await TwoNodes.start(server)
+            let client = try await connectControlClient(server)
+            let store = try await LeaseStore.open(jetStream: JetStream(client: client), cluster: "test", app: "web", ttl: .seconds(30), replicas: 1)
+            let a = LeaseHolder(node: "node-a", instance: "i-node-a")
+            let b = LeaseHolder(node: "node-b", instance: "i-node-b")
+            let first = try await store.acquire(as: a)
+            nodes.a.update("web") { $0.token = first }
+            let newToken = TokenBox()
+            nodes.a.whenCommanded { call in
+                // Like batond: answer first, then act.
+                Task {
+                    try await Task.sleep(for: .milliseconds(100))
+                    let handoff: String? = if case .switchover(_, let target) = call { target } else { nil }
+                    try await store.release(as: a, token: first, revision: first, handoffTo: handoff)
+                    nodes.a.update("web") { $0.role = .passive; $0.backendRunning = false }
+                    let token = try await store.acquire(as: b)
+                    newToken.set(token)
+                    try await Task.sleep(for: .milliseconds(200))
+                    nodes.b.update("web") { $0.role = .active; $0.token = token; $0.backendRunning = true }
+                }
+            }
+            let common = ["--nats", server.url, "--cluster", "test", "--timeout", "10s"]
+
+            let unknownTarget = try await runBatonctl(["switchover", "web", "--to", "node-z"] + common)
+            #expect(unknownTarget.status == 1)
+            #expect(unknownTarget.stderr == "Error: node-z is not a node of app web (nodes that run it: node-a, node-b)\n")
+
+            nodes.a.refuse("web is paused")
+            let refused = try await runBatonctl(["switchover", "web", "--to", "node-b"] + common)
+            #expect(refused.status == 1)
+            #expect(refused.stdout == "node-a: web is paused\n")
+            #expect(refused.stderr == "Error: node-a refused to switch over web: web is paused\n")
+            nodes.a.refuse(nil)
+
+            let switchover = try await runBatonctl(["switchover", "web", "--to", "node-b"] + common)
+            let token = newToken.value
+            #expect(switchover.status == 0, "\(switchover)")
+            #expect(switchover.stdout == "node-a: handing web over to node-b\nweb is now active on node-b (epoch \(token))\n")
+            #expect(token > first)
+
+            let again = try await runBatonctl(["switchover", "web", "--to", "node-b"] + common)
+            #expect(again.stdout == "web is already active on node-b (epoch \(token))\n", "\(again)")
+
+            // Stepdown: node-b is active now; make it give up without anyone taking over.
+            let stepdown = try await runBatonctl(["stepdown", "web", "--nats", server.url, "--cluster", "test", "--timeout", "1s"])
+            #expect(stepdown.status == 1)
+            #expect(stepdown.stdout == "node-b: stepping down web\n")
+            #expect(stepdown.stderr == "Error: node-b still holds web (epoch \(token)) after 1s\n")
+            #expect(nodes.b.calls == [.stepdown("web")])
+
+            // Now node-b releases and node-a takes over again.
+            let last = TokenBox()
+            nodes.b.whenCommanded { _ in
+                Task {
+                    try await store.release(as: b, token: token, revision: token, handoffTo: nil)
+                    nodes.b.update("web") { $0.role = .passive; $0.backendRunning = false }
+                    let again = try await store.acquire(as: a)
+                    last.set(again)
+                    nodes.a.update("web") { $0.role = .active; $0.token = again; $0.backendRunning = true }
+                }
+            }
+            let handedBack = try await runBatonctl(["stepdown", "web"] + common)
+            #expect(handedBack.status == 0, "\(handedBack)")
+            #expect(handedBack.stdout == "node-b: stepping down web\nweb is now active on node-a (epoch \(last.value))\n")
+
+            await client.close()
+            await nodes.stop()
+        }
+    }
+}
