@@ -72,6 +72,10 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["NATSTestSupport"]
+        ),
         .target(
             name: "NATSTestSupport",
             dependencies: ["NATS"],

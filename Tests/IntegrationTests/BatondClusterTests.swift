@@ -1,0 +1,212 @@
+import Foundation
+import NATSTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CLOCK_MONOTONIC reading, the same clock the test backend writes into its heartbeats.
+private func monotonicNow() -> Int64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+}
+
+/// The test backend: writes "monotonic-ns node epoch" to a shared log every 5 ms while it runs,
+/// so the log shows exactly when each epoch's backend was alive, even if it is SIGKILLed.
+private let heartbeatBackend = """
+    import os, sys, time
+    fd = os.open(os.environ["HEARTBEAT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    node, epoch = os.environ["BATON_NODE"], os.environ["BATON_EPOCH"]
+    while True:
+        os.write(fd, f"{time.monotonic_ns()} {node} {epoch}\\n".encode())
+        time.sleep(0.005)
+    """
+
+/// Reads the heartbeat log: per epoch, the node and its first and last heartbeat.
+private struct Heartbeats {
+    struct Run: CustomStringConvertible {
+        var node: String
+        var epoch: UInt64
+        var first: Int64
+        var last: Int64
+        var description: String { "\(node)#\(epoch) [\(first)…\(last)]" }
+    }
+
+    var runs: [Run]
+
+    init(path: String) {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        var byEpoch: [UInt64: Run] = [:]
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count == 3, let time = Int64(fields[0]), let epoch = UInt64(fields[2]) else { continue }
+            if var run = byEpoch[epoch] {
+                run.first = min(run.first, time)
+                run.last = max(run.last, time)
+                byEpoch[epoch] = run
+            } else {
+                byEpoch[epoch] = Run(node: String(fields[1]), epoch: epoch, first: time, last: time)
+            }
+        }
+        runs = byEpoch.values.sorted { $0.first < $1.first }
+    }
+
+    /// Backends of different epochs never ran at the same time, and epochs only grow.
+    func checkSafety(sourceLocation: SourceLocation = #_sourceLocation) {
+        for (earlier, later) in zip(runs, runs.dropFirst()) {
+            #expect(later.epoch > earlier.epoch, "epochs must grow: \(runs)", sourceLocation: sourceLocation)
+            #expect(earlier.last < later.first, "backends overlapped: \(earlier) and \(later)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+/// A batond process of the test cluster.
+private final class BatondProcess: @unchecked Sendable {
+    let node: String
+    let process = Process()
+    let logPath: String
+
+    init(node: String, binary: String, config: String, logPath: String, environment: [String: String]) throws {
+        self.node = node
+        self.logPath = logPath
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--config", config, "--log-level", "debug"]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    func stop(grace: Duration = .seconds(10)) async {
+        guard process.isRunning else { return }
+        kill(pid, SIGCONT)
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { kill(pid, SIGKILL) }
+    }
+}
+
+@Suite("batond cluster: three processes on one NATS")
+struct BatondClusterTests {
+    /// The directory holding the built executables (next to this test binary).
+    private static var binDirectory: URL {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    private static func executable(_ name: String) throws -> String {
+        var directory = binDirectory
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent(name).path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        try Integration.missingPrerequisite(
+            MissingPrerequisite(name: name, reason: "not built next to the test binary (\(binDirectory.path))", remedy: "run `swift build` before `swift test`"))
+    }
+
+    private static func config(node: String, port: Int, stateDirectory: String, backend: String, heartbeatLog: String) -> String {
+        """
+        cluster: itest
+        node: {id: \(node), state_dir: \(stateDirectory)}
+        nats: {servers: ["nats://127.0.0.1:\(port)"]}
+        apps:
+          - name: beat
+            priority: 100
+            lease: {ttl: 1s, renew: 250ms, fence_budget: 200ms, skew: 100ms}
+            backend:
+              process:
+                command: ["/usr/bin/python3", "\(backend)"]
+                env: {HEARTBEAT_LOG: "\(heartbeatLog)"}
+                stop_timeout: 2s
+        """
+    }
+
+    /// Waits until one epoch other than those in `excluding` writes heartbeats, and returns it.
+    private func waitForNewRun(_ path: String, excluding: Set<UInt64>, timeout: Duration) async throws -> Heartbeats.Run {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let run = Heartbeats(path: path).runs.last(where: { !excluding.contains($0.epoch) }),
+                monotonicNow() - run.last < 100_000_000
+            {
+                return run
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ClusterTestFailure(description: "no new backend within \(timeout); heartbeats: \(Heartbeats(path: path).runs)")
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func killAndFreezeTheActiveNode(kind: NATSServerKind) async throws {
+        let batond = try Self.executable("batond")
+        let keeper = try Self.executable("baton-fence-keeper")
+        let directory = try makeTemporaryDirectory(prefix: "baton-cluster")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatLog = directory.appendingPathComponent("heartbeats.log").path
+
+        try await withNATSServer(kind) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            for name in ["node-1", "node-2", "node-3"] {
+                let configPath = directory.appendingPathComponent("\(name).yaml").path
+                try Self.config(node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend, heartbeatLog: heartbeatLog)
+                    .write(toFile: configPath, atomically: true, encoding: .utf8)
+                nodes[name] = try BatondProcess(
+                    node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
+                    environment: ["BATON_FENCE_KEEPER": keeper])
+            }
+
+            // Exactly one node runs the app.
+            let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            try await Task.sleep(for: .seconds(1))
+            #expect(Heartbeats(path: heartbeatLog).runs.count == 1, "\(Heartbeats(path: heartbeatLog).runs)")
+
+            // kill -9 of the active batond: its backend dies with it, another node takes over
+            // within ttl + 1 s.
+            let killedAt = monotonicNow()
+            nodes[first.node]!.signal(SIGKILL)
+            let second = try await waitForNewRun(heartbeatLog, excluding: [first.epoch], timeout: .seconds(10))
+            let afterKill = Heartbeats(path: heartbeatLog)
+            let firstRun = afterKill.runs.first { $0.epoch == first.epoch }!
+            #expect(firstRun.last - killedAt < 500_000_000, "the backend outlived its batond: \(firstRun)")
+            #expect(second.first - killedAt < 2_000_000_000, "takeover took \(Double(second.first - killedAt) / 1e9)s")
+            #expect(second.node != first.node)
+
+            // SIGSTOP of the active batond for longer than the ttl: the fence keeper kills its
+            // backend before anyone else starts one.
+            let frozen = nodes[second.node]!
+            frozen.signal(SIGSTOP)
+            let third = try await waitForNewRun(heartbeatLog, excluding: [first.epoch, second.epoch], timeout: .seconds(10))
+            try await Task.sleep(for: .seconds(1))
+            frozen.signal(SIGCONT)
+            try await Task.sleep(for: .seconds(1))
+            #expect(third.node != second.node)
+            let final = Heartbeats(path: heartbeatLog)
+            // The thawed node did not start its backend again.
+            #expect(final.runs.filter { $0.epoch == second.epoch }.allSatisfy { $0.last < third.first })
+            #expect(final.runs.count == 3, "\(final.runs)")
+            final.checkSafety()
+
+            for node in nodes.values { await node.stop() }
+            Heartbeats(path: heartbeatLog).checkSafety()
+        }
+    }
+}
+
+private struct ClusterTestFailure: Error, CustomStringConvertible {
+    var description: String
+}
