@@ -115,21 +115,28 @@ struct BatondClusterTests {
             MissingPrerequisite(name: name, reason: "not built next to the test binary (\(binDirectory.path))", remedy: "run `swift build` before `swift test`"))
     }
 
-    private static func config(node: String, port: Int, stateDirectory: String, backend: String, heartbeatLog: String) -> String {
-        """
-        cluster: itest
-        node: {id: \(node), state_dir: \(stateDirectory)}
-        nats: {servers: ["nats://127.0.0.1:\(port)"]}
-        apps:
-          - name: beat
-            priority: 100
-            lease: {ttl: 1s, renew: 250ms, fence_budget: 200ms, skew: 100ms}
-            backend:
-              process:
-                command: ["/usr/bin/python3", "\(backend)"]
-                env: {HEARTBEAT_LOG: "\(heartbeatLog)"}
-                stop_timeout: 2s
-        """
+    private static func config(node: String, port: Int, stateDirectory: String, backend: String, heartbeatLog: String, apps: [String] = ["beat"]) -> String {
+        var text = """
+            cluster: itest
+            node: {id: \(node), state_dir: \(stateDirectory)}
+            nats: {servers: ["nats://127.0.0.1:\(port)"]}
+            apps:
+
+            """
+        for app in apps {
+            text += """
+                  - name: \(app)
+                    priority: 100
+                    lease: {ttl: 1s, renew: 250ms, fence_budget: 200ms, skew: 100ms}
+                    backend:
+                      process:
+                        command: ["/usr/bin/python3", "\(backend)"]
+                        env: {HEARTBEAT_LOG: "\(heartbeatLog).\(app)"}
+                        stop_timeout: 2s
+
+                """
+        }
+        return text
     }
 
     /// Waits until one epoch other than those in `excluding` writes heartbeats, and returns it.
@@ -154,7 +161,8 @@ struct BatondClusterTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let backend = directory.appendingPathComponent("beat.py").path
         try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
-        let heartbeatLog = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatLog = heartbeatBase + ".beat"
 
         try await withNATSServer(kind) { server in
             var nodes: [String: BatondProcess] = [:]
@@ -163,7 +171,7 @@ struct BatondClusterTests {
             }
             for name in ["node-1", "node-2", "node-3"] {
                 let configPath = directory.appendingPathComponent("\(name).yaml").path
-                try Self.config(node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend, heartbeatLog: heartbeatLog)
+                try Self.config(node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend, heartbeatLog: heartbeatBase)
                     .write(toFile: configPath, atomically: true, encoding: .utf8)
                 nodes[name] = try BatondProcess(
                     node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
@@ -203,6 +211,80 @@ struct BatondClusterTests {
 
             for node in nodes.values { await node.stop() }
             Heartbeats(path: heartbeatLog).checkSafety()
+        }
+    }
+}
+
+extension BatondClusterTests {
+    @Test(arguments: NATSServerKind.allCases)
+    func reloadAddsAndRemovesAppsAndAServerRestartKeepsOneActive(kind: NATSServerKind) async throws {
+        let batond = try Self.executable("batond")
+        let keeper = try Self.executable("baton-fence-keeper")
+        let directory = try makeTemporaryDirectory(prefix: "baton-reload")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+
+        try await withNATSServer(kind) { server in
+            var nodes: [BatondProcess] = []
+            defer {
+                for node in nodes where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            func writeConfigs(apps: [String]) throws {
+                for name in ["node-1", "node-2"] {
+                    try Self.config(
+                        node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend,
+                        heartbeatLog: heartbeatBase, apps: apps
+                    ).write(toFile: directory.appendingPathComponent("\(name).yaml").path, atomically: true, encoding: .utf8)
+                }
+            }
+            try writeConfigs(apps: ["beat"])
+            for name in ["node-1", "node-2"] {
+                nodes.append(
+                    try BatondProcess(
+                        node: name, binary: batond, config: directory.appendingPathComponent("\(name).yaml").path,
+                        logPath: directory.appendingPathComponent("\(name).log").path, environment: ["BATON_FENCE_KEEPER": keeper]))
+            }
+            let beat = try await waitForNewRun(heartbeatBase + ".beat", excluding: [], timeout: .seconds(20))
+
+            // SIGHUP with an added app: it starts somewhere; the unchanged app keeps running.
+            try writeConfigs(apps: ["beat", "extra"])
+            for node in nodes { node.signal(SIGHUP) }
+            _ = try await waitForNewRun(heartbeatBase + ".extra", excluding: [], timeout: .seconds(10))
+            #expect(Heartbeats(path: heartbeatBase + ".beat").runs.map(\.epoch) == [beat.epoch])
+
+            // A broken config is rejected and everything keeps running.
+            for name in ["node-1", "node-2"] {
+                try "cluster: itest\napps: [".write(toFile: directory.appendingPathComponent("\(name).yaml").path, atomically: true, encoding: .utf8)
+            }
+            for node in nodes { node.signal(SIGHUP) }
+            try await Task.sleep(for: .seconds(1))
+            #expect(Heartbeats(path: heartbeatBase + ".beat").runs.map(\.epoch) == [beat.epoch])
+            #expect(monotonicNow() - Heartbeats(path: heartbeatBase + ".extra").runs.last!.last < 100_000_000)
+
+            // SIGHUP without the first app: its backend stops, the other keeps running.
+            try writeConfigs(apps: ["extra"])
+            for node in nodes { node.signal(SIGHUP) }
+            let stopDeadline = ContinuousClock.now + .seconds(10)
+            while monotonicNow() - Heartbeats(path: heartbeatBase + ".beat").runs.last!.last < 200_000_000 {
+                guard ContinuousClock.now < stopDeadline else {
+                    Issue.record("the removed app's backend kept running")
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+
+            // A NATS server restart never yields two active backends.
+            try await server.restart()
+            try await Task.sleep(for: .seconds(3))
+            let extra = Heartbeats(path: heartbeatBase + ".extra")
+            extra.checkSafety()
+            #expect(monotonicNow() - extra.runs.last!.last < 100_000_000, "nobody runs the app after the restart: \(extra.runs)")
+
+            for node in nodes { await node.stop() }
+            Heartbeats(path: heartbeatBase + ".beat").checkSafety()
+            Heartbeats(path: heartbeatBase + ".extra").checkSafety()
         }
     }
 }
