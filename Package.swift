@@ -100,6 +100,11 @@ let package = Package(
             ],
             path: "Benchmarks/NATSBenchmark"
         ),
+        .executableTarget(
+            name: "FailoverBenchmark",
+            dependencies: ["NATS", "Supervisor", "BatonCore"],
+            path: "Benchmarks/FailoverBenchmark"
+        ),
         .target(
             name: "CBatonProcess",
             path: "Sources/CBatonProcess"

@@ -17,6 +17,7 @@ public struct FenceKeeperState: Sendable {
 
     /// The armed deadline.
     public struct Arming: Sendable, Hashable {
+        /// The fencing token batond armed it for (reported back, not interpreted).
         public var token: UInt64
         /// Nanoseconds on `CLOCK_MONOTONIC`.
         public var deadline: Int64
@@ -73,11 +74,15 @@ public struct FenceKeeperState: Sendable {
         case exit
     }
 
+    /// The deadline in force, if any.
     public private(set) var armed: Arming?
+    /// The backend, from its spawn until every process of it is gone.
     public private(set) var backend: Backend?
+    /// Whether a spawn was asked for and its outcome is not known yet.
     public private(set) var spawning = false
-    /// Set when batond went away: the keeper is on its way out.
+    /// When batond went away: the keeper is on its way out.
     public private(set) var batondGoneAt: Int64?
+    /// Whether ``Effect/exit`` was given: nothing else happens after it.
     public private(set) var exited = false
 
     /// Creates an idle keeper: nothing armed, no backend.

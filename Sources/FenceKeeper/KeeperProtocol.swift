@@ -96,9 +96,13 @@ public enum KeeperField {
 
     /// Why a field did not decode.
     public enum FieldError: Error, Sendable, Hashable, CustomStringConvertible {
+        /// A `%` not followed by two hex digits.
         case badEscape
+        /// `%00` where NUL is not allowed.
         case nul
+        /// A space or control character that should have been escaped.
         case unescapedControl
+        /// The decoded bytes are not UTF-8.
         case notUTF8
 
         public var description: String {
@@ -170,11 +174,17 @@ enum KeeperSignalNames {
 /// The signals batond may forward to the backend's process group with `SIGNAL`. SIGKILL is
 /// not among them: killing is ``KeeperCommand/kill``, which also sweeps stray descendants.
 public enum KeeperSignal: String, Sendable, Hashable, CaseIterable {
+    /// SIGTERM: the graceful stop.
     case term = "TERM"
+    /// SIGINT.
     case int = "INT"
+    /// SIGHUP (many daemons reload on it).
     case hup = "HUP"
+    /// SIGQUIT.
     case quit = "QUIT"
+    /// SIGUSR1.
     case usr1 = "USR1"
+    /// SIGUSR2.
     case usr2 = "USR2"
 }
 
@@ -355,13 +365,21 @@ public enum KillCause: Sendable, Hashable, CustomStringConvertible {
 
 /// A report the keeper sends batond.
 public enum KeeperReport: Sendable, Hashable {
+    /// The keeper runs and speaks protocol `version`; sent once, first.
     case ready(version: Int, pid: Int32)
+    /// The backend runs as `pid` (also its process group id).
     case started(pid: Int32)
+    /// The backend could not be started; the message says why, for operators.
     case startFailed(String)
+    /// The keeper sent SIGKILL to the backend's group and every other descendant.
     case killed(pid: Int32, KillCause)
+    /// The armed deadline passed with no backend running.
     case expired(token: UInt64, deadline: Int64, now: Int64)
+    /// The backend's main process ended and nothing of it is left.
     case exited(pid: Int32, ExitStatus)
+    /// The answer to `PING`.
     case pong(UInt64)
+    /// A line the keeper rejected, and why.
     case error(String)
 
     /// The line, without its newline.

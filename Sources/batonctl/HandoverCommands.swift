@@ -43,7 +43,7 @@ struct SwitchoverCommand: AsyncParsableCommand {
             the app active, then follows the app's lease until the target holds it and reports \
             the app active ("web is now active on node-b (epoch 42)"). Fails, with what happened \
             instead, when the active node refuses, when another node takes the app, or when \
-            --timeout passes first.
+            --timeout passes first. When the target is already active, says so and does nothing.
             """
     )
 

@@ -339,6 +339,20 @@ struct ObjectStoreIntegrationTests {
                 }
                 try await store.delete("naïve résumé ☃.txt")
                 #expect(try await store.list().count == names.count - 1)
+
+                // Links as the Go client's AddLink and AddBucketLink write them (zero mtime).
+                func link(_ name: String, _ target: String) -> String {
+                    let to = target.isEmpty ? #"{"bucket":"names"}"# : #"{"bucket":"names","name":"\#(target)"}"#
+                    return #"{"name":"\#(name)","bucket":"names","nuid":"\#(UUID().uuidString.prefix(8))","size":0,"mtime":"0001-01-01T00:00:00Z","chunks":0,"options":{"link":\#(to)}}"#
+                }
+                try await js.publish(store.metaSubject(for: "alias"), payload: ByteBuffer(string: link("alias", "hello world")), options: PublishOptions(rollup: .subject))
+                try await js.publish(store.metaSubject(for: "whole"), payload: ByteBuffer(string: link("whole", "")), options: PublishOptions(rollup: .subject))
+                #expect(try await store.info("alias").link == ObjectLink(bucket: "names", name: "hello world"))
+                let (target, aliased) = try await store.get("alias")
+                #expect(target.name == "hello world")
+                #expect(aliased.text == "content 0")
+                let whole = await #expect(throws: ObjectStoreError.self) { try await store.get("whole") }
+                #expect(whole?.code == .bucketLink)
                 await client.close()
             }
         }

@@ -99,6 +99,8 @@ final class RecordingBackend: AppBackend {
     }
 
     func failures() -> AsyncStream<AppBackendFailure> { failureStream }
+
+    func dispose() async { failureContinuation.finish() }
 }
 
 /// One simulated node: its own NATS connection, lease store, backend and supervisor.
@@ -116,12 +118,12 @@ func startNode(_ name: String, server: NATSServerProcess, log: ActivityLog, prio
     var options = NATSClientOptions(servers: [server.url])
     options.reconnectWait = .milliseconds(20)
     options.maxReconnectWait = .milliseconds(200)
-    options.requestTimeout = .milliseconds(500)
+    options.requestTimeout = .seconds(2)
     options.connectTimeout = .seconds(10)
     var logger = Logger(label: "baton.\(name)")
     logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
     let client = try await NATSClient.connect(options: options, logger: logger)
-    let store = try await LeaseStore.open(jetStream: JetStream(client: client, timeout: .milliseconds(500)), cluster: "test", app: "web", ttl: fastTiming.ttl, replicas: 1)
+    let store = try await LeaseStore.open(jetStream: JetStream(client: client, timeout: .seconds(2)), cluster: "test", app: "web", ttl: fastTiming.ttl, replicas: 1)
     let backend = RecordingBackend(node: name, log: log)
     let configuration = AppLifecycle.Configuration(
         node: name, instance: NUID.next(), timing: fastTiming, hasHealthCheck: false, stepTimeout: .seconds(2), stopTimeout: .seconds(2),

@@ -1,5 +1,4 @@
 import BatonCore
-import Dispatch
 import Foundation
 import NATS
 import NATSTestSupport
@@ -32,41 +31,39 @@ func batonctlPath() throws -> String {
             remedy: "build it first: swift build --build-tests (the same --scratch-path as the tests)"))
 }
 
-/// Runs batonctl with `arguments`. The blocking waits happen on a Dispatch thread, not on the
-/// Swift concurrency pool, which must stay free to serve the in-process nodes batonctl talks to.
+/// Runs batonctl with `arguments`.
+///
+/// The blocking reads and the wait run on threads of their own: neither the Swift concurrency
+/// pool nor Dispatch's global queues (which back that pool on Linux and are only as wide as the
+/// machine has cores) may be blocked, since they serve the in-process nodes batonctl talks to.
 func runBatonctl(_ arguments: [String]) async throws -> CommandResult {
     let path = try batonctlPath()
-    return try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = arguments
-            let output = Pipe()
-            let errors = Pipe()
-            process.standardOutput = output
-            process.standardError = errors
-            process.standardInput = FileHandle.nullDevice
-            do {
-                try process.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            let errorData = Mutex(Data())
-            let readingErrors = DispatchGroup()
-            readingErrors.enter()
-            DispatchQueue.global().async {
-                let data = errors.fileHandleForReading.readDataToEndOfFile()
-                errorData.withLock { $0 = data }
-                readingErrors.leave()
-            }
-            let outputData = output.fileHandleForReading.readDataToEndOfFile()
-            readingErrors.wait()
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    async let outputData = readToEnd(output.fileHandleForReading)
+    async let errorData = readToEnd(errors.fileHandleForReading)
+    let (stdout, stderr) = await (outputData, errorData)
+    let status: Int32 = await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
             process.waitUntilExit()
-            continuation.resume(returning: CommandResult(
-                status: process.terminationStatus,
-                stdout: String(decoding: outputData, as: UTF8.self),
-                stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self)))
+            continuation.resume(returning: process.terminationStatus)
+        }
+    }
+    return CommandResult(status: status, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+/// Reads `handle` to its end on a thread of its own.
+private func readToEnd(_ handle: FileHandle) async -> Data {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(returning: handle.readDataToEndOfFile())
         }
     }
 }
@@ -171,6 +168,20 @@ struct BatonctlTests {
                   node-b  passive  no      stopped  100       watching node-a
 
                 """)
+
+            // The same, with the servers and the cluster taken from a batond config.
+            let directory = try makeTemporaryDirectory(prefix: "batonctl-status")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let config = directory.appendingPathComponent("baton.yaml").path
+            try """
+                cluster: test
+                node: {id: node-x}
+                nats: {servers: ["\(server.url)"]}
+                apps: []
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            let fromConfig = try await runBatonctl(["status", "--config", config, "--wait", "1s"])
+            #expect(fromConfig.status == 0, "\(fromConfig)")
+            #expect(fromConfig.stdout == table.stdout)
 
             let json = try await runBatonctl(["status", "--json", "web"] + common)
             #expect(json.status == 0, "\(json)")

@@ -339,6 +339,24 @@ struct ProcessBackendTests {
         }
     }
 
+    @Test("dropping the backend object ends its keeper, which kills the backend")
+    func droppedBackend() async throws {
+        var pids: [pid_t] = []
+        do {
+            let backend = makeBackend(Self.backendWithGrandchild)
+            _ = try await armFor(backend, token: 14)
+            try await backend.start(token: 14)
+            pids.append(try #require(await backend.pid))
+            pids.append(try await printedPID("grandchild"))
+            pids.append(try #require(await backend.keeperProcessID))
+        }
+        // Nothing is left to await once the object is gone: poll, bounded.
+        for pid in pids {
+            let gone = await waitUntilGone(pid)
+            #expect(gone, "pid \(pid) survived")
+        }
+    }
+
     /// Polls /proc for a process that has no event to await (a zombie keeper's state), bounded.
     func waitUntilGone(_ pid: pid_t) async -> Bool {
         for _ in 0..<100 {
@@ -411,6 +429,32 @@ struct ProcessBackendTests {
             // Armed with a deadline already over: the keeper refuses.
             try await backend.arm(token: 1, deadline: MonotonicClock.now() - .seconds(1))
             await #expect(throws: ProcessBackendError.self) { try await backend.start(token: 1) }
+        }
+    }
+
+    @Test("the real keeper rejects malformed lines with a clear message and keeps working")
+    func malformedLines() async throws {
+        let backend = makeBackend(["/bin/sh", "-c", "echo up; exec sleep 1000"])
+        try await withBackend(backend) { backend in
+            _ = try await armFor(backend, token: 3)
+            for line in ["FOO bar", "ARM 1", "ARM 1 -5", "START token=1 arg=a%zz", "SIGNAL KILL", "", String(repeating: "A", count: 2_000_000)] {
+                await backend.sendRawLine(line)
+            }
+            #expect(await backend.roundTrip())
+            let rejected = logs.values.filter { $0.message == "the fence keeper rejected a line" }.compactMap { $0.metadata["error"] }
+            #expect(
+                rejected == [
+                    "malformed keeper line \"FOO bar\": unknown command 'FOO' (expected ARM, DISARM, START, SIGNAL, KILL or PING)",
+                    "malformed keeper line \"ARM 1\": expected ARM <token> <deadline-ns>",
+                    "malformed keeper line \"ARM 1 -5\": deadline '-5' is not a decimal number",
+                    "malformed keeper line \"START token=1 arg=a%zz\": START field arg: a % must be followed by two hex digits",
+                    "malformed keeper line \"SIGNAL KILL\": unknown signal 'KILL' (expected one of TERM, INT, HUP, QUIT, USR1, USR2; use KILL to kill)",
+                    "malformed keeper line \"\": empty line",
+                    "line longer than 1048576 bytes: ignored",
+                ])
+            // The arming survived the garbage: the backend still starts.
+            try await backend.start(token: 3)
+            _ = try #require(await logs.first { $0.message == "up" })
         }
     }
 

@@ -151,10 +151,11 @@ public struct KeyValue: Sendable {
     }
 
     /// Marks `key` deleted (history is kept). With `lastRevision`, only if that is still the
-    /// latest revision.
+    /// latest revision. `note` travels in the delete marker's body (other clients ignore it;
+    /// watchers see it as the entry's value), for example to say why the key was deleted.
     @discardableResult
-    public func delete(_ key: String, lastRevision: UInt64? = nil) async throws -> UInt64 {
-        try await writeMarker(key, operation: .delete, lastRevision: lastRevision)
+    public func delete(_ key: String, lastRevision: UInt64? = nil, note: ByteBuffer = ByteBuffer()) async throws -> UInt64 {
+        try await writeMarker(key, operation: .delete, lastRevision: lastRevision, body: note)
     }
 
     /// Removes every revision of `key`, leaving one purge marker. With `lastRevision`, only if
@@ -164,13 +165,13 @@ public struct KeyValue: Sendable {
         try await writeMarker(key, operation: .purge, lastRevision: lastRevision)
     }
 
-    private func writeMarker(_ key: String, operation: KeyValueOperation, lastRevision: UInt64?) async throws -> UInt64 {
+    private func writeMarker(_ key: String, operation: KeyValueOperation, lastRevision: UInt64?, body: ByteBuffer = ByteBuffer()) async throws -> UInt64 {
         try Self.validateKey(key)
         var headers = NATSHeaders()
         headers[Self.operationHeader] = operation.rawValue
         let options = PublishOptions(expectedLastSubjectSequence: lastRevision, rollup: operation == .purge ? .subject : nil)
         do {
-            return try await jetStream.publish(subjectPrefix + key, headers: headers, options: options).sequence
+            return try await jetStream.publish(subjectPrefix + key, payload: body, headers: headers, options: options).sequence
         } catch let error as JetStreamAPIError where error.isWrongLastSequence {
             throw KeyValueError(.wrongLastRevision, "key \"\(key)\" in bucket \(bucket) is not at revision \(lastRevision ?? 0): \(error.errorDescription)", revision: lastRevision)
         }

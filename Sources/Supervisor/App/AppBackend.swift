@@ -17,6 +17,9 @@ public protocol AppBackend: Sendable {
     func stop() async
     /// Kills the backend now; returns when it is gone.
     func fence() async
+    /// Releases what the backend holds (its fence keeper) once the app is gone from the config
+    /// or batond stops. Called after the backend was stopped.
+    func dispose() async
     /// Failures while running that the backend could not recover from (restart budget spent,
     /// health check failing): each element is a reason.
     func failures() -> AsyncStream<AppBackendFailure>

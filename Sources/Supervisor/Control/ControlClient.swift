@@ -214,6 +214,7 @@ public enum HandoverOutcome: Sendable, Hashable, CustomStringConvertible {
         return false
     }
 
+    /// `web is now active on node-b (epoch 42)`, or the reason of the failure.
     public var description: String {
         switch self {
         case .active(let app, let node, let token): "\(app) is now active on \(node) (epoch \(token))"
@@ -235,7 +236,9 @@ public struct HandoverTracker: Sendable {
         case finished(HandoverOutcome)
     }
 
+    /// The app whose lease is followed.
     public let app: String
+    /// Who held the lease before the command.
     public let previous: LeaseHolderSnapshot
     /// The switchover target; nil for a stepdown (any other node will do).
     public let target: String?
@@ -248,6 +251,7 @@ public struct HandoverTracker: Sendable {
     /// The last status the new holder reported for the app.
     private var lastReport: AppStatus?
     private var watchError: String?
+    /// What to do next, given everything observed so far.
     public private(set) var verdict: Verdict = .waiting
 
     /// Starts tracking a handover of `app` away from `previous`.
@@ -356,6 +360,7 @@ public enum ControlClientError: Error, Sendable, Hashable, CustomStringConvertib
     /// The app's lease bucket does not exist: no node ever ran the app.
     case noLeaseBucket(app: String, bucket: String)
 
+    /// What went wrong, naming the node and subject.
     public var description: String {
         switch self {
         case .nodeNotListening(let node, let subject):

@@ -151,6 +151,7 @@ public enum ControlServiceError: Error, Sendable, Hashable, CustomStringConverti
     /// The cluster or node name cannot be a subject token.
     case invalidName(kind: String, String)
 
+    /// What is wrong with the name.
     public var description: String {
         switch self {
         case .invalidName(let kind, let name):

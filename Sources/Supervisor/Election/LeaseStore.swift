@@ -73,18 +73,11 @@ public struct LeaseStore: Sendable {
         }
     }
 
-    /// Gives the lease up if `revision` is still the latest. With `handoffTo`, a last update
-    /// names the target before the delete.
+    /// Gives the lease up if `revision` is still the latest. A switchover's target travels in
+    /// the delete marker itself, so every watcher sees it even if it missed earlier writes.
     public func release(as holder: LeaseHolder, token: UInt64, revision: UInt64, handoffTo: String?) async throws(LeaseWriteError) {
-        var latest = revision
-        if let handoffTo {
-            latest = try await write {
-                try await kv.update(
-                    Self.key, value: try encode(LeaseRecord(node: holder.node, instance: holder.instance, token: token, handoffTo: handoffTo)),
-                    revision: revision)
-            }
-        }
-        _ = try await write { try await kv.delete(Self.key, lastRevision: latest) }
+        let note = LeaseRecord(node: holder.node, instance: holder.instance, token: token, handoffTo: handoffTo)
+        _ = try await write { try await kv.delete(Self.key, lastRevision: revision, note: try encode(note)) }
     }
 
     private func write(_ body: () async throws -> UInt64) async throws(LeaseWriteError) -> UInt64 {
@@ -126,8 +119,7 @@ public enum LeaseWatchEvent: Sendable, Hashable {
     case initialStateKnown
 }
 
-/// Lease observations from a KV watch, in order. Remembers the last record so a delete after a
-/// handoff update carries the target.
+/// Lease observations from a KV watch, in order.
 public struct LeaseWatch: AsyncSequence, Sendable {
     public typealias Element = LeaseWatchEvent
     let watcher: KeyValueWatcher
@@ -140,7 +132,6 @@ public struct LeaseWatch: AsyncSequence, Sendable {
     /// Iterates observations.
     public struct Iterator: AsyncIteratorProtocol {
         var inner: KeyValueWatcher.Iterator
-        var lastRecord: LeaseRecord?
         var sawInitialValue = false
 
         public mutating func next() async throws -> LeaseWatchEvent? {
@@ -161,13 +152,11 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                             // nobody acquires until it expires or is deleted.
                             return .observed(.held(LeaseHolder(node: "?", instance: "?"), revision: entry.revision, token: entry.revision))
                         }
-                        lastRecord = record
                         let token = record.token == 0 ? entry.revision : record.token
                         return .observed(.held(LeaseHolder(node: record.node, instance: record.instance), revision: entry.revision, token: token))
                     case .delete, .purge:
-                        let target = lastRecord?.handoffTo
-                        lastRecord = nil
-                        return .observed(.free(handoffTo: target))
+                        let note = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView))
+                        return .observed(.free(handoffTo: note?.handoffTo))
                     }
                 }
             }

@@ -19,7 +19,6 @@ public actor NodeSupervisor: NodeController {
     public nonisolated let instance: String
     private var config: BatonConfig
     private let client: NATSClient
-    private let jetStream: JetStream
     private let makeBackend: BackendFactory
     private let logger: Logger
     private var apps: [String: RunningApp] = [:]
@@ -30,7 +29,6 @@ public actor NodeSupervisor: NodeController {
     public init(config: BatonConfig, client: NATSClient, instance: String, logger: Logger, makeBackend: @escaping BackendFactory) {
         self.config = config
         self.client = client
-        self.jetStream = JetStream(client: client)
         self.instance = instance
         self.logger = logger
         self.makeBackend = makeBackend
@@ -104,7 +102,10 @@ public actor NodeSupervisor: NodeController {
         var attempt = 0
         while true {
             do {
-                return try await LeaseStore.open(jetStream: jetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas)
+                // Lease writes wait at most one renew interval: a renew stuck longer is retried
+                // rather than blocking the next one (fencing does not depend on it either way).
+                let leaseJetStream = JetStream(client: client, timeout: max(app.lease.renew, .milliseconds(100)))
+                return try await LeaseStore.open(jetStream: leaseJetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas)
             } catch {
                 attempt += 1
                 if attempt >= 10 || Task.isCancelled { throw error }
@@ -119,6 +120,7 @@ public actor NodeSupervisor: NodeController {
         running.task.cancel()
         await running.task.value
         running.watcher.cancel()
+        await running.backend.dispose()
         backendRunning[name] = false
     }
 

@@ -131,9 +131,14 @@ final class KeeperConnection: Sendable {
 
     /// Writes a command. Never waits for the keeper: a frozen keeper must not freeze batond.
     func send(_ command: KeeperCommand) {
+        send(line: command.line)
+    }
+
+    /// Writes one line (a newline is added).
+    func send(line: String) {
         let logger = self.logger
-        channel.writeAndFlush(ByteBuffer(string: command.line + "\n")).whenFailure { error in
-            logger.warning("cannot write to the fence keeper", metadata: ["command": "\(command.line.prefix(80))", "error": "\(error)"])
+        channel.writeAndFlush(ByteBuffer(string: line + "\n")).whenFailure { error in
+            logger.warning("cannot write to the fence keeper", metadata: ["line": "\(line.prefix(80))", "error": "\(error)"])
         }
     }
 

@@ -122,6 +122,14 @@ public actor ProcessAppBackend: AppBackend {
         await process.stop()
     }
 
+    public func dispose() async {
+        shouldRun = false
+        monitor?.cancel()
+        supervision?.cancel()
+        failureContinuation.finish()
+        await process.shutdown()
+    }
+
     public func fence() async {
         shouldRun = false
         monitor?.cancel()

@@ -97,6 +97,7 @@ public actor ProcessBackend {
     public nonisolated let exits: AsyncStream<Exit>
     private let exitsContinuation: AsyncStream<Exit>.Continuation
 
+    /// What runs, and where the keeper is.
     public nonisolated let configuration: Configuration
     private let logger: Logger
     private let outputLogger: Logger
@@ -147,6 +148,13 @@ public actor ProcessBackend {
         self.threadPool = threadPool
         self.keeperLaunchOverride = keeperLaunch
         (exits, exitsContinuation) = AsyncStream.makeStream(of: Exit.self, bufferingPolicy: .bufferingNewest(64))
+    }
+
+    deinit {
+        // Nobody can fence through this object any more: end the keeper, which kills whatever
+        // still runs and exits (its reader reaps it).
+        keeper?.connection.closeCommands()
+        exitsContinuation.finish()
     }
 
     /// The running backend's main process (and process group) id.
@@ -220,7 +228,7 @@ public actor ProcessBackend {
     /// once they are gone.
     public func fence() async {
         guard isRunning, keeper != nil else { return }
-        escalate(keeperID: keeper?.id, reason: "fencing")
+        escalate(keeperID: keeper?.id, reason: nil)
         await waitUntilGone()
     }
 
@@ -241,10 +249,11 @@ public actor ProcessBackend {
 
     // MARK: - Internals
 
-    /// Sends KILL; if the keeper does not confirm within 2 s, kills the keeper itself.
-    private func escalate(keeperID: Int?, reason: String) {
+    /// Sends KILL (logging `reason` when it is not a plain fence); if the keeper does not confirm
+    /// within 2 s, kills the keeper itself.
+    private func escalate(keeperID: Int?, reason: String?) {
         guard isRunning, let current = keeper, current.id == keeperID else { return }
-        if reason != "fencing" {
+        if let reason {
             logger.warning("killing the backend", metadata: ["reason": "\(reason)"])
         }
         current.connection.send(.kill)
@@ -276,6 +285,11 @@ public actor ProcessBackend {
         let waiters = goneWaiters
         goneWaiters.removeAll()
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Writes a raw line to the keeper, well-formed or not. For tests.
+    func sendRawLine(_ line: String) {
+        keeper?.connection.send(line: line)
     }
 
     /// The spawned keeper process (a wrapper around the keeper in some tests). For tests.
@@ -340,7 +354,11 @@ public actor ProcessBackend {
             for await report in connection.reports {
                 await self?.receive(report, keeperID: id)
             }
-            await self?.keeperEnded(keeperID: id)
+            if let self {
+                await self.keeperEnded(keeperID: id)
+            } else {
+                _ = await connection.reap()
+            }
         }
         keeper = Keeper(id: id, connection: connection, reportedPID: nil, reader: reader)
         logger.debug("fence keeper started", metadata: ["pid": "\(connection.pid)"])
