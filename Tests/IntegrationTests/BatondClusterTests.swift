@@ -127,7 +127,7 @@ struct BatondClusterTests {
             text += """
                   - name: \(app)
                     priority: 100
-                    lease: {ttl: 1s, renew: 250ms, fence_budget: 200ms, skew: 100ms}
+                    lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
                     backend:
                       process:
                         command: ["/usr/bin/python3", "\(backend)"]
@@ -180,7 +180,7 @@ struct BatondClusterTests {
 
             // Exactly one node runs the app.
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
-            try await Task.sleep(for: .seconds(1))
+            try await Task.sleep(for: .seconds(2))
             #expect(Heartbeats(path: heartbeatLog).runs.count == 1, "\(Heartbeats(path: heartbeatLog).runs)")
 
             // kill -9 of the active batond: its backend dies with it, another node takes over
@@ -191,7 +191,8 @@ struct BatondClusterTests {
             let afterKill = Heartbeats(path: heartbeatLog)
             let firstRun = afterKill.runs.first { $0.epoch == first.epoch }!
             #expect(firstRun.last - killedAt < 500_000_000, "the backend outlived its batond: \(firstRun)")
-            #expect(second.first - killedAt < 2_000_000_000, "takeover took \(Double(second.first - killedAt) / 1e9)s")
+            // Within ttl + 1 s.
+            #expect(second.first - killedAt < 3_000_000_000, "takeover took \(Double(second.first - killedAt) / 1e9)s")
             #expect(second.node != first.node)
 
             // SIGSTOP of the active batond for longer than the ttl: the fence keeper kills its
@@ -285,6 +286,159 @@ extension BatondClusterTests {
             for node in nodes { await node.stop() }
             Heartbeats(path: heartbeatBase + ".beat").checkSafety()
             Heartbeats(path: heartbeatBase + ".extra").checkSafety()
+        }
+    }
+}
+
+/// A backend that beats a few times, then exits with status 1 (to spend the restart budget).
+private let crashingBackend = """
+    import os, sys, time
+    fd = os.open(os.environ["HEARTBEAT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for _ in range(3):
+        os.write(fd, f"{time.monotonic_ns()} {os.environ['BATON_NODE']} {os.environ['BATON_EPOCH']}\\n".encode())
+        time.sleep(0.01)
+    sys.exit(1)
+    """
+
+/// A backend whose HTTP health endpoint answers 200 for a second, then 500.
+private let sickeningBackend = """
+    import http.server, os, threading, time
+    port = int(os.environ["HEALTH_PORT"])
+    started = time.monotonic()
+    fd = os.open(os.environ["HEARTBEAT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def beat():
+        while True:
+            os.write(fd, f"{time.monotonic_ns()} {os.environ['BATON_NODE']} {os.environ['BATON_EPOCH']}\\n".encode())
+            time.sleep(0.005)
+    threading.Thread(target=beat, daemon=True).start()
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if time.monotonic() - started < 1.0 else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    """
+
+extension BatondClusterTests {
+    private static func singleAppConfig(node: String, port: Int, directory: URL, app: String) -> String {
+        """
+        cluster: itest
+        node: {id: \(node), state_dir: \(directory.appendingPathComponent(node).path)}
+        nats: {servers: ["nats://127.0.0.1:\(port)"]}
+        apps:
+        \(app)
+        """
+    }
+
+    /// Starts two batond nodes running `app` (YAML of one list item, indented two spaces).
+    private func withTwoNodes(
+        _ kind: NATSServerKind, prefix: String, app: (URL) -> String, _ body: (URL, [String: BatondProcess]) async throws -> Void
+    ) async throws {
+        let batond = try Self.executable("batond")
+        let keeper = try Self.executable("baton-fence-keeper")
+        let directory = try makeTemporaryDirectory(prefix: prefix)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withNATSServer(kind) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            for name in ["node-1", "node-2"] {
+                let configPath = directory.appendingPathComponent("\(name).yaml").path
+                try Self.singleAppConfig(node: name, port: server.port, directory: directory, app: app(directory))
+                    .write(toFile: configPath, atomically: true, encoding: .utf8)
+                nodes[name] = try BatondProcess(
+                    node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
+                    environment: ["BATON_FENCE_KEEPER": keeper])
+            }
+            try await body(directory, nodes)
+            for node in nodes.values { await node.stop() }
+        }
+    }
+
+    /// Waits until heartbeats from at least `count` different nodes were written.
+    private func waitForNodes(_ path: String, count: Int, timeout: Duration) async throws -> Heartbeats {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let heartbeats = Heartbeats(path: path)
+            if Set(heartbeats.runs.map(\.node)).count >= count { return heartbeats }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ClusterTestFailure(description: "fewer than \(count) nodes ran the backend within \(timeout): \(Heartbeats(path: path).runs)")
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func aSpentRestartBudgetHandsTheAppToAnotherNode(kind: NATSServerKind) async throws {
+        try await withTwoNodes(kind, prefix: "baton-crashy", app: { directory in
+            let script = directory.appendingPathComponent("crash.py").path
+            try? crashingBackend.write(toFile: script, atomically: true, encoding: .utf8)
+            return """
+                  - name: crashy
+                    lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
+                    backend:
+                      process:
+                        command: ["/usr/bin/python3", "\(script)"]
+                        env: {HEARTBEAT_LOG: "\(directory.appendingPathComponent("beats").path)"}
+                        restart: {max_restarts: 1, window: 60s, backoff: 100ms}
+                """
+        }) { directory, _ in
+            let heartbeats = try await waitForNodes(directory.appendingPathComponent("beats").path, count: 2, timeout: .seconds(20))
+            // The first node restarted its backend once under the same epoch, then gave the app up.
+            let first = heartbeats.runs[0]
+            let second = heartbeats.runs.first { $0.node != first.node }!
+            #expect(second.epoch > first.epoch)
+            heartbeats.checkSafety()
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func aFailingHealthCheckHandsTheAppToAnotherNode(kind: NATSServerKind) async throws {
+        let healthPort = try reserveLoopbackPort()
+        try await withTwoNodes(kind, prefix: "baton-sick", app: { directory in
+            let script = directory.appendingPathComponent("sick.py").path
+            try? sickeningBackend.write(toFile: script, atomically: true, encoding: .utf8)
+            return """
+                  - name: sick
+                    lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
+                    backend:
+                      process:
+                        command: ["/usr/bin/python3", "\(script)"]
+                        env: {HEARTBEAT_LOG: "\(directory.appendingPathComponent("beats").path)", HEALTH_PORT: "\(healthPort)"}
+                        stop_timeout: 2s
+                    health: {http: "http://127.0.0.1:\(healthPort)/", interval: 200ms, timeout: 150ms, failures: 2}
+                """
+        }) { directory, _ in
+            let heartbeats = try await waitForNodes(directory.appendingPathComponent("beats").path, count: 2, timeout: .seconds(20))
+            heartbeats.checkSafety()
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func sigtermReleasesTheLeaseSoAStandbyTakesOverAtOnce(kind: NATSServerKind) async throws {
+        try await withTwoNodes(kind, prefix: "baton-sigterm", app: { directory in
+            let script = directory.appendingPathComponent("beat.py").path
+            try? heartbeatBackend.write(toFile: script, atomically: true, encoding: .utf8)
+            return """
+                  - name: steady
+                    lease: {ttl: 5s}
+                    backend:
+                      process:
+                        command: ["/usr/bin/python3", "\(script)"]
+                        env: {HEARTBEAT_LOG: "\(directory.appendingPathComponent("beats").path)"}
+                        stop_timeout: 2s
+                """
+        }) { directory, nodes in
+            let beats = directory.appendingPathComponent("beats").path
+            let first = try await waitForNewRun(beats, excluding: [], timeout: .seconds(20))
+            let stoppedAt = monotonicNow()
+            nodes[first.node]!.signal(SIGTERM)
+            let second = try await waitForNewRun(beats, excluding: [first.epoch], timeout: .seconds(10))
+            // Well within the 5 s ttl: the lease was released, not left to expire.
+            #expect(second.first - stoppedAt < 2_000_000_000, "takeover after SIGTERM took \(Double(second.first - stoppedAt) / 1e9)s")
+            #expect(second.node != first.node)
+            Heartbeats(path: beats).checkSafety()
         }
     }
 }

@@ -112,7 +112,7 @@ struct TestNode {
     var task: Task<Void, Never>
 }
 
-let fastTiming = LeaseTiming(ttl: .seconds(1), renew: .milliseconds(250), fenceBudget: .milliseconds(200), skew: .milliseconds(100))
+let fastTiming = LeaseTiming(ttl: .seconds(2), renew: .milliseconds(500), fenceBudget: .milliseconds(400), skew: .milliseconds(200))
 
 func startNode(_ name: String, server: NATSServerProcess, log: ActivityLog, priorityHoldback: Duration = .zero) async throws -> TestNode {
     var options = NATSClientOptions(servers: [server.url])

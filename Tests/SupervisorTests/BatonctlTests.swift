@@ -223,7 +223,7 @@ struct BatonctlTests {
     func pauseAndResumeGoToEveryNodeOfTheApp(kind: NATSServerKind) async throws {
         try await withNATSServer(kind) { server in
             let nodes = try await TwoNodes.start(server)
-            let common = ["--nats", server.url, "--cluster", "test"]
+            let common = ["--nats", server.url, "--cluster", "test", "--wait", "2s"]
             let pause = try await runBatonctl(["pause", "web"] + common)
             #expect(pause.status == 0, "\(pause)")
             #expect(pause.stdout == "node-a: paused web\nnode-b: paused web\n")
@@ -267,7 +267,7 @@ struct BatonctlTests {
                     nodes.b.update("web") { $0.role = .active; $0.token = token; $0.backendRunning = true }
                 }
             }
-            let common = ["--nats", server.url, "--cluster", "test", "--timeout", "10s"]
+            let common = ["--nats", server.url, "--cluster", "test", "--timeout", "10s", "--wait", "2s"]
 
             let unknownTarget = try await runBatonctl(["switchover", "web", "--to", "node-z"] + common)
             #expect(unknownTarget.status == 1)
