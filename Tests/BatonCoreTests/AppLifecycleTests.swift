@@ -169,6 +169,17 @@ struct AppLifecycleTests {
         #expect(harness.machine.acquireAt() == harness.now + .seconds(6))  // cooldown: 2 x ttl
     }
 
+    @Test func aNewHolderSeenBeforeTheReleaseAnswerEndsTheHandoverWithoutFencing() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.stepdownRequested)
+        harness.send(.backendStopped)
+        let actions = harness.send(.leaseObserved(.held(other, revision: 9, token: 9)))
+        #expect(actions == [.notify(.released(token: 7))])
+        #expect(harness.machine.phase == .passive)
+        #expect(harness.send(.releaseFinished).isEmpty)
+    }
+
     @Test func switchoverNamesTheTargetWhoGoesFirst() {
         var active = Harness()
         active.makeActive()

@@ -190,7 +190,7 @@ struct BatondClusterTests {
             let second = try await waitForNewRun(heartbeatLog, excluding: [first.epoch], timeout: .seconds(10))
             let afterKill = Heartbeats(path: heartbeatLog)
             let firstRun = afterKill.runs.first { $0.epoch == first.epoch }!
-            #expect(firstRun.last - killedAt < 500_000_000, "the backend outlived its batond: \(firstRun)")
+            #expect(firstRun.last - killedAt < 1_000_000_000, "the backend outlived its batond: \(firstRun)")
             // Within ttl + 1 s.
             #expect(second.first - killedAt < 3_000_000_000, "takeover took \(Double(second.first - killedAt) / 1e9)s")
             #expect(second.node != first.node)
@@ -278,10 +278,18 @@ extension BatondClusterTests {
 
             // A NATS server restart never yields two active backends.
             try await server.restart()
-            try await Task.sleep(for: .seconds(3))
-            let extra = Heartbeats(path: heartbeatBase + ".extra")
-            extra.checkSafety()
-            #expect(monotonicNow() - extra.runs.last!.last < 100_000_000, "nobody runs the app after the restart: \(extra.runs)")
+            // Someone runs the app again (the holder may have fenced during the restart; a
+            // takeover then waits a ttl after the reconnect).
+            let restartDeadline = ContinuousClock.now + .seconds(20)
+            while monotonicNow() - Heartbeats(path: heartbeatBase + ".extra").runs.last!.last > 100_000_000 {
+                guard ContinuousClock.now < restartDeadline else {
+                    Issue.record("nobody runs the app after the restart: \(Heartbeats(path: heartbeatBase + ".extra").runs)")
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Task.sleep(for: .seconds(1))
+            Heartbeats(path: heartbeatBase + ".extra").checkSafety()
 
             for node in nodes { await node.stop() }
             Heartbeats(path: heartbeatBase + ".beat").checkSafety()

@@ -51,12 +51,12 @@ struct KeyValueIntegrationTests {
         try await withNATSServer(kind) { server in
             let client = try await connectedClient(server)
             let js = JetStream(client: client)
-            let kv = try await js.createKeyValue(KeyValueConfig(bucket: "short", ttl: .seconds(3)))
+            let kv = try await js.createKeyValue(KeyValueConfig(bucket: "short", ttl: .seconds(5)))
             let first = try await kv.create("leader", value: ByteBuffer(string: "a"))
             let exists = await #expect(throws: KeyValueError.self) { try await kv.create("leader", value: ByteBuffer(string: "b")) }
             #expect(exists?.code == .keyExists)
             // Expiry is a server timer; poll the real state until the entry is gone.
-            try await withTimeout(.seconds(20), "the entry to expire") {
+            try await withTimeout(.seconds(30), "the entry to expire") {
                 while try await kv.entry("leader") != nil { try await Task.sleep(for: .milliseconds(100)) }
             }
             let second = try await kv.create("leader", value: ByteBuffer(string: "b"))

@@ -152,7 +152,7 @@ struct BatonctlTests {
     func statusPrintsOneTablePerAppAndJSON(kind: NATSServerKind) async throws {
         try await withNATSServer(kind) { server in
             let nodes = try await TwoNodes.start(server)
-            let common = ["--nats", server.url, "--cluster", "test", "--wait", "1s"]
+            let common = ["--nats", server.url, "--cluster", "test", "--wait", "3s"]
             let table = try await runBatonctl(["status"] + common)
             #expect(table.status == 0, "\(table)")
             #expect(table.stdout == """

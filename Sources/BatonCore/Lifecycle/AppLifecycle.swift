@@ -398,7 +398,14 @@ public struct AppLifecycle: Sendable {
         case .held(let holder, let revision, let token):
             if let lease = held {
                 if holder == me { return }  // our own write
-                if revision > lease.revision, phase != .fencing {
+                if case .demoting(.releaseLease, let reason) = phase {
+                    // Our release went through and someone took the lease before the release's
+                    // answer reached us: we are done with it.
+                    held = nil
+                    phase = reason == .shutdown ? .stopped : .passive
+                    cooldownUntil = now + configuration.cooldown
+                    actions.append(.notify(.released(token: lease.token)))
+                } else if revision > lease.revision, phase != .fencing {
                     fence(reason: "\(holder) holds the lease now (revision \(revision))", lease: lease, into: &actions)
                 }
             }

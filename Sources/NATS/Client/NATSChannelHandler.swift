@@ -48,8 +48,11 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     private let delegate: any NATSConnectionDelegate
     private let pingInterval: TimeAmount
     private var phase: Phase = .awaitingInfo
-    private let infoPromise: EventLoopPromise<ServerInfo>
-    private var connectPromise: EventLoopPromise<ServerInfo>?
+    /// Answers the server's first INFO on the event loop: what to send back, and whether to
+    /// start TLS first. The handshake never waits for the Swift concurrency pool, so a busy
+    /// process still answers within the server's authentication timeout.
+    private let respondToInfo: (ServerInfo) throws -> HandshakeReply
+    private let handshakePromise: EventLoopPromise<ServerInfo>
     /// The newest INFO seen before the client took the connection over.
     private var latestInfo: ServerInfo?
     private var activated = false
@@ -58,15 +61,24 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     private var lastError: (any Error)?
     private var connectionID: ObjectIdentifier?
 
-    init(eventLoop: EventLoop, delegate: any NATSConnectionDelegate, pingInterval: TimeAmount) {
+    /// What the client sends after the server's first INFO.
+    struct HandshakeReply {
+        /// The TLS handler to put in front of the pipeline before sending anything, if TLS is on.
+        var tlsHandler: (any ChannelHandler)?
+        /// The CONNECT line.
+        var connectLine: ByteBuffer
+    }
+
+    init(eventLoop: EventLoop, delegate: any NATSConnectionDelegate, pingInterval: TimeAmount, respondToInfo: @escaping (ServerInfo) throws -> HandshakeReply) {
         self.eventLoop = eventLoop
         self.delegate = delegate
         self.pingInterval = pingInterval
-        self.infoPromise = eventLoop.makePromise(of: ServerInfo.self)
+        self.respondToInfo = respondToInfo
+        self.handshakePromise = eventLoop.makePromise(of: ServerInfo.self)
     }
 
-    /// Completes with the server's first INFO.
-    var info: EventLoopFuture<ServerInfo> { infoPromise.futureResult }
+    /// Completes with the newest INFO once the server answered CONNECT+PING with PONG.
+    var handshakeCompleted: EventLoopFuture<ServerInfo> { handshakePromise.futureResult }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -75,23 +87,6 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-    }
-
-    /// Sends CONNECT and PING; the future completes with the newest INFO when the server answers
-    /// PONG, or fails with the server's `-ERR` text.
-    func sendConnect(_ connectLine: ByteBuffer) -> EventLoopFuture<ServerInfo> {
-        eventLoop.flatSubmit { [self] in
-            guard let context, phase == .awaitingInfo else {
-                return eventLoop.makeFailedFuture(lastError ?? NATSError(.connectionLost, "the connection closed during the handshake"))
-            }
-            let promise = eventLoop.makePromise(of: ServerInfo.self)
-            connectPromise = promise
-            phase = .awaitingConnectReply
-            var buffer = connectLine
-            ClientOperationEncoder.writePing(into: &buffer)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-            return promise.futureResult
-        }
     }
 
     /// Marks the connection as taken over by the client: from now on operations go to the
@@ -120,7 +115,7 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// Fails the handshake of a handler that never joined a pipeline (the TCP connect failed).
     func discard(_ error: any Error) {
-        infoPromise.fail(error)
+        handshakePromise.fail(error)
     }
 
     /// Closes the connection with `error` as the reason (used for handshake timeouts).
@@ -141,16 +136,26 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         case (.awaitingInfo, .info(let info)):
             latestInfo = info
-            infoPromise.succeed(info)
+            do {
+                let reply = try respondToInfo(info)
+                if let tlsHandler = reply.tlsHandler {
+                    try context.pipeline.syncOperations.addHandler(tlsHandler, position: .first)
+                }
+                phase = .awaitingConnectReply
+                var buffer = reply.connectLine
+                ClientOperationEncoder.writePing(into: &buffer)
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            } catch {
+                fail(context: context, error)
+            }
         case (.awaitingInfo, .error(let text)):
             fail(context: context, NATSError(.serverError, "server refused the connection: \(text)"))
         case (.awaitingInfo, _):
             fail(context: context, NATSProtocolError("expected INFO as the server's first operation"))
         case (.awaitingConnectReply, .pong):
             phase = .ready
-            if let latestInfo { connectPromise?.succeed(latestInfo) }
+            if let latestInfo { handshakePromise.succeed(latestInfo) }
             self.latestInfo = nil
-            connectPromise = nil
         case (.awaitingConnectReply, .error(let text)):
             let lower = text.lowercased()
             let code: NATSError.Code = lower.contains("authorization") || lower.contains("authentication") || lower.contains("user") ? .authorizationViolation : .serverError
@@ -201,9 +206,7 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
         let error = lastError ?? NATSError(.connectionLost, "the server closed the connection")
         let wasReady = phase == .ready
         phase = .closed
-        infoPromise.fail(error)
-        connectPromise?.fail(error)
-        connectPromise = nil
+        handshakePromise.fail(error)
         if wasReady, let connectionID {
             delegate.connection(connectionID, closedWith: lastError)
         }
@@ -212,9 +215,7 @@ final class NATSChannelHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func fail(context: ChannelHandlerContext, _ error: any Error) {
         if lastError == nil { lastError = error }
-        infoPromise.fail(error)
-        connectPromise?.fail(error)
-        connectPromise = nil
+        handshakePromise.fail(error)
         context.close(promise: nil)
     }
 }

@@ -278,19 +278,21 @@ public final class NATSClient: Sendable {
 
     private func establish(_ server: NATSServerAddress) async throws -> EstablishedConnection {
         let eventLoop = group.next()
-        let handler = NATSChannelHandler(eventLoop: eventLoop, delegate: self, pingInterval: options.pingInterval.timeAmount)
+        let handler = NATSChannelHandler(eventLoop: eventLoop, delegate: self, pingInterval: options.pingInterval.timeAmount) { [self] info in
+            try handshakeReply(to: info, server: server)
+        }
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoop)
-            .connectTimeout(options.connectTimeout.timeAmount)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(NATSOperationDecoder()), handler)
+                .connectTimeout(options.connectTimeout.timeAmount)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(NATSOperationDecoder()), handler)
+                    }
                 }
-            }
-            .connect(host: server.host, port: server.port)
-            .get()
+                .connect(host: server.host, port: server.port)
+                .get()
         } catch {
             handler.discard(error)
             throw error
@@ -300,31 +302,34 @@ public final class NATSClient: Sendable {
         }
         defer { timeout.cancel() }
         do {
-            let info = try await handler.info.get()
-            let wantsTLS = server.requiresTLS || options.tls != nil
-            if info.tlsRequired == true || wantsTLS {
-                guard let tlsContext else {
-                    throw NATSError(.tlsFailure, "server \(server) requires TLS; give TLS options or use a tls:// URL")
-                }
-                if info.tlsRequired != true && info.tlsAvailable != true {
-                    throw NATSError(.tlsFailure, "TLS is configured but server \(server) does not offer TLS")
-                }
-                let hostname = options.tls?.serverName ?? (server.hostIsIPAddress ? nil : server.host)
-                try await eventLoop.submit {
-                    let tlsHandler = try NIOSSLClientHandler(context: tlsContext, serverHostname: hostname)
-                    try channel.pipeline.syncOperations.addHandler(tlsHandler, position: .first)
-                }.get()
-            }
-            if info.headers == false {
-                logger.warning("server does not support headers; JetStream features will not work", metadata: ["server": "\(server)"])
-            }
-            let connectLine = try makeConnectLine(info: info, server: server, tls: info.tlsRequired == true || wantsTLS)
-            let latestInfo = try await handler.sendConnect(connectLine).get()
+            let latestInfo = try await handler.handshakeCompleted.get()
             return EstablishedConnection(channel: channel, handler: handler, info: latestInfo)
         } catch {
             channel.close(promise: nil)
             throw Self.classify(error, server: server)
         }
+    }
+
+    /// Decides, on the event loop, how to answer a server's first INFO: TLS or not, and the
+    /// CONNECT line with credentials (signing the nonce when needed).
+    private func handshakeReply(to info: ServerInfo, server: NATSServerAddress) throws -> NATSChannelHandler.HandshakeReply {
+        let wantsTLS = server.requiresTLS || options.tls != nil
+        var tlsHandler: (any ChannelHandler)?
+        if info.tlsRequired == true || wantsTLS {
+            guard let tlsContext else {
+                throw NATSError(.tlsFailure, "server \(server) requires TLS; give TLS options or use a tls:// URL")
+            }
+            if info.tlsRequired != true && info.tlsAvailable != true {
+                throw NATSError(.tlsFailure, "TLS is configured but server \(server) does not offer TLS")
+            }
+            let hostname = options.tls?.serverName ?? (server.hostIsIPAddress ? nil : server.host)
+            tlsHandler = try NIOSSLClientHandler(context: tlsContext, serverHostname: hostname)
+        }
+        if info.headers == false {
+            logger.warning("server does not support headers; JetStream features will not work", metadata: ["server": "\(server)"])
+        }
+        let connectLine = try makeConnectLine(info: info, server: server, tls: tlsHandler != nil)
+        return NATSChannelHandler.HandshakeReply(tlsHandler: tlsHandler, connectLine: connectLine)
     }
 
     private static func classify(_ error: any Error, server: NATSServerAddress) -> any Error {
