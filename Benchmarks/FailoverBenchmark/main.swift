@@ -74,6 +74,8 @@ struct Options: Sendable {
     var server = "/usr/sbin/nats-server"
     var binDirectory: String?
     var ttls: [Duration] = [.seconds(3), .seconds(1)]
+    /// Overrides the default skew (ttl/10) of every ttl.
+    var skew: Duration?
     var scenarios: [Scenario] = [.graceful, .crash]
     var backend: BackendKind = .native
     var python = "/usr/bin/python3"
@@ -104,6 +106,7 @@ struct Options: Sendable {
           --runs N             runs per scenario and ttl (default 30)
           --ttl LIST           lease ttls, comma separated (default 3s,1s); renew, fence_budget and
                                skew are the config defaults (ttl/4, ttl/5, ttl/10)
+          --skew D             use this skew instead of the default ttl/10 (such as 100ms)
           --scenarios LIST     graceful,crash (default both)
           --server PATH        nats-server binary (default /usr/sbin/nats-server)
           --bin-dir DIR        where batond and baton-fence-keeper are (default: next to this
@@ -141,6 +144,10 @@ struct Options: Sendable {
                     }
                     return duration
                 }
+            case "--skew":
+                let text = try value(argument)
+                guard let duration = parseDuration(text) else { throw BenchmarkError("--skew: \(text) is not a duration") }
+                options.skew = duration
             case "--scenarios":
                 options.scenarios = try value(argument).split(separator: ",").map { text in
                     guard let scenario = Scenario(rawValue: String(text)) else { throw BenchmarkError("--scenarios: unknown scenario \(text)") }
@@ -412,7 +419,7 @@ final class Batond {
 
     /// Starts (or restarts) the process; its output is appended to the node's log.
     func start() throws {
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process = Process()
@@ -616,12 +623,14 @@ func yamlList(_ items: [String]) -> String {
 func runTTL(
     _ ttl: Duration, options: Options, server: NATSServer, paths: ClusterPaths, workDirectory: String, client: NATSClient
 ) async throws -> [ScenarioResult] {
-    let timing = LeaseTiming.defaults(ttl: ttl)
+    var timing = LeaseTiming.defaults(ttl: ttl)
+    if let skew = options.skew { timing.skew = skew }
+    let leaseYAML = options.skew.map { "{ttl: \(ttl.text), skew: \($0.text)}" } ?? "{ttl: \(ttl.text)}"
     let app = "beat-\(ttl.nanoseconds / 1_000_000)ms"
     let directory = "\(workDirectory)/\(app)"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let heartbeatPath = "\(directory)/heartbeats.log"
-    FileManager.default.createFile(atPath: heartbeatPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: heartbeatPath, contents: nil)
     let heartbeats = HeartbeatLog(path: heartbeatPath)
     log("ttl \(ttl.text) (renew \(timing.renew.text), fence_budget \(timing.fenceBudget.text), skew \(timing.skew.text)): starting three batond nodes, app \(app)")
 
@@ -635,7 +644,7 @@ func runTTL(
             apps:
               - name: \(app)
                 priority: 100
-                lease: {ttl: \(ttl.text)}
+                lease: \(leaseYAML)
                 backend:
                   process:
                     command: \(yamlList(paths.backendCommand + [heartbeatPath]))
@@ -724,17 +733,24 @@ func runTTL(
     try await Task.sleep(for: .milliseconds(200))
 
     var results: [ScenarioResult] = []
+    var lastStepdown: Int64?
     for scenario in options.scenarios {
         var samples: [Sample] = []
         for run in 1...options.runs {
             let (leader, token) = try await waitStable(timeout: .seconds(60) + ttl * 4)
             switch scenario {
             case .graceful:
-                // Let the new active node settle (it renews, the others see it) before the next request.
-                try await Task.sleep(for: .milliseconds(100))
+                // A node that gave the lease up may not take it again for its cooldown (2 × ttl):
+                // with three nodes, back-to-back stepdowns would leave no eligible node. Each
+                // request goes to a cluster at rest: at least 2 × ttl + 250 ms after the last one.
+                if let previous = lastStepdown {
+                    let rest = ttl.nanoseconds * 2 + 250_000_000 - (monotonicNow() - previous)
+                    if rest > 0 { try await Task.sleep(for: .nanoseconds(rest)) }
+                }
                 let candidates = names.filter { $0 != leader }
                 let keepers = candidates.filter(hasKeeper)
                 let sent = monotonicNow()
+                lastStepdown = sent
                 let reply = try await control.send(.stepdown, app: app, node: leader, timeout: .seconds(5))
                 let answered = monotonicNow()
                 guard reply.ok else { throw BenchmarkError("stepdown refused by \(leader): \(reply.message)") }
@@ -749,8 +765,8 @@ func runTTL(
                         total: total,
                         steps: [
                             ("request → reply", answered - sent),
-                            ("request → old backend's last heartbeat", old.map { $0.last - sent }),
-                            ("old backend gone → lease free seen", zip2(free, old.map(\.last)).map { $0 - $1 }),
+                            ("request → old backend's last heartbeat (±5 ms)", old.map { $0.last - sent }),
+                            ("old backend's last heartbeat → lease free seen", zip2(free, old.map(\.last)).map { $0 - $1 }),
                             ("lease free → new lease seen", zip2(held, free).map { $0 - $1 }),
                             ("new lease seen → first heartbeat", held.map { next.first - $0 }),
                         ],
@@ -775,7 +791,7 @@ func runTTL(
                     Sample(
                         total: total,
                         steps: [
-                            ("kill → old backend's last heartbeat", old.map { $0.last - killed }),
+                            ("kill → old backend's last heartbeat (±5 ms)", old.map { $0.last - killed }),
                             ("last renew seen → kill (lease age)", lastWrite.map { killed - $0 }),
                             ("last renew seen → new lease seen", zip2(held, lastWrite).map { $0 - $1 }),
                             ("  of which past ttl + skew", zip2(held, lastWrite).map { $0 - $1 - timing.ttl.nanoseconds - timing.skew.nanoseconds }),
@@ -869,7 +885,11 @@ func report(results: [ScenarioResult], startup: [Int64], options: Options, serve
     text += "Machine: \(machineDescription()). Load average before/after: \(loadBefore) / \(loadAfter).\n"
     text += "Date: \(ISO8601DateFormatter().string(from: Date())). nats-server: \(server.version) (\(options.server)).\n"
     text += "Backend: \(options.backend == .native ? "native heartbeat process (FailoverBenchmark heartbeat)" : "python heartbeat script (\(capture(options.python, ["--version"])))"); "
-    text += "renew, fence_budget and skew are the defaults (ttl/4, ttl/5, ttl/10).\n\n"
+    if let skew = options.skew {
+        text += "renew and fence_budget are the defaults (ttl/4, ttl/5); skew is \(skew.text) (not the default ttl/10).\n\n"
+    } else {
+        text += "renew, fence_budget and skew are the defaults (ttl/4, ttl/5, ttl/10).\n\n"
+    }
     text += "Command: `\(command)`\n\n"
     text += "Backend start-up alone (posix_spawn → first heartbeat, \(startup.count) samples), ms: p50 / p90 / p99 / max = \(statsRow(startup).replacingOccurrences(of: " | ", with: " / "))\n\n"
     text += "| ttl | scenario | runs | p50 ms | p90 ms | p99 ms | max ms | goal | met |\n"

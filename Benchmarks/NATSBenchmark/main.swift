@@ -869,7 +869,7 @@ func runAll(on serverPath: String, options: Options) async throws -> ServerRepor
             let python = LatencySummary(pythonSamples)
             let label = "request/reply \(options.requestSize) B, \(responderKind.rawValue) responder (×\(grouped(Double(swift.count))))"
             rows += latencyRows("\(label)", swift, python)
-            let floorNote = floorRequestP50.map { "; raw-socket floor on this machine \(fixed($0)) µs, so the Swift client and responder add \(fixed(swift.p50 - $0)) µs" } ?? ""
+            let floorNote = floorRequestP50.map { "; raw-socket floor on this machine \(fixed($0)) µs, so the requester and the responder add \(fixed(swift.p50 - $0)) µs" } ?? ""
             goals.append("request/reply p50, \(responderKind.rawValue) responder: \(fixed(swift.p50)) µs (goal < 100 µs): \(swift.p50 < 100 ? "MET" : "NOT MET")\(floorNote)")
         }
     }

@@ -97,7 +97,7 @@ private final class BatondProcess: @unchecked Sendable {
     }
 }
 
-@Suite("batond cluster: three processes on one NATS")
+@Suite("batond cluster: three processes on one NATS", .serialized)
 struct BatondClusterTests {
     /// The directory holding the built executables (next to this test binary).
     private static var binDirectory: URL {

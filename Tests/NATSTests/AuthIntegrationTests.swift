@@ -4,7 +4,7 @@ import NATSTestSupport
 import NIOCore
 import Testing
 
-@Suite("Authentication and TLS against a real nats-server")
+@Suite("Authentication and TLS against a real nats-server", .serialized)
 struct AuthIntegrationTests {
     /// Connects, proves a round trip through the server, and closes.
     private func roundTrip(_ options: NATSClientOptions) async throws {

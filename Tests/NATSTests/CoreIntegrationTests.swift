@@ -4,7 +4,7 @@ import NATSTestSupport
 import NIOCore
 import Testing
 
-@Suite("Core protocol against a real nats-server")
+@Suite("Core protocol against a real nats-server", .serialized)
 struct CoreIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func publishSubscribeWithHeadersQueuesAndWildcards(kind: NATSServerKind) async throws {

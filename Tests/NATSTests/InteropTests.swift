@@ -265,7 +265,7 @@ private func int(_ value: Any?) -> UInt64? {
 
 // MARK: - Tests
 
-@Suite("Interop with nats-py")
+@Suite("Interop with nats-py", .serialized)
 struct InteropTests {
     @Test(arguments: NATSServerKind.allCases)
     func keyValueEntriesCrossBothWays(kind: NATSServerKind) async throws {

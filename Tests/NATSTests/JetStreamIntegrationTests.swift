@@ -4,7 +4,7 @@ import NATSTestSupport
 import NIOCore
 import Testing
 
-@Suite("JetStream against a real nats-server")
+@Suite("JetStream against a real nats-server", .serialized)
 struct JetStreamIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func streamLifecycleAndAccountInfo(kind: NATSServerKind) async throws {

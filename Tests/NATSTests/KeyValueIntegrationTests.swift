@@ -4,7 +4,7 @@ import NATSTestSupport
 import NIOCore
 import Testing
 
-@Suite("KV against a real nats-server")
+@Suite("KV against a real nats-server", .serialized)
 struct KeyValueIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func compareAndSetSemantics(kind: NATSServerKind) async throws {

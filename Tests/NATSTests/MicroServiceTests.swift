@@ -358,7 +358,7 @@ struct MicroServiceTests {
 
 // MARK: - Integration tests against nats-server
 
-@Suite("MicroService (nats-server)")
+@Suite("MicroService (nats-server)", .serialized)
 struct MicroServiceIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func endpointsAnswerRequests(kind: NATSServerKind) async throws {

@@ -34,7 +34,7 @@ func objectDigest(_ data: ByteBuffer) -> String {
     return "SHA-256=\(base64url)"
 }
 
-@Suite("Object Store against a real nats-server")
+@Suite("Object Store against a real nats-server", .serialized)
 struct ObjectStoreIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func multiMegabyteRoundTrip(kind: NATSServerKind) async throws {

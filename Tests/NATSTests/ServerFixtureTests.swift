@@ -14,7 +14,7 @@ import Musl
 import Darwin
 #endif
 
-@Suite("ServerFixture")
+@Suite("ServerFixture", .serialized)
 struct ServerFixtureTests {
     // MARK: Real servers
 

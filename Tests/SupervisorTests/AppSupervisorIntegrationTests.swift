@@ -161,7 +161,7 @@ func shutDown(_ nodes: [TestNode]) async {
     }
 }
 
-@Suite("App supervisor: election over a real NATS KV")
+@Suite("App supervisor: election over a real NATS KV", .serialized)
 struct AppSupervisorIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func exactlyOneNodeRunsTheAppAndStepdownHandsItOver(kind: NATSServerKind) async throws {

@@ -75,7 +75,7 @@ final class TokenBox: Sendable {
     func set(_ value: UInt64) { token.withLock { $0 = value } }
 }
 
-@Suite("Batonctl: the built binary")
+@Suite("Batonctl: the built binary", .serialized)
 struct BatonctlTests {
     @Test func validateAcceptsAGoodConfig() async throws {
         let directory = try makeTemporaryDirectory(prefix: "batonctl-validate")
@@ -179,7 +179,7 @@ struct BatonctlTests {
                 nats: {servers: ["\(server.url)"]}
                 apps: []
                 """.write(toFile: config, atomically: true, encoding: .utf8)
-            let fromConfig = try await runBatonctl(["status", "--config", config, "--wait", "1s"])
+            let fromConfig = try await runBatonctl(["status", "--config", config, "--wait", "3s"])
             #expect(fromConfig.status == 0, "\(fromConfig)")
             #expect(fromConfig.stdout == table.stdout)
 

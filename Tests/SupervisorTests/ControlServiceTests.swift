@@ -110,7 +110,7 @@ struct TwoNodes: Sendable {
     }
 }
 
-@Suite("Control service: per-node micro service over a real NATS")
+@Suite("Control service: per-node micro service over a real NATS", .serialized)
 struct ControlServiceTests {
     @Test(arguments: NATSServerKind.allCases)
     func everyNodeAnswersStatus(kind: NATSServerKind) async throws {
