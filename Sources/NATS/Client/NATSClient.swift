@@ -80,7 +80,7 @@ public final class NATSClient: Sendable {
 
     enum PongWaiter {
         case keepalive
-        case caller(id: UInt64, CheckedContinuation<Void, any Error>)
+        case caller(id: UInt64, CheckedContinuation<Void, any Error>, timeout: Scheduled<Void>?)
         case abandoned
     }
 
@@ -497,7 +497,10 @@ public final class NATSClient: Sendable {
     /// requests still waiting in the buffer go out after the reconnect.
     private static func failWaiters(_ state: inout State, _ error: NATSError, connection: ObjectIdentifier?) {
         while let waiter = state.pongWaiters.popFirst() {
-            if case .caller(_, let continuation) = waiter { continuation.resume(throwing: error) }
+            if case .caller(_, let continuation, let timeout) = waiter {
+                timeout?.cancel()
+                continuation.resume(throwing: error)
+            }
         }
         state.orphanPongs = state.pingsInPending
         for (token, request) in state.requests where connection == nil || request.sentOn == connection {
@@ -642,11 +645,11 @@ public final class NATSClient: Sendable {
                 }
                 ClientOperationEncoder.writePing(into: &state.pending)
                 state.pingsInPending += 1
-                state.pongWaiters.append(.caller(id: waiterID, continuation))
-                scheduleFlush(&state)
-                channel.eventLoop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
+                let timer = channel.eventLoop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
                     self?.abandonPongWaiter(id: waiterID, timeout: timeout)
                 }
+                state.pongWaiters.append(.caller(id: waiterID, continuation, timeout: timer))
+                scheduleFlush(&state)
             }
         }
         return clock.now - start
@@ -654,8 +657,8 @@ public final class NATSClient: Sendable {
 
     private func abandonPongWaiter(id: UInt64, timeout: Duration) {
         state.withLockedValue { state in
-            guard let index = state.pongWaiters.firstIndex(where: { if case .caller(id, _) = $0 { return true } else { return false } }) else { return }
-            if case .caller(_, let continuation) = state.pongWaiters[index] {
+            guard let index = state.pongWaiters.firstIndex(where: { if case .caller(id, _, _) = $0 { return true } else { return false } }) else { return }
+            if case .caller(_, let continuation, _) = state.pongWaiters[index] {
                 continuation.resume(throwing: NATSError(.timeout, "server did not answer PING within \(timeout)"))
             }
             state.pongWaiters[index] = .abandoned
@@ -892,7 +895,8 @@ extension NATSClient: NATSConnectionDelegate {
                 state.orphanPongs -= 1
                 return
             }
-            if case .caller(_, let continuation) = state.pongWaiters.popFirst() {
+            if case .caller(_, let continuation, let timeout) = state.pongWaiters.popFirst() {
+                timeout?.cancel()
                 continuation.resume()
             }
         }

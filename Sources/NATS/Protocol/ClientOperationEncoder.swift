@@ -9,6 +9,10 @@ enum ClientOperationEncoder {
         into buffer: inout ByteBuffer, subject: String, replyTo: String?, headerBlock: ByteBuffer?, payload: ByteBuffer
     ) {
         let headerLength = headerBlock?.readableBytes ?? 0
+        let payloadLength = payload.readableBytes
+        // One capacity check for the whole operation: the hot path of every publish.
+        let controlLength = 5 + subject.utf8.count + 1 + (replyTo.map { $0.utf8.count + 1 } ?? 0) + 42
+        buffer.reserveCapacity(minimumWritableBytes: controlLength + headerLength + payloadLength + 2)
         if headerBlock != nil {
             buffer.writeStaticString("HPUB ")
         } else {
@@ -23,11 +27,11 @@ enum ClientOperationEncoder {
         if let headerBlock {
             writeDecimal(headerLength, into: &buffer)
             buffer.writeInteger(UInt8(ascii: " "))
-            writeDecimal(headerLength + payload.readableBytes, into: &buffer)
+            writeDecimal(headerLength + payloadLength, into: &buffer)
             buffer.writeStaticString(crlf)
             buffer.writeImmutableBuffer(headerBlock)
         } else {
-            writeDecimal(payload.readableBytes, into: &buffer)
+            writeDecimal(payloadLength, into: &buffer)
             buffer.writeStaticString(crlf)
         }
         buffer.writeImmutableBuffer(payload)
