@@ -513,25 +513,6 @@ func errnoText(_ code: Int32) -> String {
     }
 }
 
-/// A NULL-terminated array of C strings, freed explicitly.
-struct CStringArray {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-
-    init(_ strings: [String]) {
-        pointer = .allocate(capacity: strings.count + 1)
-        for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }
-        pointer[strings.count] = nil
-    }
-
-    func free() {
-        var index = 0
-        while let string = pointer[index] {
-            Glibc.free(string)
-            index += 1
-        }
-        pointer.deallocate()
-    }
-}
 
 func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
     guard let string else { return body(nil) }

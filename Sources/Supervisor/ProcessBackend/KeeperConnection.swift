@@ -66,8 +66,8 @@ final class KeeperConnection: Sendable {
         let spawned: Result<pid_t, ProcessBackendError>
         do {
             spawned = try await threadPool.runIfActive {
-                let argv = CStringList(launch.arguments)
-                let envp = CStringList(environment)
+                let argv = CStringArray(launch.arguments)
+                let envp = CStringArray(environment)
                 defer {
                     argv.free()
                     envp.free()
@@ -178,25 +178,6 @@ private func waitForExit(_ pid: pid_t) -> ExitStatus? {
     return cbp_wifsignaled(status) != 0 ? .signaled(cbp_wtermsig(status)) : .exited(cbp_wexitstatus(status))
 }
 
-/// A NULL-terminated array of C strings, freed explicitly.
-struct CStringList {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-
-    init(_ strings: [String]) {
-        pointer = .allocate(capacity: strings.count + 1)
-        for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }
-        pointer[strings.count] = nil
-    }
-
-    func free() {
-        var index = 0
-        while let string = pointer[index] {
-            Glibc.free(string)
-            index += 1
-        }
-        pointer.deallocate()
-    }
-}
 
 /// Turns the keeper's stdout into reports.
 final class KeeperReportHandler: ChannelInboundHandler {
