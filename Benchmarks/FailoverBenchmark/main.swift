@@ -84,6 +84,11 @@ struct Options: Sendable {
     var timeLimit = 1800
     var keep = false
     var markdownPath: String?
+    /// For analysis: send each stepdown this long before the active node's next renew is due
+    /// (from the lease watch) instead of at a random point of the renew cycle.
+    var stepdownLead: Duration?
+    /// For analysis: nats-server traces every protocol message into its log (-DV).
+    var serverTrace = false
 
     enum Scenario: String, Sendable, CaseIterable {
         case graceful, crash
@@ -119,6 +124,10 @@ struct Options: Sendable {
           --time-limit S       kill everything and exit after S seconds (default 1800)
           --keep               keep the work directory (configs, batond logs, heartbeat logs)
           --markdown PATH      also write the report to PATH
+          --server-trace       analysis aid: nats-server logs every protocol message (-DV)
+                               into nats-server.log in the work directory (use with --keep)
+          --stepdown-lead D    analysis aid: send each stepdown D before the active node's next
+                               renew is due, instead of at a random point of the renew cycle
           -h, --help           this text
         """
 
@@ -165,6 +174,11 @@ struct Options: Sendable {
             case "--time-limit": options.timeLimit = try positive(argument)
             case "--keep": options.keep = true
             case "--markdown": options.markdownPath = try value(argument)
+            case "--server-trace": options.serverTrace = true
+            case "--stepdown-lead":
+                let text = try value(argument)
+                guard let duration = parseDuration(text) else { throw BenchmarkError("--stepdown-lead: \(text) is not a duration") }
+                options.stepdownLead = duration
             case "-h", "--help":
                 print(usage)
                 exit(0)
@@ -356,12 +370,12 @@ final class NATSServer {
     let url: String
     let version: String
 
-    init(path: String, directory: String) async throws {
+    init(path: String, directory: String, trace: Bool = false) async throws {
         version = capture(path, ["--version"])
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = [
             "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", "\(directory)/store", "--ports_file_dir", directory, "-l", "\(directory)/nats-server.log",
-        ]
+        ] + (trace ? ["-DV"] : [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
@@ -417,20 +431,33 @@ final class Batond {
     var pid: Int32 { process.processIdentifier }
     var isRunning: Bool { process.isRunning }
 
-    /// Starts (or restarts) the process; its output is appended to the node's log.
+    /// Starts (or restarts) the process; its output is appended to the node's log, each line
+    /// prefixed with the CLOCK_MONOTONIC milliseconds at which it was read (batond's own
+    /// timestamps have a resolution of one second).
     func start() throws {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
+        let pipe = Pipe()
+        let splitter = LineStamper(output: log)
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                splitter.finish()
+            } else {
+                splitter.take(data)
+            }
+        }
         process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--config", configPath, "--log-level", logLevel]
         process.environment = environment
-        process.standardOutput = log
-        process.standardError = log
+        process.standardOutput = pipe
+        process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        try? log.close()
+        try? pipe.fileHandleForWriting.close()
         Children.shared.add(pid, name: "batond \(node)", isBatond: true)
     }
 
@@ -454,6 +481,38 @@ final class Batond {
             kill(pid, SIGKILL)
             await waitForExit(timeout: .seconds(5))
         }
+    }
+}
+
+/// Writes lines to a file, each prefixed with the monotonic time it arrived.
+final class LineStamper: Sendable {
+    private let output: FileHandle
+    private let pending = Mutex<[UInt8]>([])
+
+    init(output: FileHandle) { self.output = output }
+
+    func take(_ data: Data) {
+        let stamp = "[\(milliseconds(monotonicNow()))] "
+        let text: [UInt8] = pending.withLock { pending in
+            pending.append(contentsOf: data)
+            guard let end = pending.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
+            var lines: [UInt8] = []
+            for line in pending[...end].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast() {
+                lines += Array(stamp.utf8) + line + [UInt8(ascii: "\n")]
+            }
+            pending.removeFirst(end + 1)
+            return lines
+        }
+        if !text.isEmpty { output.write(Data(text)) }
+    }
+
+    func finish() {
+        let rest = pending.withLock { pending in
+            defer { pending.removeAll() }
+            return pending
+        }
+        if !rest.isEmpty { output.write(Data(rest + [UInt8(ascii: "\n")])) }
+        try? output.close()
     }
 }
 
@@ -577,10 +636,10 @@ final class LeaseRecorder: Sendable {
         }?.time
     }
 
-    /// The last write of the lease with `token` seen before `time`.
-    func lastWrite(token: UInt64, before time: Int64) -> Int64? {
+    /// The last write of the lease with `token` seen.
+    func lastWrite(token: UInt64) -> Int64? {
         snapshot.last { event in
-            guard event.time < time, case .held(_, _, let seen) = event.observation else { return false }
+            guard case .held(_, _, let seen) = event.observation else { return false }
             return seen == token
         }?.time
     }
@@ -747,6 +806,20 @@ func runTTL(
                     let rest = ttl.nanoseconds * 2 + 250_000_000 - (monotonicNow() - previous)
                     if rest > 0 { try await Task.sleep(for: .nanoseconds(rest)) }
                 }
+                // ... and at a uniformly random point of the active node's renew cycle (a fixed
+                // pace would send every request at the same phase of it).
+                if let lead = options.stepdownLead {
+                    // Analysis aid: aim just before the next renew (the watch sees a renew about
+                    // a millisecond after it was sent).
+                    try await Task.sleep(for: .milliseconds(Int.random(in: 0..<Int(timing.renew.nanoseconds / 1_000_000))))
+                    if let seen = recorder.lastWrite(token: token) {
+                        var due = seen + timing.renew.nanoseconds
+                        while due - lead.nanoseconds < monotonicNow() { due += timing.renew.nanoseconds }
+                        try await Task.sleep(for: .nanoseconds(due - lead.nanoseconds - monotonicNow()))
+                    }
+                } else {
+                    try await Task.sleep(for: .nanoseconds(Int64.random(in: 0..<timing.renew.nanoseconds)))
+                }
                 let candidates = names.filter { $0 != leader }
                 let keepers = candidates.filter(hasKeeper)
                 let sent = monotonicNow()
@@ -784,7 +857,8 @@ func runTTL(
                 let next = try await waitForRun(after: token, timeout: .seconds(10) + ttl * 3)
                 heartbeats.poll()
                 let old = heartbeats.runs[token]
-                let lastWrite = recorder.lastWrite(token: token, before: killed)
+                // A renew already on its way when batond was killed may land just after the kill.
+                let lastWrite = recorder.lastWrite(token: token)
                 let held = recorder.heldSeen(tokenAbove: token)
                 let total = next.first - killed
                 samples.append(
@@ -792,7 +866,7 @@ func runTTL(
                         total: total,
                         steps: [
                             ("kill → old backend's last heartbeat (±5 ms)", old.map { $0.last - killed }),
-                            ("last renew seen → kill (lease age)", lastWrite.map { killed - $0 }),
+                            ("last renew seen → kill (lease age; < 0: a renew landed after the kill)", lastWrite.map { killed - $0 }),
                             ("last renew seen → new lease seen", zip2(held, lastWrite).map { $0 - $1 }),
                             ("  of which past ttl + skew", zip2(held, lastWrite).map { $0 - $1 - timing.ttl.nanoseconds - timing.skew.nanoseconds }),
                             ("new lease seen → first heartbeat", held.map { next.first - $0 }),
@@ -817,6 +891,13 @@ func runTTL(
     }
 
     _ = try? await waitStable(timeout: .seconds(10) + ttl * 4)
+    let leaseLog = recorder.snapshot.map { event -> String in
+        switch event.observation {
+        case .held(let holder, let revision, let token): "[\(milliseconds(event.time))] held by \(holder) revision \(revision) token \(token)"
+        case .free(let target): "[\(milliseconds(event.time))] free\(target.map { " handoff to \($0)" } ?? "")"
+        }
+    }
+    try? (leaseLog.joined(separator: "\n") + "\n").write(toFile: "\(directory)/lease-events.log", atomically: true, encoding: .utf8)
     heartbeats.poll()
     let violations = heartbeats.violations()
     for node in nodes.values { await node.stop() }
@@ -967,7 +1048,7 @@ func benchmarkMain(options: Options) async -> Int32 {
         let startup = try await measureBackendStartup(command: backendCommand, directory: workDirectory, samples: options.startupSamples)
         log("backend start-up: p50 \(milliseconds(percentile(startup.sorted(), 50))) ms, max \(milliseconds(startup.max() ?? 0)) ms")
 
-        let started = try await NATSServer(path: options.server, directory: workDirectory)
+        let started = try await NATSServer(path: options.server, directory: workDirectory, trace: options.serverTrace)
         server = started
         log("\(started.version) at \(started.url)")
         var clientOptions = NATSClientOptions(servers: [started.url])
