@@ -8,7 +8,9 @@
 // config defaults, ttl/4, ttl/5 and ttl/10) it measures:
 //
 //   graceful: the stepdown request (sent from here with Supervisor's ControlClient, the clock
-//     read just before the request goes out) → first heartbeat of the next epoch.
+//     read just before the request goes out) → first heartbeat of the next epoch. Requests go
+//     to a cluster at rest (2 × ttl after the last one: a node that stepped down may not take
+//     the lease again for its cooldown) at a random point of the active node's renew cycle.
 //   crash:    kill -9 of the active node's batond → first heartbeat of the next epoch. The
 //     kill comes at a random point of the renew cycle (uniform over one renew interval after
 //     the cluster is stable), the killed batond is restarted afterwards, and the next run waits
@@ -21,8 +23,10 @@
 // The backend is this executable in `heartbeat` mode by default (a native process that starts
 // in a few milliseconds); `--backend python` uses the python script of the integration tests.
 //
+// Every run also checks safety: backends of different epochs never overlap in the heartbeat log.
 // Everything started here is killed at the end, on errors, on SIGINT/SIGTERM and when the time
-// limit passes. Results and their reading live in BENCHMARKS.md.
+// limit passes. Results and their reading live in BENCHMARKS.md. `--stepdown-lead` and
+// `--server-trace` are analysis aids (see --help and BENCHMARKS.md).
 //
 // Build and run in release mode (batond, batonctl and baton-fence-keeper in the same scratch
 // path, so the benchmark finds them next to itself):
@@ -248,6 +252,7 @@ final class Children: Sendable {
         var batondPIDs: Set<Int32> = []
         var workDirectory: String?
         var keeperPath: String?
+        var removeOnAbort = false
     }
 
     private let state = Mutex(State())
@@ -263,11 +268,20 @@ final class Children: Sendable {
         _ = state.withLock { $0.pids.removeValue(forKey: pid) }
     }
 
-    func identify(workDirectory: String, keeperPath: String) {
+    func identify(workDirectory: String, keeperPath: String, removeOnAbort: Bool) {
         state.withLock {
             $0.workDirectory = workDirectory
             $0.keeperPath = keeperPath
+            $0.removeOnAbort = removeOnAbort
         }
+    }
+
+    /// After an interruption or the time limit: kills everything and removes the work
+    /// directory (unless --keep).
+    func abort() {
+        killAll()
+        let (directory, remove) = state.withLock { ($0.workDirectory, $0.removeOnAbort) }
+        if let directory, remove { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     /// Processes of this run found in /proc (not necessarily our children): whose command line
@@ -321,7 +335,7 @@ func installKillers(timeLimit: Int) {
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
         source.setEventHandler {
             log("interrupted; killing everything this benchmark started")
-            Children.shared.killAll()
+            Children.shared.abort()
             exit(130)
         }
         source.resume()
@@ -330,7 +344,7 @@ func installKillers(timeLimit: Int) {
     Thread {
         Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
         log("time limit of \(timeLimit) s reached; killing everything this benchmark started")
-        Children.shared.killAll()
+        Children.shared.abort()
         exit(3)
     }.start()
 }
@@ -1024,7 +1038,7 @@ func benchmarkMain(options: Options) async -> Int32 {
         let binaries = try locateBinaries(options)
         guard FileManager.default.isExecutableFile(atPath: options.server) else { throw BenchmarkError("nats-server not found at \(options.server); pass --server") }
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-        Children.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper)
+        Children.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper, removeOnAbort: !options.keep)
         log("work directory \(workDirectory); binaries from \(binaries.directory)")
         let loadBefore = loadAverage()
 
@@ -1079,7 +1093,9 @@ func benchmarkMain(options: Options) async -> Int32 {
     let strays = Children.shared.killAll()
     server?.stop()
     if strays > 0 { log("killed \(strays) leftover process(es) of this run") }
-    if options.keep || failed {
+    if !FileManager.default.fileExists(atPath: workDirectory) {
+        // Nothing was created.
+    } else if options.keep || failed {
         log("work directory kept: \(workDirectory)")
     } else {
         try? FileManager.default.removeItem(atPath: workDirectory)
