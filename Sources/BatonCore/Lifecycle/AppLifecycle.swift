@@ -520,7 +520,10 @@ public struct AppLifecycle: Sendable {
         var candidates: [MonotonicInstant] = []
         if let lease = held, phase != .fencing {
             candidates.append(timing.fenceAt(sentAt: lease.lastSentAt))
-            if !renewInFlight { candidates.append(renewRetryAt ?? lease.lastSentAt + timing.renew) }
+            // No renew while the release is in flight: offering its deadline would make the
+            // clock tick without anything to do (a busy loop).
+            let releasing: Bool = if case .demoting(.releaseLease, _) = phase { true } else { false }
+            if !renewInFlight, !releasing { candidates.append(renewRetryAt ?? lease.lastSentAt + timing.renew) }
             if let stepDeadline { candidates.append(stepDeadline) }
         } else if let at = acquireAt() {
             candidates.append(at)
