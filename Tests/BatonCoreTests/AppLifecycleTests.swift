@@ -7,10 +7,10 @@ private struct Harness {
     var machine: AppLifecycle
     var now = MonotonicInstant(nanoseconds: 1_000_000_000)
 
-    init(hasHealthCheck: Bool = false, priorityHoldback: Duration = .zero, paused: Bool = false) {
+    init(hasHealthCheck: Bool = false, hasReplica: Bool = false, hasAddresses: Bool = false, priorityHoldback: Duration = .zero, paused: Bool = false) {
         machine = AppLifecycle(
             configuration: .init(
-                node: "node-a", instance: "i-1", timing: Self.timing, hasHealthCheck: hasHealthCheck,
+                node: "node-a", instance: "i-1", timing: Self.timing, hasHealthCheck: hasHealthCheck, hasReplica: hasReplica, hasAddresses: hasAddresses,
                 stepTimeout: .seconds(5), stopTimeout: .seconds(12), priorityHoldback: priorityHoldback),
             paused: paused)
     }
@@ -131,7 +131,7 @@ struct AppLifecycleTests {
         // node waits before it may acquire again.
         #expect(harness.advance(.seconds(1)).isEmpty)
         let done = harness.send(.fenceCompleted)
-        #expect(done == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil)])
+        #expect(done == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil), .followActive])
         #expect(harness.machine.phase == .passive)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(harness.machine.acquireAt()! >= harness.now + .seconds(3))
@@ -163,10 +163,108 @@ struct AppLifecycleTests {
         #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
         harness.send(.renewSucceeded(revision: 8, sentAt: harness.now))
         #expect(harness.send(.backendStopped) == [.disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: nil)])
-        #expect(harness.send(.releaseFinished) == [.notify(.released(token: 7))])
+        #expect(harness.send(.releaseFinished(nil)) == [.notify(.released(token: 7)), .followActive])
         #expect(harness.machine.phase == .passive)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(harness.machine.acquireAt() == harness.now + .seconds(6))  // cooldown: 2 x ttl
+    }
+
+    @Test func aReleaseWaitsForTheRenewInFlightAndDeletesWithItsRevision() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.stepdownRequested)
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
+        let sent = harness.now
+        // The backend stops while the renew is still on its way: no delete with revision 7 yet.
+        #expect(harness.send(.backendStopped) == [.disarmFenceKeeper])
+        #expect(harness.advance(.milliseconds(10)).isEmpty)
+        // The renew's answer: delete with its revision, and the disarmed keeper stays disarmed.
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent)) == [.releaseLease(revision: 8, handoffTo: nil)])
+        #expect(harness.send(.releaseFinished(nil)) == [.notify(.released(token: 7)), .followActive])
+
+        var lost = Harness()
+        lost.makeActive()
+        lost.send(.switchoverRequested(to: "node-b"))
+        lost.advance(.seconds(1))
+        lost.send(.backendStopped)
+        #expect(lost.send(.renewFailed(.unavailable("timeout"))) == [.releaseLease(revision: 7, handoffTo: "node-b")])
+        #expect(lost.send(.releaseFinished(.conflict)) == [
+            .notify(.releaseUnconfirmed(token: 7, reason: "the lease was no longer ours to delete")), .followActive,
+        ])
+        #expect(lost.machine.phase == .passive && lost.machine.held == nil)
+
+        var overtaken = Harness()
+        overtaken.makeActive()
+        overtaken.send(.stepdownRequested)
+        overtaken.advance(.seconds(1))
+        overtaken.send(.backendStopped)
+        #expect(overtaken.send(.renewFailed(.conflict)) == [
+            .notify(.releaseUnconfirmed(token: 7, reason: "the lease was no longer ours to delete")), .followActive,
+        ])
+    }
+
+    @Test func promotionRunsReplicaThenAddressesThenBackendThenHealth() {
+        var harness = Harness(hasHealthCheck: true, hasReplica: true, hasAddresses: true)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(harness.send(.acquireSucceeded(revision: 4, sentAt: harness.now)).last == .runPromotionStep(.promoteReplica, token: 4))
+        #expect(harness.send(.promotionStepSucceeded(.startBackend)).isEmpty)  // not the step in progress
+        #expect(harness.send(.promotionStepSucceeded(.promoteReplica)) == [.runPromotionStep(.claimAddresses, token: 4)])
+        #expect(harness.send(.promotionStepSucceeded(.claimAddresses)) == [.runPromotionStep(.startBackend, token: 4)])
+        #expect(harness.send(.promotionStepSucceeded(.startBackend)) == [.runPromotionStep(.awaitHealthy, token: 4)])
+        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy)) == [.notify(.becameActive(token: 4))])
+
+        var addressesOnly = Harness(hasAddresses: true)
+        addressesOnly.send(.natsConnected)
+        addressesOnly.send(.leaseObserved(.free(handoffTo: nil)))
+        #expect(addressesOnly.send(.acquireSucceeded(revision: 4, sentAt: addressesOnly.now)).last == .runPromotionStep(.claimAddresses, token: 4))
+    }
+
+    @Test func demotionStopsTheBackendFlushesTheReplicaRemovesAddressesThenReleases() {
+        var harness = Harness(hasReplica: true, hasAddresses: true)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now))
+        harness.send(.promotionStepSucceeded(.promoteReplica))
+        harness.send(.promotionStepSucceeded(.claimAddresses))
+        harness.send(.promotionStepSucceeded(.startBackend))
+        #expect(harness.machine.phase == .active)
+        harness.send(.switchoverRequested(to: "node-b"))
+        #expect(harness.send(.backendStopped) == [.flushReplica(token: 7)])
+        // While the VIPs are still up the keeper stays armed: a renew re-arms it.
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: harness.now)) == [.armFenceKeeper(token: 7, deadline: harness.now + .milliseconds(2500))])
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout")) == [
+            .notify(.demotionStepFailed(.flushReplica, "NATS timeout")), .releaseAddresses,
+        ])
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: nil)).isEmpty)  // stale
+        #expect(harness.send(.demotionStepFinished(.releaseAddresses, failure: nil)) == [
+            .disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: "node-b"),
+        ])
+    }
+
+    @Test func aSlowFlushGoesOnButSlowAddressRemovalFences() {
+        var harness = Harness(hasReplica: true, hasAddresses: true)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now))
+        for step in [PromotionStep.promoteReplica, .claimAddresses, .startBackend] { harness.send(.promotionStepSucceeded(step)) }
+        harness.send(.stepdownRequested)
+        harness.send(.backendStopped)
+        var sawReleaseAddresses = false
+        var fenced = false
+        for _ in 0..<120 {
+            let actions = harness.advance(.milliseconds(100))
+            if let renew = actions.first(where: { if case .renewLease = $0 { true } else { false } }), case .renewLease(let revision) = renew {
+                harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now))
+            }
+            if actions.contains(.notify(.demotionStepFailed(.flushReplica, "timed out after 5.0 seconds"))) { #expect(actions.last == .releaseAddresses) }
+            if actions.contains(.releaseAddresses) { sawReleaseAddresses = true }
+            if actions.contains(.fence(token: 7)) { fenced = true }
+        }
+        #expect(sawReleaseAddresses)
+        #expect(fenced)
+        #expect(harness.send(.fenceCompleted).last == .followActive)
     }
 
     @Test func aNewHolderSeenBeforeTheReleaseAnswerEndsTheHandoverWithoutFencing() {
@@ -175,9 +273,9 @@ struct AppLifecycleTests {
         harness.send(.stepdownRequested)
         harness.send(.backendStopped)
         let actions = harness.send(.leaseObserved(.held(other, revision: 9, token: 9)))
-        #expect(actions == [.notify(.released(token: 7))])
+        #expect(actions == [.notify(.released(token: 7)), .followActive])
         #expect(harness.machine.phase == .passive)
-        #expect(harness.send(.releaseFinished).isEmpty)
+        #expect(harness.send(.releaseFinished(nil)).isEmpty)
     }
 
     @Test func switchoverNamesTheTargetWhoGoesFirst() {
@@ -311,7 +409,7 @@ struct AppLifecycleTests {
         harness.makeActive()
         #expect(harness.send(.shutdownRequested) == [.notify(.demoting(.shutdown)), .stopBackend])
         harness.send(.backendStopped)
-        harness.send(.releaseFinished)
+        harness.send(.releaseFinished(nil))
         #expect(harness.machine.phase == .stopped)
         #expect(harness.advance(.seconds(60)).isEmpty)
     }
@@ -333,7 +431,7 @@ struct AppLifecycleTests {
     /// One random walk; returns how many backend starts and fences it saw.
     private func randomWalk(seed: UInt64) -> (Int, Int) {
         var random = SplitMix64(seed: seed &+ 0x9E37_79B9)
-        var harness = Harness(hasHealthCheck: seed % 2 == 0)
+        var harness = Harness(hasHealthCheck: seed % 2 == 0, hasReplica: seed % 3 == 0, hasAddresses: seed % 4 < 2)
         harness.send(.natsConnected)
         var starts = 0
         var fences = 0
@@ -347,11 +445,11 @@ struct AppLifecycleTests {
             case 3: event = .acquireFailed(random.next() % 2 == 0 ? .conflict : .unavailable("timeout"))
             case 4: event = .renewSucceeded(revision: (before.held?.revision ?? 0) + 1, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
             case 5: event = .renewFailed(random.next() % 4 == 0 ? .conflict : .unavailable("timeout"))
-            case 6: event = .promotionStepSucceeded(random.next() % 2 == 0 ? .startBackend : .awaitHealthy)
+            case 6: event = .promotionStepSucceeded(PromotionStep.allCases[Int(random.next() % 4)])
             case 7: event = .promotionStepFailed(.startBackend, "boom")
             case 8: event = .backendStopped
-            case 9: event = .fenceCompleted
-            case 10: event = .releaseFinished
+            case 9: event = random.next() % 2 == 0 ? .fenceCompleted : .demotionStepFinished(random.next() % 2 == 0 ? .flushReplica : .releaseAddresses, failure: nil)
+            case 10: event = .releaseFinished(random.next() % 3 == 0 ? .conflict : nil)
             case 11: event = [.stepdownRequested, .switchoverRequested(to: "node-b"), .healthFailed("x"), .backendFailed("y")][Int(random.next() % 4)]
             case 12: event = random.next() % 2 == 0 ? .natsDisconnected : .natsConnected
             case 13: event = random.next() % 2 == 0 ? .pauseRequested : .resumeRequested
@@ -364,8 +462,8 @@ struct AppLifecycleTests {
                 switch action {
                 case .fence:
                     fences += 1
-                case .runPromotionStep(.startBackend, let token):
-                    starts += 1
+                case .runPromotionStep(.startBackend, let token), .runPromotionStep(.claimAddresses, let token):
+                    if case .runPromotionStep(.startBackend, _) = action { starts += 1 }
                     // The backend starts only under a held lease whose fence time is ahead.
                     #expect(machine.held?.token == token)
                     if let held = machine.held {
@@ -381,7 +479,9 @@ struct AppLifecycleTests {
             }
             // Never left holding (outside fencing) past the fence time.
             if let held = machine.held, machine.phase != .fencing {
-                #expect(harness.now < Harness.timing.fenceAt(sentAt: held.lastSentAt), "holding past the fence time in \(machine.phase)")
+                if harness.now >= Harness.timing.fenceAt(sentAt: held.lastSentAt) {
+                    Issue.record("holding past the fence time in \(machine.phase) after \(event) -> \(actions); before: \(before.phase)")
+                }
             }
             // A fence action always comes with the fencing phase.
             if actions.contains(where: { if case .fence = $0 { return true } else { return false } }) {

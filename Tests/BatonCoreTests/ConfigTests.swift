@@ -111,16 +111,16 @@ struct ConfigTests {
                         interval: .seconds(2), timeout: .seconds(1), failures: 3, grace: .seconds(5))),
                 AppConfig(
                     name: "db", priority: -5, paused: true,
-                    // Defaults from ttl 10s: renew ttl/4, fence_budget ttl/5, skew ttl/10.
+                    // Defaults from ttl 10s: renew ttl/4, fence_budget ttl/5, skew ttl/10 capped at 100ms.
                     lease: LeaseTiming(
-                        ttl: .seconds(10), renew: .milliseconds(2500), fenceBudget: .seconds(2), skew: .seconds(1)),
+                        ttl: .seconds(10), renew: .milliseconds(2500), fenceBudget: .seconds(2), skew: .milliseconds(100)),
                     backend: .systemd(SystemdBackendConfig(unit: "postgresql@16-main.service")),
                     health: HealthCheckConfig(
                         probe: .tcp(HostPort(host: "::1", port: 5432)),
                         interval: .seconds(2), timeout: .seconds(1), failures: 3, grace: .zero)),
                 AppConfig(
                     name: "batch", priority: 0, paused: false,
-                    lease: LeaseTiming(ttl: .seconds(90), renew: .seconds(20), fenceBudget: .seconds(18), skew: .seconds(9)),
+                    lease: LeaseTiming(ttl: .seconds(90), renew: .seconds(20), fenceBudget: .seconds(18), skew: .milliseconds(100)),
                     backend: .process(ProcessBackendConfig(
                         command: ["run-batch"], environment: [:], workingDirectory: nil, user: nil, group: nil,
                         stopTimeout: .seconds(10), restart: RestartPolicy(maxRestarts: 5, window: .seconds(60), backoff: .seconds(1)))),
@@ -145,7 +145,7 @@ struct ConfigTests {
         #expect(app.priority == 0)
         #expect(app.paused == false)
         #expect(app.lease == LeaseTiming(
-            ttl: .seconds(3), renew: .milliseconds(750), fenceBudget: .milliseconds(600), skew: .milliseconds(300)))
+            ttl: .seconds(3), renew: .milliseconds(750), fenceBudget: .milliseconds(600), skew: .milliseconds(100)))
         #expect(app.backend == .process(ProcessBackendConfig(command: ["/bin/true"])))
         #expect(app.health == nil)
     }
@@ -172,6 +172,67 @@ struct ConfigTests {
             apps: []
             """
         #expect(try parse(yaml).nats.auth == auth)
+    }
+
+    @Test("vip, sqlite and a systemd backend read into the model")
+    func vipSQLiteAndSystemd() throws {
+        let config = try parse(header + """
+              - name: db
+                lease: {ttl: 3s}
+                backend: {systemd: {unit: postgresql.service, bus: user, restart: {max_restarts: 1}}}
+                vip:
+                  - {address: 192.0.2.10/24, interface: eth0, label: "eth0:db"}
+                  - address: 2001:DB8:0:0::10/64
+                    interface: eth0
+                    announce: {count: 3, interval: 100ms, refresh: 10s}
+                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m}
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                vip: {address: 10.0.0.5/32, interface: br-lan}
+            """)
+        let db = config.apps[0]
+        #expect(db.backend == .systemd(SystemdBackendConfig(unit: "postgresql.service", bus: .user, restart: RestartPolicy(maxRestarts: 1))))
+        #expect(db.vips == [
+            VIPConfig(address: "192.0.2.10", prefixLength: 24, isIPv6: false, interface: "eth0", label: "eth0:db"),
+            VIPConfig(
+                address: "2001:db8::10", prefixLength: 64, isIPv6: true, interface: "eth0",
+                announce: AnnounceConfig(count: 3, interval: .milliseconds(100), refresh: .seconds(10))),
+        ])
+        #expect(db.vips[1].cidr == "2001:db8::10/64")
+        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600)))
+        #expect(config.apps[1].vips == [VIPConfig(address: "10.0.0.5", prefixLength: 32, isIPv6: false, interface: "br-lan")])
+        #expect(config.apps[1].sqlite == nil)
+    }
+
+    @Test("VIP mistakes are all reported with their place")
+    func vipMistakes() {
+        #expect(errors(header + """
+              - name: web
+                lease: {ttl: 3s}
+                backend: {systemd: {unit: web.service, bus: session}}
+                vip:
+                  - {address: 192.0.2.10, interface: eth0}
+                  - {address: 192.0.2.300/24, interface: eth0}
+                  - {address: "2001:db8::1/129", interface: "a very long interface"}
+                  - {address: 192.0.2.11/24, interface: eth0, label: "wlan0:x"}
+                  - {address: 2001:db8::2/64, interface: eth0, label: "eth0:x"}
+                  - {address: 192.0.2.12/24, interface: eth0}
+                  - {address: 192.0.2.12/24, interface: eth1}
+                  - {address: 224.0.0.1/24, interface: eth0}
+                sqlite: {path: db.sqlite}
+            """) == [
+            #"test.yaml:7:49: apps[0].backend.systemd.bus: unknown bus "session": use system or user"#,
+            #"test.yaml:9:19: apps[0].vip[0].address: invalid VIP address "192.0.2.10": missing prefix length; write it like "192.0.2.10/24" or "2001:db8::10/64""#,
+            #"test.yaml:10:19: apps[0].vip[1].address: invalid VIP address "192.0.2.300/24": "192.0.2.300" is not an IPv4 address"#,
+            #"test.yaml:11:19: apps[0].vip[2].address: invalid VIP address "2001:db8::1/129": prefix length "129" is not a number from 1 to 128"#,
+            #"test.yaml:11:49: apps[0].vip[2].interface: invalid interface name "a very long interface": longer than 15 bytes"#,
+            #"test.yaml:12:58: apps[0].vip[3].label: label "wlan0:x" must start with the interface name "eth0" and be at most 15 bytes, like "eth0:vip""#,
+            #"test.yaml:13:59: apps[0].vip[4].label: labels exist for IPv4 addresses only"#,
+            #"test.yaml:15:9: apps[0].vip[6]: duplicate VIP "192.0.2.12"; first given at line 14"#,
+            #"test.yaml:16:19: apps[0].vip[7].address: invalid VIP address "224.0.0.1/24": 224.0.0.1 is not a unicast address a host can own"#,
+            #"test.yaml:17:20: apps[0].sqlite.path: expected an absolute path, got "db.sqlite""#,
+        ])
     }
 
     @Test("an alias reuses a whole section")
@@ -245,15 +306,15 @@ struct ConfigTests {
             """,
             #"test.yaml:6:5: apps[0].prioirty: unknown key "prioirty"; did you mean "priority"?"#),
         .app(
-            "vip and sqlite belong to later issues", """
+            "vips and sqlite3 are not keys", """
               - name: web
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
-                vip: {address: 192.0.2.10/24, interface: eth0}
-                sqlite: {path: /var/lib/app.db}
+                vips: {address: 192.0.2.10/24, interface: eth0}
+                sqlite3: {path: /var/lib/app.db}
             """,
-            #"test.yaml:8:5: apps[0].vip: unknown key "vip"; expected one of name, priority, paused, lease, backend, health"#,
-            #"test.yaml:9:5: apps[0].sqlite: unknown key "sqlite"; expected one of name, priority, paused, lease, backend, health"#),
+            #"test.yaml:8:5: apps[0].vips: unknown key "vips"; did you mean "vip"?"#,
+            #"test.yaml:9:5: apps[0].sqlite3: unknown key "sqlite3"; did you mean "sqlite"?"#),
         Broken(
             "unknown top-level key, and the one it was meant to be is missing", """
             cluster: demo
@@ -789,7 +850,7 @@ struct ConfigTests {
             ttl = ttl * 1.37 + .microseconds(13)
         }
         #expect(LeaseTiming.defaults(ttl: .seconds(3)) == LeaseTiming(
-            ttl: .seconds(3), renew: .milliseconds(750), fenceBudget: .milliseconds(600), skew: .milliseconds(300)))
+            ttl: .seconds(3), renew: .milliseconds(750), fenceBudget: .milliseconds(600), skew: .milliseconds(100)))
         #expect(LeaseTiming.defaults(ttl: .milliseconds(100)).fenceBudget == .milliseconds(50))
     }
 
@@ -841,7 +902,7 @@ struct ConfigTests {
     func restatedDefaults() throws {
         let old = try parse(Self.base)
         let new = try parse(Self.base.replacingFirst(
-            "lease: {ttl: 3s}", with: "lease: {ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 300ms}\n    priority: 0"))
+            "lease: {ttl: 3s}", with: "lease: {ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 100ms}\n    priority: 0"))
         #expect(changedApps(from: old, to: new).changed == [])
     }
 

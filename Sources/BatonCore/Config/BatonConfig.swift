@@ -126,11 +126,15 @@ public struct AppConfig: Sendable, Hashable {
     public var backend: BackendConfig
     /// How to tell that the backend works, if configured.
     public var health: HealthCheckConfig?
+    /// The virtual IPs that follow the active node (`vip:`, one mapping or a list).
+    public var vips: [VIPConfig]
+    /// The SQLite database replicated to the passive nodes, if any.
+    public var sqlite: SQLiteReplicaConfig?
 
     /// Creates an app.
     public init(
         name: String, priority: Int = 0, paused: Bool = false, lease: LeaseTiming,
-        backend: BackendConfig, health: HealthCheckConfig? = nil
+        backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil
     ) {
         self.name = name
         self.priority = priority
@@ -138,6 +142,76 @@ public struct AppConfig: Sendable, Hashable {
         self.lease = lease
         self.backend = backend
         self.health = health
+        self.vips = vips
+        self.sqlite = sqlite
+    }
+}
+
+/// One entry of an app's `vip:`.
+public struct VIPConfig: Sendable, Hashable {
+    /// The address and prefix length, as written (`192.0.2.10/24`, `2001:db8::10/64`), normalized
+    /// by the parser (`inet_ntop` form).
+    public var address: String
+    /// The prefix length.
+    public var prefixLength: Int
+    /// Whether the address is IPv6.
+    public var isIPv6: Bool
+    /// The interface the address goes on (`eth0`).
+    public var interface: String
+    /// An IPv4 address label (`eth0:web`); must start with the interface name.
+    public var label: String?
+    /// How the address is announced after it is added.
+    public var announce: AnnounceConfig
+
+    /// Creates a VIP.
+    public init(address: String, prefixLength: Int, isIPv6: Bool, interface: String, label: String? = nil, announce: AnnounceConfig = AnnounceConfig()) {
+        self.address = address
+        self.prefixLength = prefixLength
+        self.isIPv6 = isIPv6
+        self.interface = interface
+        self.label = label
+        self.announce = announce
+    }
+
+    /// `address/prefix`.
+    public var cidr: String { "\(address)/\(prefixLength)" }
+}
+
+/// `vip.announce:`: gratuitous ARP (IPv4) or unsolicited neighbor advertisements (IPv6).
+public struct AnnounceConfig: Sendable, Hashable {
+    /// Announcements in the burst after the address is added (`count`, default 5; 0 sends none).
+    public var count: Int
+    /// Time between two announcements of a burst (`interval`, default 200ms).
+    public var interval: Duration
+    /// Time between two refresh announcements while active (`refresh`, default 0s: none).
+    public var refresh: Duration
+
+    /// Creates announcement settings; the defaults are those of the config file.
+    public init(count: Int = 5, interval: Duration = .milliseconds(200), refresh: Duration = .zero) {
+        self.count = count
+        self.interval = interval
+        self.refresh = refresh
+    }
+}
+
+/// An app's `sqlite:`: the database Baton replicates from the active node to the passive ones.
+public struct SQLiteReplicaConfig: Sendable, Hashable {
+    /// The database file the backend uses (absolute); its `-wal` must be in WAL mode.
+    public var path: String
+    /// Time between two full snapshots in the Object Store (`snapshot_interval`, default 1h).
+    public var snapshotInterval: Duration
+    /// Snapshots kept (`snapshots`, default 3).
+    public var snapshotsKept: Int
+    /// How long the replication stream keeps records (`retention`, default 24h); a passive node
+    /// further behind restores a snapshot first.
+    public var retention: Duration
+
+    /// Creates a replica config; the defaults are those of the config file.
+    public init(path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400)) {
+        self.path = path
+        self.snapshotInterval = snapshotInterval
+        self.snapshotsKept = snapshotsKept
+        self.retention = retention
     }
 }
 
@@ -209,12 +283,26 @@ public struct SystemdBackendConfig: Sendable, Hashable {
     /// Unit suffixes Baton can start and stop.
     public static let unitSuffixes = [".service", ".socket", ".target", ".mount", ".automount", ".swap", ".timer", ".path"]
 
+    /// Which D-Bus the unit's systemd listens on.
+    public enum Bus: String, Sendable, Hashable, CaseIterable {
+        /// The system manager (production; batond runs as root).
+        case system
+        /// The calling user's manager (`systemctl --user`; tests and unprivileged setups).
+        case user
+    }
+
     /// The full unit name, such as `myapp.service`.
     public var unit: String
+    /// The bus (`bus`, default `system`).
+    public var bus: Bus
+    /// What happens when the unit fails or stops behind Baton's back while active.
+    public var restart: RestartPolicy
 
     /// Creates a systemd backend.
-    public init(unit: String) {
+    public init(unit: String, bus: Bus = .system, restart: RestartPolicy = RestartPolicy()) {
         self.unit = unit
+        self.bus = bus
+        self.restart = restart
     }
 }
 

@@ -160,7 +160,7 @@ extension TLSConfig: ConfigSection {
 }
 
 extension AppConfig: ConfigSection {
-    static let keys = ["name", "priority", "paused", "lease", "backend", "health"]
+    static let keys = ["name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite"]
 
     init?(fields: ConfigFields) {
         let name = fields.required("name")?.name(kind: "app name", example: "web")
@@ -169,9 +169,109 @@ extension AppConfig: ConfigSection {
         let lease = fields.required("lease")?.section(LeaseTiming.self)
         let backend = fields.required("backend")?.section(BackendConfig.self)
         let health = fields.optional("health").map { $0.section(HealthCheckConfig.self) }
-        guard let name, let priority, let paused, let lease, let backend, !health.failed else { return nil }
+        let vips = fields.optional("vip", default: []) { Self.readVIPs($0) }
+        let sqlite = fields.optional("sqlite").map { $0.section(SQLiteReplicaConfig.self) }
+        guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed else { return nil }
         self.init(
-            name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil)
+            name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil,
+            vips: vips, sqlite: sqlite ?? nil)
+    }
+
+    /// One VIP mapping or a list of them; the same address twice is an error.
+    private static func readVIPs(_ value: ConfigValue) -> [VIPConfig]? {
+        let items: [ConfigValue]
+        if case .mapping = value.node {
+            items = [value]
+        } else if let list = value.list(expected: "a VIP mapping like {address: 192.0.2.10/24, interface: eth0}, or a list of them") {
+            items = list
+        } else {
+            return nil
+        }
+        var vips: [VIPConfig] = []
+        var ok = true
+        var firstLines: [String: Int] = [:]
+        for item in items {
+            guard let vip = item.section(VIPConfig.self) else {
+                ok = false
+                continue
+            }
+            if let line = firstLines[vip.address] {
+                item.error("duplicate VIP \(quoted(vip.address)); first given at line \(line)")
+                ok = false
+            } else {
+                firstLines[vip.address] = item.position.line
+            }
+            vips.append(vip)
+        }
+        return ok ? vips : nil
+    }
+}
+
+extension VIPConfig: ConfigSection {
+    static let keys = ["address", "interface", "label", "announce"]
+
+    init?(fields: ConfigFields) {
+        var parsed: (address: String, prefix: Int, isIPv6: Bool)?
+        if let value = fields.required("address"), let text = value.scalarText(expected: "an address with a prefix length like \"192.0.2.10/24\"") {
+            switch AddressSyntax.addressPrefix(text) {
+            case .success(let result): parsed = result
+            case .failure(let reason): value.error("invalid VIP address \(quoted(text)): \(reason)")
+            }
+        }
+        var interface: String?
+        if let value = fields.required("interface"), let text = value.string(expected: "an interface name like \"eth0\"") {
+            if let reason = AddressSyntax.interfaceNameProblem(text) {
+                value.error("invalid interface name \(quoted(text)): \(reason)")
+            } else {
+                interface = text
+            }
+        }
+        let label = fields.optional("label").map { $0.string(expected: "a label like \"eth0:web\"") }
+        let announce = fields.optional("announce", default: AnnounceConfig()) { $0.section(AnnounceConfig.self) }
+        guard let parsed, let interface, !label.failed, let announce else { return nil }
+        if let label = label ?? nil {
+            let value = fields.optional("label")!
+            if parsed.isIPv6 {
+                value.error("labels exist for IPv4 addresses only")
+                return nil
+            }
+            if !label.hasPrefix(interface) || label.utf8.count > 15 {
+                value.error("label \(quoted(label)) must start with the interface name \(quoted(interface)) and be at most 15 bytes, like \"\(interface):vip\"")
+                return nil
+            }
+        }
+        self.init(address: parsed.address, prefixLength: parsed.prefix, isIPv6: parsed.isIPv6, interface: interface, label: label ?? nil, announce: announce)
+    }
+}
+
+extension AnnounceConfig: ConfigSection {
+    static let keys = ["count", "interval", "refresh"]
+
+    init?(fields: ConfigFields) {
+        let defaults = AnnounceConfig()
+        let count = fields.optional("count", default: defaults.count) { $0.integer(in: 0...100) }
+        let interval = fields.optional("interval", default: defaults.interval) { $0.duration(.positive) }
+        let refresh = fields.optional("refresh", default: defaults.refresh) { $0.duration(.nonNegative) }
+        guard let count, let interval, let refresh else { return nil }
+        self.init(count: count, interval: interval, refresh: refresh)
+    }
+}
+
+extension SQLiteReplicaConfig: ConfigSection {
+    static let keys = ["path", "snapshot_interval", "snapshots", "retention"]
+
+    init?(fields: ConfigFields) {
+        let defaults = SQLiteReplicaConfig(path: "/")
+        let path = fields.required("path")?.absolutePath()
+        let snapshotInterval = fields.optional("snapshot_interval", default: defaults.snapshotInterval) { $0.duration(.positive) }
+        let snapshotsKept = fields.optional("snapshots", default: defaults.snapshotsKept) { $0.integer(in: 1...100) }
+        let retention = fields.optional("retention", default: defaults.retention) { $0.duration(.positive) }
+        guard let path, let snapshotInterval, let snapshotsKept, let retention else { return nil }
+        if path.hasSuffix("/") {
+            fields.optional("path")?.error("\(quoted(path)) names a directory; give the database file, like \"/var/lib/myapp/app.db\"")
+            return nil
+        }
+        self.init(path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention)
     }
 }
 
@@ -282,16 +382,27 @@ extension RestartPolicy: ConfigSection {
 }
 
 extension SystemdBackendConfig: ConfigSection {
-    static let keys = ["unit"]
+    static let keys = ["unit", "bus", "restart"]
 
     init?(fields: ConfigFields) {
-        guard let value = fields.required("unit"), let unit = value.string(expected: "a unit name like \"myapp.service\"")
-        else { return nil }
-        if let problem = systemdUnitProblem(unit) {
-            value.error(problem)
-            return nil
+        var unit: String?
+        if let value = fields.required("unit"), let text = value.string(expected: "a unit name like \"myapp.service\"") {
+            if let problem = systemdUnitProblem(text) {
+                value.error(problem)
+            } else {
+                unit = text
+            }
         }
-        self.init(unit: unit)
+        var bus: Bus? = .system
+        if let value = fields.optional("bus"), let text = value.string(expected: "system or user") {
+            bus = Bus(rawValue: text)
+            if bus == nil { value.error("unknown bus \(quoted(text)): use system or user") }
+        } else if fields.has("bus") {
+            bus = nil
+        }
+        let restart = fields.optional("restart", default: RestartPolicy()) { $0.section(RestartPolicy.self) }
+        guard let unit, let bus, let restart else { return nil }
+        self.init(unit: unit, bus: bus, restart: restart)
     }
 }
 

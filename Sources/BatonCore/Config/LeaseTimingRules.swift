@@ -21,8 +21,8 @@ extension LeaseTiming {
     public static let minimumFenceBudget: Duration = .milliseconds(50)
 
     /// The timing used when only `ttl` is given: `renew = ttl / 4`, `fence_budget = ttl / 5` but
-    /// at least 50ms, `skew = ttl / 10` (each rounded down to a microsecond). For ttl 3s that is
-    /// renew 750ms, fence_budget 600ms and skew 300ms.
+    /// at least 50ms, `skew = ttl / 10` but at most 100ms (each rounded down to a microsecond).
+    /// For ttl 3s that is renew 750ms, fence_budget 600ms and skew 100ms.
     ///
     /// Every ttl of at least 100ms gives a safe timing, and a default `fence_budget` fits any
     /// `renew` up to `ttl / 3` once the ttl is 150ms or more.
@@ -45,9 +45,18 @@ extension LeaseTiming {
         max(minimumFenceBudget, wholeMicroseconds(ttl / 5))
     }
 
-    /// `ttl / 10`, rounded down to a microsecond.
+    /// The longest default skew.
+    public static let maximumDefaultSkew: Duration = .milliseconds(100)
+
+    /// `ttl / 10` rounded down to a microsecond, but at most ``maximumDefaultSkew``.
+    ///
+    /// The skew only absorbs the difference in clock rate between two nodes over one ttl and
+    /// the delivery of the watch update (which is always after the renew was sent, so it already
+    /// delays the passive node's deadline). Safety rests on the compare-and-set and on the active
+    /// node fencing at `sent + ttl - fence_budget`; a skew proportional to long ttls only slows
+    /// crash failover down.
     public static func defaultSkew(ttl: Duration) -> Duration {
-        wholeMicroseconds(ttl / 10)
+        min(maximumDefaultSkew, wholeMicroseconds(ttl / 10))
     }
 
     private static func wholeMicroseconds(_ duration: Duration) -> Duration {

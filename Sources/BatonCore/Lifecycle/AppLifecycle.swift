@@ -30,9 +30,13 @@ public enum LeaseWriteFailure: Sendable, Hashable {
     case unavailable(String)
 }
 
-/// The steps of becoming active, after the lease, in order. Later issues add the SQLite and
-/// VIP steps in front of ``startBackend``.
+/// The steps of becoming active, after the lease, in order. Steps an app does not use (no
+/// replica, no VIP, no health check) are skipped.
 public enum PromotionStep: String, Sendable, Hashable, CaseIterable {
+    /// Drain the replication stream, verify the replica and move it into place; start shipping.
+    case promoteReplica
+    /// Add the app's virtual IPs and announce them.
+    case claimAddresses
     case startBackend
     case awaitHealthy
 }
@@ -47,6 +51,11 @@ public enum DemotionReason: Sendable, Hashable, CustomStringConvertible {
     case promotionFailed(PromotionStep, String)
     case paused
 
+    /// The node a switchover hands the lease to.
+    public var handoffTarget: String? {
+        if case .switchover(let node) = self { node } else { nil }
+    }
+
     public var description: String {
         switch self {
         case .stepdown: "stepdown requested"
@@ -60,9 +69,13 @@ public enum DemotionReason: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The steps of becoming passive, in order. Later issues add the WAL flush and VIP removal.
-public enum DemotionStep: String, Sendable, Hashable {
+/// The steps of becoming passive, in order. Steps an app does not use are skipped.
+public enum DemotionStep: String, Sendable, Hashable, CaseIterable {
     case stopBackend
+    /// Ship the WAL tail and the final marker, then stop shipping.
+    case flushReplica
+    /// Remove the app's virtual IPs.
+    case releaseAddresses
     case releaseLease
 }
 
@@ -87,6 +100,10 @@ public struct AppLifecycle: Sendable {
         public var timing: LeaseTiming
         /// Whether becoming active waits for a healthy check.
         public var hasHealthCheck: Bool
+        /// Whether the app has a SQLite replica to promote and flush.
+        public var hasReplica: Bool
+        /// Whether the app has virtual IPs to claim and release.
+        public var hasAddresses: Bool
         /// The bound on each promotion step.
         public var stepTimeout: Duration
         /// The bound on a graceful backend stop (the backend's own stop timeout plus margin);
@@ -103,13 +120,15 @@ public struct AppLifecycle: Sendable {
         /// Creates a configuration; `cooldown` defaults to twice the ttl, `renewRetry` to a
         /// quarter of the renew interval (at most 100 ms).
         public init(
-            node: String, instance: String, timing: LeaseTiming, hasHealthCheck: Bool, stepTimeout: Duration,
-            stopTimeout: Duration, cooldown: Duration? = nil, priorityHoldback: Duration = .zero, renewRetry: Duration? = nil
+            node: String, instance: String, timing: LeaseTiming, hasHealthCheck: Bool, hasReplica: Bool = false, hasAddresses: Bool = false,
+            stepTimeout: Duration, stopTimeout: Duration, cooldown: Duration? = nil, priorityHoldback: Duration = .zero, renewRetry: Duration? = nil
         ) {
             self.node = node
             self.instance = instance
             self.timing = timing
             self.hasHealthCheck = hasHealthCheck
+            self.hasReplica = hasReplica
+            self.hasAddresses = hasAddresses
             self.stepTimeout = stepTimeout
             self.stopTimeout = stopTimeout
             self.cooldown = cooldown ?? timing.ttl * 2
@@ -141,12 +160,16 @@ public struct AppLifecycle: Sendable {
         case acquireFailed(LeaseWriteFailure)
         case renewSucceeded(revision: UInt64, sentAt: MonotonicInstant)
         case renewFailed(LeaseWriteFailure)
-        /// The release finished (or failed: either way the node is done with the lease).
-        case releaseFinished
+        /// The release finished: `nil` when the delete went through, else why it did not (the
+        /// lease then frees at its expiry). Either way the node is done with the lease.
+        case releaseFinished(LeaseWriteFailure?)
         case promotionStepSucceeded(PromotionStep)
         case promotionStepFailed(PromotionStep, String)
         /// The backend is stopped (graceful stop finished).
         case backendStopped
+        /// A demotion step after the backend stop finished (``DemotionStep/flushReplica``,
+        /// ``DemotionStep/releaseAddresses``); `failure` says why it did not fully succeed.
+        case demotionStepFinished(DemotionStep, failure: String?)
         /// Fencing finished: the backend is dead.
         case fenceCompleted
         /// The backend kept failing while active (restart budget spent).
@@ -176,8 +199,16 @@ public struct AppLifecycle: Sendable {
         case runPromotionStep(PromotionStep, token: UInt64)
         /// Stop the backend gracefully (SIGTERM, then SIGKILL after its stop timeout).
         case stopBackend
-        /// Kill the backend now (SIGKILL / KillUnit) and remove what the app claimed.
+        /// Ship the replica's WAL tail and a final marker under `token`, then stop shipping.
+        case flushReplica(token: UInt64)
+        /// Remove the app's virtual IPs.
+        case releaseAddresses
+        /// Kill the backend now (SIGKILL / KillUnit), remove the app's virtual IPs and stop
+        /// shipping, all at once.
         case fence(token: UInt64)
+        /// The node no longer holds the lease: follow the active node (apply its WAL, keep the
+        /// VIPs absent).
+        case followActive
         /// Something worth a log line, an event and a status update.
         case notify(Notification)
     }
@@ -188,6 +219,10 @@ public struct AppLifecycle: Sendable {
         case becameActive(token: UInt64)
         case demoting(DemotionReason)
         case released(token: UInt64)
+        /// The release's delete did not go through; the lease frees at its expiry.
+        case releaseUnconfirmed(token: UInt64, reason: String)
+        /// A demotion step did not fully succeed (the demotion goes on).
+        case demotionStepFailed(DemotionStep, String)
         case fenced(token: UInt64, reason: String)
         case leaseLost(token: UInt64, reason: String)
         case duplicateInstance(LeaseHolder)
@@ -234,6 +269,9 @@ public struct AppLifecycle: Sendable {
     private var holdoffUntil: MonotonicInstant?
     private var cooldownUntil: MonotonicInstant?
     private var renewInFlight = false
+    /// The backend and VIPs are gone but a renew was in flight: the release waits for its
+    /// outcome, so it deletes with the newest revision instead of losing the compare-and-set.
+    private var releaseAwaitsRenew = false
     private var renewRetryAt: MonotonicInstant?
     private var stepDeadline: MonotonicInstant?
 
@@ -277,10 +315,10 @@ public struct AppLifecycle: Sendable {
             actions.append(.notify(.acquired(token: revision)))
             if paused {
                 beginDemotion(.paused, now: now, into: &actions)
-            } else if now < timing.fenceAt(sentAt: sentAt) {
-                phase = .promoting(.startBackend)
+            } else if now < timing.fenceAt(sentAt: sentAt), let first = promotionStep(after: nil) {
+                phase = .promoting(first)
                 stepDeadline = now + configuration.stepTimeout
-                actions.append(.runPromotionStep(.startBackend, token: revision))
+                actions.append(.runPromotionStep(first, token: revision))
             }
         case .acquireFailed(let failure):
             guard phase == .acquiring else { break }
@@ -300,28 +338,46 @@ public struct AppLifecycle: Sendable {
             lease.revision = max(lease.revision, revision)
             if sentAt > lease.lastSentAt { lease.lastSentAt = sentAt }
             held = lease
-            actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
+            if case .demoting(.releaseLease, let reason) = phase {
+                // The keeper is disarmed (nothing left to kill): do not arm it again.
+                if releaseAwaitsRenew {
+                    releaseAwaitsRenew = false
+                    actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+                }
+            } else {
+                actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
+            }
         case .renewFailed(let failure):
             renewInFlight = false
             guard let lease = held, phase != .fencing else { break }
+            if case .demoting(.releaseLease, let reason) = phase {
+                guard releaseAwaitsRenew else { break }
+                releaseAwaitsRenew = false
+                if failure == .conflict {
+                    // Someone else's write is there: there is nothing of ours left to delete.
+                    finishRelease(lease, reason: reason, failure: .conflict, now: now, into: &actions)
+                } else {
+                    actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+                }
+                break
+            }
             switch failure {
             case .conflict:
                 fence(reason: "renew lost the compare-and-set: the lease is no longer ours", lease: lease, into: &actions)
             case .unavailable:
                 renewRetryAt = now + configuration.renewRetry
             }
-        case .releaseFinished:
-            guard case .demoting(.releaseLease, let reason) = phase, let lease = held else { break }
-            held = nil
-            phase = reason == .shutdown ? .stopped : .passive
-            cooldownUntil = now + configuration.cooldown
-            actions.append(.notify(.released(token: lease.token)))
+        case .releaseFinished(let failure):
+            guard case .demoting(.releaseLease, let reason) = phase, let lease = held, !releaseAwaitsRenew else { break }
+            finishRelease(lease, reason: reason, failure: failure, now: now, into: &actions)
         case .promotionStepSucceeded(let step):
             guard phase == .promoting(step), let lease = held else { break }
-            if step == .startBackend && configuration.hasHealthCheck {
-                phase = .promoting(.awaitHealthy)
+            // Past the fence time nothing more starts: the deadline check below fences.
+            guard now < timing.fenceAt(sentAt: lease.lastSentAt) else { break }
+            if let next = promotionStep(after: step) {
+                phase = .promoting(next)
                 stepDeadline = now + configuration.stepTimeout
-                actions.append(.runPromotionStep(.awaitHealthy, token: lease.token))
+                actions.append(.runPromotionStep(next, token: lease.token))
             } else {
                 phase = .active
                 stepDeadline = nil
@@ -332,11 +388,11 @@ public struct AppLifecycle: Sendable {
             beginDemotion(.promotionFailed(step, reason), now: now, into: &actions)
         case .backendStopped:
             guard case .demoting(.stopBackend, let reason) = phase, let lease = held else { break }
-            phase = .demoting(.releaseLease, reason)
-            stepDeadline = nil
-            actions.append(.disarmFenceKeeper)
-            let target: String? = if case .switchover(let node) = reason { node } else { nil }
-            actions.append(.releaseLease(revision: lease.revision, handoffTo: target))
+            continueDemotion(after: .stopBackend, reason: reason, lease: lease, now: now, into: &actions)
+        case .demotionStepFinished(let step, let failure):
+            guard case .demoting(step, let reason) = phase, step != .stopBackend, step != .releaseLease, let lease = held else { break }
+            if let failure { actions.append(.notify(.demotionStepFailed(step, failure))) }
+            continueDemotion(after: step, reason: reason, lease: lease, now: now, into: &actions)
         case .fenceCompleted:
             guard phase == .fencing else { break }
             actions.append(.disarmFenceKeeper)
@@ -345,9 +401,11 @@ public struct AppLifecycle: Sendable {
                 actions.append(.releaseLease(revision: lease.revision, handoffTo: nil))
             }
             held = nil
+            releaseAwaitsRenew = false
             phase = .passive
             holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
             cooldownUntil = now + configuration.cooldown
+            actions.append(.followActive)
         case .backendFailed(let reason):
             failWhileHolding(.backendFailed(reason), now: now, into: &actions)
         case .healthFailed(let reason):
@@ -401,10 +459,7 @@ public struct AppLifecycle: Sendable {
                 if case .demoting(.releaseLease, let reason) = phase {
                     // Our release went through and someone took the lease before the release's
                     // answer reached us: we are done with it.
-                    held = nil
-                    phase = reason == .shutdown ? .stopped : .passive
-                    cooldownUntil = now + configuration.cooldown
-                    actions.append(.notify(.released(token: lease.token)))
+                    finishRelease(lease, reason: reason, failure: nil, now: now, into: &actions)
                 } else if revision > lease.revision, phase != .fencing {
                     fence(reason: "\(holder) holds the lease now (revision \(revision))", lease: lease, into: &actions)
                 }
@@ -442,6 +497,72 @@ public struct AppLifecycle: Sendable {
         beginDemotion(reason, now: now, into: &actions)
     }
 
+    /// The first promotion step after `step` (or the first of all for nil) this app uses.
+    private func promotionStep(after step: PromotionStep?) -> PromotionStep? {
+        let all = PromotionStep.allCases
+        let start = step.flatMap { all.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
+        return all[start...].first { uses($0) }
+    }
+
+    private func uses(_ step: PromotionStep) -> Bool {
+        switch step {
+        case .promoteReplica: configuration.hasReplica
+        case .claimAddresses: configuration.hasAddresses
+        case .startBackend: true
+        case .awaitHealthy: configuration.hasHealthCheck
+        }
+    }
+
+    /// Moves to the demotion step after `step` that this app uses and returns its actions.
+    private mutating func continueDemotion(
+        after step: DemotionStep, reason: DemotionReason, lease: HeldLease, now: MonotonicInstant, into actions: inout [Action]
+    ) {
+        let all = DemotionStep.allCases
+        let rest = all[(all.firstIndex(of: step)! + 1)...]
+        let next = rest.first { step in
+            switch step {
+            case .stopBackend: true
+            case .flushReplica: configuration.hasReplica
+            case .releaseAddresses: configuration.hasAddresses
+            case .releaseLease: true
+            }
+        } ?? .releaseLease
+        phase = .demoting(next, reason)
+        switch next {
+        case .flushReplica:
+            stepDeadline = now + configuration.stepTimeout
+            actions.append(.flushReplica(token: lease.token))
+        case .releaseAddresses:
+            stepDeadline = now + configuration.stepTimeout
+            actions.append(.releaseAddresses)
+        case .stopBackend, .releaseLease:
+            // Backend stopped and VIPs gone: the keeper has nothing left to do.
+            stepDeadline = nil
+            actions.append(.disarmFenceKeeper)
+            if renewInFlight {
+                releaseAwaitsRenew = true
+            } else {
+                actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+            }
+        }
+    }
+
+    /// The node is done with the lease it gave up.
+    private mutating func finishRelease(
+        _ lease: HeldLease, reason: DemotionReason, failure: LeaseWriteFailure?, now: MonotonicInstant, into actions: inout [Action]
+    ) {
+        held = nil
+        releaseAwaitsRenew = false
+        phase = reason == .shutdown ? .stopped : .passive
+        cooldownUntil = now + configuration.cooldown
+        switch failure {
+        case nil: actions.append(.notify(.released(token: lease.token)))
+        case .conflict: actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: "the lease was no longer ours to delete")))
+        case .unavailable(let why): actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: why)))
+        }
+        if reason != .shutdown { actions.append(.followActive) }
+    }
+
     private mutating func beginDemotion(_ reason: DemotionReason, now: MonotonicInstant, into actions: inout [Action]) {
         phase = .demoting(.stopBackend, reason)
         stepDeadline = now + configuration.stopTimeout
@@ -453,6 +574,7 @@ public struct AppLifecycle: Sendable {
         phase = .fencing
         stepDeadline = nil
         renewRetryAt = nil
+        releaseAwaitsRenew = false
         actions.append(.fence(token: lease.token))
         actions.append(.notify(.fenced(token: lease.token, reason: reason)))
     }
@@ -476,6 +598,12 @@ public struct AppLifecycle: Sendable {
                     beginDemotion(.promotionFailed(step, "timed out after \(configuration.stepTimeout)"), now: now, into: &actions)
                 case .demoting(.stopBackend, _):
                     fence(reason: "graceful stop did not finish within \(configuration.stopTimeout)", lease: lease, into: &actions)
+                case .demoting(.flushReplica, let reason):
+                    // The handover goes on: the next node promotes what it has and reports the gap.
+                    actions.append(.notify(.demotionStepFailed(.flushReplica, "timed out after \(configuration.stepTimeout)")))
+                    continueDemotion(after: .flushReplica, reason: reason, lease: lease, now: now, into: &actions)
+                case .demoting(.releaseAddresses, _):
+                    fence(reason: "removing the virtual IPs did not finish within \(configuration.stepTimeout)", lease: lease, into: &actions)
                 default:
                     stepDeadline = nil
                 }

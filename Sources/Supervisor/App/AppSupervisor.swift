@@ -12,6 +12,8 @@ public actor AppSupervisor {
     private var lifecycle: AppLifecycle
     private let store: LeaseStore
     private let backend: any AppBackend
+    private let addresses: (any AppAddresses)?
+    private let replica: (any AppReplica)?
     private let client: NATSClient
     private let logger: Logger
     /// The clock's current sleep; cancelled after every event so deadlines are recomputed.
@@ -23,11 +25,19 @@ public actor AppSupervisor {
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
 
     /// Creates a supervisor. Nothing happens until ``run()``.
-    public init(app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, store: LeaseStore, backend: any AppBackend, client: NATSClient, logger: Logger) {
+    /// `configuration.hasAddresses` and `hasReplica` must match whether `addresses` and
+    /// `replica` are given.
+    public init(
+        app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, store: LeaseStore, backend: any AppBackend,
+        addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil, client: NATSClient, logger: Logger
+    ) {
+        precondition(configuration.hasAddresses == (addresses != nil) && configuration.hasReplica == (replica != nil))
         self.app = app
         self.lifecycle = AppLifecycle(configuration: configuration, paused: paused)
         self.store = store
         self.backend = backend
+        self.addresses = addresses
+        self.replica = replica
         self.client = client
         var logger = logger
         logger[metadataKey: "app"] = "\(app)"
@@ -59,6 +69,8 @@ public actor AppSupervisor {
     /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl.
     public func run() async {
         let connectionEvents = client.events()
+        // Passive until the lease says otherwise: VIPs a crashed batond left behind go away.
+        execute(.followActive)
         if client.isConnected { apply(.natsConnected) }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [weak self] in
@@ -77,6 +89,16 @@ public actor AppSupervisor {
                     case .exhausted(let reason): await self?.send(.backendFailed(reason))
                     case .unhealthy(let reason): await self?.send(.healthFailed(reason))
                     }
+                }
+            }
+            if let addresses {
+                group.addTask { [weak self] in
+                    for await reason in addresses.failures() { await self?.send(.backendFailed("virtual IP: \(reason)")) }
+                }
+            }
+            if let replica {
+                group.addTask { [weak self] in
+                    for await reason in replica.failures() { await self?.send(.backendFailed("replication: \(reason)")) }
                 }
             }
             await runClock(until: nil)
@@ -165,13 +187,13 @@ public actor AppSupervisor {
             }
         case .releaseLease(let revision, let handoffTo):
             let token = lifecycle.held?.token ?? 0
-            Task { [store, logger] in
+            Task { [store] in
                 do {
                     try await store.release(as: holder, token: token, revision: revision, handoffTo: handoffTo)
+                    self.apply(.releaseFinished(nil))
                 } catch {
-                    logger.info("lease release did not go through; it will expire", metadata: ["error": "\(error)"])
+                    self.apply(.releaseFinished((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
                 }
-                self.apply(.releaseFinished)
             }
         case .armFenceKeeper(let token, let deadline):
             let previous = fenceKeeperUpdates
@@ -187,10 +209,12 @@ public actor AppSupervisor {
             }
         case .runPromotionStep(let step, let token):
             let armed = fenceKeeperUpdates
-            Task { [backend] in
+            Task { [backend, addresses, replica] in
                 await armed?.value
                 do {
                     switch step {
+                    case .promoteReplica: try await replica?.promote(token: token)
+                    case .claimAddresses: try await addresses?.claim(token: token)
                     case .startBackend: try await backend.start(token: token)
                     case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
                     }
@@ -204,10 +228,37 @@ public actor AppSupervisor {
                 await backend.stop()
                 self.apply(.backendStopped)
             }
+        case .flushReplica(let token):
+            Task { [replica] in
+                do {
+                    try await replica?.flush(token: token)
+                    self.apply(.demotionStepFinished(.flushReplica, failure: nil))
+                } catch {
+                    self.apply(.demotionStepFinished(.flushReplica, failure: "\(error)"))
+                }
+            }
+        case .releaseAddresses:
+            Task { [addresses] in
+                do {
+                    try await addresses?.release()
+                    self.apply(.demotionStepFinished(.releaseAddresses, failure: nil))
+                } catch {
+                    // Fencing removes them the hard way.
+                    self.apply(.demotionStepFinished(.releaseAddresses, failure: "\(error)"))
+                }
+            }
         case .fence:
-            Task { [backend] in
-                await backend.fence()
+            Task { [backend, addresses, replica] in
+                async let backendFenced: Void = backend.fence()
+                async let addressesFenced: Void? = addresses?.fence()
+                async let replicaFenced: Void? = replica?.fence()
+                _ = await (backendFenced, addressesFenced, replicaFenced)
                 self.apply(.fenceCompleted)
+            }
+        case .followActive:
+            Task { [addresses, replica] in
+                await addresses?.enterPassive()
+                await replica?.follow()
             }
         case .notify(let notification):
             log(notification)
@@ -221,6 +272,10 @@ public actor AppSupervisor {
         case .becameActive(let token): logger.notice("active", metadata: ["epoch": "\(token)"])
         case .demoting(let reason): logger.notice("stepping down", metadata: ["reason": "\(reason)"])
         case .released(let token): logger.info("released the lease", metadata: ["epoch": "\(token)"])
+        case .releaseUnconfirmed(let token, let reason):
+            logger.warning("lease release did not go through; it frees at its expiry", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
+        case .demotionStepFailed(let step, let reason):
+            logger.error("demotion step failed; going on", metadata: ["step": "\(step.rawValue)", "reason": "\(reason)"])
         case .fenced(let token, let reason): logger.error("fenced", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .duplicateInstance(let holder):

@@ -134,6 +134,10 @@ public actor NodeSupervisor: NodeController {
         case .released(let token):
             lastEvents[app] = "released the lease (epoch \(token))"
             backendRunning[app] = false
+        case .releaseUnconfirmed(let token, let reason):
+            lastEvents[app] = "gave the lease up (epoch \(token)); it frees at its expiry: \(reason)"
+            backendRunning[app] = false
+        case .demotionStepFailed(let step, let reason): lastEvents[app] = "stepping down: \(step.rawValue) failed: \(reason)"
         case .fenced(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
