@@ -68,6 +68,9 @@ public struct FenceKeeperState: Sendable {
         /// SIGKILL the process group `pid` and every child of the keeper, and keep doing so (see
         /// ``FenceKeeperState/isSweeping``) until ``Input/descendantsGone``.
         case killAll(pid: Int32)
+        /// Remove what the app claimed outside its process group (its virtual IPs, its systemd
+        /// unit): the deadline passed or batond went away. Harmless when nothing is claimed.
+        case releaseClaims(reason: String)
         /// Write a report line.
         case report(KeeperReport)
         /// Exit the keeper.
@@ -152,16 +155,18 @@ public struct FenceKeeperState: Sendable {
             guard batondGoneAt == nil else { break }
             batondGoneAt = now
             armed = nil
-            if var current = backend {
-                if !current.killed {
-                    current.killed = true
-                    backend = current
-                    effects.append(.killAll(pid: current.pid))
-                    if current.status == nil {
-                        effects.append(.report(.killed(pid: current.pid, .batondGone(reason))))
-                    }
-                }
-            } else {
+            var killedNow = false
+            if var current = backend, !current.killed {
+                current.killed = true
+                backend = current
+                effects.append(.killAll(pid: current.pid))
+                killedNow = current.status == nil
+            }
+            effects.append(.releaseClaims(reason: "batond went away: \(reason)"))
+            if killedNow, let current = backend {
+                effects.append(.report(.killed(pid: current.pid, .batondGone(reason))))
+            }
+            if backend == nil {
                 finish(into: &effects)
             }
         }
@@ -215,15 +220,18 @@ public struct FenceKeeperState: Sendable {
         // While a spawn is under way its outcome decides: a backend that appears is killed.
         guard !spawning, let arming = armed, now >= arming.deadline else { return }
         armed = nil
+        let release = Effect.releaseClaims(reason: "fence deadline of token \(arming.token) passed")
         if var current = backend, !current.killed {
             current.killed = true
             backend = current
             effects.append(.killAll(pid: current.pid))
+            effects.append(release)
             if current.status == nil {
                 effects.append(.report(.killed(pid: current.pid, .deadline(token: arming.token, deadline: arming.deadline, now: now))))
                 return
             }
         }
+        if !effects.contains(release) { effects.append(release) }
         effects.append(.report(.expired(token: arming.token, deadline: arming.deadline, now: now)))
     }
 

@@ -159,6 +159,8 @@ func errnoText(_ code: Int32) -> String {
                 }
             case .killAll(let pid):
                 sweep(pid)
+            case .releaseClaims:
+                break  // KEEPER-CLAIMS: wired once the Netlink and Systemd modules land
             case .report(let report):
                 enqueue(report)
             case .exit:

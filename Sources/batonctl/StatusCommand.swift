@@ -55,16 +55,43 @@ enum StatusTable {
             let reports = statuses.compactMap { status in status.apps.first { $0.name == app }.map { (node: status.node, app: $0) } }
             lines.append("")
             lines.append(summary(app: app, reports: reports))
-            var rows = [["NODE", "ROLE", "PAUSED", "BACKEND", "PRIORITY", "LAST EVENT"]]
+            if let vips = reports.lazy.compactMap(\.app.vips).first(where: { !$0.isEmpty }) {
+                lines.append("  vip: \(vips.joined(separator: ", "))")
+            }
+            let replicated = reports.contains { $0.app.replication != nil }
+            var header = ["NODE", "ROLE", "PAUSED", "BACKEND", "PRIORITY"]
+            if replicated { header.append("REPLICA") }
+            var rows = [header + ["LAST EVENT"]]
             for (node, report) in reports {
-                rows.append([
-                    node, report.role.rawValue, report.paused ? "yes" : "no", report.backendRunning ? "running" : "stopped",
-                    String(report.priority), report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-",
-                ])
+                var row = [node, report.role.rawValue, report.paused ? "yes" : "no", report.backendRunning ? "running" : "stopped", String(report.priority)]
+                if replicated { row.append(report.replication.map(replicaText) ?? "-") }
+                rows.append(row + [report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-"])
             }
             lines.append(contentsOf: table(rows).map { "  " + $0 })
         }
+        let unsupervised = statuses.filter { $0.systemdUnit == nil }.map(\.node)
+        if !unsupervised.isEmpty {
+            lines.append("")
+            lines.append("note: batond does not run under systemd on \(unsupervised.joined(separator: ", ")): units it manages there are not bound to it")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// `shipping txid 120`, `applied txid 118, 2 behind, last commit 0.4s ago`, with the error.
+    static func replicaText(_ replication: ReplicationStatus) -> String {
+        var parts: [String] = []
+        switch replication.role {
+        case .shipping: parts.append("shipping txid \(replication.txid.map(String.init) ?? "?")")
+        case .applying: parts.append("applied txid \(replication.txid.map(String.init) ?? "?")")
+        case .idle: parts.append("idle")
+        }
+        if let lag = replication.lagTransactions { parts.append("\(lag) behind") }
+        if let commit = replication.lastCommitTime {
+            let age = max(0, Date().timeIntervalSince1970 - commit)
+            parts.append(String(format: "last commit %.1fs ago", age))
+        }
+        if let error = replication.lastError { parts.append("error: \(error)") }
+        return parts.joined(separator: ", ")
     }
 
     /// `web: active on node-a (epoch 42)`, or what is known when no single node is active.

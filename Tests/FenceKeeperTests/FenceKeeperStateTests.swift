@@ -36,6 +36,7 @@ struct FenceKeeperStateTests {
         let effects = state.handle(.command(.start(spec)), now: 60)
         #expect(
             effects == [
+                .releaseClaims(reason: "fence deadline of token 7 passed"),
                 .report(.expired(token: 7, deadline: 50, now: 60)),
                 .report(.startFailed("the fence keeper is not armed: it starts a backend only while a fence deadline is set")),
             ])
@@ -48,7 +49,8 @@ struct FenceKeeperStateTests {
         #expect(state.handle(.tick, now: 999) == [])
         #expect(
             state.handle(.tick, now: 1_000) == [
-                .killAll(pid: 100), .report(.killed(pid: 100, .deadline(token: 7, deadline: 1_000, now: 1_000))),
+                .killAll(pid: 100), .releaseClaims(reason: "fence deadline of token 7 passed"),
+                .report(.killed(pid: 100, .deadline(token: 7, deadline: 1_000, now: 1_000))),
             ])
         #expect(state.isSweeping)
         #expect(state.nextWakeup() == nil)
@@ -74,7 +76,10 @@ struct FenceKeeperStateTests {
     func lateRearm() {
         var state = running(deadline: 1_000)
         let effects = state.handle(.command(.arm(token: 7, deadline: 5_000)), now: 1_001)
-        #expect(effects == [.killAll(pid: 100), .report(.killed(pid: 100, .deadline(token: 7, deadline: 1_000, now: 1_001)))])
+        #expect(effects == [
+            .killAll(pid: 100), .releaseClaims(reason: "fence deadline of token 7 passed"),
+            .report(.killed(pid: 100, .deadline(token: 7, deadline: 1_000, now: 1_001))),
+        ])
         #expect(state.armed == FenceKeeperState.Arming(token: 7, deadline: 5_000))
     }
 
@@ -82,7 +87,10 @@ struct FenceKeeperStateTests {
     func armInThePast() {
         var state = running(deadline: 1_000)
         let effects = state.handle(.command(.arm(token: 7, deadline: 500)), now: 600)
-        #expect(effects == [.killAll(pid: 100), .report(.killed(pid: 100, .deadline(token: 7, deadline: 500, now: 600)))])
+        #expect(effects == [
+            .killAll(pid: 100), .releaseClaims(reason: "fence deadline of token 7 passed"),
+            .report(.killed(pid: 100, .deadline(token: 7, deadline: 500, now: 600))),
+        ])
     }
 
     @Test("DISARM keeps the backend alive past the old deadline")
@@ -94,11 +102,13 @@ struct FenceKeeperStateTests {
         #expect(state.backend?.killed == false)
     }
 
-    @Test("a deadline passing with no backend is reported as expired")
+    @Test("a deadline passing with no backend releases the claims (VIPs, unit) and is reported as expired")
     func expired() {
         var state = FenceKeeperState()
         _ = state.handle(.command(.arm(token: 3, deadline: 100)), now: 0)
-        #expect(state.handle(.tick, now: 150) == [.report(.expired(token: 3, deadline: 100, now: 150))])
+        #expect(state.handle(.tick, now: 150) == [
+            .releaseClaims(reason: "fence deadline of token 3 passed"), .report(.expired(token: 3, deadline: 100, now: 150)),
+        ])
         #expect(state.armed == nil)
     }
 
@@ -135,7 +145,8 @@ struct FenceKeeperStateTests {
         var state = running()
         #expect(
             state.handle(.batondGone("end of input"), now: 30) == [
-                .killAll(pid: 100), .report(.killed(pid: 100, .batondGone("end of input"))),
+                .killAll(pid: 100), .releaseClaims(reason: "batond went away: end of input"),
+                .report(.killed(pid: 100, .batondGone("end of input"))),
             ])
         #expect(state.armed == nil)
         #expect(state.handle(.command(.start(spec)), now: 31) == [])
@@ -149,7 +160,9 @@ struct FenceKeeperStateTests {
     func batondGoneIdle() {
         var state = FenceKeeperState()
         _ = state.handle(.command(.arm(token: 1, deadline: 100)), now: 0)
-        #expect(state.handle(.batondGone("parent process 1 exited"), now: 10) == [.exit])
+        #expect(state.handle(.batondGone("parent process 1 exited"), now: 10) == [
+            .releaseClaims(reason: "batond went away: parent process 1 exited"), .exit,
+        ])
     }
 
     @Test("the keeper gives up waiting for unkillable processes after the grace period")
@@ -180,7 +193,7 @@ struct FenceKeeperStateTests {
         let effects = state.handle(.spawned(pid: 100), now: 150)
         #expect(
             effects == [
-                .report(.started(pid: 100)), .killAll(pid: 100),
+                .report(.started(pid: 100)), .killAll(pid: 100), .releaseClaims(reason: "fence deadline of token 7 passed"),
                 .report(.killed(pid: 100, .deadline(token: 7, deadline: 100, now: 150))),
             ])
         #expect(state.backend?.killed == true)

@@ -22,9 +22,13 @@ final class FakeNodeController: NodeController {
     /// Runs after a command is recorded (the test's stand-in for what batond would do).
     private let onCommand: Mutex<(@Sendable (Call) async -> Void)?> = Mutex(nil)
 
-    init(node: String, cluster: String = "test", apps: [AppStatus]) {
+    init(node: String, cluster: String = "test", apps: [AppStatus], systemdUnit: String? = "batond.service") {
         self.node = node
-        state = Mutex((NodeStatus(node: node, instance: "i-\(node)", cluster: cluster, version: BatonVersion.current, natsConnected: true, apps: apps), [], nil))
+        state = Mutex((
+            NodeStatus(
+                node: node, instance: "i-\(node)", cluster: cluster, version: BatonVersion.current, natsConnected: true, apps: apps,
+                systemdUnit: systemdUnit),
+            [], nil))
     }
 
     var calls: [Call] { state.withLock { $0.calls } }
@@ -88,11 +92,14 @@ struct TwoNodes: Sendable {
     var services: [ControlService]
 
     static func start(_ server: NATSServerProcess) async throws -> TwoNodes {
-        let a = FakeNodeController(node: "node-a", apps: [
-            appStatus("api", role: .active, leader: "node-a", token: 3),
-            appStatus("web", role: .active, leader: "node-a", token: 7, event: "became active (epoch 7)"),
-        ])
-        let b = FakeNodeController(node: "node-b", apps: [appStatus("web", leader: "node-a", token: 7, event: "watching node-a")])
+        var activeWeb = appStatus("web", role: .active, leader: "node-a", token: 7, event: "became active (epoch 7)")
+        activeWeb.vips = ["192.0.2.10/24 on eth0"]
+        activeWeb.replication = ReplicationStatus(role: .shipping, txid: 120)
+        var passiveWeb = appStatus("web", leader: "node-a", token: 7, event: "watching node-a")
+        passiveWeb.vips = ["192.0.2.10/24 on eth0"]
+        passiveWeb.replication = ReplicationStatus(role: .applying, txid: 118, lagTransactions: 2)
+        let a = FakeNodeController(node: "node-a", apps: [appStatus("api", role: .active, leader: "node-a", token: 3), activeWeb])
+        let b = FakeNodeController(node: "node-b", apps: [passiveWeb], systemdUnit: nil)
         var clients: [NATSClient] = []
         var services: [ControlService] = []
         for controller in [a, b] {
@@ -126,7 +133,7 @@ struct ControlServiceTests {
             // The wire format, as other tools would read it.
             let raw = try await client.request("baton.test.status", timeout: .seconds(2))
             let json = try #require(try JSONSerialization.jsonObject(with: Data(raw.payload.readableBytesView)) as? [String: Any])
-            #expect(Set(json.keys) == ["node", "instance", "cluster", "version", "nats_connected", "apps"])
+            #expect(Set(json.keys) == ["node", "instance", "cluster", "version", "nats_connected", "apps", "systemd_unit"])
             let apps = try #require(json["apps"] as? [[String: Any]])
             #expect(Set(apps[0].keys).isSuperset(of: ["name", "role", "paused", "priority", "backend_running"]))
 

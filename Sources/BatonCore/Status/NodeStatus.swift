@@ -10,21 +10,28 @@ public struct NodeStatus: Codable, Sendable, Hashable {
     /// Whether the node is connected to NATS right now.
     public var natsConnected: Bool
     public var apps: [AppStatus]
+    /// The systemd unit batond runs in (`batond.service`), or nil when it does not run under
+    /// systemd: then managed units are not bound to batond and a crashed batond leaves them up.
+    public var systemdUnit: String?
 
     /// Creates a status.
-    public init(node: String, instance: String, cluster: String, version: String, natsConnected: Bool, apps: [AppStatus]) {
+    public init(
+        node: String, instance: String, cluster: String, version: String, natsConnected: Bool, apps: [AppStatus], systemdUnit: String? = nil
+    ) {
         self.node = node
         self.instance = instance
         self.cluster = cluster
         self.version = version
         self.natsConnected = natsConnected
         self.apps = apps
+        self.systemdUnit = systemdUnit
     }
 
     enum CodingKeys: String, CodingKey {
         case node, instance, cluster, version
         case natsConnected = "nats_connected"
         case apps
+        case systemdUnit = "systemd_unit"
     }
 }
 
@@ -47,6 +54,10 @@ public struct AppStatus: Codable, Sendable, Hashable {
     public var backendRunning: Bool
     /// The last notable thing that happened to the app on this node.
     public var lastEvent: String?
+    /// The app's virtual IPs (`address/prefix on interface`), nil or empty when it has none.
+    public var vips: [String]?
+    /// The app's SQLite replication on this node, if it has a `sqlite:` section.
+    public var replication: ReplicationStatus?
 
     /// Creates an app status.
     public init(
@@ -66,6 +77,7 @@ public struct AppStatus: Codable, Sendable, Hashable {
         case name, role, paused, priority, leader, token
         case backendRunning = "backend_running"
         case lastEvent = "last_event"
+        case vips, replication
     }
 }
 
@@ -93,5 +105,44 @@ public struct ControlReply: Codable, Sendable, Hashable {
     public init(ok: Bool, message: String) {
         self.ok = ok
         self.message = message
+    }
+}
+
+/// SQLite replication of one app on one node.
+public struct ReplicationStatus: Codable, Sendable, Hashable {
+    /// What the node does with the database.
+    public enum Role: String, Codable, Sendable, Hashable {
+        /// Active: the WAL is shipped from the database.
+        case shipping
+        /// Passive: the active node's records are applied to the replica.
+        case applying
+        /// Neither (starting, between roles, or stopped after an error).
+        case idle
+    }
+
+    public var role: Role
+    /// The last transaction id shipped (active) or applied (passive).
+    public var txid: UInt64?
+    /// Transactions the stream holds beyond the applied one (passive), when known.
+    public var lagTransactions: UInt64?
+    /// When the last applied transaction was committed on the active node (seconds since 1970).
+    public var lastCommitTime: Double?
+    /// The last replication error, if the latest attempt failed.
+    public var lastError: String?
+
+    /// Creates a replication status.
+    public init(role: Role, txid: UInt64? = nil, lagTransactions: UInt64? = nil, lastCommitTime: Double? = nil, lastError: String? = nil) {
+        self.role = role
+        self.txid = txid
+        self.lagTransactions = lagTransactions
+        self.lastCommitTime = lastCommitTime
+        self.lastError = lastError
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case role, txid
+        case lagTransactions = "lag_transactions"
+        case lastCommitTime = "last_commit_time"
+        case lastError = "last_error"
     }
 }

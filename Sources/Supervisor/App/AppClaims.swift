@@ -1,3 +1,5 @@
+import BatonCore
+
 /// The virtual IPs of one app on this node, as the app supervisor drives them. Every method
 /// must be safe to call in any order and more than once.
 public protocol AppAddresses: Sendable {
@@ -34,6 +36,8 @@ public protocol AppReplica: Sendable {
     func follow() async
     /// Failures while shipping that the replica could not recover from: each element is a reason.
     func failures() -> AsyncStream<String>
+    /// What the replica does now, for `batonctl status`.
+    func status() async -> ReplicationStatus
     /// Stops background work once the app is gone from the config or batond stops.
     func dispose() async
 }

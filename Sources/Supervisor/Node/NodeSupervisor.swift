@@ -5,13 +5,27 @@ import NATS
 /// Runs every app of a node's config: one ``AppSupervisor`` each, started, stopped and replaced
 /// as the config changes, and answers the control service.
 public actor NodeSupervisor: NodeController {
-    /// Creates the backend for an app.
-    public typealias BackendFactory = @Sendable (AppConfig) throws -> any AppBackend
+    /// What runs one app on this node: its backend, and its VIPs and replica when it has them.
+    public struct AppParts: Sendable {
+        public var backend: any AppBackend
+        public var addresses: (any AppAddresses)?
+        public var replica: (any AppReplica)?
+
+        /// Creates the parts of an app.
+        public init(backend: any AppBackend, addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil) {
+            self.backend = backend
+            self.addresses = addresses
+            self.replica = replica
+        }
+    }
+
+    /// Creates the parts of an app; throws with a clear reason when one cannot be set up.
+    public typealias AppPartsFactory = @Sendable (AppConfig) async throws -> AppParts
 
     private struct RunningApp {
         var config: AppConfig
         var supervisor: AppSupervisor
-        var backend: any AppBackend
+        var parts: AppParts
         var task: Task<Void, Never>
         var watcher: Task<Void, Never>
     }
@@ -19,19 +33,24 @@ public actor NodeSupervisor: NodeController {
     public nonisolated let instance: String
     private var config: BatonConfig
     private let client: NATSClient
-    private let makeBackend: BackendFactory
+    private let makeParts: AppPartsFactory
+    private let systemdUnit: String?
     private let logger: Logger
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
 
-    /// Creates a node supervisor; ``start()`` runs the apps.
-    public init(config: BatonConfig, client: NATSClient, instance: String, logger: Logger, makeBackend: @escaping BackendFactory) {
+    /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
+    /// runs in (nil when not under systemd), for the status.
+    public init(
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, logger: Logger, makeParts: @escaping AppPartsFactory
+    ) {
         self.config = config
         self.client = client
         self.instance = instance
+        self.systemdUnit = systemdUnit
         self.logger = logger
-        self.makeBackend = makeBackend
+        self.makeParts = makeParts
     }
 
     /// The config in force.
@@ -75,21 +94,24 @@ public actor NodeSupervisor: NodeController {
     private func startApp(_ app: AppConfig) async {
         do {
             let store = try await openStore(app)
-            let backend = try makeBackend(app)
+            let parts = try await makeParts(app)
             let stopTimeout: Duration
-            if case .process(let process) = app.backend { stopTimeout = process.stopTimeout + .seconds(2) } else { stopTimeout = .seconds(30) }
+            if case .process(let process) = app.backend { stopTimeout = process.stopTimeout + .seconds(2) } else { stopTimeout = .seconds(100) }
             let configuration = AppLifecycle.Configuration(
                 node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
+                hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil,
                 stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app))
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
-            let supervisor = AppSupervisor(app: app.name, configuration: configuration, paused: app.paused, store: store, backend: backend, client: client, logger: appLogger)
+            let supervisor = AppSupervisor(
+                app: app.name, configuration: configuration, paused: app.paused, store: store, backend: parts.backend,
+                addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let watcher = Task { [weak self] in
                 for await notification in notifications { await self?.record(app.name, notification) }
             }
             let task = Task { await supervisor.run() }
-            apps[app.name] = RunningApp(config: app, supervisor: supervisor, backend: backend, task: task, watcher: watcher)
+            apps[app.name] = RunningApp(config: app, supervisor: supervisor, parts: parts, task: task, watcher: watcher)
             lastEvents[app.name] = "started (passive)"
         } catch {
             logger.error("cannot run app", metadata: ["app": "\(app.name)", "error": "\(error)"])
@@ -120,7 +142,9 @@ public actor NodeSupervisor: NodeController {
         running.task.cancel()
         await running.task.value
         running.watcher.cancel()
-        await running.backend.dispose()
+        await running.parts.backend.dispose()
+        await running.parts.addresses?.dispose()
+        await running.parts.replica?.dispose()
         backendRunning[name] = false
     }
 
@@ -175,12 +199,16 @@ public actor NodeSupervisor: NodeController {
             let held = await supervisor.heldLease
             let observed = await supervisor.observedLease
             let leader = held != nil ? config.node.id : observed?.holder.node
-            statuses.append(
-                AppStatus(
-                    name: app.name, role: AppStatus.Role(phase), paused: await supervisor.isPaused, priority: app.priority, leader: leader,
-                    token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false, lastEvent: lastEvents[app.name]))
+            var status = AppStatus(
+                name: app.name, role: AppStatus.Role(phase), paused: await supervisor.isPaused, priority: app.priority, leader: leader,
+                token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false, lastEvent: lastEvents[app.name])
+            status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
+            status.replication = await running.parts.replica?.status()
+            statuses.append(status)
         }
-        return NodeStatus(node: config.node.id, instance: instance, cluster: config.cluster, version: BatonVersion.current, natsConnected: client.isConnected, apps: statuses)
+        return NodeStatus(
+            node: config.node.id, instance: instance, cluster: config.cluster, version: BatonVersion.current, natsConnected: client.isConnected,
+            apps: statuses, systemdUnit: systemdUnit)
     }
 
     public func stepdown(app: String) async -> ControlReply {
