@@ -112,6 +112,8 @@ final class NamespaceThreadContext {
     /// Why the namespace could not be entered; every job fails with it.
     let namespaceError: NetlinkError?
     private var routeSocket: RouteSocket?
+    /// The AF_PACKET socket of ``packetSocket(interface:address:)``, or -1.
+    var packetDescriptor: Int32 = -1
 
     init(namespace: NetworkNamespace) {
         guard let path = namespace.path else {
@@ -152,5 +154,7 @@ final class NamespaceThreadContext {
     func close() {
         routeSocket?.close()
         routeSocket = nil
+        if packetDescriptor >= 0 { Glibc.close(packetDescriptor) }
+        packetDescriptor = -1
     }
 }
