@@ -129,8 +129,9 @@ enum RouteMessages {
         if status >= MNL_CB_OK { return .messages(collector.messages, finished: false) }
         if status == MNL_CB_STOP { return .messages(collector.messages, finished: true) }
         switch code {
-        case ESRCH: return .malformed("a reply with another sequence number than the request's")
-        case EPROTO: return .malformed("a reply for another netlink port")
+        // libmnl's codes: ESRCH for another port id, EPROTO for another sequence number.
+        case ESRCH: return .malformed("a reply for another netlink port")
+        case EPROTO: return .malformed("a reply with another sequence number than the request's")
         case EBADMSG: return .malformed("a truncated or malformed netlink message")
         case EINTR: return .interrupted
         case 0: return .malformed("libmnl failed without an errno")

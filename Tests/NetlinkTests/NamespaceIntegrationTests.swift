@@ -51,9 +51,10 @@ struct NamespaceIntegrationTests {
             let entry = try #require(try await manager.addresses(on: interface).first { $0.vip == vip })
             #expect(!entry.isTentative)
             #expect(entry.label == nil)
-            let shown = try await lab.ip(["-n", lab.hostNamespace, "-6", "addr", "show", "dev", interface])
-            #expect(shown.contains("inet6 2001:db8:77::100/64 "))
-            #expect(!shown.contains("tentative"))
+            let shown = try await lab.ip(["-n", lab.hostNamespace, "-6", "-o", "addr", "show", "dev", interface])
+            let line = try #require(shown.split(separator: "\n").first { $0.contains("inet6 2001:db8:77::100/64 ") })
+            #expect(line.contains("nodad"))
+            #expect(!line.contains("tentative"))
 
             #expect(try await manager.remove(vip, from: interface) == .removed)
             #expect(try await manager.remove(vip, from: interface) == .absent)
@@ -66,14 +67,16 @@ struct NamespaceIntegrationTests {
         try await NamespaceLab.with { lab in
             let manager = VIPAddressManager(namespace: .named(lab.hostNamespace), logger: Self.logger)
             let interface = lab.hostInterface
-            #expect(try await manager.add(try VIPAddress("10.77.0.100/24"), to: interface) == .added)
-            let error = await #expect(throws: NetlinkError.self) {
-                try await manager.add(try VIPAddress("10.77.0.100/32"), to: interface)
+            let subnetVIP = try VIPAddress("10.77.0.100/24")
+            let hostVIP = try VIPAddress("10.77.0.100/32")
+            #expect(try await manager.add(subnetVIP, to: interface) == .added)
+            let conflict = await #expect(throws: NetlinkError.self) {
+                try await manager.add(hostVIP, to: interface)
             }
-            #expect(error?.kind == .conflictingPrefixLength)
-            #expect(error?.description == "cannot add 10.77.0.100/32 to \(interface): 10.77.0.100 is already on \(interface) as 10.77.0.100/24")
-            #expect(try await manager.remove(try VIPAddress("10.77.0.100/32"), from: interface) == .absent)
-            #expect(try await manager.contains(try VIPAddress("10.77.0.100/24"), on: interface))
+            #expect(conflict?.kind == .conflictingPrefixLength)
+            #expect(conflict?.description == "cannot add 10.77.0.100/32 to \(interface): 10.77.0.100 is already on \(interface) as 10.77.0.100/24")
+            #expect(try await manager.remove(hostVIP, from: interface) == .absent)
+            #expect(try await manager.contains(subnetVIP, on: interface))
         }
     }
 
@@ -136,7 +139,8 @@ struct NamespaceIntegrationTests {
             try await announcer.announce(vip, on: lab.hostInterface, burst: AnnouncementBurst(count: 2, interval: .milliseconds(50)))
 
             let learned = try await lab.eventually { try await lab.peerNeighbour("10.77.0.100") == hostMAC }
-            #expect(learned, "peer still has \(String(describing: try await lab.peerNeighbour("10.77.0.100"))), expected \(hostMAC)")
+            let entry = try await lab.peerNeighbour("10.77.0.100")
+            #expect(learned, "peer has \(entry ?? "no entry") for the VIP, expected \(hostMAC)")
         }
     }
 
@@ -159,7 +163,8 @@ struct NamespaceIntegrationTests {
             // The kernel drops an NA with a wrong checksum or hop limit, so learning the MAC
             // also checks those.
             let learned = try await lab.eventually { try await lab.peerNeighbour("2001:db8:77::100") == hostMAC }
-            #expect(learned, "peer still has \(String(describing: try await lab.peerNeighbour("2001:db8:77::100"))), expected \(hostMAC)")
+            let entry = try await lab.peerNeighbour("2001:db8:77::100")
+            #expect(learned, "peer has \(entry ?? "no entry") for the VIP, expected \(hostMAC)")
         }
     }
 }

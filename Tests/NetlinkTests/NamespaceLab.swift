@@ -70,6 +70,19 @@ struct NamespaceLab: Sendable {
         try await ip(["-n", peerNamespace, "addr", "add", "10.77.0.2/24", "dev", peerInterface])
         try await ip(["-n", hostNamespace, "link", "set", hostInterface, "up"])
         try await ip(["-n", peerNamespace, "link", "set", peerInterface, "up"])
+        // Frames sent before the kernel's link watch has activated the queueing discipline
+        // ("qdisc noop") are dropped; wait until both ends are operationally up.
+        for (namespace, interface) in [(hostNamespace, hostInterface), (peerNamespace, peerInterface)] {
+            let ready = try await eventually {
+                let shown = try await ip(["-n", namespace, "-o", "link", "show", "dev", interface])
+                return shown.contains("state UP") && !shown.contains("qdisc noop")
+            }
+            guard ready else {
+                throw IPCommandFailed(
+                    arguments: ["-n", namespace, "link", "show", "dev", interface],
+                    result: IPCommandResult(status: 0, stdout: "", stderr: "not operationally up within 5 s"))
+            }
+        }
     }
 
     /// Deletes both namespaces (which deletes the veth pair). Never throws: a namespace that is
