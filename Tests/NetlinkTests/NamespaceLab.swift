@@ -33,7 +33,7 @@ struct NamespaceLab: Sendable {
         guard geteuid() == 0 else {
             try Integration.missingPrerequisite(MissingPrerequisite(
                 name: "root", reason: "network namespace tests create namespaces and veth pairs",
-                remedy: "run the tests as root (sudo swift test --filter NetlinkTests)"))
+                remedy: "running the tests as root, e.g. `sudo swift test --filter NetlinkTests`"))
         }
         let ipPath = try Integration.requireExecutable("ip", remedy: "`apt-get install iproute2`")
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
