@@ -83,6 +83,7 @@ final class NamespaceThread: @unchecked Sendable {
     }
 
     private func main(namespace: NetworkNamespace, name: String) {
+        cbn_set_thread_name(name)
         let context = NamespaceThreadContext(namespace: namespace)
         while true {
             pthread_mutex_lock(mutex)

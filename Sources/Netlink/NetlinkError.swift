@@ -30,7 +30,8 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
         case namespaceUnavailable
         /// The interface cannot send announcements (no Ethernet address).
         case unsupportedInterface
-        /// Any other error the kernel returned; ``NetlinkError/errno`` holds it.
+        /// Any other error the kernel returned (``NetlinkError/errno`` holds it), or no reply
+        /// within the timeout.
         case kernel
         /// The kernel's reply could not be understood (truncated, wrong sequence, bad attribute).
         case malformedReply

@@ -73,7 +73,7 @@ final class RouteSocket {
                 if code == EINTR { continue }
                 if code == EAGAIN || code == EWOULDBLOCK {
                     var error = describe(code)
-                    error.kind = .malformedReply
+                    error.kind = .kernel
                     error.errno = nil
                     error.reason = "no reply from the kernel within \(Self.replyTimeoutMilliseconds) ms"
                     throw error

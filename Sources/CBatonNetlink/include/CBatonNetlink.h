@@ -24,4 +24,7 @@ long cbn_packet_send(int fd, int ifindex, const uint8_t *destination,
 /// Sets SO_RCVTIMEO on `fd` to `milliseconds`. Returns 0, or -1 with errno set.
 int cbn_set_receive_timeout(int fd, int milliseconds);
 
+/// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
+void cbn_set_thread_name(const char *name);
+
 #endif
