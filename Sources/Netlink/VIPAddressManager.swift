@@ -69,8 +69,8 @@ public final class VIPAddressManager: Sendable {
     /// Adds `vip` to `interface` unless it is already there.
     ///
     /// - Parameter label: an IPv4 label, such as `eth0:web`. The kernel shows it in place of the
-    ///   interface name; it must be the interface name itself or the interface name followed by
-    ///   `:` and more, 15 bytes at most. IPv6 addresses have no labels.
+    ///   interface name; it must start with the interface name (by convention followed by `:`)
+    ///   and be 15 bytes at most, as the config check requires. IPv6 addresses have no labels.
     /// - Returns: ``AddressChange/added`` or ``AddressChange/alreadyPresent``.
     /// - Throws: ``NetlinkError``: ``NetlinkError/Kind/invalidInterfaceName``,
     ///   ``NetlinkError/Kind/invalidLabel``, ``NetlinkError/Kind/unknownInterface``,
@@ -271,8 +271,8 @@ enum InterfaceNames {
         if label.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 }) {
             return "label \(quoted(label)) contains whitespace or control characters"
         }
-        guard label == interface || label.hasPrefix(interface + ":") else {
-            return "label \(quoted(label)) must be the interface name or start with \(quoted(interface + ":"))"
+        guard label.hasPrefix(interface) else {
+            return "label \(quoted(label)) must start with the interface name \(quoted(interface)), like \(quoted(interface + ":vip"))"
         }
         return nil
     }

@@ -9,7 +9,7 @@ import Musl
 
 /// How many announcements a burst sends and how far apart.
 public struct AnnouncementBurst: Sendable, Hashable, CustomStringConvertible {
-    /// Announcements in the burst, at least 1.
+    /// Announcements in the burst; 0 sends none (the config's `announce.count: 0`).
     public var count: Int
     /// The pause between two announcements of the burst.
     public var interval: Duration
@@ -21,9 +21,9 @@ public struct AnnouncementBurst: Sendable, Hashable, CustomStringConvertible {
     /// One announcement, for periodic refresh.
     public static let single = AnnouncementBurst(count: 1, interval: .zero)
 
-    /// - Precondition: `count >= 1` and `interval >= .zero`.
+    /// - Precondition: `count >= 0` and `interval >= .zero`.
     public init(count: Int, interval: Duration) {
-        precondition(count >= 1, "an announcement burst sends at least one announcement")
+        precondition(count >= 0, "an announcement burst cannot send a negative number of announcements")
         precondition(interval >= .zero, "an announcement interval cannot be negative")
         self.count = count
         self.interval = interval
@@ -80,6 +80,7 @@ public final class VIPAnnouncer: Sendable {
     ///   cancelled between two announcements.
     public func announce(_ vip: VIPAddress, on interface: String, burst: AnnouncementBurst = .default) async throws {
         let address = vip.address.description
+        if burst.count == 0 { return }
         if let reason = InterfaceNames.check(interface) {
             throw NetlinkError(.invalidInterfaceName, operation: .announce, interface: interface, address: address, reason: reason)
         }
@@ -129,6 +130,27 @@ public final class VIPAnnouncer: Sendable {
                 "vip": "\(vip.address)", "interface": "\(interface)", "count": "\(burst.count)",
                 "kind": "\(vip.family == .ipv4 ? "gratuitous ARP" : "unsolicited NA")",
             ])
+    }
+
+    /// Sends one announcement of `vip` every `period` until the task is cancelled, for the
+    /// config's `announce.refresh`. A failed announcement is logged as a warning and tried again
+    /// at the next period: it does not end the loop. Returns when the task is cancelled.
+    ///
+    /// - Precondition: `period > .zero`.
+    public func refresh(_ vip: VIPAddress, on interface: String, every period: Duration) async {
+        precondition(period > .zero, "a refresh period must be positive")
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: period)
+                try await announce(vip, on: interface, burst: .single)
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning(
+                    "refreshing the announcement of a virtual IP failed",
+                    metadata: ["vip": "\(vip.address)", "interface": "\(interface)", "error": "\(error)"])
+            }
+        }
     }
 }
 

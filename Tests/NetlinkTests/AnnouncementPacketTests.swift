@@ -68,5 +68,6 @@ struct AnnouncementPacketTests {
     func defaultBurst() {
         #expect(AnnouncementBurst.default == AnnouncementBurst(count: 5, interval: .milliseconds(200)))
         #expect(AnnouncementBurst.single.count == 1)
+        #expect(AnnouncementBurst(count: 0, interval: .zero).count == 0, "announce.count: 0 sends none")
     }
 }

@@ -120,7 +120,7 @@ struct NamespaceIntegrationTests {
         }
     }
 
-    @Test("a gratuitous ARP moves the peer's neighbour entry for the VIP to the announcer's MAC")
+    @Test("a gratuitous ARP (a burst, then a periodic refresh) moves the peer's neighbour entry for the VIP to the announcer's MAC")
     func gratuitousARPIsLearned() async throws {
         try await NamespaceLab.with { lab in
             let vip = try VIPAddress("10.77.0.100/24")
@@ -141,6 +141,18 @@ struct NamespaceIntegrationTests {
             let learned = try await lab.eventually { try await lab.peerNeighbour("10.77.0.100") == hostMAC }
             let entry = try await lab.peerNeighbour("10.77.0.100")
             #expect(learned, "peer has \(entry ?? "no entry") for the VIP, expected \(hostMAC)")
+
+            // The peer is misled again; a periodic refresh corrects it.
+            try await lab.ip([
+                "-n", lab.peerNamespace, "neigh", "replace", "10.77.0.100", "lladdr", "02:00:00:00:00:98",
+                "dev", lab.peerInterface, "nud", "stale",
+            ])
+            #expect(try await lab.peerNeighbour("10.77.0.100") == "02:00:00:00:00:98")
+            let refresh = Task { await announcer.refresh(vip, on: lab.hostInterface, every: .milliseconds(100)) }
+            let relearned = try await lab.eventually { try await lab.peerNeighbour("10.77.0.100") == hostMAC }
+            refresh.cancel()
+            await refresh.value
+            #expect(relearned, "the refresh did not restore the peer's entry")
         }
     }
 

@@ -112,16 +112,16 @@ struct VIPAddressTests {
         #expect(InterfaceNames.check("..") == "\"..\" cannot be an interface name")
     }
 
-    @Test("IPv4 labels are the interface name, optionally followed by a colon and more")
+    @Test("IPv4 labels start with the interface name and fit in 15 bytes")
     func labels() {
         #expect(InterfaceNames.checkLabel("eth0", interface: "eth0", family: .ipv4) == nil)
         #expect(InterfaceNames.checkLabel("eth0:web", interface: "eth0", family: .ipv4) == nil)
         #expect(
             InterfaceNames.checkLabel("eth1:web", interface: "eth0", family: .ipv4)
-                == "label \"eth1:web\" must be the interface name or start with \"eth0:\"")
+                == "label \"eth1:web\" must start with the interface name \"eth0\", like \"eth0:vip\"")
         #expect(
-            InterfaceNames.checkLabel("eth0web", interface: "eth0", family: .ipv4)
-                == "label \"eth0web\" must be the interface name or start with \"eth0:\"")
+            InterfaceNames.checkLabel("web", interface: "eth0", family: .ipv4)
+                == "label \"web\" must start with the interface name \"eth0\", like \"eth0:vip\"")
         #expect(
             InterfaceNames.checkLabel("eth0:a-long-label", interface: "eth0", family: .ipv4)
                 == "label \"eth0:a-long-label\" is longer than 15 bytes")
