@@ -10,9 +10,9 @@ import Musl
 /// How many announcements a burst sends and how far apart.
 public struct AnnouncementBurst: Sendable, Hashable, CustomStringConvertible {
     /// Announcements in the burst; 0 sends none (the config's `announce.count: 0`).
-    public var count: Int
+    public let count: Int
     /// The pause between two announcements of the burst.
-    public var interval: Duration
+    public let interval: Duration
 
     /// 5 announcements, 200 ms apart: a neighbour that misses one (a busy switch, a lost frame)
     /// still learns the new owner within a second.
