@@ -128,6 +128,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .systemLibrary(
+            name: "CMnl",
+            path: "Sources/CMnl",
+            pkgConfig: "libmnl",
+            providers: [.apt(["libmnl-dev"])]
+        ),
+        .target(
+            name: "CBatonNetlink",
+            path: "Sources/CBatonNetlink"
+        ),
+        .target(
+            name: "Netlink",
+            dependencies: [
+                "CMnl",
+                "CBatonNetlink",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "NetlinkTests",
+            dependencies: [
+                "Netlink",
+                "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
