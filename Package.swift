@@ -44,6 +44,7 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 "NATS",
+                "Netlink",
                 "FenceKeeper",
                 "CBatonProcess",
                 .product(name: "Logging", package: "swift-log"),
@@ -114,7 +115,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "baton-fence-keeper",
-            dependencies: ["FenceKeeper", "CBatonProcess"]
+            dependencies: ["FenceKeeper", "CBatonProcess", "Netlink", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "FenceKeeperTests",

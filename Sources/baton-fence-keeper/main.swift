@@ -17,16 +17,21 @@ import Musl
 #endif
 
 let usage = """
-    usage: baton-fence-keeper [--parent PID] [--app NAME]
+    usage: baton-fence-keeper [--parent PID] [--app NAME] [--release-address ADDRESS/PREFIX@INTERFACE]...
+                              [--release-unit BUS@UNIT]...
 
     Started by batond, one per app; reads commands on stdin and writes reports on stdout
     (see the FenceKeeper module for the protocol). --parent is batond's pid (default: the
-    parent at start); --app only names the app in diagnostics.
+    parent at start); --app only names the app in diagnostics. When the armed deadline passes
+    or batond goes away, the keeper kills the backend's processes and also removes each
+    --release-address (a VIP) and kills and stops each --release-unit (BUS: system, user or a
+    D-Bus address).
     """
 
 struct Options {
     var parent: pid_t?
     var app = "?"
+    var claims = FenceKeeperClaims()
 }
 
 @MainActor func parseOptions() -> Options {
@@ -40,6 +45,16 @@ struct Options {
         case "--app":
             guard let value = arguments.popFirst() else { fail("--app needs a name") }
             options.app = value
+        case "--release-address":
+            guard let value = arguments.popFirst(), let address = FenceKeeperClaims.parseAddress(value) else {
+                fail("--release-address needs ADDRESS/PREFIX@INTERFACE")
+            }
+            options.claims.addresses.append(address)
+        case "--release-unit":
+            guard let value = arguments.popFirst(), let unit = FenceKeeperClaims.parseUnit(value) else {
+                fail("--release-unit needs BUS@UNIT (BUS: system, user or a D-Bus address)")
+            }
+            options.claims.units.append(unit)
         case "--help", "-h":
             print(usage)
             exit(0)
@@ -159,8 +174,8 @@ func errnoText(_ code: Int32) -> String {
                 }
             case .killAll(let pid):
                 sweep(pid)
-            case .releaseClaims:
-                break  // KEEPER-CLAIMS: wired once the Netlink and Systemd modules land
+            case .releaseClaims(let reason):
+                claimReleaser.release(reason: reason)
             case .report(let report):
                 enqueue(report)
             case .exit:
@@ -552,6 +567,7 @@ extension Substring {
 // MARK: - Start
 
 let options = parseOptions()
+let claimReleaser = ClaimReleaser(claims: options.claims, app: options.app)
 diagnosticLabel = "baton-fence-keeper[\(options.app)]"
 let expectedParent = options.parent ?? getppid()
 

@@ -16,7 +16,7 @@ func makeParts(_ app: AppConfig, config: BatonConfig, logger: Logger) async thro
     case .systemd(let systemd):
         throw BackendSetupError(description: "app \(app.name): systemd backends (unit \(systemd.unit)) are not supported by this build yet; use a process backend")
     }
-    let addresses: (any AppAddresses)? = nil // VIPCLAIMS
+    let addresses: (any AppAddresses)? = app.vips.isEmpty ? nil : try VIPClaims(app: app.name, vips: app.vips, logger: logger)
     if app.sqlite != nil {
         throw BackendSetupError(description: "app \(app.name): sqlite replication is not supported by this build yet")
     }

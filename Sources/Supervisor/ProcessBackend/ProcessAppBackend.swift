@@ -1,4 +1,5 @@
 import BatonCore
+import FenceKeeper
 import Logging
 
 /// An app backend made of a child process (run through the fence keeper), its restart policy
@@ -18,7 +19,9 @@ public actor ProcessAppBackend: AppBackend {
 
     /// Creates the backend of `app` on `node`.
     public init(app: AppConfig, node: String, process config: ProcessBackendConfig, keeperPath: String? = nil, logger: Logger) {
-        self.process = ProcessBackend(configuration: .init(app: app.name, node: node, process: config, keeperPath: keeperPath), logger: logger)
+        self.process = ProcessBackend(
+            configuration: .init(app: app.name, node: node, process: config, keeperPath: keeperPath, claims: FenceKeeperClaims(app: app)),
+            logger: logger)
         self.health = app.health
         self.prober = app.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
         self.restarts = RestartTracker(policy: config.restart)
@@ -142,4 +145,13 @@ public actor ProcessAppBackend: AppBackend {
 public struct HealthCheckFailed: Error, CustomStringConvertible {
     public var reason: String
     public var description: String { "health check failed: \(reason)" }
+}
+
+extension FenceKeeperClaims {
+    /// The claims of `app` a fence keeper releases: its VIPs, and its unit for a systemd backend.
+    public init(app: AppConfig) {
+        var units: [Unit] = []
+        if case .systemd(let systemd) = app.backend { units.append(Unit(name: systemd.unit, bus: systemd.bus.rawValue)) }
+        self.init(addresses: app.vips.map { Address(cidr: $0.cidr, interface: $0.interface) }, units: units)
+    }
 }

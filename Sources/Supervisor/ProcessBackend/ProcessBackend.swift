@@ -39,11 +39,14 @@ public actor ProcessBackend {
         public var inheritEnvironment: Bool
         /// Longest logged output line, in bytes; longer lines are logged in pieces.
         public var maxLogLineLength: Int
+        /// What the keeper removes besides the process group when the deadline passes or
+        /// batond goes away (the app's VIPs).
+        public var claims: FenceKeeperClaims
 
         /// Creates a configuration.
         public init(
             app: String, node: String, process: ProcessBackendConfig, keeperPath: String? = nil, inheritEnvironment: Bool = true,
-            maxLogLineLength: Int = 4096
+            maxLogLineLength: Int = 4096, claims: FenceKeeperClaims = FenceKeeperClaims()
         ) {
             self.app = app
             self.node = node
@@ -51,6 +54,7 @@ public actor ProcessBackend {
             self.keeperPath = keeperPath
             self.inheritEnvironment = inheritEnvironment
             self.maxLogLineLength = maxLogLineLength
+            self.claims = claims
         }
     }
 
@@ -368,7 +372,8 @@ public actor ProcessBackend {
     private func keeperLaunch() throws -> KeeperLaunch {
         if let keeperLaunchOverride { return keeperLaunchOverride }
         let path = try FenceKeeperLocator.locate(explicitPath: configuration.keeperPath)
-        return KeeperLaunch(executable: path, arguments: [path, "--parent", "\(getpid())", "--app", configuration.app])
+        return KeeperLaunch(
+            executable: path, arguments: [path, "--parent", "\(getpid())", "--app", configuration.app] + configuration.claims.keeperArguments)
     }
 
     private func receive(_ report: KeeperReport, keeperID: Int) {

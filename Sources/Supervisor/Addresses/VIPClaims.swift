@@ -1,0 +1,196 @@
+import BatonCore
+import Logging
+import Netlink
+
+/// The virtual IPs of one app on this node, over netlink: added and announced when the node
+/// becomes active, removed when it becomes passive or is fenced, and reconciled in between
+/// (a VIP removed from outside while active is added and announced again; a VIP present while
+/// passive, for example left behind by a batond that crashed, is removed).
+public actor VIPClaims: AppAddresses {
+    /// One configured VIP, parsed for netlink.
+    struct Claim: Sendable {
+        var vip: VIPAddress
+        var config: VIPConfig
+    }
+
+    private enum Mode: Equatable {
+        case passive
+        case active(token: UInt64)
+    }
+
+    private let app: String
+    private let claims: [Claim]
+    private let manager: VIPAddressManager
+    private let announcer: VIPAnnouncer
+    private let reconcileInterval: Duration
+    private let logger: Logger
+    private var mode: Mode = .passive
+    private var reconciler: Task<Void, Never>?
+    private var announcements: [Task<Void, Never>] = []
+    private let failureStream: AsyncStream<String>
+    private let failureContinuation: AsyncStream<String>.Continuation
+
+    /// Creates the claims of `app`; nothing changes on the host until the first call.
+    ///
+    /// - Parameters:
+    ///   - namespace: the network namespace the interfaces are in (the process's own by default).
+    ///   - reconcileInterval: how often the VIPs are checked against what the node should hold.
+    /// - Throws: when a configured address is not a VIP netlink accepts.
+    public init(
+        app: String, vips: [VIPConfig], namespace: NetworkNamespace = .current, reconcileInterval: Duration = .seconds(1), logger: Logger
+    ) throws {
+        var logger = logger
+        logger[metadataKey: "app"] = "\(app)"
+        self.app = app
+        self.claims = try vips.map { config in Claim(vip: try VIPAddress(config.cidr), config: config) }
+        self.manager = VIPAddressManager(namespace: namespace, logger: logger)
+        self.announcer = VIPAnnouncer(namespace: namespace, logger: logger)
+        self.reconcileInterval = reconcileInterval
+        self.logger = logger
+        (failureStream, failureContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
+    }
+
+    public nonisolated func failures() -> AsyncStream<String> { failureStream }
+
+    public func claim(token: UInt64) async throws {
+        mode = .active(token: token)
+        startReconciling()
+        for claim in claims {
+            let change = try await manager.add(claim.vip, to: claim.config.interface, label: claim.config.label)
+            logger.notice("virtual IP claimed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "change": "\(change)", "epoch": "\(token)"])
+            announce(claim)
+            if claim.config.announce.refresh > .zero {
+                let announcer = self.announcer
+                announcements.append(Task { await announcer.refresh(claim.vip, on: claim.config.interface, every: claim.config.announce.refresh) })
+            }
+        }
+    }
+
+    public func release() async throws {
+        mode = .passive
+        stopAnnouncing()
+        var firstError: (any Error)?
+        for claim in claims {
+            do {
+                let change = try await manager.remove(claim.vip, from: claim.config.interface)
+                logger.info("virtual IP released", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "change": "\(change)"])
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        if let firstError { throw firstError }
+    }
+
+    public func fence() async {
+        mode = .passive
+        stopAnnouncing()
+        await removeAll(reason: "fenced")
+    }
+
+    public func enterPassive() async {
+        mode = .passive
+        stopAnnouncing()
+        startReconciling()
+        await removeAll(reason: "this node does not hold the lease")
+    }
+
+    public func dispose() async {
+        reconciler?.cancel()
+        reconciler = nil
+        stopAnnouncing()
+        failureContinuation.finish()
+        manager.shutdown()
+        announcer.shutdown()
+    }
+
+    // MARK: - Reconcile
+
+    private func startReconciling() {
+        guard reconciler == nil else { return }
+        let interval = reconcileInterval
+        reconciler = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { return }
+                await self?.reconcile()
+            }
+        }
+    }
+
+    private func reconcile() async {
+        let expected = mode
+        for claim in claims {
+            let present: Bool
+            do {
+                present = try await manager.contains(claim.vip, on: claim.config.interface)
+            } catch {
+                if mode == expected, case .active = expected { report("cannot check \(claim.vip) on \(claim.config.interface): \(error)") }
+                continue
+            }
+            // The mode may have changed while the dump ran: judge with the current one.
+            switch mode {
+            case .active(let token) where !present:
+                logger.warning("virtual IP was removed from outside; adding it again", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
+                do {
+                    try await manager.add(claim.vip, to: claim.config.interface, label: claim.config.label)
+                    guard mode == .active(token: token) else { continue }
+                    announce(claim)
+                } catch {
+                    report("cannot add \(claim.vip) to \(claim.config.interface) again: \(error)")
+                }
+            case .passive where present:
+                logger.warning("removing a virtual IP this node does not own", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
+                do {
+                    try await manager.remove(claim.vip, from: claim.config.interface)
+                } catch {
+                    logger.error("cannot remove a virtual IP this node does not own", metadata: ["vip": "\(claim.vip)", "error": "\(error)"])
+                }
+            case .active, .passive:
+                break
+            }
+        }
+    }
+
+    private func report(_ reason: String) {
+        logger.error("virtual IP failure", metadata: ["reason": "\(reason)"])
+        failureContinuation.yield(reason)
+    }
+
+    // MARK: - Helpers
+
+    private func announce(_ claim: Claim) {
+        let settings = claim.config.announce
+        guard settings.count > 0 else { return }
+        let shape = AnnouncementBurst(count: settings.count, interval: settings.interval)
+        let announcer = self.announcer
+        let logger = self.logger
+        announcements.removeAll { $0.isCancelled }
+        announcements.append(Task {
+            do {
+                try await announcer.announce(claim.vip, on: claim.config.interface, burst: shape)
+            } catch is CancellationError {
+            } catch {
+                // Neighbours learn the move later (on their next ARP/ND); the VIP itself works.
+                logger.warning("cannot announce virtual IP", metadata: ["vip": "\(claim.vip)", "error": "\(error)"])
+            }
+        })
+    }
+
+    private func stopAnnouncing() {
+        for task in announcements { task.cancel() }
+        announcements.removeAll()
+    }
+
+    private func removeAll(reason: String) async {
+        for claim in claims {
+            do {
+                let change = try await manager.remove(claim.vip, from: claim.config.interface)
+                if change == .removed {
+                    logger.warning("virtual IP removed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "reason": "\(reason)"])
+                }
+            } catch {
+                logger.error("cannot remove virtual IP", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "error": "\(error)"])
+            }
+        }
+    }
+}
