@@ -128,6 +128,34 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .systemLibrary(
+            name: "CSystemd",
+            path: "Sources/CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(
+            name: "Systemd",
+            dependencies: [
+                "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "SystemdTestSupport",
+            dependencies: [
+                "Systemd", "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/SystemdTestSupport"
+        ),
+        .testTarget(
+            name: "SystemdTests",
+            dependencies: [
+                "Systemd", "SystemdTestSupport", "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
