@@ -239,8 +239,8 @@ private final class SystemdLaunch: @unchecked Sendable {
         let busPath = "\(runtimeDirectory)/bus"
         var lastError = "bus socket \(busPath) not there yet"
         while clock.now < deadline {
-            if let status = exited.status {
-                throw SystemdFixtureError.exitedEarly(status: status, logTail: tail())
+            if hasExited {
+                throw SystemdFixtureError.exitedEarly(status: exited.status ?? -1, logTail: tail())
             }
             if FileManager.default.fileExists(atPath: busPath) {
                 do {
@@ -262,6 +262,18 @@ private final class SystemdLaunch: @unchecked Sendable {
         throw SystemdFixtureError.notReady(timeout: timeout, lastError: lastError, logTail: tail())
     }
 
+    /// Whether the launcher (by then systemd) has exited. Read from /proc rather than from
+    /// Process's termination handler, which was seen not to fire in the multithreaded test
+    /// process (the zombie stayed unreaped): a zombie or a vanished pid counts as exited.
+    var hasExited: Bool {
+        if exited.status != nil { return true }
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return true }
+        let state = stat[close...].dropFirst().drop { $0 == " " }.first
+        return state == "Z" || state == "X"
+    }
+
     func tail() -> String {
         let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").suffix(40).joined(separator: "\n")
@@ -271,9 +283,9 @@ private final class SystemdLaunch: @unchecked Sendable {
     /// bounded wait everything still in the cgroup (dbus-daemon, stragglers) gets SIGKILL.
     func tearDown() async {
         let pid = process.processIdentifier
-        if exited.status == nil { kill(pid, SIGTERM) }
+        if !hasExited { kill(pid, SIGTERM) }
         await waitForExit(timeout: .seconds(15))
-        if exited.status == nil {
+        if !hasExited {
             kill(pid, SIGKILL)
             await waitForExit(timeout: .seconds(5))
         }
@@ -289,7 +301,7 @@ private final class SystemdLaunch: @unchecked Sendable {
     private func waitForExit(timeout: Duration) async {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        while exited.status == nil, clock.now < deadline {
+        while !hasExited, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
