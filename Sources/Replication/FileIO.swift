@@ -14,14 +14,14 @@ enum FileIO {
         ReplicationError(.io, "\(operation) \(path): \(String(cString: strerror(code)))")
     }
 
-    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(ReplicationError) -> Int32 {
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         guard fd >= 0 else { throw failure("cannot open", path) }
         return fd
     }
 
     /// Opens for reading; nil when the file does not exist.
-    static func openIfExists(_ path: String) throws(ReplicationError) -> Int32? {
+    static func openIfExists(_ path: String) throws -> Int32? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return nil }
@@ -30,14 +30,14 @@ enum FileIO {
         return fd
     }
 
-    static func size(_ fd: Int32, path: String) throws(ReplicationError) -> Int {
+    static func size(_ fd: Int32, path: String) throws -> Int {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw failure("cannot stat", path) }
         return Int(info.st_size)
     }
 
     /// Reads up to `count` bytes at `offset` (fewer only at the end of the file).
-    static func pread(_ fd: Int32, count: Int, offset: Int, path: String) throws(ReplicationError) -> [UInt8] {
+    static func pread(_ fd: Int32, count: Int, offset: Int, path: String) throws -> [UInt8] {
         guard count > 0 else { return [] }
         var buffer = [UInt8](repeating: 0, count: count)
         var done = 0
@@ -59,7 +59,7 @@ enum FileIO {
         return buffer
     }
 
-    static func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: Int, path: String) throws(ReplicationError) {
+    static func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: Int, path: String) throws {
         var done = 0
         while done < bytes.count {
             let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
@@ -69,32 +69,32 @@ enum FileIO {
         }
     }
 
-    static func truncate(_ fd: Int32, size: Int, path: String) throws(ReplicationError) {
+    static func truncate(_ fd: Int32, size: Int, path: String) throws {
         guard ftruncate(fd, off_t(size)) == 0 else { throw failure("cannot truncate", path) }
     }
 
-    static func fsync(_ fd: Int32, path: String) throws(ReplicationError) {
+    static func fsync(_ fd: Int32, path: String) throws {
         guard Glibc.fsync(fd) == 0 else { throw failure("cannot fsync", path) }
     }
 
-    static func fsyncDirectory(of path: String) throws(ReplicationError) {
+    static func fsyncDirectory(of path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let fd = try open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY)
         defer { close(fd) }
         try fsync(fd, path: directory)
     }
 
-    static func rename(_ from: String, _ to: String) throws(ReplicationError) {
+    static func rename(_ from: String, _ to: String) throws {
         guard Glibc.rename(from, to) == 0 else { throw failure("cannot rename \(from) to", to) }
     }
 
-    static func removeIfExists(_ path: String) throws(ReplicationError) {
+    static func removeIfExists(_ path: String) throws {
         if unlink(path) != 0, errno != ENOENT { throw failure("cannot remove", path) }
     }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    static func makeDirectory(_ path: String) throws(ReplicationError) {
+    static func makeDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
@@ -103,11 +103,11 @@ enum FileIO {
     }
 
     /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws(ReplicationError) {
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let temporary = "\(path).tmp"
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
         do {
-            try bytes.withUnsafeBytes { buffer throws(ReplicationError) in try pwrite(fd, buffer, offset: 0, path: temporary) }
+            try bytes.withUnsafeBytes { buffer throws in try pwrite(fd, buffer, offset: 0, path: temporary) }
             try fsync(fd, path: temporary)
         } catch {
             close(fd)
@@ -119,7 +119,7 @@ enum FileIO {
     }
 
     /// Copies a file (for moves across file systems), fsyncing the copy.
-    static func copy(_ from: String, to: String) throws(ReplicationError) {
+    static func copy(_ from: String, to: String) throws {
         let source = try open(from, O_RDONLY)
         defer { close(source) }
         let destination = try open(to, O_WRONLY | O_CREAT | O_TRUNC)
@@ -128,7 +128,7 @@ enum FileIO {
         while true {
             let chunk = try pread(source, count: 1 << 20, offset: offset, path: from)
             if chunk.isEmpty { break }
-            try chunk.withUnsafeBytes { buffer throws(ReplicationError) in try pwrite(destination, buffer, offset: offset, path: to) }
+            try chunk.withUnsafeBytes { buffer throws in try pwrite(destination, buffer, offset: offset, path: to) }
             offset += chunk.count
         }
         try fsync(destination, path: to)
@@ -136,7 +136,7 @@ enum FileIO {
 
     /// The checksum of a database file read page by page (pages up to `pageCount`; the
     /// lock-byte page counts as 0).
-    static func checksumOfFile(_ fd: Int32, path: String, pageSize: Int, pageCount: Int) throws(ReplicationError) -> DatabaseChecksum {
+    static func checksumOfFile(_ fd: Int32, path: String, pageSize: Int, pageCount: Int) throws -> DatabaseChecksum {
         var checksum = DatabaseChecksum(pageSize: pageSize)
         checksum.resize(to: pageCount)
         let pagesPerRead = max(1, (1 << 20) / pageSize)

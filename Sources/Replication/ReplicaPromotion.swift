@@ -89,7 +89,7 @@ public enum ReplicaPromotion {
 
     /// `PRAGMA quick_check` on a database file, opened immutable and read-only so nothing is
     /// written next to it.
-    static func quickCheck(_ path: String) throws(ReplicationError) {
+    static func quickCheck(_ path: String) throws {
         let database = try SQLiteDatabase(path: "file:\(path)?immutable=1", readOnly: true)
         let rows = try database.column("PRAGMA quick_check")
         guard rows == ["ok"] else {
@@ -99,7 +99,7 @@ public enum ReplicaPromotion {
 
     /// Moves the replica over the app's database atomically (rename, or copy + rename across
     /// file systems), after removing the old database's WAL, shared memory and journal.
-    static func moveIntoPlace(_ replica: String, _ database: String) throws(ReplicationError) {
+    static func moveIntoPlace(_ replica: String, _ database: String) throws {
         for suffix in ["-wal", "-shm", "-journal"] { try FileIO.removeIfExists(database + suffix) }
         try FileIO.makeDirectory((database as NSString).deletingLastPathComponent)
         if rename(replica, database) != 0 {

@@ -31,7 +31,7 @@ final class ReplicaStore: @unchecked Sendable {
 
     /// Reads the position and the replica's page hashes. A position without a replica file (or
     /// one that cannot be read) is dropped: the applier then restores a snapshot.
-    func load() throws(ReplicationError) {
+    func load() throws {
         try FileIO.makeDirectory((replicaPath as NSString).deletingLastPathComponent)
         position = nil
         checksum = nil
@@ -52,12 +52,12 @@ final class ReplicaStore: @unchecked Sendable {
         let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: stored.pageSize, pageCount: Int(stored.commitPages))
         position = stored
         checksum = computed
-        fileAheadOfPosition = computed.value != stored.checksum
-            || (try FileIO.size(fd, path: replicaPath)) != Int(stored.commitPages) * stored.pageSize
+        let fileSize = try FileIO.size(fd, path: replicaPath)
+        fileAheadOfPosition = computed.value != stored.checksum || fileSize != Int(stored.commitPages) * stored.pageSize
     }
 
     /// Applies a transaction record that follows the position, verifying both checksums.
-    func apply(_ record: ReplicationRecord, sequence: UInt64) throws(ReplicationError) {
+    func apply(_ record: ReplicationRecord, sequence: UInt64) throws {
         guard let position, var checksum else { throw ReplicationError(.gap, "no replica to apply record \(record.txid) to") }
         guard record.pageSize == position.pageSize else {
             throw ReplicationError(.gap, "record \(record.txid) has page size \(record.pageSize), the replica \(position.pageSize)")
@@ -72,7 +72,7 @@ final class ReplicaStore: @unchecked Sendable {
         let pageSize = record.pageSize
         let lockPage = DatabaseChecksum.lockPage(pageSize: pageSize)
         for page in record.pages where page.pageNumber != lockPage && page.pageNumber <= record.commitPages {
-            try page.data.withUnsafeBytes { buffer throws(ReplicationError) in
+            try page.data.withUnsafeBytes { buffer throws in
                 try FileIO.pwrite(fd, buffer, offset: Int(page.pageNumber - 1) * pageSize, path: replicaPath)
             }
         }
@@ -100,12 +100,12 @@ final class ReplicaStore: @unchecked Sendable {
 
     /// Records a message that changed nothing in the file (a snapshot record whose content the
     /// replica already has, a final marker, a rejected record).
-    func advance(to newPosition: ReplicaPosition) throws(ReplicationError) {
+    func advance(to newPosition: ReplicaPosition) throws {
         try persist(newPosition)
     }
 
     /// Replaces the replica with a downloaded snapshot file, after checking it.
-    func install(snapshotFile: String, record: ReplicationRecord, sequence: UInt64) throws(ReplicationError) {
+    func install(snapshotFile: String, record: ReplicationRecord, sequence: UInt64) throws {
         let candidate = try FileIO.open(snapshotFile, O_RDWR)
         var keep = false
         defer { if !keep { close(candidate) } }
@@ -133,7 +133,7 @@ final class ReplicaStore: @unchecked Sendable {
     }
 
     /// Re-reads the replica file and compares it with the position.
-    func verifyFile() throws(ReplicationError) -> UInt64 {
+    func verifyFile() throws -> UInt64 {
         guard let position else { throw ReplicationError(.noSnapshot, "there is no replica") }
         let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: position.pageSize, pageCount: Int(position.commitPages))
         guard computed.value == position.checksum else {
@@ -143,7 +143,7 @@ final class ReplicaStore: @unchecked Sendable {
     }
 
     /// Closes the replica and forgets the position file (after promotion moved the replica).
-    func forget() throws(ReplicationError) {
+    func forget() throws {
         if fd >= 0 {
             close(fd)
             fd = -1
@@ -161,7 +161,7 @@ final class ReplicaStore: @unchecked Sendable {
         }
     }
 
-    private func persist(_ newPosition: ReplicaPosition) throws(ReplicationError) {
+    private func persist(_ newPosition: ReplicaPosition) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data: Data

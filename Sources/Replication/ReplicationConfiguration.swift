@@ -1,4 +1,5 @@
 import Foundation
+import NATS
 
 /// Where and how one app's SQLite database is replicated.
 public struct ReplicationConfiguration: Sendable, Hashable {
@@ -61,7 +62,7 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         return 100_000
     }
 
-    func validate() throws(ReplicationError) {
+    func validate() throws {
         for (name, value) in [("cluster", cluster), ("app", app), ("node id", nodeID)] {
             guard !value.isEmpty, value.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f }) else {
                 throw ReplicationError(.invalidConfiguration, "\(name) \"\(value)\" must be non-empty [a-z0-9_-]")

@@ -9,7 +9,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     let path: String
 
     /// Opens (or creates, with `create`) the database at `path`.
-    init(path: String, readOnly: Bool = false, create: Bool = false) throws(ReplicationError) {
+    init(path: String, readOnly: Bool = false, create: Bool = false) throws {
         var db: OpaquePointer?
         var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
         flags |= readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
@@ -37,7 +37,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     func setBusyTimeout(milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
 
     /// Runs statements that return no rows.
-    func execute(_ sql: String) throws(ReplicationError) {
+    func execute(_ sql: String) throws {
         var message: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(handle, sql, nil, nil, &message)
         if rc != SQLITE_OK {
@@ -48,7 +48,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     }
 
     /// Like ``execute(_:)`` but reports `SQLITE_BUSY` as `false` instead of throwing.
-    func executeUnlessBusy(_ sql: String) throws(ReplicationError) -> Bool {
+    func executeUnlessBusy(_ sql: String) throws -> Bool {
         let rc = sqlite3_exec(handle, sql, nil, nil, nil)
         if rc == SQLITE_OK { return true }
         if rc & 0xff == SQLITE_BUSY { return false }
@@ -56,7 +56,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     }
 
     /// Runs a query and returns the text of the first column of every row.
-    func column(_ sql: String) throws(ReplicationError) -> [String] {
+    func column(_ sql: String) throws -> [String] {
         var statement: OpaquePointer?
         let prepared = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
         guard prepared == SQLITE_OK, let statement else { throw error("prepare \(sql)", prepared) }
@@ -72,11 +72,11 @@ final class SQLiteDatabase: @unchecked Sendable {
     }
 
     /// The first column of the first row, as text.
-    func scalar(_ sql: String) throws(ReplicationError) -> String? { try column(sql).first }
+    func scalar(_ sql: String) throws -> String? { try column(sql).first }
 
     /// Begins a read transaction and keeps it open (a statement must read the database for
     /// SQLite to take the read lock; `BEGIN` alone does not).
-    func beginReadTransaction() throws(ReplicationError) {
+    func beginReadTransaction() throws {
         try execute("BEGIN DEFERRED")
         _ = try scalar("SELECT count(*) FROM sqlite_schema")
     }
@@ -88,7 +88,7 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     /// Runs a PASSIVE checkpoint: copies WAL frames into the database file up to what every
     /// reader allows, never waiting and never blocking writers.
-    func checkpointPassive() throws(ReplicationError) -> (walFrames: Int32, checkpointedFrames: Int32) {
+    func checkpointPassive() throws -> (walFrames: Int32, checkpointedFrames: Int32) {
         var log: Int32 = 0
         var done: Int32 = 0
         let rc = sqlite3_wal_checkpoint_v2(handle, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done)
@@ -98,7 +98,7 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     /// Keeps the `-wal` file when this connection closes last (`SQLITE_FCNTL_PERSIST_WAL`), so
     /// closing the shipper never truncates or deletes a WAL it has not read.
-    func persistWAL() throws(ReplicationError) {
+    func persistWAL() throws {
         var on: Int32 = 1
         let rc = sqlite3_file_control(handle, "main", SQLITE_FCNTL_PERSIST_WAL, &on)
         guard rc == SQLITE_OK else { throw error("SQLITE_FCNTL_PERSIST_WAL", rc) }
@@ -107,7 +107,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     /// The database file as SQLite opened it. Reading through it uses SQLite's own descriptor,
     /// so no descriptor on the database file is ever opened or closed behind SQLite's back
     /// (closing one would drop every POSIX lock this process holds on the file).
-    private func mainFile() throws(ReplicationError) -> UnsafeMutablePointer<sqlite3_file> {
+    private func mainFile() throws -> UnsafeMutablePointer<sqlite3_file> {
         var file: UnsafeMutablePointer<sqlite3_file>?
         let rc = sqlite3_file_control(handle, "main", SQLITE_FCNTL_FILE_POINTER, &file)
         guard rc == SQLITE_OK, let file, file.pointee.pMethods != nil else { throw error("SQLITE_FCNTL_FILE_POINTER", rc) }
@@ -115,7 +115,7 @@ final class SQLiteDatabase: @unchecked Sendable {
     }
 
     /// The database file's size in bytes, through SQLite's descriptor.
-    func mainFileSize() throws(ReplicationError) -> Int64 {
+    func mainFileSize() throws -> Int64 {
         let file = try mainFile()
         var size: sqlite3_int64 = 0
         let rc = file.pointee.pMethods.pointee.xFileSize(file, &size)
@@ -125,9 +125,9 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     /// Reads `count` bytes at `offset` of the database file through SQLite's descriptor (a
     /// short read is zero-filled, as SQLite does).
-    func readMainFile(offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(ReplicationError) {
+    func readMainFile(offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
         let file = try mainFile()
         let rc = file.pointee.pMethods.pointee.xRead(file, buffer.baseAddress, Int32(buffer.count), offset)
-        guard rc == SQLITE_OK || rc == SQLITE_IOERR_SHORT_READ else { throw error("xRead at \(offset)", rc) }
+        guard rc == SQLITE_OK || rc == (SQLITE_IOERR | (2 << 8)) else { throw error("xRead at \(offset)", rc) }
     }
 }

@@ -88,7 +88,7 @@ final class ShipperEngine: @unchecked Sendable {
     private(set) var checkpoints = 0
 
     /// Opens both connections, checks WAL mode, sets `SQLITE_FCNTL_PERSIST_WAL`, and pins.
-    init(configuration: ReplicationConfiguration, logger: Logger) throws(ReplicationError) {
+    init(configuration: ReplicationConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         databasePath = configuration.databasePath
@@ -122,7 +122,7 @@ final class ShipperEngine: @unchecked Sendable {
 
     /// Takes the write lock (`BEGIN IMMEDIATE`); false when the app's writer kept it past the
     /// barrier timeout.
-    func beginBarrier() throws(ReplicationError) -> Bool {
+    func beginBarrier() throws -> Bool {
         precondition(!barrierHeld)
         guard try barrier.executeUnlessBusy("BEGIN IMMEDIATE") else { return false }
         barrierHeld = true
@@ -135,7 +135,7 @@ final class ShipperEngine: @unchecked Sendable {
     }
 
     /// Under the barrier, after everything was shipped: PASSIVE checkpoint, re-pin, release.
-    func checkpointAndReleaseBarrier() throws(ReplicationError) -> (walFrames: Int32, checkpointedFrames: Int32) {
+    func checkpointAndReleaseBarrier() throws -> (walFrames: Int32, checkpointedFrames: Int32) {
         precondition(barrierHeld)
         defer { releaseBarrier() }
         let mode = try barrier.scalar("PRAGMA journal_mode")?.lowercased()
@@ -166,18 +166,18 @@ final class ShipperEngine: @unchecked Sendable {
 
     // MARK: - Reading the WAL
 
-    private func repin() throws(ReplicationError) {
+    private func repin() throws {
         pin.endTransaction()
         try pin.beginReadTransaction()
     }
 
     /// Looks for committed transactions after the shipped position.
-    func poll() throws(ReplicationError) -> PollOutcome {
+    func poll() throws -> PollOutcome {
         guard let fd = try FileIO.openIfExists(walPath) else {
             if cursor.header == nil { return .nothing }
             return .needsSnapshot(reason: "the WAL file disappeared")
         }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         let size = try FileIO.size(fd, path: walPath)
         if size < WALHeader.size {
             if cursor.header == nil { return .nothing }
@@ -235,7 +235,7 @@ final class ShipperEngine: @unchecked Sendable {
         cursor.chain = header.checksum
     }
 
-    private func reasonToRefuse(newHeader: WALHeader, old: WALHeader, fd: Int32, size: Int) throws(ReplicationError) -> String? {
+    private func reasonToRefuse(newHeader: WALHeader, old: WALHeader, fd: Int32, size: Int) throws -> String? {
         guard newHeader.pageSize == pageSize else { return "the page size changed to \(newHeader.pageSize)" }
         guard newHeader.checkpointSequence == old.checkpointSequence &+ 1, newHeader.salt1 == old.salt1 &+ 1 else {
             return "the WAL was reset more than once since the shipper last read it"
@@ -279,7 +279,7 @@ final class ShipperEngine: @unchecked Sendable {
 
     /// Writes the database as of now to `path`, under the barrier (taken here if not held), and
     /// restarts shipping from the end of the WAL. The page hashes become the snapshot's.
-    func takeSnapshot(to path: String) throws(ReplicationError) -> SnapshotImage {
+    func takeSnapshot(to path: String) throws -> SnapshotImage {
         var tookBarrier = false
         if !barrierHeld {
             var attempts = 0
@@ -296,7 +296,7 @@ final class ShipperEngine: @unchecked Sendable {
         var endOffset = WALHeader.size
         var chain = WALChecksum()
         if let fd = try FileIO.openIfExists(walPath) {
-            defer { close(fd) }
+            defer { Glibc.close(fd) }
             let size = try FileIO.size(fd, path: walPath)
             if size >= WALHeader.size {
                 let bytes = try FileIO.pread(fd, count: size, offset: 0, path: walPath)
@@ -308,7 +308,8 @@ final class ShipperEngine: @unchecked Sendable {
                 }
             }
         }
-        let size = header?.pageSize ?? (Int(try barrier.scalar("PRAGMA page_size") ?? "") ?? pageSize)
+        let pragmaPageSize = try barrier.scalar("PRAGMA page_size")
+        let size = header?.pageSize ?? (Int(pragmaPageSize ?? "") ?? pageSize)
         let fileSize = try barrier.mainFileSize()
         let filePages = Int(fileSize / Int64(size))
         let merged = WALTransaction.merging(transactions)
@@ -320,21 +321,21 @@ final class ShipperEngine: @unchecked Sendable {
         var table = DatabaseChecksum(pageSize: size)
         table.resize(to: Int(commitPages))
         let out = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { close(out) }
+        defer { Glibc.close(out) }
         var page = [UInt8](repeating: 0, count: size)
         if commitPages > 0 {
             for number in 1...commitPages where number != lockPage {
                 if let image = overlay[number] {
                     page = image
                 } else if Int(number) <= filePages {
-                    try page.withUnsafeMutableBytes { buffer throws(ReplicationError) in
+                    try page.withUnsafeMutableBytes { buffer throws in
                         try barrier.readMainFile(offset: Int64(number - 1) * Int64(size), into: buffer)
                     }
                 } else {
                     page = [UInt8](repeating: 0, count: size)
                 }
                 table.setPage(number, hash: DatabaseChecksum.pageHash(pageNumber: number, data: page))
-                try page.withUnsafeBytes { buffer throws(ReplicationError) in
+                try page.withUnsafeBytes { buffer throws in
                     try FileIO.pwrite(out, buffer, offset: Int(number - 1) * size, path: path)
                 }
             }

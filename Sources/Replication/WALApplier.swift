@@ -293,12 +293,12 @@ actor ApplierCore {
                 "record with an older fencing token rejected",
                 metadata: ["txid": "\(record.txid)", "token": "\(record.token)", "applied-token": "\(position.token)"])
             advanced.finalMarkerToken = position.finalMarkerToken
-            try await io.run { try store.advance(to: advanced) }
+            try await io.run { [advanced] in try store.advance(to: advanced) }
         } else {
             switch record.kind {
             case .transaction:
                 if record.txid <= position.txid {
-                    try await io.run { try store.advance(to: advanced) }
+                    try await io.run { [advanced] in try store.advance(to: advanced) }
                 } else {
                     guard record.txid == position.txid + 1 else {
                         throw ReplicationError(.gap, "record \(record.txid) follows applied transaction \(position.txid)")
@@ -314,7 +314,7 @@ actor ApplierCore {
                     advanced.txid = record.txid
                     advanced.token = record.token
                     advanced.transactionTime = record.timestamp
-                    try await io.run { try store.advance(to: advanced) }
+                    try await io.run { [advanced] in try store.advance(to: advanced) }
                 } else {
                     try await restore(record, sequence: sequence)
                 }
@@ -328,7 +328,7 @@ actor ApplierCore {
                         "final marker does not match the replica",
                         metadata: ["marker-txid": "\(record.txid)", "applied-txid": "\(position.txid)"])
                 }
-                try await io.run { try store.advance(to: advanced) }
+                try await io.run { [advanced] in try store.advance(to: advanced) }
             }
         }
         status.position = try await io.run { store.position }

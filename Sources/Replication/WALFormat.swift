@@ -125,9 +125,10 @@ public struct WALHeader: Sendable, Hashable {
 
     /// Parses and verifies a header.
     public init(parsing bytes: [UInt8]) throws(ReplicationError) {
-        do {
-            self = try bytes.withUnsafeBytes { buffer throws(ReplicationError) in try WALHeader(parsing: buffer) }
+        let result: Result<WALHeader, ReplicationError> = bytes.withUnsafeBytes { buffer in
+            do throws(ReplicationError) { return .success(try WALHeader(parsing: buffer)) } catch { return .failure(error) }
         }
+        self = try result.get()
     }
 
     /// The 32 bytes of this header.
@@ -316,6 +317,6 @@ extension UnsafeRawBufferPointer {
 
 extension Array where Element == UInt8 {
     @inline(__always) mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
+        Swift.withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
     }
 }
