@@ -122,6 +122,19 @@ public final class WALApplier: Sendable {
         }
     }
 
+    /// Waits until every stream message up to `sequence` was taken into account (applied, or
+    /// rejected), or `timeout`.
+    public func waitForStreamSequence(_ sequence: UInt64, timeout: Duration) async throws -> ReplicaPosition {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let position = await core.status.position, position.streamSequence >= sequence { return position }
+            guard ContinuousClock.now < deadline else {
+                throw ReplicationError(.timeout, "stream sequence \(sequence) not reached within \(timeout): \(await core.status.lastError ?? "no error")")
+            }
+            await core.waitForProgress(until: deadline)
+        }
+    }
+
     /// Stops applying (the replica and position stay; the next start continues from them).
     public func stop() async {
         await core.requestStop()

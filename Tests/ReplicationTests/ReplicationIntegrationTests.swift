@@ -198,16 +198,23 @@ struct ReplicationIntegrationTests {
             try await newApp.run("INSERT INTO items(note, body) VALUES ('new 2', 'x')")
             let current = await fresh.status()
             let applied = try await applier.waitForTxid(current.lastTxid, timeout: .seconds(30))
-            let forged = ReplicationRecord(
-                kind: .transaction, txid: applied.txid + 1, token: 1, pageSize: 4096, commitPages: applied.commitPages,
-                checksumBefore: applied.checksum, checksumAfter: applied.checksum, timestampNanos: 0)
-            for chunk in RecordChunk.split(forged, maxMessageBytes: 100_000) {
-                try await jetStream.publish(observer.names.transactionSubject, payload: .init(bytes: chunk.encoded()))
-            }
             try await newApp.run("INSERT INTO items(note, body) VALUES ('new 3', 'x')")
             let handoff = try await fresh.stepDown()
             let final = try await applier.waitForFinalMarker(token: 2, timeout: .seconds(30))
             #expect(final.checksum == handoff.checksum)
+            #expect(final.txid >= applied.txid)
+            // A record with the old token that reaches the stream after the handoff is ignored.
+            let forged = ReplicationRecord(
+                kind: .transaction, txid: final.txid + 1, token: 1, pageSize: 4096, commitPages: final.commitPages,
+                checksumBefore: final.checksum, checksumAfter: final.checksum, timestampNanos: 0)
+            var lastSequence: UInt64 = 0
+            for chunk in RecordChunk.split(forged, maxMessageBytes: 100_000) {
+                lastSequence = try await jetStream.publish(observer.names.transactionSubject, payload: .init(bytes: chunk.encoded())).sequence
+            }
+            let after = try await applier.waitForStreamSequence(lastSequence, timeout: .seconds(30))
+            #expect(after.txid == final.txid)
+            #expect(after.checksum == final.checksum)
+            #expect(after.finalMarkerToken == 2)
             let applierStatus = await applier.status()
             #expect(applierStatus.rejectedStaleRecords == 1)
             await applier.stop()
