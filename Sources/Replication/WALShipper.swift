@@ -336,7 +336,7 @@ actor ShipperCore {
             metadata: [
                 "txid": "\(txid)", "token": "\(token)", "checksum": hex(image.checksum), "page_size": "\(image.pageSize)",
                 "commit_pages": "\(image.commitPages)",
-            ])
+            ], chunkSize: min(ObjectStore.defaultChunkSize, maxMessageBytes))
         let record = ReplicationRecord(
             kind: .snapshot, txid: txid, token: token, pageSize: image.pageSize, commitPages: image.commitPages, checksumBefore: status.checksum,
             checksumAfter: image.checksum, timestampNanos: nanos(image.takenAt), snapshotName: name)
