@@ -121,6 +121,30 @@ let package = Package(
             name: "FenceKeeperTests",
             dependencies: ["FenceKeeper"]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "Replication",
+            dependencies: [
+                "CSQLite",
+                "NATS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "ReplicationTests",
+            dependencies: [
+                "Replication", "CSQLite", "NATS", "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "batonctl",
             dependencies: [

@@ -1,0 +1,114 @@
+import CSQLite
+import Foundation
+import Logging
+import NATS
+
+/// The outcome of promoting a passive replica.
+public struct PromotionReport: Sendable, Hashable {
+    /// What promotion did.
+    public enum Outcome: String, Sendable, Hashable {
+        /// The replica replaced the app's database.
+        case promoted
+        /// The stream holds nothing (first start of the app): the app's database is left as it is.
+        case nothingToPromote
+    }
+
+    /// What promotion did.
+    public var outcome: Outcome
+    /// The transaction id the database is at.
+    public var txid: UInt64?
+    /// The stream sequence of the last applied message.
+    public var streamSequence: UInt64?
+    /// The database checksum.
+    public var checksum: UInt64?
+    /// Records that were in the stream beyond the replica's position when promotion began
+    /// (applied by the drain). 0 when the applier was caught up.
+    public var recordsAppliedDuringDrain: Int
+    /// When the old active node read the last applied transaction.
+    public var lastTransactionTime: Date?
+    /// Whether a trailing record whose writer died mid-record was dropped.
+    public var discardedIncompleteRecord: Bool
+    /// Set when the old active node handed off gracefully (its final marker is the last record):
+    /// no committed transaction was lost.
+    public var finalMarkerToken: UInt64?
+}
+
+/// Turns this node's replica into the app's database, before the backend starts.
+public enum ReplicaPromotion {
+    /// Drains the stream into the replica, verifies the replica's checksum and
+    /// `PRAGMA quick_check`, then moves it over ``ReplicationConfiguration/databasePath``
+    /// (removing stale `-wal`, `-shm` and `-journal` files first).
+    ///
+    /// The applier of this app must be stopped first (they share the durable consumer and the
+    /// replica). The backend must not be running. Throws when the replica cannot be proven
+    /// equal to the stream's end; the app's database is untouched then.
+    public static func promote(
+        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60)
+    ) async throws -> PromotionReport {
+        try configuration.validate()
+        var logger = logger
+        logger[metadataKey: "app"] = "\(configuration.app)"
+        let names = configuration.names
+        let info: StreamInfo
+        do {
+            info = try await jetStream.streamInfo(names.stream)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+            return PromotionReport(outcome: .nothingToPromote, recordsAppliedDuringDrain: 0, discardedIncompleteRecord: false)
+        }
+        if info.state.messages == 0 {
+            return PromotionReport(outcome: .nothingToPromote, recordsAppliedDuringDrain: 0, discardedIncompleteRecord: false)
+        }
+        let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
+        do {
+            try await core.load()
+            let drained = try await core.drain(timeout: timeout)
+            guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica after draining") }
+            let store = core.store
+            let replicaPath = configuration.replicaPath
+            let databasePath = configuration.databasePath
+            try await core.io.run {
+                _ = try store.verifyFile()
+                try quickCheck(replicaPath)
+                store.closeFile()
+                try moveIntoPlace(replicaPath, databasePath)
+                try store.forget()
+            }
+            await core.shutdown()
+            logger.info(
+                "replica promoted",
+                metadata: ["txid": "\(position.txid)", "drained-records": "\(drained.records)", "graceful": "\(position.finalMarkerToken != nil)"])
+            return PromotionReport(
+                outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
+                recordsAppliedDuringDrain: drained.records, lastTransactionTime: position.transactionTime,
+                discardedIncompleteRecord: drained.incompleteDiscarded, finalMarkerToken: position.finalMarkerToken)
+        } catch {
+            await core.shutdown()
+            throw error
+        }
+    }
+
+    /// `PRAGMA quick_check` on a database file, opened immutable and read-only so nothing is
+    /// written next to it.
+    static func quickCheck(_ path: String) throws {
+        let database = try SQLiteDatabase(path: "file:\(path)?immutable=1", readOnly: true)
+        let rows = try database.column("PRAGMA quick_check")
+        guard rows == ["ok"] else {
+            throw ReplicationError(.integrityCheckFailed, "quick_check of \(path): \(rows.prefix(5).joined(separator: "; "))")
+        }
+    }
+
+    /// Moves the replica over the app's database atomically (rename, or copy + rename across
+    /// file systems), after removing the old database's WAL, shared memory and journal.
+    static func moveIntoPlace(_ replica: String, _ database: String) throws {
+        for suffix in ["-wal", "-shm", "-journal"] { try FileIO.removeIfExists(database + suffix) }
+        try FileIO.makeDirectory((database as NSString).deletingLastPathComponent)
+        if rename(replica, database) != 0 {
+            guard errno == EXDEV else { throw FileIO.failure("cannot move \(replica) to", database) }
+            let temporary = database + ".baton-promote"
+            try FileIO.copy(replica, to: temporary)
+            try FileIO.rename(temporary, database)
+            try FileIO.removeIfExists(replica)
+        }
+        try FileIO.fsyncDirectory(of: database)
+    }
+}

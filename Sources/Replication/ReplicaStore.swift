@@ -1,0 +1,181 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The replica file and its persisted position on a passive node. Blocking; used only on the
+/// applier's ``IOThread``.
+///
+/// Applying a record: pwrite every page image (never the lock-byte page), truncate to the commit
+/// size, fsync, then persist the position (temporary file + rename + directory fsync). A crash
+/// between the two leaves the file ahead of the position; page images are idempotent, so
+/// applying the same record again yields the same file, and ``load()`` notices the difference
+/// (the file's checksum is not the position's) and only accepts the next record if its
+/// after-checksum matches the file once applied.
+final class ReplicaStore: @unchecked Sendable {
+    let replicaPath: String
+    let positionPath: String
+    private(set) var position: ReplicaPosition?
+    private(set) var checksum: DatabaseChecksum?
+    /// The file was changed after the position was persisted (a crash mid-apply).
+    private(set) var fileAheadOfPosition = false
+    private var fd: Int32 = -1
+
+    init(replicaPath: String, positionPath: String) {
+        self.replicaPath = replicaPath
+        self.positionPath = positionPath
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Reads the position and the replica's page hashes. A position without a replica file (or
+    /// one that cannot be read) is dropped: the applier then restores a snapshot.
+    func load() throws {
+        try FileIO.makeDirectory((replicaPath as NSString).deletingLastPathComponent)
+        position = nil
+        checksum = nil
+        fileAheadOfPosition = false
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        guard FileIO.exists(positionPath), FileIO.exists(replicaPath) else { return }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: positionPath))
+        } catch {
+            throw ReplicationError(.io, "cannot read \(positionPath): \(error)")
+        }
+        guard let stored = try? JSONDecoder().decode(ReplicaPosition.self, from: data) else { return }
+        fd = try FileIO.open(replicaPath, O_RDWR)
+        let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: stored.pageSize, pageCount: Int(stored.commitPages))
+        position = stored
+        checksum = computed
+        let fileSize = try FileIO.size(fd, path: replicaPath)
+        fileAheadOfPosition = computed.value != stored.checksum || fileSize != Int(stored.commitPages) * stored.pageSize
+    }
+
+    /// Applies a transaction record that follows the position, verifying both checksums.
+    func apply(_ record: ReplicationRecord, sequence: UInt64) throws {
+        guard let position, var checksum else { throw ReplicationError(.gap, "no replica to apply record \(record.txid) to") }
+        guard record.pageSize == position.pageSize else {
+            throw ReplicationError(.gap, "record \(record.txid) has page size \(record.pageSize), the replica \(position.pageSize)")
+        }
+        if !fileAheadOfPosition {
+            guard record.checksumBefore == checksum.value else {
+                throw ReplicationError(
+                    .checksumMismatch,
+                    "record \(record.txid) expects checksum \(hex(record.checksumBefore)) before, the replica has \(hex(checksum.value))")
+            }
+        }
+        let pageSize = record.pageSize
+        let lockPage = DatabaseChecksum.lockPage(pageSize: pageSize)
+        for page in record.pages where page.pageNumber != lockPage && page.pageNumber <= record.commitPages {
+            try page.data.withUnsafeBytes { buffer throws in
+                try FileIO.pwrite(fd, buffer, offset: Int(page.pageNumber - 1) * pageSize, path: replicaPath)
+            }
+        }
+        try FileIO.truncate(fd, size: Int(record.commitPages) * pageSize, path: replicaPath)
+        try FileIO.fsync(fd, path: replicaPath)
+        if fileAheadOfPosition {
+            checksum = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: pageSize, pageCount: Int(record.commitPages))
+        } else {
+            checksum.apply(pages: record.pages, commitPages: record.commitPages)
+        }
+        self.checksum = checksum
+        guard checksum.value == record.checksumAfter else {
+            // The file is now in an unknown state: make the applier restore a snapshot.
+            self.position = nil
+            try? FileIO.removeIfExists(positionPath)
+            throw ReplicationError(
+                .checksumMismatch, "after record \(record.txid) the replica has checksum \(hex(checksum.value)), the record says \(hex(record.checksumAfter))")
+        }
+        fileAheadOfPosition = false
+        try persist(
+            ReplicaPosition(
+                txid: record.txid, streamSequence: sequence, checksum: checksum.value, token: max(record.token, position.token), pageSize: pageSize,
+                commitPages: record.commitPages, transactionTime: record.timestamp, appliedAt: Date()))
+    }
+
+    /// Records a message that changed nothing in the file (a snapshot record whose content the
+    /// replica already has, a final marker, a rejected record).
+    func advance(to newPosition: ReplicaPosition) throws {
+        try persist(newPosition)
+    }
+
+    /// Replaces the replica with a downloaded snapshot file, after checking it.
+    func install(snapshotFile: String, record: ReplicationRecord, sequence: UInt64) throws {
+        let candidate = try FileIO.open(snapshotFile, O_RDWR)
+        var keep = false
+        defer { if !keep { close(candidate) } }
+        let pageCount = Int(record.commitPages)
+        guard try FileIO.size(candidate, path: snapshotFile) == pageCount * record.pageSize else {
+            throw ReplicationError(.checksumMismatch, "snapshot \(record.snapshotName ?? "?") is not \(pageCount) pages of \(record.pageSize) bytes")
+        }
+        let computed = try FileIO.checksumOfFile(candidate, path: snapshotFile, pageSize: record.pageSize, pageCount: pageCount)
+        guard computed.value == record.checksumAfter else {
+            throw ReplicationError(
+                .checksumMismatch, "snapshot \(record.snapshotName ?? "?") has checksum \(hex(computed.value)), its record says \(hex(record.checksumAfter))")
+        }
+        try FileIO.fsync(candidate, path: snapshotFile)
+        try FileIO.rename(snapshotFile, replicaPath)
+        try FileIO.fsyncDirectory(of: replicaPath)
+        if fd >= 0 { close(fd) }
+        fd = candidate
+        keep = true
+        checksum = computed
+        fileAheadOfPosition = false
+        try persist(
+            ReplicaPosition(
+                txid: record.txid, streamSequence: sequence, checksum: computed.value, token: max(record.token, position?.token ?? 0),
+                pageSize: record.pageSize, commitPages: record.commitPages, transactionTime: record.timestamp, appliedAt: Date()))
+    }
+
+    /// Re-reads the replica file and compares it with the position.
+    func verifyFile() throws -> UInt64 {
+        guard let position else { throw ReplicationError(.noSnapshot, "there is no replica") }
+        let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: position.pageSize, pageCount: Int(position.commitPages))
+        guard computed.value == position.checksum else {
+            throw ReplicationError(.checksumMismatch, "the replica file has checksum \(hex(computed.value)), its position says \(hex(position.checksum))")
+        }
+        return computed.value
+    }
+
+    /// Closes the replica and forgets the position file (after promotion moved the replica).
+    func forget() throws {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        position = nil
+        checksum = nil
+        try FileIO.removeIfExists(positionPath)
+        try FileIO.fsyncDirectory(of: positionPath)
+    }
+
+    func closeFile() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+    }
+
+    private func persist(_ newPosition: ReplicaPosition) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data: Data
+        do {
+            data = try encoder.encode(newPosition)
+        } catch {
+            throw ReplicationError(.io, "cannot encode the position: \(error)")
+        }
+        try FileIO.writeAtomically(Array(data), to: positionPath)
+        position = newPosition
+    }
+}
+
+func hex(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
+}

@@ -1,0 +1,156 @@
+import Foundation
+import NATS
+
+/// Where and how one app's SQLite database is replicated.
+public struct ReplicationConfiguration: Sendable, Hashable {
+    /// The Baton cluster name (namespaces streams, subjects and buckets).
+    public var cluster: String
+    /// The app name.
+    public var app: String
+    /// This node's id (names its durable consumer).
+    public var nodeID: String
+    /// The app's database (`sqlite.path`).
+    public var databasePath: String
+    /// Where this node keeps the replica and its applied position (`node.state_dir`).
+    public var stateDirectory: String
+    /// JetStream replicas for the stream and the snapshot bucket.
+    public var streamReplicas: Int = 1
+    /// The stream's `max_msgs` (nil: no limit). A passive node that falls further behind
+    /// restores a snapshot.
+    public var streamMaxMessages: Int64?
+    /// The stream's `max_bytes` (nil: no limit).
+    public var streamMaxBytes: Int64?
+    /// The stream's `max_age` (nil: no limit).
+    public var streamMaxAge: Duration?
+    /// How many snapshots the bucket keeps.
+    public var snapshotsToKeep: Int = 3
+    /// How often the shipper looks at the `-wal` file.
+    public var pollInterval: Duration = .milliseconds(50)
+    /// The shipper checkpoints (PASSIVE, behind its write barrier) once the WAL holds this many
+    /// shipped frames.
+    public var checkpointAfterFrames: Int = 1000
+    /// Pages after which the shipper cuts a record (several transactions go into one record up
+    /// to this many frames; a bigger single transaction is one record, chunked).
+    public var maxFramesPerRecord: Int = 2048
+    /// A new snapshot is taken after this many stream messages since the last one, so the
+    /// stream's retention never leaves a passive node without a snapshot plus the records after
+    /// it. Nil: half of ``streamMaxMessages``, or 100 000 without a limit.
+    public var snapshotAfterMessages: Int?
+    /// How long the shipper's write barrier (`BEGIN IMMEDIATE`) waits for the app's writer.
+    public var barrierTimeout: Duration = .seconds(2)
+
+    /// Creates a configuration with default tuning.
+    public init(cluster: String, app: String, nodeID: String, databasePath: String, stateDirectory: String) {
+        self.cluster = cluster
+        self.app = app
+        self.nodeID = nodeID
+        self.databasePath = databasePath
+        self.stateDirectory = stateDirectory
+    }
+
+    /// The names derived from the cluster, app and node.
+    public var names: ReplicationNames { ReplicationNames(cluster: cluster, app: app, nodeID: nodeID) }
+
+    /// The replica file on a passive node.
+    public var replicaPath: String { (stateDirectory as NSString).appendingPathComponent("\(app).replica.db") }
+    /// The applied position next to the replica.
+    public var positionPath: String { (stateDirectory as NSString).appendingPathComponent("\(app).position.json") }
+
+    var effectiveSnapshotAfterMessages: Int {
+        if let snapshotAfterMessages { return max(1, snapshotAfterMessages) }
+        if let max = streamMaxMessages, max > 0 { return Swift.max(1, Int(max / 2)) }
+        return 100_000
+    }
+
+    func validate() throws {
+        for (name, value) in [("cluster", cluster), ("app", app), ("node id", nodeID)] {
+            guard !value.isEmpty, value.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f }) else {
+                throw ReplicationError(.invalidConfiguration, "\(name) \"\(value)\" must be non-empty [a-z0-9_-]")
+            }
+        }
+        guard databasePath.hasPrefix("/"), stateDirectory.hasPrefix("/") else {
+            throw ReplicationError(.invalidConfiguration, "the database path and the state directory must be absolute")
+        }
+        guard snapshotsToKeep >= 1 else { throw ReplicationError(.invalidConfiguration, "snapshots to keep must be at least 1") }
+    }
+
+    var streamConfig: StreamConfig {
+        var config = StreamConfig(name: names.stream, subjects: [names.subjects])
+        config.description = "Baton SQLite WAL records of \(app) in cluster \(cluster)"
+        config.retention = .limits
+        config.storage = .file
+        config.discard = .old
+        config.replicas = streamReplicas
+        config.maxMessages = streamMaxMessages ?? -1
+        config.maxBytes = streamMaxBytes ?? -1
+        config.maxAge = streamMaxAge ?? .zero
+        config.duplicateWindow = .seconds(120)
+        config.allowDirect = true
+        return config
+    }
+}
+
+/// Stream, subject, bucket and consumer names of one app's replication.
+public struct ReplicationNames: Sendable, Hashable {
+    /// The JetStream stream: `BATON_<cluster>_<app>_WAL`.
+    public var stream: String
+    /// Where transaction records and final markers go: `baton.<cluster>.<app>.wal.tx`.
+    public var transactionSubject: String
+    /// Where snapshot records go: `baton.<cluster>.<app>.wal.snapshot` (the last one is found
+    /// with a last-by-subject get).
+    public var snapshotSubject: String
+    /// The stream's subjects: `baton.<cluster>.<app>.wal.>`.
+    public var subjects: String
+    /// The Object Store bucket of snapshots: `BATON_<cluster>_<app>_SNAPSHOTS`.
+    public var snapshotBucket: String
+    /// This node's durable consumer: `applier_<node>`.
+    public var consumer: String
+
+    /// Derives the names.
+    public init(cluster: String, app: String, nodeID: String) {
+        stream = "BATON_\(cluster)_\(app)_WAL"
+        transactionSubject = "baton.\(cluster).\(app).wal.tx"
+        snapshotSubject = "baton.\(cluster).\(app).wal.snapshot"
+        subjects = "baton.\(cluster).\(app).wal.>"
+        snapshotBucket = "BATON_\(cluster)_\(app)_SNAPSHOTS"
+        consumer = "applier_\(nodeID)"
+    }
+}
+
+/// What a passive node has applied, persisted next to its replica after every record.
+public struct ReplicaPosition: Codable, Sendable, Hashable {
+    /// The last applied transaction id.
+    public var txid: UInt64
+    /// The stream sequence of the last message taken into account.
+    public var streamSequence: UInt64
+    /// The replica's rolling checksum (``DatabaseChecksum``).
+    public var checksum: UInt64
+    /// The newest fencing token applied; records with older tokens are rejected.
+    public var token: UInt64
+    /// The page size of the replica.
+    public var pageSize: Int
+    /// The replica's size in pages.
+    public var commitPages: UInt32
+    /// When the active node read the last applied transaction.
+    public var transactionTime: Date
+    /// When this node applied it.
+    public var appliedAt: Date
+    /// Set when the last record was a final marker: the old active handed off gracefully.
+    public var finalMarkerToken: UInt64?
+
+    /// Creates a position.
+    public init(
+        txid: UInt64, streamSequence: UInt64, checksum: UInt64, token: UInt64, pageSize: Int, commitPages: UInt32, transactionTime: Date,
+        appliedAt: Date, finalMarkerToken: UInt64? = nil
+    ) {
+        self.txid = txid
+        self.streamSequence = streamSequence
+        self.checksum = checksum
+        self.token = token
+        self.pageSize = pageSize
+        self.commitPages = commitPages
+        self.transactionTime = transactionTime
+        self.appliedAt = appliedAt
+        self.finalMarkerToken = finalMarkerToken
+    }
+}

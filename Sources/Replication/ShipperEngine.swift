@@ -1,0 +1,352 @@
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The blocking half of the shipper: SQLite connections, the `-wal` file, the page hashes of
+/// the replica state. Used only on the shipper's ``IOThread``.
+///
+/// ## How the WAL is kept from being reset behind the shipper
+/// `pin` holds a read transaction at all times except inside the shipper's own checkpoint. A
+/// reader that uses WAL frames keeps SQLite from resetting the WAL (a reset needs every reader
+/// off the WAL), so the frames after the shipped position stay in the file until they are read.
+/// The app's own autocheckpoint may copy frames into the database file; that loses nothing.
+///
+/// ## Checkpoints
+/// `barrier` runs `BEGIN IMMEDIATE`: it holds SQLite's WAL write lock, so the app cannot commit.
+/// Under it the shipper ships the WAL to its end, ends `pin`'s transaction, runs a PASSIVE
+/// checkpoint (which therefore copies only shipped frames), begins `pin`'s transaction again and
+/// releases the barrier. When the checkpoint copied everything, the app's next write resets the
+/// WAL (salt-1 and the checkpoint sequence go up by one).
+///
+/// ## Accepting a new WAL generation
+/// A new header is accepted without a snapshot only when exactly one reset happened (checkpoint
+/// sequence and salt-1 are the old ones plus one) and the file shows that the old generation
+/// ended where the shipper stopped: the frame at the shipped offset is absent, or carries salts
+/// of an older generation. A frame there with the old salts (the old generation went on) or the
+/// new salts (the evidence is overwritten) means frames may have been missed: the shipper takes
+/// a snapshot instead of shipping a gap. So do several resets, a page size change, or a WAL that
+/// shrank below the shipped offset.
+///
+/// ## File access
+/// The `-wal` file is read with this process's own descriptor, opened and closed per read.
+/// That is safe: SQLite keeps no POSIX locks on the `-wal` file (WAL locks live on `-shm`), and
+/// closing a descriptor only drops locks on the file it refers to. The database file itself is
+/// read only through SQLite's descriptor (`SQLITE_FCNTL_FILE_POINTER`), never opened here.
+final class ShipperEngine: @unchecked Sendable {
+    struct Cursor {
+        /// The generation being read; nil while the WAL is empty.
+        var header: WALHeader?
+        /// The last generation seen, to check that a new one follows it directly.
+        var lastHeader: WALHeader?
+        /// Offset after the last shipped commit frame.
+        var offset: Int = WALHeader.size
+        /// Checksum chain at `offset`.
+        var chain = WALChecksum()
+    }
+
+    /// A record's worth of committed transactions, ready to publish.
+    struct Batch: Sendable {
+        var pages: [PageImage]
+        var commitPages: UInt32
+        var checksumBefore: UInt64
+        var checksumAfter: UInt64
+        var endOffset: Int
+        var chainAfter: WALChecksum
+        var transactions: Int
+        var pageSize: Int
+        var readAt: Date
+    }
+
+    enum PollOutcome: Sendable {
+        case batch(Batch)
+        case nothing
+        case needsSnapshot(reason: String)
+    }
+
+    /// A consistent copy of the database written to a file.
+    struct SnapshotImage: Sendable {
+        var path: String
+        var pageSize: Int
+        var commitPages: UInt32
+        var checksum: UInt64
+        var takenAt: Date
+    }
+
+    let databasePath: String
+    let walPath: String
+    let configuration: ReplicationConfiguration
+    let logger: Logger
+    private let pin: SQLiteDatabase
+    private let barrier: SQLiteDatabase
+    private(set) var cursor = Cursor()
+    private(set) var checksum: DatabaseChecksum
+    private(set) var pageSize: Int
+    private(set) var barrierHeld = false
+    private(set) var checkpoints = 0
+
+    /// Opens both connections, checks WAL mode, sets `SQLITE_FCNTL_PERSIST_WAL`, and pins.
+    init(configuration: ReplicationConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        databasePath = configuration.databasePath
+        walPath = databasePath + "-wal"
+        guard FileIO.exists(databasePath) else {
+            throw ReplicationError(.sqlite, "the database \(databasePath) does not exist")
+        }
+        pin = try SQLiteDatabase(path: databasePath)
+        barrier = try SQLiteDatabase(path: databasePath)
+        pin.setBusyTimeout(milliseconds: 5000)
+        barrier.setBusyTimeout(milliseconds: Int32(configuration.barrierTimeout.components.seconds * 1000 + configuration.barrierTimeout.components.attoseconds / 1_000_000_000_000_000))
+        let mode = try pin.scalar("PRAGMA journal_mode")?.lowercased()
+        guard mode == "wal" else {
+            throw ReplicationError(
+                .notWALMode, "\(databasePath) is in journal mode \(mode ?? "?"); replication needs WAL mode (PRAGMA journal_mode=WAL in the app)")
+        }
+        try pin.persistWAL()
+        try barrier.persistWAL()
+        pageSize = Int(try pin.scalar("PRAGMA page_size") ?? "4096") ?? 4096
+        checksum = DatabaseChecksum(pageSize: pageSize)
+        try pin.beginReadTransaction()
+    }
+
+    func close() {
+        barrier.endTransaction()
+        pin.endTransaction()
+        barrierHeld = false
+    }
+
+    // MARK: - Barrier
+
+    /// Takes the write lock (`BEGIN IMMEDIATE`); false when the app's writer kept it past the
+    /// barrier timeout.
+    func beginBarrier() throws -> Bool {
+        precondition(!barrierHeld)
+        guard try barrier.executeUnlessBusy("BEGIN IMMEDIATE") else { return false }
+        barrierHeld = true
+        return true
+    }
+
+    func releaseBarrier() {
+        barrier.endTransaction()
+        barrierHeld = false
+    }
+
+    /// Under the barrier, after everything was shipped: PASSIVE checkpoint, re-pin, release.
+    func checkpointAndReleaseBarrier() throws -> (walFrames: Int32, checkpointedFrames: Int32) {
+        precondition(barrierHeld)
+        defer { releaseBarrier() }
+        let mode = try barrier.scalar("PRAGMA journal_mode")?.lowercased()
+        guard mode == "wal" else { throw ReplicationError(.notWALMode, "\(databasePath) left WAL mode (journal mode \(mode ?? "?"))") }
+        pin.endTransaction()
+        let result: (walFrames: Int32, checkpointedFrames: Int32)
+        do {
+            result = try pin.checkpointPassive()
+        } catch {
+            try pin.beginReadTransaction()
+            throw error
+        }
+        try pin.beginReadTransaction()
+        checkpoints += 1
+        return result
+    }
+
+    /// The replica state the shipper has published: checksum, pages, page size.
+    var publishedState: (checksum: UInt64, pages: UInt32, pageSize: Int) {
+        (checksum.value, UInt32(checksum.pageCount), pageSize)
+    }
+
+    /// Frames of the current generation already shipped.
+    var shippedFramesInGeneration: Int {
+        guard let header = cursor.header else { return 0 }
+        return (cursor.offset - WALHeader.size) / header.frameSize
+    }
+
+    // MARK: - Reading the WAL
+
+    private func repin() throws {
+        pin.endTransaction()
+        try pin.beginReadTransaction()
+    }
+
+    /// Looks for committed transactions after the shipped position.
+    func poll() throws -> PollOutcome {
+        guard let fd = try FileIO.openIfExists(walPath) else {
+            if cursor.header == nil { return .nothing }
+            return .needsSnapshot(reason: "the WAL file disappeared")
+        }
+        defer { Glibc.close(fd) }
+        let size = try FileIO.size(fd, path: walPath)
+        if size < WALHeader.size {
+            if cursor.header == nil { return .nothing }
+            return .needsSnapshot(reason: "the WAL was truncated (a TRUNCATE checkpoint this shipper did not run)")
+        }
+        let headerBytes = try FileIO.pread(fd, count: WALHeader.size, offset: 0, path: walPath)
+        guard let header = try? WALHeader(parsing: headerBytes) else {
+            // A header being rewritten by a reset; look again at the next poll.
+            return .nothing
+        }
+        if let current = cursor.header {
+            if current.salts != header.salts || current.checkpointSequence != header.checkpointSequence {
+                if let reason = try reasonToRefuse(newHeader: header, old: current, fd: fd, size: size) {
+                    return .needsSnapshot(reason: reason)
+                }
+                logger.debug("WAL reset accepted", metadata: ["checkpoint-sequence": "\(header.checkpointSequence)"])
+                adopt(header)
+                try repin()
+            }
+        } else {
+            guard header.pageSize == pageSize else { return .needsSnapshot(reason: "the page size changed to \(header.pageSize)") }
+            if let last = cursor.lastHeader, last.salts != header.salts,
+                header.checkpointSequence != last.checkpointSequence &+ 1 || header.salt1 != last.salt1 &+ 1
+            {
+                return .needsSnapshot(reason: "the WAL was reset more than once while it was empty")
+            }
+            adopt(header)
+            try repin()
+        }
+        guard size > cursor.offset else {
+            if size < cursor.offset { return .needsSnapshot(reason: "the WAL shrank below the shipped offset \(cursor.offset)") }
+            return .nothing
+        }
+        guard let current = cursor.header else { return .nothing }
+        // Read enough frames for one record; grow when a single transaction is larger.
+        var want = min(size - cursor.offset, current.frameSize * configuration.maxFramesPerRecord)
+        while true {
+            let bytes = try FileIO.pread(fd, count: want, offset: cursor.offset, path: walPath)
+            let scan = bytes.withUnsafeBytes { WALScanner.scan($0, fileOffset: cursor.offset, header: current, chain: cursor.chain) }
+            if scan.transactions.isEmpty {
+                if scan.stopReason == .tornFrame || scan.stopReason == .endOfData, cursor.offset + bytes.count < size, bytes.count == want {
+                    want = min(size - cursor.offset, want * 2)
+                    continue
+                }
+                return .nothing
+            }
+            return .batch(makeBatch(scan.transactions))
+        }
+    }
+
+    private func adopt(_ header: WALHeader) {
+        cursor.header = header
+        cursor.lastHeader = header
+        cursor.offset = WALHeader.size
+        cursor.chain = header.checksum
+    }
+
+    private func reasonToRefuse(newHeader: WALHeader, old: WALHeader, fd: Int32, size: Int) throws -> String? {
+        guard newHeader.pageSize == pageSize else { return "the page size changed to \(newHeader.pageSize)" }
+        guard newHeader.checkpointSequence == old.checkpointSequence &+ 1, newHeader.salt1 == old.salt1 &+ 1 else {
+            return "the WAL was reset more than once since the shipper last read it"
+        }
+        let evidenceOffset = cursor.offset
+        guard size >= evidenceOffset + WALFrame.headerSize else { return nil }
+        let frameHeader = try FileIO.pread(fd, count: WALFrame.headerSize, offset: evidenceOffset, path: walPath)
+        let salts = frameHeader.withUnsafeBytes { UInt64($0.readBigEndianUInt32(at: 8)) << 32 | UInt64($0.readBigEndianUInt32(at: 12)) }
+        if salts == old.salts {
+            return "the previous WAL generation continued past the shipped offset \(evidenceOffset) before it was reset"
+        }
+        if salts == newHeader.salts {
+            return "the new WAL generation overwrote offset \(evidenceOffset) before the shipper could check the old one ended there"
+        }
+        return nil
+    }
+
+    private func makeBatch(_ transactions: [WALTransaction]) -> Batch {
+        var included: [WALTransaction] = []
+        var frames = 0
+        for transaction in transactions {
+            if !included.isEmpty, frames + transaction.frameCount > configuration.maxFramesPerRecord { break }
+            included.append(transaction)
+            frames += transaction.frameCount
+        }
+        let merged = WALTransaction.merging(included)!
+        return Batch(
+            pages: merged.pages, commitPages: merged.commitPages, checksumBefore: checksum.value,
+            checksumAfter: checksum.applying(pages: merged.pages, commitPages: merged.commitPages), endOffset: merged.endOffset,
+            chainAfter: merged.chainAfter, transactions: included.count, pageSize: pageSize, readAt: Date())
+    }
+
+    /// Records that `batch` was published.
+    func commit(_ batch: Batch) {
+        checksum.apply(pages: batch.pages, commitPages: batch.commitPages)
+        cursor.offset = batch.endOffset
+        cursor.chain = batch.chainAfter
+    }
+
+    // MARK: - Snapshots
+
+    /// Writes the database as of now to `path`, under the barrier (taken here if not held), and
+    /// restarts shipping from the end of the WAL. The page hashes become the snapshot's.
+    func takeSnapshot(to path: String) throws -> SnapshotImage {
+        var tookBarrier = false
+        if !barrierHeld {
+            var attempts = 0
+            while try !beginBarrier() {
+                attempts += 1
+                if attempts >= 10 { throw ReplicationError(.timeout, "the app's writer kept the write lock; cannot take a snapshot") }
+            }
+            tookBarrier = true
+        }
+        defer { if tookBarrier { releaseBarrier() } }
+
+        var header: WALHeader?
+        var transactions: [WALTransaction] = []
+        var endOffset = WALHeader.size
+        var chain = WALChecksum()
+        if let fd = try FileIO.openIfExists(walPath) {
+            defer { Glibc.close(fd) }
+            let size = try FileIO.size(fd, path: walPath)
+            if size >= WALHeader.size {
+                let bytes = try FileIO.pread(fd, count: size, offset: 0, path: walPath)
+                if let parsed = try? WALScanner.parse(bytes) {
+                    header = parsed.header
+                    transactions = parsed.scan.transactions
+                    endOffset = parsed.scan.committedEnd
+                    chain = parsed.scan.chainAtCommittedEnd
+                }
+            }
+        }
+        let pragmaPageSize = try barrier.scalar("PRAGMA page_size")
+        let size = header?.pageSize ?? (Int(pragmaPageSize ?? "") ?? pageSize)
+        let fileSize = try barrier.mainFileSize()
+        let filePages = Int(fileSize / Int64(size))
+        let merged = WALTransaction.merging(transactions)
+        let commitPages = merged?.commitPages ?? UInt32(filePages)
+        var overlay: [UInt32: [UInt8]] = [:]
+        for page in merged?.pages ?? [] { overlay[page.pageNumber] = page.data }
+
+        let lockPage = DatabaseChecksum.lockPage(pageSize: size)
+        var table = DatabaseChecksum(pageSize: size)
+        table.resize(to: Int(commitPages))
+        let out = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
+        defer { Glibc.close(out) }
+        var page = [UInt8](repeating: 0, count: size)
+        if commitPages > 0 {
+            for number in 1...commitPages where number != lockPage {
+                if let image = overlay[number] {
+                    page = image
+                } else if Int(number) <= filePages {
+                    try page.withUnsafeMutableBytes { buffer throws in
+                        try barrier.readMainFile(offset: Int64(number - 1) * Int64(size), into: buffer)
+                    }
+                } else {
+                    page = [UInt8](repeating: 0, count: size)
+                }
+                table.setPage(number, hash: DatabaseChecksum.pageHash(pageNumber: number, data: page))
+                try page.withUnsafeBytes { buffer throws in
+                    try FileIO.pwrite(out, buffer, offset: Int(number - 1) * size, path: path)
+                }
+            }
+        }
+        try FileIO.truncate(out, size: Int(commitPages) * size, path: path)
+        try FileIO.fsync(out, path: path)
+
+        pageSize = size
+        checksum = table
+        cursor = Cursor(header: header, lastHeader: header ?? cursor.lastHeader, offset: endOffset, chain: header == nil ? WALChecksum() : chain)
+        try repin()
+        return SnapshotImage(path: path, pageSize: size, commitPages: commitPages, checksum: table.value, takenAt: Date())
+    }
+}

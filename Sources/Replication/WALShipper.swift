@@ -1,0 +1,442 @@
+import Foundation
+import Logging
+import NATS
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What the shipper has done, for `batonctl status`.
+public struct ShipperStatus: Sendable, Hashable {
+    /// The fencing token the shipper writes with.
+    public var token: UInt64
+    /// The last transaction id published (0 before the first).
+    public var lastTxid: UInt64
+    /// The stream sequence of the shipper's last message.
+    public var lastStreamSequence: UInt64
+    /// The rolling checksum after the last published record.
+    public var checksum: UInt64
+    /// When the last transaction record was published.
+    public var lastShippedAt: Date?
+    /// Snapshots published by this shipper.
+    public var snapshots: Int
+    /// The transaction id of the latest snapshot.
+    public var lastSnapshotTxid: UInt64?
+    /// Why the latest snapshot was taken.
+    public var lastSnapshotReason: String?
+    /// Checkpoints the shipper ran.
+    public var checkpoints: Int
+    /// The latest error (cleared by the next success).
+    public var lastError: String?
+    /// Whether the shipping loop runs.
+    public var running: Bool
+}
+
+/// What a graceful stepdown shipped.
+public struct HandoffReport: Sendable, Hashable {
+    /// The last transaction id before the marker (the marker repeats it).
+    public var txid: UInt64
+    /// The marker's stream sequence.
+    public var markerSequence: UInt64
+    /// The database checksum at the marker.
+    public var checksum: UInt64
+    /// The fencing token the marker carries.
+    public var token: UInt64
+}
+
+/// Ships an app's committed SQLite transactions to its JetStream stream while this node is
+/// active.
+///
+/// ```swift
+/// let shipper = try await WALShipper.start(configuration: config, token: epoch, jetStream: js, logger: logger)
+/// // ... the app runs ...
+/// let handoff = try await shipper.stepDown()   // graceful: ships the tail, publishes the final marker
+/// ```
+///
+/// `start` returns once the opening snapshot is published (so a failure to replicate is known
+/// before the backend depends on it). Every message carries `Nats-Msg-Id` and
+/// `Nats-Expected-Last-Sequence`: when another node has published since (it holds a newer
+/// lease), the write is refused and the shipper stops with ``ReplicationError/Code/fenced``;
+/// ``waitUntilStopped()`` reports it.
+public final class WALShipper: Sendable {
+    /// The configuration the shipper runs with.
+    public let configuration: ReplicationConfiguration
+    /// The fencing token the shipper writes with.
+    public let token: UInt64
+    private let core: ShipperCore
+    private let loop: NIOLockedValueBox<Task<Void, any Error>?>
+
+    private init(configuration: ReplicationConfiguration, token: UInt64, core: ShipperCore) {
+        self.configuration = configuration
+        self.token = token
+        self.core = core
+        self.loop = NIOLockedValueBox(nil)
+    }
+
+    /// Opens the database, publishes a snapshot, and starts shipping in the background.
+    ///
+    /// Throws ``ReplicationError/Code/notWALMode`` for a database not in WAL mode, and
+    /// ``ReplicationError/Code/fenced`` when the stream already holds records of a newer token.
+    public static func start(
+        configuration: ReplicationConfiguration, token: UInt64, jetStream: JetStream, logger: Logger
+    ) async throws -> WALShipper {
+        try configuration.validate()
+        var logger = logger
+        logger[metadataKey: "app"] = "\(configuration.app)"
+        logger[metadataKey: "epoch"] = "\(token)"
+        let core = ShipperCore(configuration: configuration, token: token, jetStream: jetStream, logger: logger)
+        do {
+            try await core.start()
+        } catch {
+            await core.shutdown()
+            throw error
+        }
+        let shipper = WALShipper(configuration: configuration, token: token, core: core)
+        let pollInterval = configuration.pollInterval
+        let task = Task {
+            do {
+                while await !core.stopRequested {
+                    if try await core.step() { continue }
+                    try await core.idleWork()
+                    try? await Task.sleep(for: pollInterval)
+                }
+            } catch {
+                await core.failed(error)
+                throw error
+            }
+        }
+        shipper.loop.withLockedValue { $0 = task }
+        return shipper
+    }
+
+    /// The shipper's progress.
+    public func status() async -> ShipperStatus { await core.status }
+
+    /// Returns when the shipping loop ends; throws the error that ended it (for example
+    /// ``ReplicationError/Code/fenced``).
+    public func waitUntilStopped() async throws {
+        guard let task = loop.withLockedValue({ $0 }) else { return }
+        try await task.value
+    }
+
+    /// Graceful handoff: stops the loop, ships everything committed (behind the write barrier),
+    /// publishes a final marker, and closes the database. Call it after the backend stopped.
+    public func stepDown() async throws -> HandoffReport {
+        await core.requestStop()
+        if let task = loop.withLockedValue({ $0 }) {
+            _ = await task.result
+        }
+        do {
+            let report = try await core.flushAndPublishFinalMarker()
+            await core.shutdown()
+            return report
+        } catch {
+            await core.shutdown()
+            throw error
+        }
+    }
+
+    /// Stops shipping without a final marker (for a crash-like stop or after fencing).
+    public func stop() async {
+        await core.requestStop()
+        if let task = loop.withLockedValue({ $0 }) {
+            _ = await task.result
+        }
+        await core.shutdown()
+    }
+}
+
+/// The shipper's state; the blocking parts run in ``ShipperEngine`` on its ``IOThread``.
+actor ShipperCore {
+    let configuration: ReplicationConfiguration
+    let names: ReplicationNames
+    let token: UInt64
+    let jetStream: JetStream
+    let logger: Logger
+    let io = IOThread()
+    private var engine: ShipperEngine?
+    private var objectStore: ObjectStore?
+    private var nextTxid: UInt64 = 1
+    private var lastSequence: UInt64 = 0
+    private var anchorSequence: UInt64 = 0
+    private var maxMessageBytes = 1024 * 1024
+    private var snapshotNeeded: String?
+    private var lastRetentionCheck = ContinuousClock.now
+    private(set) var stopRequested = false
+    private(set) var status: ShipperStatus
+
+    init(configuration: ReplicationConfiguration, token: UInt64, jetStream: JetStream, logger: Logger) {
+        self.configuration = configuration
+        self.names = configuration.names
+        self.token = token
+        self.jetStream = jetStream
+        self.logger = logger
+        status = ShipperStatus(
+            token: token, lastTxid: 0, lastStreamSequence: 0, checksum: 0, lastShippedAt: nil, snapshots: 0, lastSnapshotTxid: nil,
+            lastSnapshotReason: nil, checkpoints: 0, lastError: nil, running: false)
+    }
+
+    func requestStop() { stopRequested = true }
+
+    func failed(_ error: any Error) {
+        status.lastError = "\(error)"
+        status.running = false
+        logger.error("WAL shipping stopped", metadata: ["error": "\(error)"])
+    }
+
+    func start() async throws {
+        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
+        objectStore = try await jetStream.objectStore(names.snapshotBucket)
+        if let payload = jetStream.client.serverInfo?.maxPayload {
+            maxMessageBytes = max(4096, payload - 1024)
+        }
+        let configuration = configuration
+        let logger = logger
+        engine = try await io.run { try ShipperEngine(configuration: configuration, logger: logger) }
+        var attempts = 0
+        while true {
+            try await readStreamTail()
+            do {
+                try await snapshot(reason: "shipping starts")
+                break
+            } catch let error as ReplicationError where error.code == .fenced && attempts < 5 {
+                // Someone (a node with an older token that has not noticed yet) published between
+                // our read of the tail and our write; read again. A newer token fails in readStreamTail.
+                attempts += 1
+            }
+        }
+        status.running = true
+        logger.info("WAL shipping started", metadata: ["txid": "\(nextTxid - 1)", "sequence": "\(lastSequence)"])
+    }
+
+    /// Reads the stream's last message: where our expectations and txids continue.
+    private func readStreamTail() async throws {
+        let info = try await jetStream.streamInfo(names.stream)
+        lastSequence = info.state.lastSequence
+        guard lastSequence > 0 else {
+            nextTxid = 1
+            return
+        }
+        let message = try await jetStream.getMessage(stream: names.stream, sequence: lastSequence)
+        let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
+        guard chunk.token <= token else {
+            throw ReplicationError(.fenced, "the stream already holds records of token \(chunk.token), newer than this node's \(token)")
+        }
+        // The last record may be incomplete (its writer died mid-record): its txid is skipped;
+        // our snapshot record follows, which is allowed to jump.
+        nextTxid = chunk.txid + 1
+    }
+
+    func shutdown() async {
+        if let engine {
+            try? await io.run { engine.close() }
+        }
+        engine = nil
+        status.running = false
+        await io.shutdown()
+    }
+
+    // MARK: - Loop
+
+    /// Publishes one record if there is one; returns whether it did.
+    func step() async throws -> Bool {
+        guard let engine else { throw ReplicationError(.notRunning, "the shipper is closed") }
+        if let reason = snapshotNeeded {
+            try await snapshot(reason: reason)
+            return true
+        }
+        switch try await io.run({ try engine.poll() }) {
+        case .nothing:
+            return false
+        case .batch(let batch):
+            try await publish(batch)
+            return true
+        case .needsSnapshot(let reason):
+            logger.warning("WAL continuity lost; taking a snapshot", metadata: ["reason": "\(reason)"])
+            try await snapshot(reason: reason)
+            return true
+        }
+    }
+
+    /// Checkpoints and retention snapshots, when nothing is waiting to be shipped.
+    func idleWork() async throws {
+        guard let engine else { return }
+        let shippedFrames = try await io.run { engine.shippedFramesInGeneration }
+        if shippedFrames >= configuration.checkpointAfterFrames {
+            try await checkpoint()
+        }
+        if lastSequence - anchorSequence >= UInt64(configuration.effectiveSnapshotAfterMessages) {
+            try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
+            return
+        }
+        if ContinuousClock.now - lastRetentionCheck > .seconds(5) {
+            lastRetentionCheck = .now
+            let info = try await jetStream.streamInfo(names.stream)
+            if info.state.firstSequence > anchorSequence {
+                try await snapshot(reason: "the stream's retention dropped the last snapshot record")
+            }
+        }
+    }
+
+    private func checkpoint() async throws {
+        guard let engine else { return }
+        guard try await io.run({ try engine.beginBarrier() }) else {
+            logger.debug("checkpoint skipped: the app holds the write lock")
+            return
+        }
+        do {
+            try await drainUnderBarrier()
+            let result = try await io.run { try engine.checkpointAndReleaseBarrier() }
+            status.checkpoints += 1
+            logger.debug("checkpoint", metadata: ["wal-frames": "\(result.walFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+        } catch {
+            try? await io.run { engine.releaseBarrier() }
+            throw error
+        }
+    }
+
+    /// Ships everything committed; the caller holds the barrier, so the end does not move.
+    private func drainUnderBarrier() async throws {
+        guard let engine else { return }
+        while true {
+            switch try await io.run({ try engine.poll() }) {
+            case .nothing:
+                return
+            case .batch(let batch):
+                try await publish(batch)
+            case .needsSnapshot(let reason):
+                try await snapshot(reason: reason)
+            }
+        }
+    }
+
+    private func publish(_ batch: ShipperEngine.Batch) async throws {
+        guard let engine else { return }
+        let record = ReplicationRecord(
+            kind: .transaction, txid: nextTxid, token: token, pageSize: batch.pageSize, commitPages: batch.commitPages,
+            checksumBefore: batch.checksumBefore, checksumAfter: batch.checksumAfter, timestampNanos: nanos(batch.readAt), pages: batch.pages)
+        try await publish(record, subject: names.transactionSubject)
+        try await io.run { engine.commit(batch) }
+        nextTxid += 1
+        status.lastTxid = record.txid
+        status.checksum = record.checksumAfter
+        status.lastShippedAt = Date()
+        status.lastError = nil
+    }
+
+    private func snapshot(reason: String) async throws {
+        guard let engine, let objectStore else { return }
+        snapshotNeeded = reason
+        let path = (configuration.stateDirectory as NSString).appendingPathComponent("\(configuration.app).snapshot.\(NUID.next()).tmp")
+        try await io.run { try FileIO.makeDirectory(self.configuration.stateDirectory) }
+        defer { Task { [io] in try? await io.run { try FileIO.removeIfExists(path) } } }
+        let image = try await io.run { try engine.takeSnapshot(to: path) }
+        let txid = nextTxid
+        let name = "snapshot-\(String(format: "%020llu", txid))-\(token)"
+        try await objectStore.put(
+            name: name, fileAt: path, description: "database of \(configuration.app) at txid \(txid)",
+            metadata: [
+                "txid": "\(txid)", "token": "\(token)", "checksum": hex(image.checksum), "page_size": "\(image.pageSize)",
+                "commit_pages": "\(image.commitPages)",
+            ], chunkSize: min(ObjectStore.defaultChunkSize, maxMessageBytes))
+        let record = ReplicationRecord(
+            kind: .snapshot, txid: txid, token: token, pageSize: image.pageSize, commitPages: image.commitPages, checksumBefore: status.checksum,
+            checksumAfter: image.checksum, timestampNanos: nanos(image.takenAt), snapshotName: name)
+        try await publish(record, subject: names.snapshotSubject)
+        anchorSequence = lastSequence
+        nextTxid += 1
+        snapshotNeeded = nil
+        status.lastTxid = txid
+        status.checksum = image.checksum
+        status.snapshots += 1
+        status.lastSnapshotTxid = txid
+        status.lastSnapshotReason = reason
+        logger.info("snapshot published", metadata: ["txid": "\(txid)", "pages": "\(image.commitPages)", "reason": "\(reason)"])
+        await pruneSnapshots()
+    }
+
+    private func pruneSnapshots() async {
+        guard let objectStore else { return }
+        do {
+            let objects = try await objectStore.list().filter { $0.name.hasPrefix("snapshot-") }.sorted { $0.name < $1.name }
+            for stale in objects.dropLast(configuration.snapshotsToKeep) {
+                try await objectStore.delete(stale.name)
+            }
+        } catch {
+            logger.warning("cannot prune old snapshots", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Publishes a record's chunks with dedupe ids and the expected last sequence. Transient
+    /// failures are retried with the same id; a lost expectation is ``ReplicationError/Code/fenced``.
+    private func publish(_ record: ReplicationRecord, subject: String) async throws {
+        let chunks = RecordChunk.split(record, maxMessageBytes: maxMessageBytes)
+        for chunk in chunks {
+            let payload = ByteBuffer(bytes: chunk.encoded())
+            var attempt = 0
+            while true {
+                let options = PublishOptions(
+                    messageID: "\(names.stream)-\(token)-\(record.kind.rawValue)-\(record.txid)-\(chunk.index)", expectedStream: names.stream,
+                    expectedLastSequence: lastSequence)
+                do {
+                    let ack = try await jetStream.publish(subject, payload: payload, options: options)
+                    lastSequence = ack.sequence
+                    status.lastStreamSequence = ack.sequence
+                    break
+                } catch let error as JetStreamAPIError where error.isWrongLastSequence {
+                    throw ReplicationError(
+                        .fenced, "JetStream refused record \(record.txid) of token \(token): the stream moved past sequence \(lastSequence) (\(error.errorDescription))")
+                } catch {
+                    attempt += 1
+                    status.lastError = "\(error)"
+                    if stopRequested && attempt >= 3 { throw error }
+                    logger.warning("publish failed; retrying", metadata: ["txid": "\(record.txid)", "attempt": "\(attempt)", "error": "\(error)"])
+                    try await Task.sleep(for: .milliseconds(min(2000, 50 << min(attempt, 6))))
+                }
+            }
+        }
+    }
+
+    // MARK: - Stepdown
+
+    func flushAndPublishFinalMarker() async throws -> HandoffReport {
+        guard let engine else { throw ReplicationError(.notRunning, "the shipper is closed") }
+        var attempts = 0
+        while try await !io.run({ try engine.beginBarrier() }) {
+            attempts += 1
+            if attempts >= 5 { throw ReplicationError(.timeout, "the app still holds the write lock; cannot flush the WAL") }
+        }
+        do {
+            if let reason = snapshotNeeded { try await snapshot(reason: reason) }
+            try await drainUnderBarrier()
+            let state = try await io.run { engine.publishedState }
+            let txid = nextTxid - 1
+            let marker = ReplicationRecord(
+                kind: .finalMarker, txid: txid, token: token, pageSize: state.pageSize, commitPages: state.pages, checksumBefore: state.checksum,
+                checksumAfter: state.checksum, timestampNanos: nanos(Date()))
+            try await publish(marker, subject: names.transactionSubject)
+            try await io.run { engine.releaseBarrier() }
+            logger.info("final marker published", metadata: ["txid": "\(txid)", "sequence": "\(lastSequence)"])
+            return HandoffReport(txid: txid, markerSequence: lastSequence, checksum: state.checksum, token: token)
+        } catch {
+            try? await io.run { engine.releaseBarrier() }
+            throw error
+        }
+    }
+}
+
+/// Creates the app's stream and snapshot bucket when missing (an existing one is used as is).
+func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfiguration) async throws {
+    do {
+        try await jetStream.createStream(configuration.streamConfig)
+    } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
+        // Exists with other limits (changed configuration): keep it; the operator owns it.
+    }
+    do {
+        _ = try await jetStream.createObjectStore(
+            ObjectStoreConfig(
+                bucket: configuration.names.snapshotBucket, description: "Baton snapshots of \(configuration.app)",
+                replicas: configuration.streamReplicas))
+    } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
+    }
+}
+
+func nanos(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1e9) }
