@@ -101,7 +101,9 @@ struct ReplicationIntegrationTests {
             let applier = try await WALApplier.start(configuration: passive, jetStream: jetStream, logger: logger)
             try await app.workload(transactions: 60, from: 5, vacuumAt: 40)
             let shipped = await shipper.status()
-            #expect(shipped.checkpoints >= 1)
+            // The WAL went through at least one cycle: a checkpoint of the shipper's own, or (when
+            // the VACUUM or load made it lose the evidence) a snapshot after the opening one.
+            #expect(shipped.checkpoints >= 1 || shipped.snapshots >= 2, "\(shipped)")
             #expect(shipped.lastError == nil)
 
             let handoff = try await shipper.stepDown()

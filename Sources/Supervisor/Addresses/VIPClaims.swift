@@ -26,6 +26,10 @@ public actor VIPClaims: AppAddresses {
     private let logger: Logger
     private var mode: Mode = .passive
     private var reconciler: Task<Void, Never>?
+    /// The last netlink change asked for. Changes run in the order they were decided here, so
+    /// a removal decided after an addition always lands after it (the actor may interleave
+    /// calls at every `await`, but the chain is extended synchronously).
+    private var lastChange: Task<Void, Never>?
     private var announcements: [Task<Void, Never>] = []
     private let failureStream: AsyncStream<String>
     private let failureContinuation: AsyncStream<String>.Continuation
@@ -56,8 +60,10 @@ public actor VIPClaims: AppAddresses {
         mode = .active(token: token)
         startReconciling()
         for claim in claims {
-            let change = try await manager.add(claim.vip, to: claim.config.interface, label: claim.config.label)
+            guard mode == .active(token: token) else { throw VIPClaimSuperseded(vip: claim.vip.description) }
+            let change = try await add(claim)
             logger.notice("virtual IP claimed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "change": "\(change)", "epoch": "\(token)"])
+            guard mode == .active(token: token) else { throw VIPClaimSuperseded(vip: claim.vip.description) }
             announce(claim)
             if claim.config.announce.refresh > .zero {
                 let announcer = self.announcer
@@ -72,7 +78,7 @@ public actor VIPClaims: AppAddresses {
         var firstError: (any Error)?
         for claim in claims {
             do {
-                let change = try await manager.remove(claim.vip, from: claim.config.interface)
+                let change = try await remove(claim)
                 logger.info("virtual IP released", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "change": "\(change)"])
             } catch {
                 firstError = firstError ?? error
@@ -132,7 +138,7 @@ public actor VIPClaims: AppAddresses {
             case .active(let token) where !present:
                 logger.warning("virtual IP was removed from outside; adding it again", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
                 do {
-                    try await manager.add(claim.vip, to: claim.config.interface, label: claim.config.label)
+                    _ = try await add(claim)
                     guard mode == .active(token: token) else { continue }
                     announce(claim)
                 } catch {
@@ -141,7 +147,7 @@ public actor VIPClaims: AppAddresses {
             case .passive where present:
                 logger.warning("removing a virtual IP this node does not own", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
                 do {
-                    try await manager.remove(claim.vip, from: claim.config.interface)
+                    _ = try await remove(claim)
                 } catch {
                     logger.error("cannot remove a virtual IP this node does not own", metadata: ["vip": "\(claim.vip)", "error": "\(error)"])
                 }
@@ -176,6 +182,27 @@ public actor VIPClaims: AppAddresses {
         })
     }
 
+    private func add(_ claim: Claim) async throws -> AddressChange {
+        let manager = self.manager
+        return try await serially { try await manager.add(claim.vip, to: claim.config.interface, label: claim.config.label) }
+    }
+
+    private func remove(_ claim: Claim) async throws -> AddressChange {
+        let manager = self.manager
+        return try await serially { try await manager.remove(claim.vip, from: claim.config.interface) }
+    }
+
+    /// Runs `change` after every change asked for before it.
+    private func serially(_ change: @escaping @Sendable () async throws -> AddressChange) async throws -> AddressChange {
+        let previous = lastChange
+        let task = Task<AddressChange, any Error> {
+            await previous?.value
+            return try await change()
+        }
+        lastChange = Task { _ = try? await task.value }
+        return try await task.value
+    }
+
     private func stopAnnouncing() {
         for task in announcements { task.cancel() }
         announcements.removeAll()
@@ -184,7 +211,7 @@ public actor VIPClaims: AppAddresses {
     private func removeAll(reason: String) async {
         for claim in claims {
             do {
-                let change = try await manager.remove(claim.vip, from: claim.config.interface)
+                let change = try await remove(claim)
                 if change == .removed {
                     logger.warning("virtual IP removed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "reason": "\(reason)"])
                 }
@@ -193,4 +220,10 @@ public actor VIPClaims: AppAddresses {
             }
         }
     }
+}
+
+/// A claim that lost to a release or fence decided while it ran.
+struct VIPClaimSuperseded: Error, CustomStringConvertible {
+    var vip: String
+    var description: String { "claiming \(vip) was superseded by a release or fence" }
 }
