@@ -235,6 +235,15 @@ struct ConfigTests {
         ])
     }
 
+    @Test("examples/systemd/baton.yaml is valid and wraps its unit")
+    func systemdExampleParses() throws {
+        let root = #filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/")
+        let config = try BatonConfig.load(path: root + "/examples/systemd/baton.yaml")
+        let app = try #require(config.apps.first)
+        #expect(app.backend == .systemd(SystemdBackendConfig(unit: "myapp.service", bus: .system, restart: RestartPolicy(maxRestarts: 3, window: .seconds(60), backoff: .seconds(1)))))
+        #expect(app.vips.map(\.cidr) == ["10.0.0.100/24"])
+    }
+
     @Test("an alias reuses a whole section")
     func aliases() throws {
         let config = try parse(header + """
