@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CBatonNetlink.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -54,6 +55,31 @@ int cbn_set_receive_timeout(int fd, int milliseconds) {
     timeout.tv_sec = milliseconds / 1000;
     timeout.tv_usec = (milliseconds % 1000) * 1000;
     return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+}
+
+int cbn_arp_socket(int ifindex) {
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+    if (fd < 0) return -1;
+    struct sockaddr_ll address;
+    memset(&address, 0, sizeof(address));
+    address.sll_family = AF_PACKET;
+    address.sll_protocol = htons(ETH_P_ARP);
+    address.sll_ifindex = ifindex;
+    if (bind(fd, (const struct sockaddr *)&address, sizeof(address)) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+long cbn_packet_receive(int fd, uint8_t *buffer, size_t capacity) {
+    ssize_t received;
+    do {
+        received = recv(fd, buffer, capacity, 0);
+    } while (received < 0 && errno == EINTR);
+    return (long)received;
 }
 
 void cbn_set_thread_name(const char *name) {

@@ -39,6 +39,25 @@ enum AnnouncementPackets {
         return frame
     }
 
+    /// An ARP probe (42 bytes, RFC 5227 §2.1.1): "who-has VIP tell 0.0.0.0" from
+    /// `hardwareAddress` to the broadcast MAC. A host that owns the VIP answers it; a zero sender
+    /// address makes no neighbour learn anything from the probe itself.
+    static func arpProbe(for address: IPAddress, hardwareAddress: [UInt8]) -> [UInt8] {
+        precondition(address.family == .ipv4 && hardwareAddress.count == 6)
+        var frame = gratuitousARP(for: address, hardwareAddress: hardwareAddress)
+        frame.replaceSubrange(28..<32, with: [0, 0, 0, 0])  // sender protocol address: unspecified
+        return frame
+    }
+
+    /// The sender of an ARP frame (request or reply) for IPv4 over Ethernet: its hardware and
+    /// protocol addresses, or nil when `frame` is not such a frame.
+    static func arpSender(of frame: [UInt8]) -> (hardwareAddress: [UInt8], address: [UInt8])? {
+        guard frame.count >= 42, frame[12] == 0x08, frame[13] == 0x06,  // EtherType ARP
+              frame[14] == 0, frame[15] == 1, frame[16] == 0x08, frame[17] == 0x00,  // Ethernet, IPv4
+              frame[18] == 6, frame[19] == 4 else { return nil }
+        return (Array(frame[22..<28]), Array(frame[28..<32]))
+    }
+
     /// An unsolicited neighbor advertisement (86 bytes, RFC 4861 §7.2.6): Ethernet to
     /// 33:33:00:00:00:01, IPv6 from the VIP to ff02::1 with hop limit 255, ICMPv6 type 136 with
     /// the override flag set and the solicited and router flags clear, target = the VIP, and a

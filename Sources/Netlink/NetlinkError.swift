@@ -47,6 +47,7 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
         case listAddresses = "list addresses on"
         case resolveInterface = "look up interface"
         case announce = "announce"
+        case probe = "probe for other owners of"
         case enterNamespace = "enter network namespace"
     }
 
@@ -88,6 +89,8 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
             text = "cannot look up interface \(quoted(interface ?? ""))"
         case .announce:
             text = "cannot announce \(address ?? "address") on \(interface ?? "interface")"
+        case .probe:
+            text = "cannot probe for other owners of \(address ?? "address") on \(interface ?? "interface")"
         case .enterNamespace:
             text = "cannot enter network namespace"
         }
@@ -101,6 +104,8 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
                 text += "; adding and removing addresses needs CAP_NET_ADMIN"
             case .announce:
                 text += "; sending announcements needs CAP_NET_RAW"
+            case .probe:
+                text += "; sending ARP probes needs CAP_NET_RAW"
             case .enterNamespace:
                 text += "; entering a network namespace needs CAP_SYS_ADMIN"
             case .parseAddress:

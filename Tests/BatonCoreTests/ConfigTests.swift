@@ -181,7 +181,7 @@ struct ConfigTests {
                 lease: {ttl: 3s}
                 backend: {systemd: {unit: postgresql.service, bus: user, restart: {max_restarts: 1}}}
                 vip:
-                  - {address: 192.0.2.10/24, interface: eth0, label: "eth0:db"}
+                  - {address: 192.0.2.10/24, interface: eth0, label: "eth0:db", check_conflicts: true}
                   - address: 2001:DB8:0:0::10/64
                     interface: eth0
                     announce: {count: 3, interval: 100ms, refresh: 10s}
@@ -194,7 +194,7 @@ struct ConfigTests {
         let db = config.apps[0]
         #expect(db.backend == .systemd(SystemdBackendConfig(unit: "postgresql.service", bus: .user, restart: RestartPolicy(maxRestarts: 1))))
         #expect(db.vips == [
-            VIPConfig(address: "192.0.2.10", prefixLength: 24, isIPv6: false, interface: "eth0", label: "eth0:db"),
+            VIPConfig(address: "192.0.2.10", prefixLength: 24, isIPv6: false, interface: "eth0", label: "eth0:db", checkConflicts: true),
             VIPConfig(
                 address: "2001:db8::10", prefixLength: 64, isIPv6: true, interface: "eth0",
                 announce: AnnounceConfig(count: 3, interval: .milliseconds(100), refresh: .seconds(10))),

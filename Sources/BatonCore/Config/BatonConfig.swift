@@ -162,15 +162,23 @@ public struct VIPConfig: Sendable, Hashable {
     public var label: String?
     /// How the address is announced after it is added.
     public var announce: AnnounceConfig
+    /// Whether to probe the link (ARP, IPv4 only) for another host that answers for the
+    /// address while claiming it, and report one (`check_conflicts`, default false). The probe
+    /// runs alongside the claim: it delays nothing, and it decides nothing (the fencing token does).
+    public var checkConflicts: Bool
 
     /// Creates a VIP.
-    public init(address: String, prefixLength: Int, isIPv6: Bool, interface: String, label: String? = nil, announce: AnnounceConfig = AnnounceConfig()) {
+    public init(
+        address: String, prefixLength: Int, isIPv6: Bool, interface: String, label: String? = nil, announce: AnnounceConfig = AnnounceConfig(),
+        checkConflicts: Bool = false
+    ) {
         self.address = address
         self.prefixLength = prefixLength
         self.isIPv6 = isIPv6
         self.interface = interface
         self.label = label
         self.announce = announce
+        self.checkConflicts = checkConflicts
     }
 
     /// `address/prefix`.

@@ -208,7 +208,7 @@ extension AppConfig: ConfigSection {
 }
 
 extension VIPConfig: ConfigSection {
-    static let keys = ["address", "interface", "label", "announce"]
+    static let keys = ["address", "interface", "label", "announce", "check_conflicts"]
 
     init?(fields: ConfigFields) {
         var parsed: (address: String, prefix: Int, isIPv6: Bool)?
@@ -228,7 +228,8 @@ extension VIPConfig: ConfigSection {
         }
         let label = fields.optional("label").map { $0.string(expected: "a label like \"eth0:web\"") }
         let announce = fields.optional("announce", default: AnnounceConfig()) { $0.section(AnnounceConfig.self) }
-        guard let parsed, let interface, !label.failed, let announce else { return nil }
+        let checkConflicts = fields.optional("check_conflicts", default: false) { $0.bool() }
+        guard let parsed, let interface, !label.failed, let announce, let checkConflicts else { return nil }
         if let label = label ?? nil {
             let value = fields.optional("label")!
             if parsed.isIPv6 {
@@ -240,7 +241,9 @@ extension VIPConfig: ConfigSection {
                 return nil
             }
         }
-        self.init(address: parsed.address, prefixLength: parsed.prefix, isIPv6: parsed.isIPv6, interface: interface, label: label ?? nil, announce: announce)
+        self.init(
+            address: parsed.address, prefixLength: parsed.prefix, isIPv6: parsed.isIPv6, interface: interface, label: label ?? nil, announce: announce,
+            checkConflicts: checkConflicts)
     }
 }
 

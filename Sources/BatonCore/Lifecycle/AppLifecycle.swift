@@ -226,6 +226,9 @@ public struct AppLifecycle: Sendable {
         case fenced(token: UInt64, reason: String)
         case leaseLost(token: UInt64, reason: String)
         case duplicateInstance(LeaseHolder)
+        /// Something an operator should see that changes nothing here (a VIP removed from
+        /// outside and added again, another host answering for a VIP, ...).
+        case observed(String)
         case ignored(String)
     }
 

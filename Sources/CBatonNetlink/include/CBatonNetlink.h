@@ -24,6 +24,14 @@ long cbn_packet_send(int fd, int ifindex, const uint8_t *destination,
 /// Sets SO_RCVTIMEO on `fd` to `milliseconds`. Returns 0, or -1 with errno set.
 int cbn_set_receive_timeout(int fd, int milliseconds);
 
+/// Opens an AF_PACKET/SOCK_RAW socket that receives the ARP frames of interface `ifindex`,
+/// close-on-exec. Returns the descriptor, or -1 with errno set.
+int cbn_arp_socket(int ifindex);
+
+/// Receives one frame into `buffer`, retrying on EINTR. Returns its length, or -1 with errno set
+/// (EAGAIN when the socket's receive timeout passed).
+long cbn_packet_receive(int fd, uint8_t *buffer, size_t capacity);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void cbn_set_thread_name(const char *name);
 

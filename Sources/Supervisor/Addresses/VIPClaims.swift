@@ -31,8 +31,11 @@ public actor VIPClaims: AppAddresses {
     /// calls at every `await`, but the chain is extended synchronously).
     private var lastChange: Task<Void, Never>?
     private var announcements: [Task<Void, Never>] = []
+    private let conflictProbe: VIPConflictProbe
     private let failureStream: AsyncStream<String>
     private let failureContinuation: AsyncStream<String>.Continuation
+    private let eventStream: AsyncStream<String>
+    private let eventContinuation: AsyncStream<String>.Continuation
 
     /// Creates the claims of `app`; nothing changes on the host until the first call.
     ///
@@ -49,16 +52,22 @@ public actor VIPClaims: AppAddresses {
         self.claims = try vips.map { config in Claim(vip: try VIPAddress(config.cidr), config: config) }
         self.manager = VIPAddressManager(namespace: namespace, logger: logger)
         self.announcer = VIPAnnouncer(namespace: namespace, logger: logger)
+        self.conflictProbe = VIPConflictProbe(namespace: namespace, logger: logger)
         self.reconcileInterval = reconcileInterval
         self.logger = logger
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
+        (eventStream, eventContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
     }
 
     public nonisolated func failures() -> AsyncStream<String> { failureStream }
+    public nonisolated func events() -> AsyncStream<String> { eventStream }
 
     public func claim(token: UInt64) async throws {
         mode = .active(token: token)
         startReconciling()
+        for claim in claims where claim.config.checkConflicts {
+            probeForOtherOwners(claim, token: token)
+        }
         for claim in claims {
             guard mode == .active(token: token) else { throw VIPClaimSuperseded(vip: claim.vip.description) }
             let change = try await add(claim)
@@ -105,8 +114,29 @@ public actor VIPClaims: AppAddresses {
         reconciler = nil
         stopAnnouncing()
         failureContinuation.finish()
+        eventContinuation.finish()
         manager.shutdown()
         announcer.shutdown()
+        conflictProbe.shutdown()
+    }
+
+    /// Reports another host that answers for the VIP (it was not fenced, or it is misconfigured).
+    /// Runs beside the claim and decides nothing: the fencing token does.
+    private func probeForOtherOwners(_ claim: Claim, token: UInt64) {
+        let probe = conflictProbe
+        let logger = self.logger
+        let events = eventContinuation
+        Task {
+            do {
+                let owners = try await probe.otherOwners(of: claim.vip, on: claim.config.interface, listenFor: .milliseconds(200))
+                guard !owners.isEmpty else { return }
+                let event = "another host (\(owners.joined(separator: ", "))) answers for virtual IP \(claim.vip) on \(claim.config.interface) while this node claims it under epoch \(token)"
+                logger.error("virtual IP conflict", metadata: ["vip": "\(claim.vip)", "owners": "\(owners)", "epoch": "\(token)"])
+                events.yield(event)
+            } catch {
+                logger.warning("cannot probe for other owners of a virtual IP", metadata: ["vip": "\(claim.vip)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: - Reconcile
@@ -137,6 +167,7 @@ public actor VIPClaims: AppAddresses {
             switch mode {
             case .active(let token) where !present:
                 logger.warning("virtual IP was removed from outside; adding it again", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
+                eventContinuation.yield("virtual IP \(claim.vip) was removed from \(claim.config.interface) from outside; added again")
                 do {
                     _ = try await add(claim)
                     guard mode == .active(token: token) else { continue }
@@ -146,6 +177,7 @@ public actor VIPClaims: AppAddresses {
                 }
             case .passive where present:
                 logger.warning("removing a virtual IP this node does not own", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)"])
+                eventContinuation.yield("removed virtual IP \(claim.vip) from \(claim.config.interface): this node does not hold the lease")
                 do {
                     _ = try await remove(claim)
                 } catch {
@@ -214,6 +246,7 @@ public actor VIPClaims: AppAddresses {
                 let change = try await remove(claim)
                 if change == .removed {
                     logger.warning("virtual IP removed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "reason": "\(reason)"])
+                    eventContinuation.yield("removed virtual IP \(claim.vip) from \(claim.config.interface): \(reason)")
                 }
             } catch {
                 logger.error("cannot remove virtual IP", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "error": "\(error)"])

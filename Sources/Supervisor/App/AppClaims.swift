@@ -16,6 +16,8 @@ public protocol AppAddresses: Sendable {
     func enterPassive() async
     /// Failures while the VIPs are claimed that could not be repaired: each element is a reason.
     func failures() -> AsyncStream<String>
+    /// Things an operator should see that change nothing (a VIP repaired, a conflict seen).
+    func events() -> AsyncStream<String>
     /// Stops background work once the app is gone from the config or batond stops.
     func dispose() async
 }

@@ -95,6 +95,9 @@ public actor AppSupervisor {
                 group.addTask { [weak self] in
                     for await reason in addresses.failures() { await self?.send(.backendFailed("virtual IP: \(reason)")) }
                 }
+                group.addTask { [weak self] in
+                    for await event in addresses.events() { await self?.report(.observed(event)) }
+                }
             }
             if let replica {
                 group.addTask { [weak self] in
@@ -266,6 +269,11 @@ public actor AppSupervisor {
         }
     }
 
+    private func report(_ notification: AppLifecycle.Notification) {
+        log(notification)
+        notificationsContinuation?.yield(notification)
+    }
+
     private func log(_ notification: AppLifecycle.Notification) {
         switch notification {
         case .acquired(let token): logger.info("acquired the lease", metadata: ["epoch": "\(token)"])
@@ -280,6 +288,7 @@ public actor AppSupervisor {
         case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
+        case .observed(let event): logger.warning("\(event)")
         case .ignored(let reason): logger.debug("ignored", metadata: ["reason": "\(reason)"])
         }
     }

@@ -167,6 +167,7 @@ public actor NodeSupervisor: NodeController {
             backendRunning[app] = false
         case .leaseLost(let token, let reason): lastEvents[app] = "lost the lease (epoch \(token)): \(reason)"
         case .duplicateInstance(let other): lastEvents[app] = "refusing: another batond runs as node \(other.node) (instance \(other.instance))"
+        case .observed(let event): lastEvents[app] = event
         case .ignored: break
         }
     }
