@@ -106,7 +106,7 @@ public actor VIPClaims: AppAddresses {
         mode = .passive
         stopAnnouncing()
         startReconciling()
-        await removeAll(reason: "this node does not hold the lease")
+        await removeAll(reason: "this node does not hold the lease", reportsRemoval: true)
     }
 
     public func dispose() async {
@@ -240,13 +240,13 @@ public actor VIPClaims: AppAddresses {
         announcements.removeAll()
     }
 
-    private func removeAll(reason: String) async {
+    private func removeAll(reason: String, reportsRemoval: Bool = false) async {
         for claim in claims {
             do {
                 let change = try await remove(claim)
                 if change == .removed {
                     logger.warning("virtual IP removed", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "reason": "\(reason)"])
-                    eventContinuation.yield("removed virtual IP \(claim.vip) from \(claim.config.interface): \(reason)")
+                    if reportsRemoval { eventContinuation.yield("removed virtual IP \(claim.vip) from \(claim.config.interface): \(reason)") }
                 }
             } catch {
                 logger.error("cannot remove virtual IP", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "error": "\(error)"])
