@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper",
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

@@ -1,0 +1,122 @@
+import BatonCore
+import Foundation
+import Logging
+import NATSTestSupport
+import Netlink
+import Supervisor
+import Testing
+
+/// A network namespace with a veth pair (the kernel here has no dummy interfaces), for
+/// VIPClaims against the real kernel.
+private struct DummyInterfaceNamespace {
+    let name: String
+    let interface = "bvc0"
+    let ip: String
+
+    static func with(_ body: (DummyInterfaceNamespace) async throws -> Void) async throws {
+        if getuid() != 0 {
+            try Integration.missingPrerequisite(MissingPrerequisite(name: "root", reason: "network namespaces need root", remedy: "run the tests as root"))
+        }
+        let ip = try Integration.requireExecutable("ip", remedy: "`apt-get install iproute2`")
+        let lab = DummyInterfaceNamespace(name: "bvc-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))", ip: ip)
+        try lab.run(["netns", "add", lab.name])
+        defer { try? lab.run(["netns", "delete", lab.name]) }
+        try lab.run(["-n", lab.name, "link", "add", lab.interface, "type", "veth", "peer", "name", "bvc1"])
+        try lab.run(["-n", lab.name, "link", "set", lab.interface, "up"])
+        try lab.run(["-n", lab.name, "link", "set", "bvc1", "up"])
+        try lab.run(["-n", lab.name, "addr", "add", "10.78.0.1/24", "dev", lab.interface])
+        try await body(lab)
+    }
+
+    @discardableResult
+    func run(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 else { throw DummyInterfaceError(message: "ip \(arguments.joined(separator: " ")): \(text)") }
+        return text
+    }
+
+    func hasAddress(_ cidr: String) throws -> Bool {
+        try run(["-n", name, "-o", "addr", "show", "dev", interface]).contains(" \(cidr) ")
+    }
+
+    /// Polls `condition` every 20 ms for at most `limit`.
+    func eventually(within limit: Duration = .seconds(5), _ condition: () throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if try condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try condition()
+    }
+}
+
+private struct DummyInterfaceError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+@Suite("VIP claims against the kernel", .serialized, .timeLimit(.minutes(1)))
+struct VIPClaimsTests {
+    static let logger = Logger(label: "VIPClaimsTests")
+
+    @Test("claim, repair from outside, release, hygiene while passive, fence")
+    func claimsFollowTheRole() async throws {
+        try await DummyInterfaceNamespace.with { lab in
+            let vip = VIPConfig(address: "10.78.0.100", prefixLength: 24, isIPv6: false, interface: lab.interface, announce: AnnounceConfig(count: 0))
+            let vip6 = VIPConfig(address: "2001:db8:78::100", prefixLength: 64, isIPv6: true, interface: lab.interface, announce: AnnounceConfig(count: 0))
+            let claims = try VIPClaims(
+                app: "web", vips: [vip, vip6], namespace: .named(lab.name), reconcileInterval: .milliseconds(50), logger: Self.logger)
+            var events = claims.events().makeAsyncIterator()
+
+            // A VIP left behind (by a batond that crashed) goes when the node starts passive.
+            try lab.run(["-n", lab.name, "addr", "add", "10.78.0.100/24", "dev", lab.interface])
+            await claims.enterPassive()
+            #expect(try !lab.hasAddress("10.78.0.100/24"))
+            #expect(await events.next()?.contains("removed virtual IP 10.78.0.100/24") == true)
+
+            try await claims.claim(token: 7)
+            #expect(try lab.hasAddress("10.78.0.100/24"))
+            #expect(try lab.hasAddress("2001:db8:78::100/64"))
+
+            // Removed from outside while active: added again, with an event.
+            try lab.run(["-n", lab.name, "addr", "del", "10.78.0.100/24", "dev", lab.interface])
+            #expect(try await lab.eventually { try lab.hasAddress("10.78.0.100/24") })
+            #expect(await events.next()?.contains("removed from \(lab.interface) from outside; added again") == true)
+
+            try await claims.release()
+            #expect(try !lab.hasAddress("10.78.0.100/24"))
+            #expect(try !lab.hasAddress("2001:db8:78::100/64"))
+
+            // Added by hand while passive: removed again.
+            try lab.run(["-n", lab.name, "addr", "add", "2001:db8:78::100/64", "dev", lab.interface, "nodad"])
+            #expect(try await lab.eventually { try !lab.hasAddress("2001:db8:78::100/64") })
+
+            try await claims.claim(token: 8)
+            await claims.fence()
+            #expect(try !lab.hasAddress("10.78.0.100/24"))
+            #expect(try !lab.hasAddress("2001:db8:78::100/64"))
+            await claims.dispose()
+        }
+    }
+
+    @Test("a claim on a missing interface fails with the interface named")
+    func missingInterface() async throws {
+        try await DummyInterfaceNamespace.with { lab in
+            let vip = VIPConfig(address: "10.78.0.100", prefixLength: 24, isIPv6: false, interface: "nosuch0")
+            let claims = try VIPClaims(app: "web", vips: [vip], namespace: .named(lab.name), logger: Self.logger)
+            let error = await #expect(throws: NetlinkError.self) { try await claims.claim(token: 1) }
+            #expect(error?.kind == .unknownInterface)
+            #expect(error?.description.contains("nosuch0") == true)
+            await claims.dispose()
+        }
+    }
+}
