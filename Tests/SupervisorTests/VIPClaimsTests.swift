@@ -120,3 +120,45 @@ struct VIPClaimsTests {
         }
     }
 }
+
+@Suite("The fence keeper releases VIPs", .serialized, .timeLimit(.minutes(1)))
+struct KeeperReleasesVIPsTests {
+    @Test("when the armed deadline passes, and when batond goes away")
+    func keeperRemovesTheVIP() async throws {
+        try await DummyInterfaceNamespace.with { lab in
+            let keeper = try keeperPath()
+            for ending in ["deadline", "batond gone"] {
+                try lab.run(["-n", lab.name, "addr", "add", "10.78.0.100/24", "dev", lab.interface])
+                // Through a shell that outlives nothing but the keeper: the keeper closes every
+                // descriptor it does not need, including the one Foundation's Process watches to
+                // learn that its child exited (Foundation would then block in waitpid).
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = [
+                    "-c", "\"$0\" netns exec \"$1\" \"$2\" --app web --release-address \"$3\"; exit $?",
+                    lab.ip, lab.name, keeper, "10.78.0.100/24@\(lab.interface)",
+                ]
+                let input = Pipe()
+                process.standardInput = input
+                process.standardOutput = Pipe()
+                process.standardError = Pipe()
+                try process.run()
+                if ending == "deadline" {
+                    // A deadline 100 ms from now on CLOCK_MONOTONIC (the keeper's clock).
+                    var now = timespec()
+                    clock_gettime(CLOCK_MONOTONIC, &now)
+                    let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + 100_000_000
+                    input.fileHandleForWriting.write(Data("ARM 7 \(deadline)\n".utf8))
+                    #expect(try await lab.eventually { try !lab.hasAddress("10.78.0.100/24") }, "removed at the deadline")
+                    input.fileHandleForWriting.closeFile()
+                } else {
+                    input.fileHandleForWriting.write(Data("DISARM\n".utf8))
+                    input.fileHandleForWriting.closeFile()
+                    #expect(try await lab.eventually { try !lab.hasAddress("10.78.0.100/24") }, "removed when batond went away")
+                }
+                #expect(try await lab.eventually { !process.isRunning }, "the keeper exits once batond is gone")
+                if process.isRunning { process.terminate() }
+            }
+        }
+    }
+}
