@@ -68,7 +68,12 @@ struct SystemdAppBackendTests {
             let dropIn = "\(systemd.runtimeDirectory)/systemd/user/web.service.d/50-baton.conf"
             #expect(FileManager.default.fileExists(atPath: dropIn))
 
+            // A unit starts only under a fence deadline.
+            await #expect { try await backend.start(token: 6) } throws: { "\($0)".contains("not armed") }
+            #expect(try await checker.unitState("web.service").activeState == .inactive)
+
             // Start: the job is done, the unit is active and saw its epoch.
+            await backend.armFence(token: 7, deadline: MonotonicClock.now() + .seconds(120))
             try await backend.start(token: 7)
             #expect(try await checker.unitState("web.service").activeState == .active)
             #expect(epochs(systemd.directory) == ["7"])
@@ -86,6 +91,7 @@ struct SystemdAppBackendTests {
 
             // Killed from outside while active: restarted under the same epoch, then the budget
             // (1 restart) is spent and the failure names the unit.
+            await backend.armFence(token: 8, deadline: MonotonicClock.now() + .seconds(120))
             try await backend.start(token: 8)
             let firstPID = try #require(try await checker.mainPID(of: "web.service"))
             kill(firstPID, SIGKILL)
@@ -131,6 +137,7 @@ struct SystemdAppBackendTests {
             }
 
             let backend = try await SystemdAppBackend.connect(configuration: try configuration(systemd, unit: "broken.service"), logger: logger)
+            await backend.armFence(token: 1, deadline: MonotonicClock.now() + .seconds(120))
             await #expect {
                 try await backend.start(token: 1)
             } throws: { error in
@@ -178,6 +185,7 @@ struct SystemdAppBackendTests {
             #expect(logs.values.contains { $0.level == .warning && $0.message.contains("started outside Baton") })
 
             // Fencing: SIGKILL to the cgroup, within the fence budget (plus the stop job).
+            await backend.armFence(token: 3, deadline: MonotonicClock.now() + .seconds(120))
             try await backend.start(token: 3)
             let pid = try #require(try await checker.mainPID(of: "web.service"))
             let before = ContinuousClock.now

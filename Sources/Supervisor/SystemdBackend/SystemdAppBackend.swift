@@ -131,6 +131,10 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     private let logger: Logger
     private var unit: String { configuration.unit }
     private var desired: Desired = .stopped
+    /// The deadline the keeper holds; starts and restarts happen only before it (as the keeper
+    /// of a process backend refuses a START past its deadline), so a batond that thaws after the
+    /// keeper released the unit does not restart it under a lease it may no longer hold.
+    private var armedDeadline: MonotonicInstant?
     private var restarts: RestartTracker
     private var gateBusy = false
     private var gateWaiters: [CheckedContinuation<Void, Never>] = []
@@ -231,6 +235,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     // MARK: - Fence keeper
 
     public func armFence(token: UInt64, deadline: MonotonicInstant) async {
+        armedDeadline = deadline
         do {
             try await keeper.arm(token: token, deadline: deadline)
         } catch {
@@ -239,6 +244,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     }
 
     public func disarmFence() async {
+        armedDeadline = nil
         await keeper.disarm()
     }
 
@@ -272,6 +278,12 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     /// Writes the epoch file, clears a failed state, starts the unit and checks that it is
     /// active. Called with the gate held.
     private func startChecked(token: UInt64) async throws {
+        guard let armedDeadline else {
+            throw SystemdBackendError("unit \(unit) not started: the fence keeper is not armed (a unit starts only under a fence deadline)")
+        }
+        guard armedDeadline > MonotonicClock.now() else {
+            throw SystemdBackendError("unit \(unit) not started: the fence deadline has passed")
+        }
         do {
             try EpochFile.write(epoch: token, to: configuration.epochFile)
         } catch {
