@@ -47,6 +47,7 @@ let package = Package(
                 "Netlink",
                 "FenceKeeper",
                 "CBatonProcess",
+                "Systemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -56,7 +57,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink",
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -67,6 +68,7 @@ let package = Package(
                 "BatonCore",
                 "NATS",
                 "Supervisor",
+                "Systemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -75,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport"]
+            dependencies: ["NATSTestSupport", "SystemdTestSupport"]
         ),
         .target(
             name: "NATSTestSupport",
@@ -115,7 +117,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "baton-fence-keeper",
-            dependencies: ["FenceKeeper", "CBatonProcess", "Netlink", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FenceKeeper", "CBatonProcess", "Netlink", "Systemd", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "FenceKeeperTests",

@@ -1,5 +1,6 @@
 /// What a fence keeper removes besides the backend's processes when the armed deadline passes
-/// or batond goes away: the app's virtual IPs and its systemd unit. Given on the keeper's
+/// or batond goes away: the app's virtual IPs, its systemd unit, and files to remove first (the
+/// unit's fencing-token file, so that nothing can start the unit again). Given on the keeper's
 /// command line (they do not change while the app runs: a config change restarts the app).
 public struct FenceKeeperClaims: Sendable, Hashable {
     /// One VIP: `address/prefix` and the interface it is on.
@@ -28,20 +29,25 @@ public struct FenceKeeperClaims: Sendable, Hashable {
 
     public var addresses: [Address]
     public var units: [Unit]
+    /// Files removed before the units are killed (a unit's epoch file: its
+    /// `ConditionPathExists=` then keeps it from starting again).
+    public var files: [String]
 
     /// Creates claims (none by default).
-    public init(addresses: [Address] = [], units: [Unit] = []) {
+    public init(addresses: [Address] = [], units: [Unit] = [], files: [String] = []) {
         self.addresses = addresses
         self.units = units
+        self.files = files
     }
 
     /// Whether there is nothing to remove.
-    public var isEmpty: Bool { addresses.isEmpty && units.isEmpty }
+    public var isEmpty: Bool { addresses.isEmpty && units.isEmpty && files.isEmpty }
 
-    /// The keeper options that carry these claims: `--release-address CIDR@INTERFACE` and
-    /// `--release-unit BUS@UNIT`, one per claim.
+    /// The keeper options that carry these claims: `--release-address CIDR@INTERFACE`,
+    /// `--release-unit BUS@UNIT` and `--release-file PATH`, one per claim.
     public var keeperArguments: [String] {
         addresses.flatMap { ["--release-address", "\($0.cidr)@\($0.interface)"] } + units.flatMap { ["--release-unit", "\($0.bus)@\($0.name)"] }
+            + files.flatMap { ["--release-file", $0] }
     }
 
     /// Reads one `--release-address` value.

@@ -3,17 +3,28 @@ import FenceKeeper
 import Logging
 import Netlink
 import Synchronization
+import Systemd
 
-/// Removes an app's claims outside its process group (VIPs, its systemd unit) for the keeper.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Removes an app's claims outside its process group (VIPs, epoch files, its systemd unit) for
+/// the keeper.
 ///
 /// The keeper is a single-threaded poll loop; the netlink and D-Bus clients are async and run
-/// their I/O on threads of their own. The release blocks the keeper's thread for at most
-/// ``timeout`` per claim kind: the processes were already killed (SIGKILL) before.
+/// their I/O on threads of their own. The release blocks the keeper's thread for a bounded time
+/// per claim kind (``timeout`` for VIPs, ``unitTimeout`` for units): the processes were already
+/// killed (SIGKILL) before.
 @MainActor final class ClaimReleaser {
     private let claims: FenceKeeperClaims
     private let logger: Logger
     private var addressManager: VIPAddressManager?
     static let timeout: Duration = .seconds(2)
+    /// Connecting to the bus, KillUnit, and the stop job that follows.
+    static let unitTimeout: Duration = .seconds(5)
 
     init(claims: FenceKeeperClaims, app: String) {
         self.claims = claims
@@ -28,8 +39,19 @@ import Synchronization
 
     func release(reason: String) {
         guard !claims.isEmpty else { return }
-        releaseAddresses(reason: reason)
+        releaseFiles(reason: reason)
         releaseUnits(reason: reason)
+        releaseAddresses(reason: reason)
+    }
+
+    private func releaseFiles(reason: String) {
+        for path in claims.files {
+            if unlink(path) == 0 {
+                logger.notice("epoch file removed by the fence keeper", metadata: ["path": "\(path)", "reason": "\(reason)"])
+            } else if errno != ENOENT {
+                logger.error("cannot remove \(path): \(errnoText(errno))")
+            }
+        }
     }
 
     private func releaseAddresses(reason: String) {
@@ -58,9 +80,51 @@ import Synchronization
         if !finished { logger.error("removing the virtual IPs did not finish within \(Self.timeout)") }
     }
 
+    /// KillUnit (SIGKILL to every process of the unit's cgroup), then StopUnit so that systemd
+    /// does not restart it (`Restart=`) and records it stopped. A unit that is not running
+    /// answers KillUnit with an error, which is only logged at debug level.
     private func releaseUnits(reason: String) {
         guard !claims.units.isEmpty else { return }
-        logger.error("systemd unit claims cannot be released by this keeper build", metadata: ["units": "\(claims.units.map(\.name))"])
+        let units = claims.units
+        let logger = self.logger
+        let finished = Self.runBlocking(timeout: Self.unitTimeout) {
+            await withTaskGroup(of: Void.self) { group in
+                for claim in units {
+                    group.addTask {
+                        let bus = Self.busAddress(claim.bus)
+                        let manager: SystemdManager
+                        do {
+                            manager = try await SystemdManager.connect(to: bus, callTimeout: .seconds(2), logger: logger)
+                        } catch {
+                            logger.error("cannot reach systemd to kill the unit", metadata: ["unit": "\(claim.name)", "error": "\(error)"])
+                            return
+                        }
+                        do {
+                            try await manager.killUnit(claim.name)
+                        } catch {
+                            logger.debug("KillUnit failed (the unit may not be running)", metadata: ["unit": "\(claim.name)", "error": "\(error)"])
+                        }
+                        do {
+                            try await manager.stopUnit(claim.name, timeout: .seconds(3))
+                            logger.notice("unit killed and stopped by the fence keeper", metadata: ["unit": "\(claim.name)", "reason": "\(reason)"])
+                        } catch {
+                            logger.error("cannot stop the unit", metadata: ["unit": "\(claim.name)", "error": "\(error)"])
+                        }
+                        await manager.close()
+                    }
+                }
+            }
+        }
+        if !finished { logger.error("killing and stopping the units did not finish within \(Self.unitTimeout)") }
+    }
+
+    /// `system`, `user`, or a D-Bus address.
+    nonisolated static func busAddress(_ text: String) -> SystemdBusAddress {
+        switch text {
+        case "system": .system
+        case "user": .user
+        default: .address(text)
+        }
     }
 
     /// Runs `body` on the concurrency pool and waits for it on this thread, at most `timeout`.

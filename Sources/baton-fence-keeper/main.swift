@@ -18,14 +18,15 @@ import Musl
 
 let usage = """
     usage: baton-fence-keeper [--parent PID] [--app NAME] [--release-address ADDRESS/PREFIX@INTERFACE]...
-                              [--release-unit BUS@UNIT]...
+                              [--release-unit BUS@UNIT]... [--release-file PATH]...
 
     Started by batond, one per app; reads commands on stdin and writes reports on stdout
     (see the FenceKeeper module for the protocol). --parent is batond's pid (default: the
     parent at start); --app only names the app in diagnostics. When the armed deadline passes
     or batond goes away, the keeper kills the backend's processes and also removes each
-    --release-address (a VIP) and kills and stops each --release-unit (BUS: system, user or a
-    D-Bus address).
+    --release-address (a VIP), removes each --release-file (a unit's epoch file, so that it
+    cannot start again) and kills (SIGKILL to its cgroup) and stops each --release-unit (BUS:
+    system, user or a D-Bus address such as unix:path=/run/user/0/bus).
     """
 
 struct Options {
@@ -50,6 +51,9 @@ struct Options {
                 fail("--release-address needs ADDRESS/PREFIX@INTERFACE")
             }
             options.claims.addresses.append(address)
+        case "--release-file":
+            guard let value = arguments.popFirst(), value.hasPrefix("/") else { fail("--release-file needs an absolute path") }
+            options.claims.files.append(value)
         case "--release-unit":
             guard let value = arguments.popFirst(), let unit = FenceKeeperClaims.parseUnit(value) else {
                 fail("--release-unit needs BUS@UNIT (BUS: system, user or a D-Bus address)")

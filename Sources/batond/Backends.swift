@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Logging
 import Supervisor
 
@@ -14,11 +15,22 @@ func makeParts(_ app: AppConfig, config: BatonConfig, logger: Logger) async thro
     case .process(let process):
         backend = ProcessAppBackend(app: app, node: config.node.id, process: process, logger: logger)
     case .systemd(let systemd):
-        throw BackendSetupError(description: "app \(app.name): systemd backends (unit \(systemd.unit)) are not supported by this build yet; use a process backend")
+        let configuration = SystemdAppBackend.Configuration(app: app, systemd: systemd, runtimeDirectory: batondRuntimeDirectory())
+        backend = try await SystemdAppBackend.connect(configuration: configuration, logger: logger)
     }
     let addresses: (any AppAddresses)? = app.vips.isEmpty ? nil : try VIPClaims(app: app.name, vips: app.vips, logger: logger)
     if app.sqlite != nil {
         throw BackendSetupError(description: "app \(app.name): sqlite replication is not supported by this build yet")
     }
     return NodeSupervisor.AppParts(backend: backend, addresses: addresses)
+}
+
+/// Where batond keeps runtime files (the epoch files of systemd units): the first entry of
+/// `$RUNTIME_DIRECTORY` (set by systemd from `RuntimeDirectory=baton`: `/run/baton` for the
+/// system manager, `$XDG_RUNTIME_DIR/baton` for a user manager), else `/run/baton`.
+func batondRuntimeDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    if let value = environment["RUNTIME_DIRECTORY"], let first = value.split(separator: ":").first, first.hasPrefix("/") {
+        return String(first)
+    }
+    return "/run/baton"
 }

@@ -5,6 +5,7 @@ import Logging
 import NATS
 import ServiceLifecycle
 import Supervisor
+import Systemd
 import UnixSignals
 
 @main
@@ -42,12 +43,21 @@ struct Batond: AsyncParsableCommand {
         }
 
         let level = logLevel
+        // Under systemd with stderr going to the journal, log to the journal directly: one
+        // entry per line with its fields (APP, NODE, EPOCH, UNIT, ...) and priority.
+        let journal = JournalStream.standardErrorIsJournal()
         LoggingSystem.bootstrap { label in
+            if journal {
+                var handler = JournaldLogHandler(label: label, identifier: "batond")
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         var logger = Logger(label: "batond")
+        let serviceManager = ServiceManagerLink(logger: logger)
 
         let loaded: BatonConfig
         do {
@@ -61,10 +71,14 @@ struct Batond: AsyncParsableCommand {
         let client = try NATSClient(options: try natsOptions(loaded), logger: logger)
         let instance = NUID.next()
         let backendLogger = logger
-        let node = NodeSupervisor(config: loaded, client: client, instance: instance, logger: logger) { app in
+        let ownUnit = await ServiceManagerLink.ownUnit(config: loaded, logger: logger)
+        if ownUnit == nil {
+            logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
+        }
+        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
             try await makeParts(app, config: loaded, logger: backendLogger)
         }
-        let service = BatondService(configPath: config, client: client, node: node, logger: logger)
+        let service = BatondService(configPath: config, client: client, node: node, serviceManager: serviceManager, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -105,9 +119,11 @@ struct BatondService: Service {
     let configPath: String
     let client: NATSClient
     let node: NodeSupervisor
+    let serviceManager: ServiceManagerLink
     let logger: Logger
 
     func run() async throws {
+        serviceManager.status("connecting to NATS")
         // Nothing can be decided without NATS: wait for it (retrying), unless asked to stop.
         let connected = await withGracefulShutdownHandler {
             do {
@@ -120,15 +136,24 @@ struct BatondService: Service {
         } onGracefulShutdown: {
             Task { await client.close() }
         }
-        guard connected else { return }
+        guard connected else {
+            serviceManager.stopping()
+            return
+        }
         await node.start()
         let config = await node.currentConfig
         let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
         logger.info("running", metadata: ["apps": "\(config.apps.map(\.name))"])
+        // Ready once the apps are set up: a bound unit's start job waits for this (After=).
+        serviceManager.ready(status: await node.status().summaryLine)
+        // Watchdog pings and STATUS= go on through the graceful step-down below.
+        let supervision = Task { [serviceManager, node] in await serviceManager.supervise(node) }
         await reloadOnSIGHUP()
+        serviceManager.stopping()
         logger.info("stopping: stepping every app down")
         await control.stop()
         await node.shutdown()
+        supervision.cancel()
         await client.close()
         logger.info("stopped")
     }
@@ -136,12 +161,14 @@ struct BatondService: Service {
     private func reloadOnSIGHUP() async {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
+            serviceManager.reloading()
             do {
                 let newConfig = try BatonConfig.load(path: configPath)
                 await node.reload(newConfig)
             } catch {
                 logger.error("config reload rejected; the running config stays", metadata: ["errors": "\(error.errors.map(\.description))"])
             }
+            serviceManager.ready(status: await node.status().summaryLine)
         }
     }
 }

@@ -146,3 +146,20 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case lastError = "last_error"
     }
 }
+
+extension NodeStatus {
+    /// A one-line summary for `systemctl status` (sd_notify `STATUS=`): the apps grouped by role,
+    /// most important first, then the NATS connection, e.g.
+    /// `active: web, db; passive: cache; NATS ok`. Paused apps carry `(paused)`.
+    public var summaryLine: String {
+        let order: [AppStatus.Role] = [.active, .promoting, .acquiring, .demoting, .fencing, .passive, .stopped]
+        var parts: [String] = []
+        for role in order {
+            let names = apps.filter { $0.role == role }.map { $0.paused ? "\($0.name) (paused)" : $0.name }
+            if !names.isEmpty { parts.append("\(role.rawValue): \(names.joined(separator: ", "))") }
+        }
+        if apps.isEmpty { parts.append("no apps") }
+        parts.append(natsConnected ? "NATS ok" : "NATS disconnected")
+        return parts.joined(separator: "; ")
+    }
+}

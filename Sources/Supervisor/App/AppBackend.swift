@@ -32,3 +32,27 @@ public enum AppBackendFailure: Sendable, Hashable {
     /// The health check kept failing.
     case unhealthy(String)
 }
+
+/// Something a backend did on its own that operators should know about, but that is not a
+/// failure of the active node (so it does not step the app down). batond shows the latest one
+/// as the app's last event in `batonctl status`; the backend also logs it.
+public enum AppBackendNotice: Sendable, Hashable, CustomStringConvertible {
+    /// While this node is passive, the backend was found running (started by hand, or left
+    /// over) and was stopped again.
+    case strayStopped(String)
+    /// The backend could not be stopped (or fenced); it may still run.
+    case cannotStop(String)
+
+    public var description: String {
+        switch self {
+        case .strayStopped(let text): text
+        case .cannotStop(let text): text
+        }
+    }
+}
+
+/// Backends that report ``AppBackendNotice``s.
+public protocol AppBackendNotices: Sendable {
+    /// Notices, as they happen; finishes when the backend is disposed of.
+    func notices() -> AsyncStream<AppBackendNotice>
+}

@@ -1,6 +1,7 @@
 import BatonCore
 import Logging
 import NATS
+import Synchronization
 
 /// Runs one app on this node: feeds the lease watch, NATS connection events, backend failures,
 /// operator commands and the clock into an ``AppLifecycle``, and executes the actions it
@@ -22,6 +23,7 @@ public actor AppSupervisor {
     /// and the backend starts only after the keeper is armed.
     private var fenceKeeperUpdates: Task<Void, Never>?
     private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
+    private nonisolated let lastTickNanoseconds: Atomic<Int64>
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
 
     /// Creates a supervisor. Nothing happens until ``run()``.
@@ -42,6 +44,13 @@ public actor AppSupervisor {
         var logger = logger
         logger[metadataKey: "app"] = "\(app)"
         self.logger = logger
+        self.lastTickNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
+    }
+
+    /// When the clock loop last ran on this actor (it wakes at least every second while the
+    /// app runs): a stale value means the actor is hung. Readable from any thread.
+    public nonisolated var lastClockTick: MonotonicInstant {
+        MonotonicInstant(nanoseconds: lastTickNanoseconds.load(ordering: .relaxed))
     }
 
     /// The current phase.
@@ -133,6 +142,7 @@ public actor AppSupervisor {
                 clockSleep = nil
             }
             if Task.isCancelled { return }
+            lastTickNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
             apply(.tick)
         }
     }

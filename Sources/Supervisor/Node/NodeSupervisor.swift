@@ -107,8 +107,18 @@ public actor NodeSupervisor: NodeController {
                 app: app.name, configuration: configuration, paused: app.paused, store: store, backend: parts.backend,
                 addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
+            let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
             let watcher = Task { [weak self] in
-                for await notification in notifications { await self?.record(app.name, notification) }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await notification in notifications { await self?.record(app.name, notification) }
+                    }
+                    if let backendNotices {
+                        group.addTask {
+                            for await notice in backendNotices { await self?.record(app.name, notice) }
+                        }
+                    }
+                }
             }
             let task = Task { await supervisor.run() }
             apps[app.name] = RunningApp(config: app, supervisor: supervisor, parts: parts, task: task, watcher: watcher)
@@ -148,6 +158,10 @@ public actor NodeSupervisor: NodeController {
         backendRunning[name] = false
     }
 
+    private func record(_ app: String, _ notice: AppBackendNotice) {
+        lastEvents[app] = notice.description
+    }
+
     private func record(_ app: String, _ notification: AppLifecycle.Notification) {
         switch notification {
         case .acquired(let token): lastEvents[app] = "acquired the lease (epoch \(token))"
@@ -184,6 +198,19 @@ public actor NodeSupervisor: NodeController {
     static func priorityHoldback(_ app: AppConfig) -> Duration {
         let clamped = Double(min(max(app.priority, 0), 100))
         return app.lease.renew * ((100 - clamped) / 100)
+    }
+
+    // MARK: - Liveness
+
+    /// The apps whose clock loop has not ticked within `maxAge` (see
+    /// ``AppSupervisor/lastClockTick``): a hung app actor. Answering at all shows that this
+    /// actor is not hung either. What batond checks before each systemd watchdog ping.
+    public func stalledApps(maxAge: Duration) -> [String] {
+        let now = MonotonicClock.now()
+        return apps.values.compactMap { running in
+            let last = running.supervisor.lastClockTick
+            return now - last > maxAge ? running.supervisor.app : nil
+        }.sorted()
     }
 
     // MARK: - NodeController
