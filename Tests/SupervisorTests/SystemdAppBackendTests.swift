@@ -105,6 +105,10 @@ struct SystemdAppBackendTests {
                 try await Task.sleep(for: .milliseconds(25))
             }
             let second = try #require(secondPID, "the unit was not restarted; logs: \(logs.values.map(\.message))")
+            // The new main process writes its epoch a moment after systemd reports its pid.
+            while ContinuousClock.now < deadline, epochs(systemd.directory).count < 3 {
+                try await Task.sleep(for: .milliseconds(25))
+            }
             #expect(epochs(systemd.directory) == ["7", "8", "8"])
             #expect(failures.values.isEmpty)
             kill(second, SIGKILL)
