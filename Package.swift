@@ -47,6 +47,7 @@ let package = Package(
                 "Netlink",
                 "FenceKeeper",
                 "CBatonProcess",
+                "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

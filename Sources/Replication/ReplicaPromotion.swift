@@ -87,6 +87,35 @@ public enum ReplicaPromotion {
         }
     }
 
+    /// First start of an app: when ``ReplicationConfiguration/databasePath`` does not exist,
+    /// creates an empty database in WAL mode there (and its directory), so the shipper can start
+    /// before the backend ever ran. Returns whether it created one; an existing file is left
+    /// untouched. Call it only after ``promote(configuration:jetStream:logger:timeout:)``
+    /// returned ``PromotionReport/Outcome/nothingToPromote``.
+    public static func createEmptyDatabaseIfMissing(configuration: ReplicationConfiguration) async throws -> Bool {
+        try configuration.validate()
+        let path = configuration.databasePath
+        let io = IOThread()
+        let work = { @Sendable () throws -> Bool in
+            guard !FileIO.exists(path) else { return false }
+            try FileIO.makeDirectory((path as NSString).deletingLastPathComponent)
+            let database = try SQLiteDatabase(path: path, create: true)
+            guard try database.scalar("PRAGMA journal_mode=WAL")?.lowercased() == "wal" else {
+                throw ReplicationError(.notWALMode, "cannot put the new database \(path) in WAL mode")
+            }
+            try FileIO.fsyncDirectory(of: path)
+            return true
+        }
+        do {
+            let created = try await io.run(work)
+            await io.shutdown()
+            return created
+        } catch {
+            await io.shutdown()
+            throw error
+        }
+    }
+
     /// `PRAGMA quick_check` on a database file, opened immutable and read-only so nothing is
     /// written next to it.
     static func quickCheck(_ path: String) throws {

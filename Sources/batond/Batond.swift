@@ -62,7 +62,7 @@ struct Batond: AsyncParsableCommand {
         let instance = NUID.next()
         let backendLogger = logger
         let node = NodeSupervisor(config: loaded, client: client, instance: instance, logger: logger) { app in
-            try await makeParts(app, config: loaded, logger: backendLogger)
+            try await makeParts(app, config: loaded, client: client, logger: backendLogger)
         }
         let service = BatondService(configPath: config, client: client, node: node, logger: logger)
         let group = ServiceGroup(
