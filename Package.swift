@@ -76,7 +76,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport"]
+            dependencies: ["NATSTestSupport", "NATS", "Replication"]
         ),
         .target(
             name: "NATSTestSupport",
