@@ -186,7 +186,10 @@ struct SQLiteReplicationClusterTests {
         let keeper = try BatondClusterTests.executable("baton-fence-keeper")
         let batonctl = try BatondClusterTests.executable("batonctl")
         let directory = try makeTemporaryDirectory(prefix: prefix)
-        var keep = false
+        // BATON_KEEP_TEST_DIRS=1 keeps the directory (configs, batond logs, databases) of a
+        // failed test, =always of every test.
+        let keepSetting = ProcessInfo.processInfo.environment["BATON_KEEP_TEST_DIRS"]
+        var keep = keepSetting == "always"
         defer {
             if keep {
                 print("SQLiteReplicationClusterTests: kept \(directory.path) for inspection")
@@ -213,7 +216,7 @@ struct SQLiteReplicationClusterTests {
             do {
                 try await body(&cluster)
             } catch {
-                keep = ProcessInfo.processInfo.environment["BATON_KEEP_TEST_DIRS"] != nil
+                keep = keepSetting != nil
                 throw error
             }
             for node in cluster.nodes.values { await node.stop() }
@@ -277,6 +280,7 @@ struct SQLiteReplicationClusterTests {
             let promotionLine = log.split(separator: "\n").first { $0.contains("promoted the SQLite replica") }
             #expect(promotionLine != nil, "no promotion log line on \(survivor)")
             if let promotionLine {
+                print("kill -9: \(promotionLine)")
                 #expect(promotionLine.contains("records-beyond-applied="), "\(promotionLine)")
                 #expect(promotionLine.contains("txids-beyond-applied="), "\(promotionLine)")
                 #expect(promotionLine.contains("last-transaction-time="), "\(promotionLine)")
