@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper",
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

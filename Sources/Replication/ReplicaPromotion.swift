@@ -22,8 +22,11 @@ public struct PromotionReport: Sendable, Hashable {
     /// The database checksum.
     public var checksum: UInt64?
     /// Records that were in the stream beyond the replica's position when promotion began
-    /// (applied by the drain). 0 when the applier was caught up.
+    /// (applied by the drain, a restored snapshot included). 0 when the applier was caught up.
     public var recordsAppliedDuringDrain: Int
+    /// Transaction ids the stream held beyond the replica's position when promotion began (all
+    /// of them when the replica had none). 0 when the applier was caught up.
+    public var transactionsAppliedDuringDrain: UInt64
     /// When the old active node read the last applied transaction.
     public var lastTransactionTime: Date?
     /// Whether a trailing record whose writer died mid-record was dropped.
@@ -31,6 +34,22 @@ public struct PromotionReport: Sendable, Hashable {
     /// Set when the old active node handed off gracefully (its final marker is the last record):
     /// no committed transaction was lost.
     public var finalMarkerToken: UInt64?
+
+    /// Creates a report.
+    public init(
+        outcome: Outcome, txid: UInt64? = nil, streamSequence: UInt64? = nil, checksum: UInt64? = nil, recordsAppliedDuringDrain: Int,
+        transactionsAppliedDuringDrain: UInt64 = 0, lastTransactionTime: Date? = nil, discardedIncompleteRecord: Bool, finalMarkerToken: UInt64? = nil
+    ) {
+        self.outcome = outcome
+        self.txid = txid
+        self.streamSequence = streamSequence
+        self.checksum = checksum
+        self.recordsAppliedDuringDrain = recordsAppliedDuringDrain
+        self.transactionsAppliedDuringDrain = transactionsAppliedDuringDrain
+        self.lastTransactionTime = lastTransactionTime
+        self.discardedIncompleteRecord = discardedIncompleteRecord
+        self.finalMarkerToken = finalMarkerToken
+    }
 }
 
 /// Turns this node's replica into the app's database, before the backend starts.
@@ -61,6 +80,7 @@ public enum ReplicaPromotion {
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         do {
             try await core.load()
+            let txidBefore = await core.status.position?.txid ?? 0
             let drained = try await core.drain(timeout: timeout)
             guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica after draining") }
             let store = core.store
@@ -76,10 +96,14 @@ public enum ReplicaPromotion {
             await core.shutdown()
             logger.info(
                 "replica promoted",
-                metadata: ["txid": "\(position.txid)", "drained-records": "\(drained.records)", "graceful": "\(position.finalMarkerToken != nil)"])
+                metadata: [
+                    "txid": "\(position.txid)", "drained-records": "\(drained.records)", "drained-txids": "\(position.txid - min(position.txid, txidBefore))",
+                    "graceful": "\(position.finalMarkerToken != nil)",
+                ])
             return PromotionReport(
                 outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
-                recordsAppliedDuringDrain: drained.records, lastTransactionTime: position.transactionTime,
+                recordsAppliedDuringDrain: drained.records, transactionsAppliedDuringDrain: position.txid - min(position.txid, txidBefore),
+                lastTransactionTime: position.transactionTime,
                 discardedIncompleteRecord: drained.incompleteDiscarded, finalMarkerToken: position.finalMarkerToken)
         } catch {
             await core.shutdown()

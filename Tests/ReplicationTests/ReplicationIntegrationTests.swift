@@ -126,11 +126,36 @@ struct ReplicationIntegrationTests {
             #expect(report.outcome == .promoted)
             #expect(report.txid == handoff.txid)
             #expect(report.recordsAppliedDuringDrain == 0)
+            #expect(report.transactionsAppliedDuringDrain == 0)
             #expect(report.finalMarkerToken == 5)
             #expect(!FileManager.default.fileExists(atPath: passive.replicaPath))
             let promoted = try openImmutable(passive.databasePath)
             #expect(try logicalDigest(promoted) == primaryDigest)
             #expect(try promoted.scalar("PRAGMA integrity_check") == "ok")
+            await app.close()
+            await client.close()
+        }
+    }
+
+    /// A replica without a position restores the latest snapshot while promoting: that is not
+    /// "caught up" (the report used to say 0 records when the snapshot was the last record).
+    @Test(arguments: NATSServerKind.allCases)
+    func promotionCountsASnapshotRestoredWhileDraining(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: Self.maxPayload)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let app = try await App(path: directory.file("a/app.db"))
+            try await app.workload(transactions: 5)
+            let active = configuration(directory, node: "node-a", database: app.path)
+            let passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
+            let shipper = try await WALShipper.start(configuration: active, token: 3, jetStream: jetStream, logger: logger)
+            let handoff = try await shipper.stepDown()  // the stream: the opening snapshot, the marker
+            let report = try await ReplicaPromotion.promote(configuration: passive, jetStream: jetStream, logger: logger)
+            #expect(report.outcome == .promoted)
+            #expect(report.txid == handoff.txid)
+            #expect(report.recordsAppliedDuringDrain == 1)
+            #expect(report.transactionsAppliedDuringDrain == handoff.txid)
+            #expect(report.finalMarkerToken == 3)
             await app.close()
             await client.close()
         }
@@ -154,6 +179,7 @@ struct ReplicationIntegrationTests {
             #expect(report.outcome == .promoted)
             #expect(report.txid == handoff.txid)
             #expect(report.recordsAppliedDuringDrain > 0)
+            #expect(report.transactionsAppliedDuringDrain == handoff.txid)
             try await app.checkpointTruncate()
             let promoted = try openImmutable(passive.databasePath)
             #expect(try logicalDigest(promoted) == (try await app.digest()))

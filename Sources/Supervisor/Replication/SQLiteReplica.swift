@@ -175,7 +175,6 @@ public actor SQLiteReplica: AppReplica {
     private func runPromote(token: UInt64, generation: Int) async throws {
         try checkIntent(generation, "promotion")
         followRetry?.cancel()
-        var behind: ReplicationLag?
         switch mode {
         case .shipping(let shipper) where shipper.token == token && fencedToken != token:
             return  // already promoted under this token
@@ -186,7 +185,6 @@ public actor SQLiteReplica: AppReplica {
         case .following(let applier):
             mode = .idle
             lagMonitor?.cancel()
-            behind = try? await applier.lag()
             await applier.stop()
         case .idle:
             break
@@ -205,8 +203,8 @@ public actor SQLiteReplica: AppReplica {
         if report.outcome == .nothingToPromote {
             created = try await ReplicaPromotion.createEmptyDatabaseIfMissing(configuration: configuration)
         }
-        promotionSummary = Self.summary(report, behind: behind, token: token, createdDatabase: created, at: startedAt)
-        logPromotion(report, behind: behind, token: token, createdDatabase: created, at: startedAt)
+        promotionSummary = Self.summary(report, token: token, createdDatabase: created, at: startedAt)
+        logPromotion(report, token: token, createdDatabase: created, at: startedAt)
         try checkIntent(generation, "promotion")
         let shipper: WALShipper
         do {
@@ -289,7 +287,10 @@ public actor SQLiteReplica: AppReplica {
             await other.stop()
             return
         case .following, .idle:
-            guard shippingToken == token, fencedToken != token else { return }
+            guard shippingToken == token else { return }
+            guard fencedToken != token else {
+                throw SQLiteReplicaError(description: "epoch \(token) was fenced (another node ships under a newer epoch); nothing to flush")
+            }
             // The shipper of this epoch died: a new one's opening snapshot carries everything
             // the backend committed, then the marker follows.
             logger.warning("no WAL shipper runs; starting one to flush", metadata: ["epoch": "\(token)"])
@@ -361,7 +362,7 @@ public actor SQLiteReplica: AppReplica {
 
     // MARK: - Reporting
 
-    private func logPromotion(_ report: PromotionReport, behind: ReplicationLag?, token: UInt64, createdDatabase: Bool, at: Date) {
+    private func logPromotion(_ report: PromotionReport, token: UInt64, createdDatabase: Bool, at: Date) {
         var metadata: Logger.Metadata = ["epoch": "\(token)", "outcome": "\(report.outcome.rawValue)"]
         switch report.outcome {
         case .nothingToPromote:
@@ -370,7 +371,7 @@ public actor SQLiteReplica: AppReplica {
         case .promoted:
             metadata["txid"] = "\(report.txid ?? 0)"
             metadata["records-beyond-applied"] = "\(report.recordsAppliedDuringDrain)"
-            if let behind { metadata["txids-beyond-applied"] = "\(behind.txidsBehind)" }
+            metadata["txids-beyond-applied"] = "\(report.transactionsAppliedDuringDrain)"
             if let time = report.lastTransactionTime {
                 metadata["last-transaction-time"] = "\(Self.timestamp(time))"
                 metadata["last-transaction-age"] = "\(String(format: "%.3f", at.timeIntervalSince(time)))s"
@@ -382,7 +383,7 @@ public actor SQLiteReplica: AppReplica {
     }
 
     /// One line for `batonctl status`.
-    static func summary(_ report: PromotionReport, behind: ReplicationLag?, token: UInt64, createdDatabase: Bool, at: Date) -> String {
+    static func summary(_ report: PromotionReport, token: UInt64, createdDatabase: Bool, at: Date) -> String {
         switch report.outcome {
         case .nothingToPromote:
             return "epoch \(token): first start, \(createdDatabase ? "created an empty database" : "kept the existing database")"
@@ -395,9 +396,8 @@ public actor SQLiteReplica: AppReplica {
                 if let time = report.lastTransactionTime { crash += " (last applied \(timestamp(time)), \(String(format: "%.3f", at.timeIntervalSince(time)))s before promotion)" }
                 parts.append(crash)
             }
-            var beyond = "\(report.recordsAppliedDuringDrain) record(s)"
-            if let behind { beyond += " / \(behind.txidsBehind) txid(s)" }
-            parts.append("\(beyond) in the stream beyond the applied position, drained")
+            parts.append(
+                "\(report.recordsAppliedDuringDrain) record(s) / \(report.transactionsAppliedDuringDrain) txid(s) in the stream beyond the applied position, drained")
             if report.discardedIncompleteRecord { parts.append("an incomplete last record was discarded") }
             return parts.joined(separator: "; ")
         }
