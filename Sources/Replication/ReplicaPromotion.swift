@@ -112,8 +112,8 @@ public enum ReplicaPromotion {
     }
 
     /// First start of an app: when ``ReplicationConfiguration/databasePath`` does not exist,
-    /// creates an empty database in WAL mode there (and its directory), so the shipper can start
-    /// before the backend ever ran. Returns whether it created one; an existing file is left
+    /// creates an empty database in WAL mode there (and its directory), owned by the directory's
+    /// owner and group, so the shipper can start before the backend ever ran. Returns whether it created one; an existing file is left
     /// untouched. Call it only after ``promote(configuration:jetStream:logger:timeout:)``
     /// returned ``PromotionReport/Outcome/nothingToPromote``.
     public static func createEmptyDatabaseIfMissing(configuration: ReplicationConfiguration) async throws -> Bool {
@@ -123,9 +123,16 @@ public enum ReplicaPromotion {
         let work = { @Sendable () throws -> Bool in
             guard !FileIO.exists(path) else { return false }
             try FileIO.makeDirectory((path as NSString).deletingLastPathComponent)
-            let database = try SQLiteDatabase(path: path, create: true)
-            guard try database.scalar("PRAGMA journal_mode=WAL")?.lowercased() == "wal" else {
-                throw ReplicationError(.notWALMode, "cannot put the new database \(path) in WAL mode")
+            let owner = try ownerForDatabase(path)
+            do {
+                let database = try SQLiteDatabase(path: path, create: true)
+                guard try database.scalar("PRAGMA journal_mode=WAL")?.lowercased() == "wal" else {
+                    throw ReplicationError(.notWALMode, "cannot put the new database \(path) in WAL mode")
+                }
+            }
+            try FileIO.setOwnership(path, uid: owner.uid, gid: owner.gid, mode: nil)
+            for suffix in ["-wal", "-shm"] where FileIO.exists(path + suffix) {
+                try FileIO.setOwnership(path + suffix, uid: owner.uid, gid: owner.gid, mode: nil)
             }
             try FileIO.fsyncDirectory(of: path)
             return true
@@ -152,16 +159,34 @@ public enum ReplicaPromotion {
 
     /// Moves the replica over the app's database atomically (rename, or copy + rename across
     /// file systems), after removing the old database's WAL, shared memory and journal.
+    ///
+    /// The promoted file keeps the owner, group and permission bits of the database it replaces
+    /// or, without one, takes the owner and group of its directory: a backend that runs as
+    /// another user than batond can still write it (SQLite running as root gives new `-wal` and
+    /// `-shm` files the database file's owner).
     static func moveIntoPlace(_ replica: String, _ database: String) throws {
         for suffix in ["-wal", "-shm", "-journal"] { try FileIO.removeIfExists(database + suffix) }
-        try FileIO.makeDirectory((database as NSString).deletingLastPathComponent)
+        let directory = (database as NSString).deletingLastPathComponent
+        try FileIO.makeDirectory(directory)
+        let owner = try ownerForDatabase(database)
+        try FileIO.setOwnership(replica, uid: owner.uid, gid: owner.gid, mode: owner.mode)
         if rename(replica, database) != 0 {
             guard errno == EXDEV else { throw FileIO.failure("cannot move \(replica) to", database) }
             let temporary = database + ".baton-promote"
             try FileIO.copy(replica, to: temporary)
+            try FileIO.setOwnership(temporary, uid: owner.uid, gid: owner.gid, mode: owner.mode)
             try FileIO.rename(temporary, database)
             try FileIO.removeIfExists(replica)
         }
         try FileIO.fsyncDirectory(of: database)
+    }
+
+    /// Who should own the app's database: the existing file's owner (and its mode), else the
+    /// directory's owner.
+    static func ownerForDatabase(_ database: String) throws -> (uid: uid_t, gid: gid_t, mode: mode_t?) {
+        if let existing = try FileIO.ownership(of: database) { return (existing.uid, existing.gid, existing.mode) }
+        let directory = (database as NSString).deletingLastPathComponent
+        guard let parent = try FileIO.ownership(of: directory) else { throw FileIO.failure("cannot stat", directory, ENOENT) }
+        return (parent.uid, parent.gid, nil)
     }
 }
