@@ -48,6 +48,7 @@ let package = Package(
                 "FenceKeeper",
                 "CBatonProcess",
                 "Systemd",
+                "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -57,7 +58,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport",
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -77,7 +78,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport", "SystemdTestSupport"]
+            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication"]
         ),
         .target(
             name: "NATSTestSupport",

@@ -94,6 +94,23 @@ enum FileIO {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Owner, group and permission bits of a file; nil when it does not exist.
+    static func ownership(of path: String) throws -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            if errno == ENOENT { return nil }
+            throw failure("cannot stat", path)
+        }
+        return (info.st_uid, info.st_gid, info.st_mode & 0o7777)
+    }
+
+    /// Gives `path` an owner and group (only when this process may, i.e. runs as root) and
+    /// permission bits.
+    static func setOwnership(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t?) throws {
+        if geteuid() == 0, Glibc.chown(path, uid, gid) != 0 { throw failure("cannot chown", path) }
+        if let mode, chmod(path, mode) != 0 { throw failure("cannot chmod", path) }
+    }
+
     static func makeDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

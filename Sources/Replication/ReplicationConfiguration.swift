@@ -36,6 +36,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     /// stream's retention never leaves a passive node without a snapshot plus the records after
     /// it. Nil: half of ``streamMaxMessages``, or 100 000 without a limit.
     public var snapshotAfterMessages: Int?
+    /// A new snapshot is also taken when the last one is this old (nil: only by message count
+    /// and retention), so a passive node that must restore never replays more than this much.
+    public var snapshotInterval: Duration?
     /// How long the shipper's write barrier (`BEGIN IMMEDIATE`) waits for the app's writer.
     public var barrierTimeout: Duration = .seconds(2)
 
@@ -62,7 +65,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         return 100_000
     }
 
-    func validate() throws {
+    /// Throws ``ReplicationError/Code/invalidConfiguration`` when the names are not
+    /// `[a-z0-9_-]`, a path is not absolute, or a setting is out of range.
+    public func validate() throws {
         for (name, value) in [("cluster", cluster), ("app", app), ("node id", nodeID)] {
             guard !value.isEmpty, value.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f }) else {
                 throw ReplicationError(.invalidConfiguration, "\(name) \"\(value)\" must be non-empty [a-z0-9_-]")
@@ -70,6 +75,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         }
         guard databasePath.hasPrefix("/"), stateDirectory.hasPrefix("/") else {
             throw ReplicationError(.invalidConfiguration, "the database path and the state directory must be absolute")
+        }
+        if let snapshotInterval, snapshotInterval <= .zero {
+            throw ReplicationError(.invalidConfiguration, "the snapshot interval must be positive")
         }
         guard snapshotsToKeep >= 1 else { throw ReplicationError(.invalidConfiguration, "snapshots to keep must be at least 1") }
     }

@@ -32,6 +32,15 @@ public struct ReplicationLag: Sendable, Hashable {
     public var messagesBehind: UInt64
     /// When the active node read the last applied transaction.
     public var lastAppliedTransactionTime: Date?
+
+    /// Creates a lag report.
+    public init(appliedTxid: UInt64?, streamTxid: UInt64?, txidsBehind: UInt64, messagesBehind: UInt64, lastAppliedTransactionTime: Date?) {
+        self.appliedTxid = appliedTxid
+        self.streamTxid = streamTxid
+        self.txidsBehind = txidsBehind
+        self.messagesBehind = messagesBehind
+        self.lastAppliedTransactionTime = lastAppliedTransactionTime
+    }
 }
 
 /// Applies an app's replication stream to a replica file while this node is passive.
@@ -373,8 +382,10 @@ actor ApplierCore {
         let deadline = ContinuousClock.now + timeout
         let info = try await jetStream.streamInfo(names.stream)
         let target = info.state.lastSequence
-        try await position()
+        // Counted from here: a snapshot restored by `position()` (no usable position) is a
+        // record the replica had not applied.
         let start = recordsApplied
+        try await position()
         var emptyFetches = 0
         while (status.position?.streamSequence ?? 0) < target {
             guard ContinuousClock.now < deadline else {

@@ -160,6 +160,7 @@ actor ShipperCore {
     private var maxMessageBytes = 1024 * 1024
     private var snapshotNeeded: String?
     private var lastRetentionCheck = ContinuousClock.now
+    private var lastSnapshotAt = ContinuousClock.now
     private(set) var stopRequested = false
     private(set) var status: ShipperStatus
 
@@ -267,6 +268,10 @@ actor ShipperCore {
             try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
             return
         }
+        if let interval = configuration.snapshotInterval, ContinuousClock.now - lastSnapshotAt >= interval {
+            try await snapshot(reason: "the last snapshot is older than \(interval)")
+            return
+        }
         if ContinuousClock.now - lastRetentionCheck > .seconds(5) {
             lastRetentionCheck = .now
             let info = try await jetStream.streamInfo(names.stream)
@@ -342,6 +347,7 @@ actor ShipperCore {
             checksumAfter: image.checksum, timestampNanos: nanos(image.takenAt), snapshotName: name)
         try await publish(record, subject: names.snapshotSubject)
         anchorSequence = lastSequence
+        lastSnapshotAt = .now
         nextTxid += 1
         snapshotNeeded = nil
         status.lastTxid = txid

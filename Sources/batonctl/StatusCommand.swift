@@ -68,6 +68,9 @@ enum StatusTable {
                 rows.append(row + [report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-"])
             }
             lines.append(contentsOf: table(rows).map { "  " + $0 })
+            for (node, report) in reports {
+                if let promotion = report.replication?.promotion { lines.append("  last promotion on \(node): \(promotion)") }
+            }
         }
         let unsupervised = statuses.filter { $0.systemdUnit == nil }.map(\.node)
         if !unsupervised.isEmpty {

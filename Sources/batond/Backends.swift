@@ -1,6 +1,7 @@
 import BatonCore
 import Foundation
 import Logging
+import NATS
 import Supervisor
 
 /// Errors setting up an app's backend.
@@ -9,7 +10,7 @@ struct BackendSetupError: Error, CustomStringConvertible {
 }
 
 /// Creates the backend, VIPs and replica of an app of this node's config.
-func makeParts(_ app: AppConfig, config: BatonConfig, logger: Logger) async throws -> NodeSupervisor.AppParts {
+func makeParts(_ app: AppConfig, config: BatonConfig, client: NATSClient, logger: Logger) async throws -> NodeSupervisor.AppParts {
     let backend: any AppBackend
     switch app.backend {
     case .process(let process):
@@ -19,10 +20,17 @@ func makeParts(_ app: AppConfig, config: BatonConfig, logger: Logger) async thro
         backend = try await SystemdAppBackend.connect(configuration: configuration, logger: logger)
     }
     let addresses: (any AppAddresses)? = app.vips.isEmpty ? nil : try VIPClaims(app: app.name, vips: app.vips, logger: logger)
-    if app.sqlite != nil {
-        throw BackendSetupError(description: "app \(app.name): sqlite replication is not supported by this build yet")
+    var replica: (any AppReplica)?
+    if let sqlite = app.sqlite {
+        do {
+            replica = try SQLiteReplica(
+                configuration: SQLiteReplica.configuration(app: app, sqlite: sqlite, config: config), jetStream: JetStream(client: client),
+                logger: logger)
+        } catch {
+            throw BackendSetupError(description: "app \(app.name): sqlite: \(error)")
+        }
     }
-    return NodeSupervisor.AppParts(backend: backend, addresses: addresses)
+    return NodeSupervisor.AppParts(backend: backend, addresses: addresses, replica: replica)
 }
 
 /// Where batond keeps runtime files (the epoch files of systemd units): the first entry of

@@ -76,7 +76,7 @@ struct Batond: AsyncParsableCommand {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
         let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
-            try await makeParts(app, config: loaded, logger: backendLogger)
+            try await makeParts(app, config: loaded, client: client, logger: backendLogger)
         }
         let service = BatondService(configPath: config, client: client, node: node, serviceManager: serviceManager, logger: logger)
         let group = ServiceGroup(

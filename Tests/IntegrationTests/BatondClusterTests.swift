@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// The CLOCK_MONOTONIC reading, the same clock the test backend writes into its heartbeats.
-private func monotonicNow() -> Int64 {
+func monotonicNow() -> Int64 {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
@@ -63,7 +63,7 @@ private struct Heartbeats {
 }
 
 /// A batond process of the test cluster.
-private final class BatondProcess: @unchecked Sendable {
+final class BatondProcess: @unchecked Sendable {
     let node: String
     let process = Process()
     let logPath: String
@@ -71,7 +71,7 @@ private final class BatondProcess: @unchecked Sendable {
     init(node: String, binary: String, config: String, logPath: String, environment: [String: String]) throws {
         self.node = node
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--config", config, "--log-level", "debug"]
@@ -104,7 +104,7 @@ struct BatondClusterTests {
         URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
     }
 
-    private static func executable(_ name: String) throws -> String {
+    static func executable(_ name: String) throws -> String {
         var directory = binDirectory
         for _ in 0..<4 {
             let candidate = directory.appendingPathComponent(name).path
@@ -451,6 +451,6 @@ extension BatondClusterTests {
     }
 }
 
-private struct ClusterTestFailure: Error, CustomStringConvertible {
+struct ClusterTestFailure: Error, CustomStringConvertible {
     var description: String
 }

@@ -17,12 +17,6 @@ private let heartbeatApp = """
         time.sleep(0.005)
     """
 
-private func monotonicNow() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
-}
-
 /// Per epoch: the node and its first and last heartbeat.
 private struct Beats {
     struct Run: CustomStringConvertible {

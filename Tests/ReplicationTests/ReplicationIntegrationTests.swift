@@ -128,11 +128,64 @@ struct ReplicationIntegrationTests {
             #expect(report.outcome == .promoted)
             #expect(report.txid == handoff.txid)
             #expect(report.recordsAppliedDuringDrain == 0)
+            #expect(report.transactionsAppliedDuringDrain == 0)
             #expect(report.finalMarkerToken == 5)
             #expect(!FileManager.default.fileExists(atPath: passive.replicaPath))
             let promoted = try openImmutable(passive.databasePath)
             #expect(try logicalDigest(promoted) == primaryDigest)
             #expect(try promoted.scalar("PRAGMA integrity_check") == "ok")
+            await app.close()
+            await client.close()
+        }
+    }
+
+    /// First start: an empty WAL database, owned like its directory, and an existing file is
+    /// left alone.
+    @Test func anEmptyDatabaseIsCreatedOnFirstStart() async throws {
+        let directory = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory.file("app"), withIntermediateDirectories: true)
+        let root = geteuid() == 0
+        if root { #expect(chown(directory.file("app"), 65534, 65534) == 0) }
+        let config = configuration(directory, node: "node-a", database: directory.file("app/app.db"))
+        #expect(try await ReplicaPromotion.createEmptyDatabaseIfMissing(configuration: config))
+        #expect(try await !ReplicaPromotion.createEmptyDatabaseIfMissing(configuration: config))
+        // The header's file format versions (bytes 18 and 19) are 2 in WAL mode.
+        let header = try #require(FileManager.default.contents(atPath: config.databasePath))
+        #expect(header.count >= 100 && header[18] == 2 && header[19] == 2)
+        #expect(try openImmutable(config.databasePath).scalar("PRAGMA integrity_check") == "ok")
+        if root {
+            let attributes = try FileManager.default.attributesOfItem(atPath: config.databasePath)
+            #expect(attributes[.ownerAccountID] as? Int == 65534, "\(attributes)")
+        }
+    }
+
+    /// A replica without a position restores the latest snapshot while promoting: that is not
+    /// "caught up" (the report used to say 0 records when the snapshot was the last record).
+    @Test(arguments: NATSServerKind.allCases)
+    func promotionCountsASnapshotRestoredWhileDraining(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: Self.maxPayload)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let app = try await App(path: directory.file("a/app.db"))
+            try await app.workload(transactions: 5)
+            let active = configuration(directory, node: "node-a", database: app.path)
+            let passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
+            let shipper = try await WALShipper.start(configuration: active, token: 3, jetStream: jetStream, logger: logger)
+            let handoff = try await shipper.stepDown()  // the stream: the opening snapshot, the marker
+            // The app's directory belongs to the app's user: so must the promoted database.
+            try FileManager.default.createDirectory(atPath: directory.file("b"), withIntermediateDirectories: true)
+            let root = geteuid() == 0
+            if root { #expect(chown(directory.file("b"), 65534, 65534) == 0) }
+            let report = try await ReplicaPromotion.promote(configuration: passive, jetStream: jetStream, logger: logger)
+            if root {
+                let attributes = try FileManager.default.attributesOfItem(atPath: passive.databasePath)
+                #expect(attributes[.ownerAccountID] as? Int == 65534 && attributes[.groupOwnerAccountID] as? Int == 65534, "\(attributes)")
+            }
+            #expect(report.outcome == .promoted)
+            #expect(report.txid == handoff.txid)
+            #expect(report.recordsAppliedDuringDrain == 1)
+            #expect(report.transactionsAppliedDuringDrain == handoff.txid)
+            #expect(report.finalMarkerToken == 3)
             await app.close()
             await client.close()
         }
@@ -156,6 +209,7 @@ struct ReplicationIntegrationTests {
             #expect(report.outcome == .promoted)
             #expect(report.txid == handoff.txid)
             #expect(report.recordsAppliedDuringDrain > 0)
+            #expect(report.transactionsAppliedDuringDrain == handoff.txid)
             try await app.checkpointTruncate()
             let promoted = try openImmutable(passive.databasePath)
             #expect(try logicalDigest(promoted) == (try await app.digest()))

@@ -129,14 +129,22 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     public var lastCommitTime: Double?
     /// The last replication error, if the latest attempt failed.
     public var lastError: String?
+    /// What the node's last promotion found: the promoted txid, whether the old active node
+    /// handed off gracefully, and after a crash failover the time of the last applied transaction
+    /// and how much of the stream was beyond the applied position.
+    public var promotion: String?
 
     /// Creates a replication status.
-    public init(role: Role, txid: UInt64? = nil, lagTransactions: UInt64? = nil, lastCommitTime: Double? = nil, lastError: String? = nil) {
+    public init(
+        role: Role, txid: UInt64? = nil, lagTransactions: UInt64? = nil, lastCommitTime: Double? = nil, lastError: String? = nil,
+        promotion: String? = nil
+    ) {
         self.role = role
         self.txid = txid
         self.lagTransactions = lagTransactions
         self.lastCommitTime = lastCommitTime
         self.lastError = lastError
+        self.promotion = promotion
     }
 
     enum CodingKeys: String, CodingKey {
@@ -144,6 +152,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case lagTransactions = "lag_transactions"
         case lastCommitTime = "last_commit_time"
         case lastError = "last_error"
+        case promotion
     }
 }
 

@@ -1,0 +1,417 @@
+import BatonCore
+import Foundation
+import Logging
+import NATS
+import Replication
+
+/// An app's SQLite database replicated through JetStream: the ``AppReplica`` of an app with a
+/// `sqlite:` section.
+///
+/// - Passive (``follow()``): a ``WALApplier`` applies the active node's records to
+///   `<state_dir>/<app>.replica.db` (position in `<state_dir>/<app>.position.json`).
+/// - Promotion (``promote(token:)``): the applier stops, ``ReplicaPromotion`` drains the stream,
+///   verifies the replica (checksum and `quick_check`) and moves it over `sqlite.path`, then a
+///   ``WALShipper`` ships the WAL under the new fencing token. Only then does the backend start.
+/// - Graceful demotion (``flush(token:)``, after the backend stopped): the shipper ships what is
+///   left and publishes a final marker, so the next node loses nothing.
+/// - Fencing (``fence()``): shipping stops at once; JetStream's expected-sequence checks reject
+///   anything a stale shipper still tries to publish.
+///
+/// **First start of an app.** When the stream holds nothing, there is nothing to promote: an
+/// existing database at `sqlite.path` is used as it is (it becomes the first snapshot), and a
+/// missing one is created empty, in WAL mode, so shipping starts before the backend (which then
+/// finds an empty database and creates its schema; those first writes are shipped like any
+/// other).
+///
+/// Operations run one at a time in the order they were called, and the latest call wins: a
+/// promotion that is still running when ``fence()``, ``flush(token:)`` or ``follow()`` is
+/// called backs out (stopping a shipper it started) and throws.
+public actor SQLiteReplica: AppReplica {
+    /// Where and how the database is replicated.
+    public nonisolated let configuration: ReplicationConfiguration
+    private let jetStream: JetStream
+    private let logger: Logger
+    private let promotionTimeout: Duration
+    private nonisolated let failureStream: AsyncStream<String>
+    private let failureContinuation: AsyncStream<String>.Continuation
+
+    private enum Mode {
+        case idle
+        case following(WALApplier)
+        case shipping(WALShipper)
+    }
+
+    private var mode: Mode = .idle
+    /// Bumped by every operation; an operation that sees another value than its own backs out.
+    private var intent = 0
+    private var queue: Task<Void, Never>?
+    private var lagMonitor: Task<Void, Never>?
+    private var shipperWatch: Task<Void, Never>?
+    private var followRetry: Task<Void, Never>?
+    private var lag: ReplicationLag?
+    private var lastError: String?
+    private var promotionSummary: String?
+    /// The token this node last shipped under, and whether JetStream fenced it.
+    private var shippingToken: UInt64?
+    private var fencedToken: UInt64?
+    private var disposed = false
+
+    /// Creates the replica of an app; nothing runs until ``follow()`` or ``promote(token:)``.
+    /// `promotionTimeout` bounds the drain of the stream during promotion.
+    public init(configuration: ReplicationConfiguration, jetStream: JetStream, promotionTimeout: Duration = .seconds(25), logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.jetStream = jetStream
+        self.promotionTimeout = promotionTimeout
+        var logger = logger
+        logger[metadataKey: "app"] = "\(configuration.app)"
+        self.logger = logger
+        (failureStream, failureContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
+    }
+
+    /// The replication settings of `app` on this node: `sqlite.path` is the database, the
+    /// node's `state_dir` holds the replica and its position, `retention` is the stream's
+    /// `max_age`, `snapshot_interval` and `snapshots` drive the snapshot bucket, and
+    /// `nats.replicas` the JetStream replicas.
+    public static func configuration(app: AppConfig, sqlite: SQLiteReplicaConfig, config: BatonConfig) -> ReplicationConfiguration {
+        var configuration = ReplicationConfiguration(
+            cluster: config.cluster, app: app.name, nodeID: config.node.id, databasePath: sqlite.path, stateDirectory: config.node.stateDirectory)
+        configuration.streamReplicas = config.nats.replicas
+        configuration.streamMaxAge = sqlite.retention
+        configuration.snapshotsToKeep = sqlite.snapshotsKept
+        configuration.snapshotInterval = sqlite.snapshotInterval
+        return configuration
+    }
+
+    // MARK: - AppReplica
+
+    public func promote(token: UInt64) async throws {
+        let generation = nextIntent()
+        try await serialized { replica in try await replica.runPromote(token: token, generation: generation) }
+    }
+
+    public func flush(token: UInt64) async throws {
+        let generation = nextIntent()
+        try await serialized { replica in try await replica.runFlush(token: token, generation: generation) }
+    }
+
+    public func fence() async {
+        _ = nextIntent()
+        followRetry?.cancel()
+        guard case .shipping(let shipper) = mode else { return }
+        mode = .idle
+        shipperWatch?.cancel()
+        logger.warning("fenced: WAL shipping stopped", metadata: ["epoch": "\(shipper.token)"])
+        await shipper.stop()
+    }
+
+    public func follow() async {
+        let generation = nextIntent()
+        try? await serialized { replica in await replica.runFollow(generation: generation) }
+    }
+
+    public nonisolated func failures() -> AsyncStream<String> { failureStream }
+
+    public func status() async -> ReplicationStatus {
+        var status: ReplicationStatus
+        switch mode {
+        case .shipping(let shipper):
+            let shipped = await shipper.status()
+            status = ReplicationStatus(
+                role: .shipping, txid: shipped.lastTxid, lastCommitTime: shipped.lastShippedAt?.timeIntervalSince1970,
+                lastError: shipped.lastError ?? lastError)
+        case .following(let applier):
+            let applied = await applier.status()
+            status = ReplicationStatus(
+                role: .applying, txid: applied.position?.txid, lagTransactions: lag?.txidsBehind,
+                lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970, lastError: applied.lastError ?? lastError)
+        case .idle:
+            status = ReplicationStatus(role: .idle, lastError: lastError)
+        }
+        status.promotion = promotionSummary
+        return status
+    }
+
+    public func dispose() async {
+        _ = nextIntent()
+        disposed = true
+        followRetry?.cancel()
+        lagMonitor?.cancel()
+        shipperWatch?.cancel()
+        let current = mode
+        mode = .idle
+        switch current {
+        case .following(let applier): await applier.stop()
+        case .shipping(let shipper): await shipper.stop()
+        case .idle: break
+        }
+        failureContinuation.finish()
+        await queue?.value
+    }
+
+    // MARK: - Operations (run one at a time)
+
+    private func nextIntent() -> Int {
+        intent += 1
+        return intent
+    }
+
+    private func serialized<T: Sendable>(_ operation: @escaping @Sendable (isolated SQLiteReplica) async throws -> T) async throws -> T {
+        let previous = queue
+        let task = Task<T, any Error> {
+            await previous?.value
+            return try await operation(self)
+        }
+        queue = Task { _ = await task.result }
+        return try await task.value
+    }
+
+    private func checkIntent(_ generation: Int, _ what: String) throws {
+        guard intent == generation, !disposed else {
+            throw SQLiteReplicaError(description: "\(what) of \(configuration.app) was superseded by a later fence, flush or follow")
+        }
+    }
+
+    private func runPromote(token: UInt64, generation: Int) async throws {
+        try checkIntent(generation, "promotion")
+        followRetry?.cancel()
+        switch mode {
+        case .shipping(let shipper) where shipper.token == token && fencedToken != token:
+            return  // already promoted under this token
+        case .shipping(let shipper):
+            mode = .idle
+            shipperWatch?.cancel()
+            await shipper.stop()
+        case .following(let applier):
+            mode = .idle
+            lagMonitor?.cancel()
+            await applier.stop()
+        case .idle:
+            break
+        }
+        try checkIntent(generation, "promotion")
+        let startedAt = Date()
+        let report: PromotionReport
+        do {
+            report = try await ReplicaPromotion.promote(configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout)
+        } catch {
+            lastError = "promotion failed: \(error)"
+            logger.error("cannot promote the SQLite replica; the database was left untouched", metadata: ["error": "\(error)"])
+            throw error
+        }
+        var created = false
+        if report.outcome == .nothingToPromote {
+            created = try await ReplicaPromotion.createEmptyDatabaseIfMissing(configuration: configuration)
+        }
+        promotionSummary = Self.summary(report, token: token, createdDatabase: created, at: startedAt)
+        logPromotion(report, token: token, createdDatabase: created, at: startedAt)
+        try checkIntent(generation, "promotion")
+        let shipper: WALShipper
+        do {
+            shipper = try await WALShipper.start(configuration: configuration, token: token, jetStream: jetStream, logger: logger)
+        } catch {
+            lastError = "cannot start shipping: \(error)"
+            logger.error("cannot start WAL shipping", metadata: ["error": "\(error)"])
+            throw error
+        }
+        guard intent == generation, !disposed else {
+            await shipper.stop()
+            try checkIntent(generation, "promotion")
+            return
+        }
+        startShipping(shipper)
+    }
+
+    private func startShipping(_ shipper: WALShipper) {
+        mode = .shipping(shipper)
+        shippingToken = shipper.token
+        lastError = nil
+        shipperWatch = Task { [weak self] in
+            do {
+                try await shipper.waitUntilStopped()
+            } catch {
+                await self?.shipperFailed(shipper, error)
+            }
+        }
+    }
+
+    /// The shipping loop ended with an error. Fenced: report it (the lifecycle steps down).
+    /// Anything else: start a new shipper under the same token (its opening snapshot covers
+    /// whatever the old one had not shipped); report only when that fails too.
+    private func shipperFailed(_ shipper: WALShipper, _ error: any Error) async {
+        guard case .shipping(let current) = mode, current === shipper else { return }
+        mode = .idle
+        await shipper.stop()
+        if let replicationError = error as? ReplicationError, replicationError.code == .fenced {
+            fencedToken = shipper.token
+            lastError = "fenced: \(replicationError.message)"
+            logger.error("WAL shipping was fenced: another node writes under a newer epoch", metadata: ["error": "\(error)"])
+            failureContinuation.yield("WAL shipping fenced: \(replicationError.message)")
+            return
+        }
+        lastError = "shipping stopped: \(error)"
+        logger.error("WAL shipping stopped; restarting it", metadata: ["error": "\(error)"])
+        let generation = intent
+        for attempt in 1...3 {
+            try? await Task.sleep(for: .milliseconds(500 * attempt))
+            guard intent == generation, !disposed, case .idle = mode else { return }
+            do {
+                let restarted = try await WALShipper.start(configuration: configuration, token: shipper.token, jetStream: jetStream, logger: logger)
+                guard intent == generation, !disposed, case .idle = mode else {
+                    await restarted.stop()
+                    return
+                }
+                startShipping(restarted)
+                logger.notice("WAL shipping restarted", metadata: ["attempt": "\(attempt)"])
+                return
+            } catch {
+                lastError = "cannot restart shipping: \(error)"
+                if let replicationError = error as? ReplicationError, replicationError.code == .fenced { fencedToken = shipper.token }
+                logger.error("cannot restart WAL shipping", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                if fencedToken == shipper.token { break }
+            }
+        }
+        failureContinuation.yield("WAL shipping stopped: \(lastError ?? "\(error)")")
+    }
+
+    private func runFlush(token: UInt64, generation: Int) async throws {
+        followRetry?.cancel()
+        var shipper: WALShipper
+        switch mode {
+        case .shipping(let current) where current.token == token:
+            shipper = current
+        case .shipping(let other):
+            // Shipping under another token: not ours to flush; stop it quietly.
+            mode = .idle
+            shipperWatch?.cancel()
+            await other.stop()
+            return
+        case .following, .idle:
+            guard shippingToken == token else { return }
+            guard fencedToken != token else {
+                throw SQLiteReplicaError(description: "epoch \(token) was fenced (another node ships under a newer epoch); nothing to flush")
+            }
+            // The shipper of this epoch died: a new one's opening snapshot carries everything
+            // the backend committed, then the marker follows.
+            logger.warning("no WAL shipper runs; starting one to flush", metadata: ["epoch": "\(token)"])
+            shipper = try await WALShipper.start(configuration: configuration, token: token, jetStream: jetStream, logger: logger)
+        }
+        mode = .idle
+        shipperWatch?.cancel()
+        do {
+            let handoff = try await shipper.stepDown()
+            lastError = nil
+            logger.notice(
+                "final WAL marker shipped", metadata: ["epoch": "\(token)", "txid": "\(handoff.txid)", "sequence": "\(handoff.markerSequence)"])
+        } catch {
+            lastError = "final flush failed: \(error)"
+            if let replicationError = error as? ReplicationError, replicationError.code == .fenced { fencedToken = token }
+            logger.error("cannot ship the final WAL marker", metadata: ["epoch": "\(token)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func runFollow(generation: Int) async {
+        guard intent == generation, !disposed else { return }
+        switch mode {
+        case .following:
+            return
+        case .shipping(let shipper):
+            mode = .idle
+            shipperWatch?.cancel()
+            await shipper.stop()
+        case .idle:
+            break
+        }
+        do {
+            let applier = try await WALApplier.start(configuration: configuration, jetStream: jetStream, logger: logger)
+            guard intent == generation, !disposed, case .idle = mode else {
+                await applier.stop()
+                return
+            }
+            mode = .following(applier)
+            lastError = nil
+            lag = nil
+            lagMonitor = Task { [weak self] in
+                while !Task.isCancelled {
+                    if let lag = try? await applier.lag() { await self?.noteLag(lag, of: applier) }
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            logger.info("following the active node's WAL", metadata: ["replica": "\(configuration.replicaPath)"])
+        } catch {
+            lastError = "cannot start applying: \(error)"
+            logger.error("cannot start applying the WAL; retrying", metadata: ["error": "\(error)"])
+            followRetry = Task { [weak self] in
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                await self?.retryFollow(generation: generation)
+            }
+        }
+    }
+
+    private func retryFollow(generation: Int) async {
+        guard intent == generation, !disposed else { return }
+        try? await serialized { replica in await replica.runFollow(generation: generation) }
+    }
+
+    private func noteLag(_ lag: ReplicationLag, of applier: WALApplier) {
+        guard case .following(let current) = mode, current === applier else { return }
+        self.lag = lag
+    }
+
+    // MARK: - Reporting
+
+    private func logPromotion(_ report: PromotionReport, token: UInt64, createdDatabase: Bool, at: Date) {
+        var metadata: Logger.Metadata = ["epoch": "\(token)", "outcome": "\(report.outcome.rawValue)"]
+        switch report.outcome {
+        case .nothingToPromote:
+            metadata["database"] = "\(createdDatabase ? "created empty (WAL mode)" : "existing file kept")"
+            logger.notice("no replicated data yet: first start of the app", metadata: metadata)
+        case .promoted:
+            metadata["txid"] = "\(report.txid ?? 0)"
+            metadata["records-beyond-applied"] = "\(report.recordsAppliedDuringDrain)"
+            metadata["txids-beyond-applied"] = "\(report.transactionsAppliedDuringDrain)"
+            if let time = report.lastTransactionTime {
+                metadata["last-transaction-time"] = "\(Self.timestamp(time))"
+                metadata["last-transaction-age"] = "\(String(format: "%.3f", at.timeIntervalSince(time)))s"
+            }
+            metadata["handoff"] = "\(report.finalMarkerToken.map { "graceful (final marker of epoch \($0))" } ?? "no final marker (crash failover)")"
+            if report.discardedIncompleteRecord { metadata["discarded-incomplete-record"] = "true" }
+            logger.notice("promoted the SQLite replica", metadata: metadata)
+        }
+    }
+
+    /// One line for `batonctl status`.
+    static func summary(_ report: PromotionReport, token: UInt64, createdDatabase: Bool, at: Date) -> String {
+        switch report.outcome {
+        case .nothingToPromote:
+            return "epoch \(token): first start, \(createdDatabase ? "created an empty database" : "kept the existing database")"
+        case .promoted:
+            var parts = ["epoch \(token): promoted txid \(report.txid ?? 0)"]
+            if let marker = report.finalMarkerToken {
+                parts.append("graceful handoff from epoch \(marker), nothing lost")
+            } else {
+                var crash = "crash failover: transactions committed on the old active node after the last applied one were not shipped and are lost"
+                if let time = report.lastTransactionTime { crash += " (last applied \(timestamp(time)), \(String(format: "%.3f", at.timeIntervalSince(time)))s before promotion)" }
+                parts.append(crash)
+            }
+            parts.append(
+                "\(report.recordsAppliedDuringDrain) record(s) / \(report.transactionsAppliedDuringDrain) txid(s) in the stream beyond the applied position, drained")
+            if report.discardedIncompleteRecord { parts.append("an incomplete last record was discarded") }
+            return parts.joined(separator: "; ")
+        }
+    }
+
+    private static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
+}
+
+/// An operation of ``SQLiteReplica`` that could not run.
+public struct SQLiteReplicaError: Error, CustomStringConvertible, Sendable {
+    /// What happened.
+    public var description: String
+}
