@@ -95,11 +95,19 @@ public final class WALShipper: Sendable {
         let watcher = WALWatcher(walPath: configuration.databasePath + "-wal")
         let shipper = WALShipper(configuration: configuration, token: token, core: core, watcher: watcher)
         let pollInterval = configuration.pollInterval
+        let minimumRecordInterval = configuration.minimumRecordInterval
         let task = Task {
             defer { watcher.close() }
             do {
+                var lastRecord: ContinuousClock.Instant?
                 while await !core.stopRequested {
-                    if try await core.step() { continue }
+                    if let lastRecord, minimumRecordInterval > .zero, lastRecord + minimumRecordInterval > .now {
+                        try? await Task.sleep(until: lastRecord + minimumRecordInterval, clock: .continuous)
+                    }
+                    if try await core.step() {
+                        lastRecord = .now
+                        continue
+                    }
                     try await core.idleWork()
                     await watcher.wait(upTo: pollInterval)
                 }
