@@ -275,7 +275,7 @@ enum Workload: Sendable, Hashable {
 
 struct Options: Sendable {
     var server = "/usr/sbin/nats-server"
-    var litestream = "/work/main/.venv/bin/litestream"
+    var litestream = ""
     var rates = [100, 1000]
     var seconds = 20.0
     var warmup = 1.0
@@ -311,7 +311,8 @@ struct Options: Sendable {
           --systems LIST         baton,litestream-default,litestream-fast (default all)
           --workloads LIST       rate,bulk (default both)
           --server PATH          nats-server (default /usr/sbin/nats-server)
-          --litestream PATH      litestream binary (default /work/main/.venv/bin/litestream)
+          --litestream PATH      litestream binary (default: the venv of scripts/install-prerequisites,
+                                 $BATON_VENV/bin/litestream, else .venv/bin/litestream in this checkout)
           --keep                 keep the work directory
           --markdown PATH        also write the report to PATH
           --time-limit S         kill everything and exit after S seconds (default 1800)
@@ -369,6 +370,13 @@ struct Options: Sendable {
                 exit(0)
             default: throw BenchmarkError("unknown argument \(argument); see --help")
             }
+        }
+        if options.litestream.isEmpty {
+            // The venv scripts/install-prerequisites makes: $BATON_VENV, else .venv in this checkout.
+            let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let venv = ProcessInfo.processInfo.environment["BATON_VENV"].flatMap { $0.isEmpty ? nil : $0 }
+                ?? checkout.appendingPathComponent(".venv").path
+            options.litestream = "\(venv)/bin/litestream"
         }
         return options
     }
