@@ -517,6 +517,9 @@ final class Timeline: Sendable {
     struct State {
         var committed: [Int64]
         var visible: [Int64]
+        /// BEGIN → COMMIT returned, per transaction (the primary's own commit latency: a
+        /// replicator that holds SQLite's write lock, for a checkpoint, stalls the app here).
+        var commitDurations: [Int64] = []
         var firstCommitStart: Int64 = 0
         var lastCommit: Int64 = 0
         var writerDone = false
@@ -574,6 +577,7 @@ func runWriter(path: String, timeline: Timeline, intervalNanos: Int64, payloadRa
                 if seq == 1 { $0.firstCommitStart = began }
                 $0.committed[seq] = now
                 $0.lastCommit = now
+                $0.commitDurations.append(now - began)
             }
         }
         timeline.state.withLock { $0.writerDone = true }
@@ -768,6 +772,7 @@ struct Result {
     var loadBefore: String
     var loadAfter: String
     var reads: Int
+    var commitDurations: [Int64]
     var note: String?
 }
 
@@ -880,7 +885,7 @@ func measure(
         replicationSeconds: lastVisible > 0 ? Double(lastVisible - state.firstCommitStart) / 1e9 : 0,
         drainAfterLastCommit: lastVisible > 0 ? lastVisible - state.lastCommit : 0, missing: missing,
         cpu: zip(servers, zip(cpuBefore, cpuAfter)).map { ($0.0.0, $0.1.1 - $0.1.0) }, loadBefore: loadBefore, loadAfter: loadAfter,
-        reads: reader.reads.withLock { $0 }, note: note)
+        reads: reader.reads.withLock { $0 }, commitDurations: Array(state.commitDurations.dropFirst(warmupCount)).sorted(), note: note)
     if !options.keep { try? FileManager.default.removeItem(atPath: directory) }
     return result
 }
@@ -890,8 +895,9 @@ func measure(
 func lagRow(_ result: Result) -> String {
     let l = result.lags
     let cpu = result.cpu.map { "\($0.0) \(String(format: "%.2f", Double($0.1) / 1e9))" }.joined(separator: ", ")
+    let c = result.commitDurations
     return "| \(result.system.label) | \(result.workload.label) | \(l.count) | \(ms(percentile(l, 50))) | \(ms(percentile(l, 90))) | "
-        + "\(ms(percentile(l, 99))) | \(ms(l.last ?? 0)) | \(result.missing) | \(cpu) |"
+        + "\(ms(percentile(l, 99))) | \(ms(l.last ?? 0)) | \(result.missing) | \(ms(percentile(c, 99))) / \(ms(c.last ?? 0)) | \(cpu) |"
 }
 
 func bulkRow(_ result: Result) -> String {
@@ -899,7 +905,8 @@ func bulkRow(_ result: Result) -> String {
     let cpu = result.cpu.map { "\($0.0) \(String(format: "%.2f", Double($0.1) / 1e9))" }.joined(separator: ", ")
     let replicated = result.replicationSeconds > 0 ? String(format: "%.1f", mb / result.replicationSeconds) : "—"
     return "| \(result.system.label) | \(result.transactions) × \(result.payloadBytes / Int64(max(result.transactions, 1)) / 1024) KiB "
-        + "| \(String(format: "%.1f", mb / result.writerSeconds)) | \(replicated) | \(ms(result.drainAfterLastCommit)) | \(result.missing) | \(cpu) |"
+        + "| \(String(format: "%.1f", mb / result.writerSeconds)) | \(ms(percentile(result.commitDurations, 99))) / \(ms(result.commitDurations.last ?? 0)) "
+        + "| \(replicated) | \(ms(result.drainAfterLastCommit)) | \(result.missing) | \(cpu) |"
 }
 
 func report(_ results: [Result], options: Options, server: NATSServer?, litestreamVersion: String, loadBefore: String, loadAfter: String) -> String {
@@ -911,8 +918,8 @@ func report(_ results: [Result], options: Options, server: NATSServer?, litestre
     if !lagResults.isEmpty {
         lines.append("Lag, commit on the primary → row visible in the standby's file (ms; payload \(options.minPayload)–\(options.maxPayload) B):")
         lines.append("")
-        lines.append("| system | rate | samples | p50 | p90 | p99 | max | not seen | CPU s (process) |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        lines.append("| system | rate | samples | p50 | p90 | p99 | max | not seen | primary commit p99 / max | CPU s (process) |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for result in lagResults { lines.append(lagRow(result)) }
         lines.append("")
     }
@@ -920,8 +927,9 @@ func report(_ results: [Result], options: Options, server: NATSServer?, litestre
     if !bulkResults.isEmpty {
         lines.append("Bulk throughput (MB = 10⁶ B of payload; replicated = first commit → last row visible in the standby):")
         lines.append("")
-        lines.append("| system | transactions | primary commit MB/s | replicated MB/s | last commit → visible (ms) | not seen | CPU s (process) |")
-        lines.append("|---|---|---:|---:|---:|---:|---|")
+        lines.append(
+            "| system | transactions | primary commit MB/s | primary commit p99 / max (ms) | replicated MB/s | last commit → visible (ms) | not seen | CPU s (process) |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---|")
         for result in bulkResults { lines.append(bulkRow(result)) }
         lines.append("")
     }
