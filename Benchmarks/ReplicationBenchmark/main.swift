@@ -980,6 +980,8 @@ func benchmarkMain(options: Options) async -> Int32 {
                 let result = try await measure(
                     system: system, workload: workload, options: options, workDirectory: workDirectory, index: index, server: server, me: me)
                 results.append(result)
+                let slow = result.commitDurations.filter { $0 > 20_000_000 }.count
+                log("\(system.label), \(workload.label): \(slow) commits on the primary took over 20 ms")
                 switch workload {
                 case .rate: log(lagRow(result))
                 case .bulk: log(bulkRow(result))
