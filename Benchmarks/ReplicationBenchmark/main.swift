@@ -201,14 +201,14 @@ func childMain(mode: String, arguments: [String]) async -> Never {
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
         if mode == "ship" {
             let shipper = try await WALShipper.start(configuration: configuration, token: 1, jetStream: jetStream, logger: logger)
-            FileManager.default.createFile(atPath: readyPath, contents: Data())
+            _ = FileManager.default.createFile(atPath: readyPath, contents: Data())
             await stop.wait()
             let status = await shipper.status()
             await shipper.stop()
             log("shipper: txid \(status.lastTxid), sequence \(status.lastStreamSequence), checkpoints \(status.checkpoints), snapshots \(status.snapshots), error \(status.lastError ?? "none")")
         } else {
             let applier = try await WALApplier.start(configuration: configuration, jetStream: jetStream, logger: logger)
-            FileManager.default.createFile(atPath: readyPath, contents: Data())
+            _ = FileManager.default.createFile(atPath: readyPath, contents: Data())
             await stop.wait()
             let status = await applier.status()
             await applier.stop()
