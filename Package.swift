@@ -109,6 +109,14 @@ let package = Package(
             dependencies: ["NATS", "Supervisor", "BatonCore"],
             path: "Benchmarks/FailoverBenchmark"
         ),
+        .executableTarget(
+            name: "ReplicationBenchmark",
+            dependencies: [
+                "Replication", "NATS", "CSQLite", "CBatonProcess",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/ReplicationBenchmark"
+        ),
         .target(
             name: "CBatonProcess",
             path: "Sources/CBatonProcess"

@@ -24,8 +24,13 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     public var streamMaxAge: Duration?
     /// How many snapshots the bucket keeps.
     public var snapshotsToKeep: Int = 3
-    /// How often the shipper looks at the `-wal` file.
+    /// How often the shipper looks at the `-wal` file when no write to it woke the shipper.
     public var pollInterval: Duration = .milliseconds(50)
+    /// The shipper publishes at most one record per this interval: commits that come sooner
+    /// wait and go into the next record together. Every record costs the passive nodes a write,
+    /// an fsync and a position update, so this bounds their work under a high commit rate, at
+    /// the price of up to this much lag. Zero: a record as soon as a commit is seen.
+    public var minimumRecordInterval: Duration = .milliseconds(5)
     /// The shipper checkpoints (PASSIVE, behind its write barrier) once the WAL holds this many
     /// shipped frames.
     public var checkpointAfterFrames: Int = 1000

@@ -286,9 +286,17 @@ actor ApplierCore {
     }
 
     /// Fetches and applies one batch; returns how many messages arrived.
+    ///
+    /// A pull request is answered when its batch is full or it expires, so a request for 256
+    /// messages would hold back records that arrive one at a time for up to `expires`. Hence:
+    /// take what the stream already has (`no_wait`), and only when that is nothing wait for
+    /// the next message alone.
     func step(expires: Duration, noWait: Bool = false) async throws -> Int {
         guard let consumer else { throw ReplicationError(.notRunning, "the consumer is not positioned") }
-        let messages = try await consumer.fetch(batch: 256, expires: expires, noWait: noWait)
+        var messages = try await consumer.fetch(batch: 256, expires: expires, noWait: true)
+        if messages.isEmpty, !noWait {
+            messages = try await consumer.fetch(batch: 1, expires: expires)
+        }
         for message in messages {
             try await handle(message)
             try? await message.ack()

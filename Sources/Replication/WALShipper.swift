@@ -63,11 +63,13 @@ public final class WALShipper: Sendable {
     public let token: UInt64
     private let core: ShipperCore
     private let loop: NIOLockedValueBox<Task<Void, any Error>?>
+    private let watcher: WALWatcher
 
-    private init(configuration: ReplicationConfiguration, token: UInt64, core: ShipperCore) {
+    private init(configuration: ReplicationConfiguration, token: UInt64, core: ShipperCore, watcher: WALWatcher) {
         self.configuration = configuration
         self.token = token
         self.core = core
+        self.watcher = watcher
         self.loop = NIOLockedValueBox(nil)
     }
 
@@ -89,14 +91,25 @@ public final class WALShipper: Sendable {
             await core.shutdown()
             throw error
         }
-        let shipper = WALShipper(configuration: configuration, token: token, core: core)
+        // Commits wake the loop at once; the poll interval is the fallback.
+        let watcher = WALWatcher(walPath: configuration.databasePath + "-wal")
+        let shipper = WALShipper(configuration: configuration, token: token, core: core, watcher: watcher)
         let pollInterval = configuration.pollInterval
+        let minimumRecordInterval = configuration.minimumRecordInterval
         let task = Task {
+            defer { watcher.close() }
             do {
+                var lastRecord: ContinuousClock.Instant?
                 while await !core.stopRequested {
-                    if try await core.step() { continue }
+                    if let lastRecord, minimumRecordInterval > .zero, lastRecord + minimumRecordInterval > .now {
+                        try? await Task.sleep(until: lastRecord + minimumRecordInterval, clock: .continuous)
+                    }
+                    if try await core.step() {
+                        lastRecord = .now
+                        continue
+                    }
                     try await core.idleWork()
-                    try? await Task.sleep(for: pollInterval)
+                    await watcher.wait(upTo: pollInterval)
                 }
             } catch {
                 await core.failed(error)
@@ -121,6 +134,7 @@ public final class WALShipper: Sendable {
     /// publishes a final marker, and closes the database. Call it after the backend stopped.
     public func stepDown() async throws -> HandoffReport {
         await core.requestStop()
+        watcher.wake()
         if let task = loop.withLockedValue({ $0 }) {
             _ = await task.result
         }
@@ -137,6 +151,7 @@ public final class WALShipper: Sendable {
     /// Stops shipping without a final marker (for a crash-like stop or after fencing).
     public func stop() async {
         await core.requestStop()
+        watcher.wake()
         if let task = loop.withLockedValue({ $0 }) {
             _ = await task.result
         }
