@@ -75,7 +75,11 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport"]
+            dependencies: ["NATSTestSupport", "NetnsLab"]
+        ),
+        .target(
+            name: "NetnsLab",
+            path: "Tests/NetnsLab"
         ),
         .target(
             name: "NATSTestSupport",
@@ -105,6 +109,11 @@ let package = Package(
             name: "FailoverBenchmark",
             dependencies: ["NATS", "Supervisor", "BatonCore"],
             path: "Benchmarks/FailoverBenchmark"
+        ),
+        .executableTarget(
+            name: "VIPFailoverBenchmark",
+            dependencies: ["NetnsLab"],
+            path: "Benchmarks/VIPFailoverBenchmark"
         ),
         .target(
             name: "CBatonProcess",
