@@ -195,8 +195,8 @@ struct VIPFailoverTests {
             MissingPrerequisite(name: name, reason: "not built next to the test binary", remedy: "run `swift build` before `swift test`"))
     }
 
-    /// The life of a VIP across failovers: first claim, kill -9, SIGSTOP past the ttl, a graceful
-    /// switchover, and a VIP left behind by a batond killed together with its keeper. Meanwhile
+    /// The life of a VIP across failovers: first claim, kill -9, a graceful switchover, SIGSTOP
+    /// past the ttl, and a VIP left behind by a batond killed together with its keeper. Meanwhile
     /// `ip monitor` on both hosts records every add and delete of the VIP with the kernel's
     /// timestamps: at every handover the old host must have removed the VIP no later than the
     /// new host adds it (except after the deliberate kill of batond *and* its keeper, until that
@@ -271,7 +271,16 @@ struct VIPFailoverTests {
         try await lab.waitForRoles(active: passive)
         swap(&active, &passive)
 
-        // 3. SIGSTOP of the active batond past the ttl: its keeper removes the VIP at the armed
+        // 3. Graceful switchover (to the restarted node: a node that was just fenced, like the
+        //    thawed one below, would first sit out its cooldown of 2 × ttl).
+        since = wallMicros()
+        _ = try await lab.batonctl(["switchover", VIPLab.app, "--to", passive])
+        gap = try await lab.waitForClient(reaching: passive, since: since)
+        report.append("switchover: client outage \(gap / 1000) ms")
+        try await lab.waitForRoles(active: passive)
+        swap(&active, &passive)
+
+        // 4. SIGSTOP of the active batond past the ttl: its keeper removes the VIP at the armed
         //    deadline, before the lease can expire; after SIGCONT the node stays passive.
         since = wallMicros()
         lab.nodes[active]!.signal(SIGSTOP)
@@ -280,14 +289,6 @@ struct VIPFailoverTests {
         lab.nodes[active]!.signal(SIGCONT)
         try await lab.waitForRoles(active: passive)
         #expect(try await !lab.lab.hasAddress(VIPLab.vipAddress, on: lab.host(of: active)), "the thawed node holds the VIP again")
-        swap(&active, &passive)
-
-        // 4. Graceful switchover.
-        since = wallMicros()
-        _ = try await lab.batonctl(["switchover", VIPLab.app, "--to", passive])
-        gap = try await lab.waitForClient(reaching: passive, since: since)
-        report.append("switchover: client outage \(gap / 1000) ms")
-        try await lab.waitForRoles(active: passive)
         swap(&active, &passive)
 
         // 5. kill -9 of the active batond *and* its keeper (both stopped first, so neither can
