@@ -87,6 +87,7 @@ private final class VIPLab: @unchecked Sendable {
             nats: {servers: ["\(natsURL)"]}
             apps:
               - name: \(Self.app)
+                priority: 100
                 lease: {ttl: 1s, renew: 250ms, fence_budget: 200ms, skew: 100ms}
                 backend:
                   process: {command: ["\(python)", "\(backend)"], env: {PORT: "\(Self.port)"}, stop_timeout: 2s}
