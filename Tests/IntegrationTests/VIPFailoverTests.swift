@@ -338,3 +338,43 @@ struct VIPFailoverTests {
         print("VIP lab (\(nats.label)): " + report.joined(separator: "; "))
     }
 }
+
+/// The verdicts of the lab rest on these: checked without a lab.
+@Suite("VIP lab timelines")
+struct AddressTimelineTests {
+    private func event(_ host: String, _ added: Bool, _ time: Int64) -> AddressEvent {
+        AddressEvent(time: time, host: host, added: added, cidr: "10.88.0.100/24")
+    }
+
+    @Test func handoversCarryTheMarginBetweenRemovalAndAdd() {
+        let timeline = AddressTimeline(
+            events: [event("a", true, 100), event("a", false, 200), event("b", true, 250), event("b", false, 400), event("a", true, 390)],
+            cidr: "10.88.0.100/24")
+        #expect(timeline.handovers.map(\.margin) == [50, -10])
+        #expect(timeline.overlaps.count == 1)
+        #expect(timeline.intervals.last?.end == nil)
+    }
+
+    @Test func otherAddressesAndRepeatedEventsDoNotCount() {
+        let timeline = AddressTimeline(
+            events: [event("a", true, 100), event("a", true, 150), AddressEvent(time: 120, host: "b", added: true, cidr: "10.88.0.253/32"), event("a", false, 300)],
+            cidr: "10.88.0.100/24")
+        #expect(timeline.intervals.count == 1)
+        #expect(timeline.intervals.first?.start == 100)
+        #expect(timeline.overlaps.isEmpty)
+    }
+
+    @Test func monitorTimestampsAreLocalWallClockMicroseconds() {
+        let parsed = AddressMonitor.parseTimestamp("2026-11-24T04:29:53.145425")
+        var tm = tm()
+        tm.tm_year = 126
+        tm.tm_mon = 10
+        tm.tm_mday = 24
+        tm.tm_hour = 4
+        tm.tm_min = 29
+        tm.tm_sec = 53
+        tm.tm_isdst = -1
+        #expect(parsed == Int64(mktime(&tm)) * 1_000_000 + 145_425)
+        #expect(AddressMonitor.parseTimestamp("not a time") == nil)
+    }
+}

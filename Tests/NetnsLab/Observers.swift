@@ -21,6 +21,13 @@ public struct AddressEvent: Sendable, Hashable, CustomStringConvertible {
     public var cidr: String
 
     public var description: String { "\(host) \(added ? "+" : "-")\(cidr) @\(time)" }
+
+    public init(time: Int64, host: String, added: Bool, cidr: String) {
+        self.time = time
+        self.host = host
+        self.added = added
+        self.cidr = cidr
+    }
 }
 
 /// `ip -ts monitor address` inside one host's namespace, from before anything changes there.
@@ -68,7 +75,7 @@ public final class AddressMonitor: Sendable {
     public func stop() async { await process.kill() }
 
     /// `2026-11-24T04:29:53.145425` (local time, as `ip -ts` prints it) → wall-clock µs.
-    static func parseTimestamp(_ text: Substring) -> Int64? {
+    public static func parseTimestamp(_ text: Substring) -> Int64? {
         let parts = text.split(whereSeparator: { "-T:.".contains($0) }).map { Int($0) }
         guard parts.count == 7, let year = parts[0], let month = parts[1], let day = parts[2], let hour = parts[3],
             let minute = parts[4], let second = parts[5], let micros = parts[6]
