@@ -78,7 +78,11 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication"]
+            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab"]
+        ),
+        .target(
+            name: "NetnsLab",
+            path: "Tests/NetnsLab"
         ),
         .target(
             name: "NATSTestSupport",
@@ -116,6 +120,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/ReplicationBenchmark"
+        ),
+        .executableTarget(
+            name: "VIPFailoverBenchmark",
+            dependencies: ["NetnsLab"],
+            path: "Benchmarks/VIPFailoverBenchmark"
         ),
         .target(
             name: "CBatonProcess",
