@@ -15,9 +15,13 @@ struct Batond: AsyncParsableCommand {
         abstract: "Baton's node daemon: runs each configured app on exactly one node of the cluster.",
         discussion: """
             batond competes with the other nodes for each app's lease in NATS JetStream KV. The \
-            winner starts the app's backend; the others keep it stopped. SIGTERM (or SIGINT) steps \
-            every app down gracefully and exits; SIGHUP re-reads the config and changes only the \
-            apps that changed (a broken config is rejected and the running one stays).
+            winner promotes the app's SQLite replica, claims its virtual IPs and starts its backend \
+            (a child process or a systemd unit); the others keep the backend stopped and the VIPs \
+            absent, and apply the active node's WAL. SIGTERM (or SIGINT) steps every app down \
+            gracefully and exits; SIGHUP re-reads the config and changes only the apps that \
+            changed (a broken config is rejected and the running one stays). Under systemd \
+            (units/batond.service, Type=notify) it reports READY, STATUS, RELOADING and STOPPING, \
+            pings the watchdog only while its loops make progress, and logs to the journal.
             """,
         version: BatonVersion.current)
 
