@@ -119,7 +119,7 @@ struct ConfigTests {
                         probe: .tcp(HostPort(host: "::1", port: 5432)),
                         interval: .seconds(2), timeout: .seconds(1), failures: 3, grace: .zero)),
                 AppConfig(
-                    name: "batch", priority: 0, paused: false,
+                    name: "batch", priority: 100, paused: false,
                     lease: LeaseTiming(ttl: .seconds(90), renew: .seconds(20), fenceBudget: .seconds(18), skew: .milliseconds(100)),
                     backend: .process(ProcessBackendConfig(
                         command: ["run-batch"], environment: [:], workingDirectory: nil, user: nil, group: nil,
@@ -142,7 +142,7 @@ struct ConfigTests {
         #expect(config.node == NodeConfig(id: "node-1", labels: [:], stateDirectory: "/var/lib/baton"))
         #expect(config.nats == NATSConfig(servers: ["nats://127.0.0.1:4222"], auth: .none, tls: nil, replicas: 1))
         let app = try #require(config.apps.first)
-        #expect(app.priority == 0)
+        #expect(app.priority == 100)
         #expect(app.paused == false)
         #expect(app.lease == LeaseTiming(
             ttl: .seconds(3), renew: .milliseconds(750), fenceBudget: .milliseconds(600), skew: .milliseconds(100)))
@@ -911,7 +911,7 @@ struct ConfigTests {
     func restatedDefaults() throws {
         let old = try parse(Self.base)
         let new = try parse(Self.base.replacingFirst(
-            "lease: {ttl: 3s}", with: "lease: {ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 100ms}\n    priority: 0"))
+            "lease: {ttl: 3s}", with: "lease: {ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 100ms}\n    priority: 100"))
         #expect(changedApps(from: old, to: new).changed == [])
     }
 

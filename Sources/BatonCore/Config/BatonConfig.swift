@@ -115,7 +115,11 @@ public struct TLSConfig: Sendable, Hashable {
 public struct AppConfig: Sendable, Hashable {
     /// Unique within the file; `[a-z0-9-]+`.
     public var name: String
-    /// Higher wins a free lease (default 0).
+    /// The default ``priority``: every node equal, and no node waits before taking a free lease.
+    public static let defaultPriority = 100
+
+    /// Higher wins a free lease (default 100). A node below 100 lets higher ones try first: it
+    /// waits up to one renew interval longer (in proportion) before it takes a free lease.
     public var priority: Int
     /// A paused app never changes hands (default false).
     public var paused: Bool
@@ -133,7 +137,7 @@ public struct AppConfig: Sendable, Hashable {
 
     /// Creates an app.
     public init(
-        name: String, priority: Int = 0, paused: Bool = false, lease: LeaseTiming,
+        name: String, priority: Int = AppConfig.defaultPriority, paused: Bool = false, lease: LeaseTiming,
         backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil
     ) {
         self.name = name

@@ -164,7 +164,7 @@ extension AppConfig: ConfigSection {
 
     init?(fields: ConfigFields) {
         let name = fields.required("name")?.name(kind: "app name", example: "web")
-        let priority = fields.optional("priority", default: 0) { $0.integer() }
+        let priority = fields.optional("priority", default: AppConfig.defaultPriority) { $0.integer() }
         let paused = fields.optional("paused", default: false) { $0.bool() }
         let lease = fields.required("lease")?.section(LeaseTiming.self)
         let backend = fields.required("backend")?.section(BackendConfig.self)

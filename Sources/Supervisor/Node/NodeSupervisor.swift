@@ -193,8 +193,8 @@ public actor NodeSupervisor: NodeController {
         return max(.seconds(30), health.grace + health.interval * (health.failures + 1) + health.timeout)
     }
 
-    /// Higher priority takes a free lease first: priority 100 (or more) at once, lower ones up
-    /// to one renew interval later, in proportion.
+    /// Higher priority takes a free lease first: priority 100 (the default, or more) at once,
+    /// lower ones up to one renew interval later, in proportion.
     static func priorityHoldback(_ app: AppConfig) -> Duration {
         let clamped = Double(min(max(app.priority, 0), 100))
         return app.lease.renew * ((100 - clamped) / 100)
