@@ -66,7 +66,7 @@ private struct SystemdTestFailure: Error, CustomStringConvertible {
 
 /// batond run by a real `systemd --user` (Type=notify, watchdog), managing a unit of that
 /// same manager.
-@Suite("batond under systemd", .serialized)
+@Suite("batond under systemd", .serialized, .timeLimit(.minutes(3)))
 struct BatondSystemdTests {
     private static func executable(_ name: String) throws -> String {
         var directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()

@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 /// ``SystemdAppBackend`` against a real `systemd --user` (see SystemdTestSupport).
-@Suite("systemd unit backend", .serialized)
+@Suite("systemd unit backend", .serialized, .timeLimit(.minutes(2)))
 struct SystemdAppBackendTests {
     /// A unit that records the epoch it was started with, then sleeps.
     static func sleeper(_ directory: String, name: String = "web") -> String {

@@ -10,7 +10,7 @@ import Glibc
 #endif
 
 /// Against a real `systemd --user` (see SystemdTestSupport).
-@Suite(.serialized) struct SystemdIntegrationTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct SystemdIntegrationTests {
     static let sleeper = "[Service]\nExecStart=/bin/sleep 1000\n"
 
     /// Iterates `states` until one satisfies `predicate`, or fails after `timeout`.

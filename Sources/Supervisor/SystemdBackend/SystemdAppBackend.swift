@@ -271,7 +271,14 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         }
         await pendingStop?.value
         guard desired == .running(token) else { throw SystemdBackendError("unit \(unit): stopped before it started") }
-        try await startChecked(token: token)
+        do {
+            try await startChecked(token: token)
+        } catch {
+            // A refused or failed start must not be retried later by the reconciler (under a
+            // token that may no longer be ours): the lifecycle decides what happens next.
+            if desired == .running(token) { desired = .stopped }
+            throw error
+        }
         logger.info("unit started", metadata: ["epoch": "\(token)"])
     }
 
