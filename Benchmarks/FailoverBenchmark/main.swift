@@ -5,7 +5,7 @@
 // "monotonic-ns node epoch" to a shared log every 5 ms. "The new backend started" is the first
 // heartbeat of a newer epoch; every instant is CLOCK_MONOTONIC, on the benchmark's side and in
 // the backend. For each lease ttl (default 3s, then 1s; renew, fence_budget and skew are the
-// config defaults, ttl/4, ttl/5 and ttl/10) it measures:
+// config defaults, ttl/4, ttl/5 and ttl/10 capped at 100ms) it measures:
 //
 //   graceful: the stepdown request (sent from here with Supervisor's ControlClient, the clock
 //     read just before the request goes out) → first heartbeat of the next epoch. Requests go
@@ -78,7 +78,7 @@ struct Options: Sendable {
     var server = "/usr/sbin/nats-server"
     var binDirectory: String?
     var ttls: [Duration] = [.seconds(3), .seconds(1)]
-    /// Overrides the default skew (ttl/10) of every ttl.
+    /// Overrides the default skew (ttl/10, at most 100ms) of every ttl.
     var skew: Duration?
     var scenarios: [Scenario] = [.graceful, .crash]
     var backend: BackendKind = .native
@@ -114,8 +114,8 @@ struct Options: Sendable {
         OPTIONS:
           --runs N             runs per scenario and ttl (default 30)
           --ttl LIST           lease ttls, comma separated (default 3s,1s); renew, fence_budget and
-                               skew are the config defaults (ttl/4, ttl/5, ttl/10)
-          --skew D             use this skew instead of the default ttl/10 (such as 100ms)
+                               skew are the config defaults (ttl/4, ttl/5, ttl/10 at most 100ms)
+          --skew D             use this skew instead of the default (ttl/10, at most 100ms)
           --scenarios LIST     graceful,crash (default both)
           --server PATH        nats-server binary (default /usr/sbin/nats-server)
           --bin-dir DIR        where batond and baton-fence-keeper are (default: next to this
@@ -981,9 +981,9 @@ func report(results: [ScenarioResult], startup: [Int64], options: Options, serve
     text += "Date: \(ISO8601DateFormatter().string(from: Date())). nats-server: \(server.version) (\(options.server)).\n"
     text += "Backend: \(options.backend == .native ? "native heartbeat process (FailoverBenchmark heartbeat)" : "python heartbeat script (\(capture(options.python, ["--version"])))"); "
     if let skew = options.skew {
-        text += "renew and fence_budget are the defaults (ttl/4, ttl/5); skew is \(skew.text) (not the default ttl/10).\n\n"
+        text += "renew and fence_budget are the defaults (ttl/4, ttl/5); skew is \(skew.text) (not the default ttl/10, at most 100ms).\n\n"
     } else {
-        text += "renew, fence_budget and skew are the defaults (ttl/4, ttl/5, ttl/10).\n\n"
+        text += "renew, fence_budget and skew are the defaults (ttl/4, ttl/5, ttl/10 at most 100ms).\n\n"
     }
     text += "Command: `\(command)`\n\n"
     text += "Backend start-up alone (posix_spawn → first heartbeat, \(startup.count) samples), ms: p50 / p90 / p99 / max = \(statsRow(startup).replacingOccurrences(of: " | ", with: " / "))\n\n"
