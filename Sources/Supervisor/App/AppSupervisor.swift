@@ -22,6 +22,10 @@ public actor AppSupervisor {
     /// Keeper updates run one after another, so an older deadline never overwrites a newer one,
     /// and the backend starts only after the keeper is armed.
     private var fenceKeeperUpdates: Task<Void, Never>?
+    /// The last move of the VIPs and the replica into passive mode. A promotion step waits for
+    /// it: a passive transition that ran late (at start, the first one races the first
+    /// acquire) would otherwise remove a VIP just claimed or abort a promotion.
+    private var passiveTransition: Task<Void, Never>?
     private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
     private nonisolated let lastTickNanoseconds: Atomic<Int64>
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
@@ -222,8 +226,10 @@ public actor AppSupervisor {
             }
         case .runPromotionStep(let step, let token):
             let armed = fenceKeeperUpdates
+            let passive = passiveTransition
             Task { [backend, addresses, replica] in
                 await armed?.value
+                await passive?.value
                 do {
                     switch step {
                     case .promoteReplica: try await replica?.promote(token: token)
@@ -269,7 +275,9 @@ public actor AppSupervisor {
                 self.apply(.fenceCompleted)
             }
         case .followActive:
-            Task { [addresses, replica] in
+            let previous = passiveTransition
+            passiveTransition = Task { [addresses, replica] in
+                await previous?.value
                 await addresses?.enterPassive()
                 await replica?.follow()
             }
