@@ -26,3 +26,25 @@ public struct HealthVerdicts: Sendable, Hashable {
         return consecutiveFailures >= failuresAllowed
     }
 }
+
+/// Watches a backend that passed its first probe: one probe every `health.interval`; once
+/// `health.failures` consecutive probes fail after the grace period, `.unhealthy` is reported
+/// once and the watch ends. It also ends when `isCurrent` says the backend run it watches is
+/// over, or when the task is cancelled. Shared by the process and systemd backends.
+func monitorHealth(
+    _ health: HealthCheckConfig, prober: HealthProber, isCurrent: @escaping @Sendable () async -> Bool,
+    failures: AsyncStream<AppBackendFailure>.Continuation
+) -> Task<Void, Never> {
+    Task {
+        var verdicts = HealthVerdicts(failures: health.failures, grace: health.grace, startedAt: MonotonicClock.now())
+        while !Task.isCancelled {
+            try? await Task.sleep(for: health.interval)
+            guard await isCurrent(), !Task.isCancelled else { return }
+            let failure = await prober.check()
+            if verdicts.record(healthy: failure == nil, at: MonotonicClock.now()) {
+                failures.yield(.unhealthy(failure ?? "unhealthy"))
+                return
+            }
+        }
+    }
+}

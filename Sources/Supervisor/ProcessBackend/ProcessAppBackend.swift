@@ -101,19 +101,8 @@ public actor ProcessAppBackend: AppBackend {
 
     private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {
         monitor?.cancel()
-        let continuation = failureContinuation
-        monitor = Task { [weak self] in
-            var verdicts = HealthVerdicts(failures: health.failures, grace: health.grace, startedAt: MonotonicClock.now())
-            while !Task.isCancelled {
-                try? await Task.sleep(for: health.interval)
-                guard let self, await self.isRunning(token: token), !Task.isCancelled else { return }
-                let failure = await prober.check()
-                if verdicts.record(healthy: failure == nil, at: MonotonicClock.now()) {
-                    continuation.yield(.unhealthy(failure ?? "unhealthy"))
-                    return
-                }
-            }
-        }
+        monitor = monitorHealth(
+            health, prober: prober, isCurrent: { [weak self] in await self?.isRunning(token: token) ?? false }, failures: failureContinuation)
     }
 
     private func isRunning(token: UInt64) -> Bool { shouldRun && self.token == token }
