@@ -645,7 +645,7 @@ final class LeaseRecorder: Sendable {
     /// When a lease with a token above `token` was first seen.
     func heldSeen(tokenAbove token: UInt64) -> Int64? {
         snapshot.first { event in
-            guard case .held(_, _, let seen) = event.observation else { return false }
+            guard case .held(_, _, let seen, _) = event.observation else { return false }
             return seen > token
         }?.time
     }
@@ -653,7 +653,7 @@ final class LeaseRecorder: Sendable {
     /// The last write of the lease with `token` seen.
     func lastWrite(token: UInt64) -> Int64? {
         snapshot.last { event in
-            guard case .held(_, _, let seen) = event.observation else { return false }
+            guard case .held(_, _, let seen, _) = event.observation else { return false }
             return seen == token
         }?.time
     }
@@ -907,7 +907,7 @@ func runTTL(
     _ = try? await waitStable(timeout: .seconds(10) + ttl * 4)
     let leaseLog = recorder.snapshot.map { event -> String in
         switch event.observation {
-        case .held(let holder, let revision, let token): "[\(milliseconds(event.time))] held by \(holder) revision \(revision) token \(token)"
+        case .held(let holder, let revision, let token, _): "[\(milliseconds(event.time))] held by \(holder) revision \(revision) token \(token)"
         case .free(let target): "[\(milliseconds(event.time))] free\(target.map { " handoff to \($0)" } ?? "")"
         }
     }

@@ -63,7 +63,7 @@ enum StatusTable {
             if replicated { header.append("REPLICA") }
             var rows = [header + ["LAST EVENT"]]
             for (node, report) in reports {
-                var row = [node, report.role.rawValue, report.paused ? "yes" : "no", report.backendRunning ? "running" : "stopped", String(report.priority)]
+                var row = [node, report.role.rawValue, report.paused ? "yes" : "no", backendText(report), String(report.priority)]
                 if replicated { row.append(report.replication.map(replicaText) ?? "-") }
                 rows.append(row + [report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-"])
             }
@@ -78,6 +78,13 @@ enum StatusTable {
             lines.append("note: batond does not run under systemd on \(unsupervised.joined(separator: ", ")): units it manages there are not bound to it")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// An active app whose backend does not run is down (restarting, or about to step down),
+    /// not merely stopped.
+    static func backendText(_ report: AppStatus) -> String {
+        if report.backendRunning { return "running" }
+        return report.role == .active ? "down" : "stopped"
     }
 
     /// `shipping txid 120`, `applied txid 118, 2 behind, last commit 0.4s ago`, with the error.

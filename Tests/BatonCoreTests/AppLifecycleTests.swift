@@ -29,7 +29,7 @@ private struct Harness {
     /// Connected, lease seen free, acquired at `now`, backend started: active with token 7.
     mutating func makeActive() {
         send(.natsConnected)
-        #expect(send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease])
+        #expect(send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil)])
         send(.acquireSucceeded(revision: 7, sentAt: now))
         send(.promotionStepSucceeded(.startBackend))
         #expect(machine.phase == .active)
@@ -44,7 +44,7 @@ struct AppLifecycleTests {
         var harness = Harness()
         #expect(harness.send(.natsConnected).isEmpty)
         #expect(harness.advance(.seconds(10)).isEmpty)  // no watch snapshot yet: unknown
-        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease])
+        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil)])
         #expect(harness.machine.phase == .acquiring)
     }
 
@@ -60,7 +60,7 @@ struct AppLifecycleTests {
         let renewedAt = harness.now
         #expect(harness.advance(.milliseconds(3249)).isEmpty)
         #expect(harness.now < renewedAt + .milliseconds(3250))
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5)])
     }
 
     @Test func acquireArmsTheKeeperBeforeStartingTheBackend() {
@@ -118,14 +118,21 @@ struct AppLifecycleTests {
         harness.makeActive()
         let acquiredAt = harness.now
         var fencedAt: MonotonicInstant?
+        var fenceActions: [AppLifecycle.Action] = []
         while fencedAt == nil, harness.now < acquiredAt + .seconds(10) {
             let actions = harness.advance(.milliseconds(10))
             if actions.contains(.renewLease(revision: 7)) {
                 harness.send(.renewFailed(.unavailable("timeout")))
             }
-            if actions.contains(.fence(token: 7)) { fencedAt = harness.now }
+            if actions.contains(.fence(token: 7)) {
+                fencedAt = harness.now
+                fenceActions = actions
+            }
         }
         #expect(fencedAt == acquiredAt + .milliseconds(2500))
+        // The reason says how long ago, in readable units (not a monotonic clock's offset).
+        #expect(fenceActions.contains(.notify(.fenced(
+            token: 7, reason: "no successful renew for 2.5s (ttl 3s, fence budget 500ms); fencing before the lease can expire"))))
         #expect(harness.machine.phase == .fencing)
         // Nothing else happens until fencing completes; then the lease is given back, and the
         // node waits before it may acquire again.
@@ -292,7 +299,7 @@ struct AppLifecycleTests {
             node: "node-b", instance: "j-2", timing: Harness.timing, hasHealthCheck: false, stepTimeout: .seconds(5), stopTimeout: .seconds(12),
             priorityHoldback: .seconds(1)))
         target.send(.natsConnected)
-        #expect(target.send(.leaseObserved(.free(handoffTo: "node-b"))) == [.acquireLease])
+        #expect(target.send(.leaseObserved(.free(handoffTo: "node-b"))) == [.acquireLease(replacing: nil)])
         #expect(bystander.send(.leaseObserved(.free(handoffTo: "node-b"))).isEmpty)
         #expect(bystander.machine.acquireAt() == bystander.now + .seconds(3))
     }
@@ -302,7 +309,7 @@ struct AppLifecycleTests {
         harness.send(.natsConnected)
         #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
         #expect(harness.advance(.milliseconds(399)).isEmpty)
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: nil)])
     }
 
     @Test func aPausedAppNeverChangesHands() {
@@ -310,7 +317,7 @@ struct AppLifecycleTests {
         passive.send(.natsConnected)
         passive.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(passive.advance(.seconds(60)).isEmpty)
-        #expect(passive.send(.resumeRequested) == [.acquireLease])
+        #expect(passive.send(.resumeRequested) == [.acquireLease(replacing: nil)])
 
         var active = Harness()
         active.makeActive()
@@ -332,7 +339,7 @@ struct AppLifecycleTests {
         let reconnectedAt = harness.now
         #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
         #expect(harness.machine.acquireAt() == reconnectedAt + .seconds(3))
-        #expect(harness.advance(.seconds(3)) == [.acquireLease])
+        #expect(harness.advance(.seconds(3)) == [.acquireLease(replacing: nil)])
     }
 
     @Test func aLostAcquireRetriesAfterAPauseNotInALoop() {
@@ -342,7 +349,7 @@ struct AppLifecycleTests {
         harness.advance(.milliseconds(3250))
         #expect(harness.send(.acquireFailed(.conflict)).isEmpty)
         #expect(harness.machine.acquireAt() == harness.now + .milliseconds(100))
-        #expect(harness.advance(.milliseconds(100)) == [.acquireLease])
+        #expect(harness.advance(.milliseconds(100)) == [.acquireLease(replacing: 2)])
     }
 
     @Test func anUnansweredAcquireHoldsOffForATTL() {
@@ -414,6 +421,62 @@ struct AppLifecycleTests {
         #expect(harness.advance(.seconds(60)).isEmpty)
     }
 
+    /// Issue 11, item 1: a passive node judges the lease by the holder's ttl from its record,
+    /// not by its own config, and says once that the two disagree.
+    @Test func takeoverWaitsByTheHoldersTTLNotThisNodesConfig() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        let seen = harness.now
+        let actions = harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(10))))
+        #expect(actions == [.notify(.observed(
+            "config disagrees with the holder: node-b holds the lease with ttl 10s, this node's config says 3s; the lease is judged by the holder's ttl"))])
+        #expect(harness.machine.acquireAt() == seen + .milliseconds(10_250))
+        // Renews of the same holder and ttl do not repeat the notice.
+        #expect(harness.send(.leaseObserved(.held(other, revision: 5, token: 3, ttl: .seconds(10)))).isEmpty)
+        let renewedAt = harness.now
+        #expect(harness.advance(.milliseconds(3250)).isEmpty)  // this node's own ttl + skew: too early
+        #expect(harness.advance(.milliseconds(10_249 - 3250)).isEmpty)
+        #expect(harness.now < renewedAt + .milliseconds(10_250))
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5)])
+
+        // A holder with a shorter ttl is taken over earlier; one that does not say uses ours.
+        var short = Harness()
+        short.send(.natsConnected)
+        short.send(.leaseObserved(.held(other, revision: 9, token: 9, ttl: .seconds(1))))
+        #expect(short.machine.acquireAt() == short.now + .milliseconds(1250))
+        var unsaid = Harness()
+        unsaid.send(.natsConnected)
+        #expect(unsaid.send(.leaseObserved(.held(other, revision: 9, token: 9))).isEmpty)
+        #expect(unsaid.machine.acquireAt() == unsaid.now + .milliseconds(3250))
+    }
+
+    /// Issue 11, item 2: a renew that timed out but reached NATS makes the retry lose the
+    /// compare-and-set to the node's own write; recognised, it keeps the lease, counted from
+    /// the first unconfirmed attempt (the write that landed was sent no earlier).
+    @Test func aRecognisedOwnRenewKeepsTheLeaseFromTheFirstUnconfirmedAttempt() {
+        var harness = Harness()
+        harness.makeActive()
+        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 7)))
+        let firstAttempt = harness.now
+        harness.advance(.milliseconds(700))
+        harness.send(.renewFailed(.unavailable("timeout")))
+        let retry = harness.advance(.milliseconds(100))
+        #expect(retry.contains(.renewLease(revision: 7)))
+        harness.advance(.milliseconds(300))
+        let actions = harness.send(.renewRecognized(revision: 8))
+        #expect(harness.machine.phase == .active)
+        #expect(harness.machine.held?.revision == 8)
+        #expect(harness.machine.held?.lastSentAt == firstAttempt)
+        #expect(actions.contains(.armFenceKeeper(token: 7, deadline: Harness.timing.fenceAt(sentAt: firstAttempt))))
+        // Counted from the first attempt, the lease is already a renew interval old: the next
+        // renew goes out at once, on the new revision.
+        #expect(actions.contains(.renewLease(revision: 8)))
+        // A real conflict still fences at once.
+        harness.send(.renewSucceeded(revision: 9, sentAt: harness.now))
+        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 9)))
+        #expect(harness.send(.renewFailed(.conflict)).contains(.fence(token: 7)))
+    }
+
     /// Random events along a random timeline: the safety invariants hold after every step.
     @Test func safetyInvariantsHoldForRandomEventSequences() {
         var starts = 0
@@ -440,11 +503,18 @@ struct AppLifecycleTests {
             let event: AppLifecycle.Event
             switch random.next() % 16 {
             case 0: event = .leaseObserved(.free(handoffTo: nil))
-            case 1: event = .leaseObserved(.held(other, revision: before.held.map { $0.revision + 1 } ?? 1, token: 1))
+            case 1:
+                let ttl: Duration? = [nil, .seconds(1), .seconds(3), .seconds(10)][Int(random.next() % 4)]
+                event = .leaseObserved(.held(other, revision: before.held.map { $0.revision + 1 } ?? 1, token: 1, ttl: ttl))
             case 2: event = .acquireSucceeded(revision: (before.observed?.revision ?? 0) + 10, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
             case 3: event = .acquireFailed(random.next() % 2 == 0 ? .conflict : .unavailable("timeout"))
             case 4: event = .renewSucceeded(revision: (before.held?.revision ?? 0) + 1, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
-            case 5: event = .renewFailed(random.next() % 4 == 0 ? .conflict : .unavailable("timeout"))
+            case 5:
+                switch random.next() % 6 {
+                case 0: event = .renewFailed(.conflict)
+                case 1: event = .renewRecognized(revision: (before.held?.revision ?? 0) + 1)
+                default: event = .renewFailed(.unavailable("timeout"))
+                }
             case 6: event = .promotionStepSucceeded(PromotionStep.allCases[Int(random.next() % 4)])
             case 7: event = .promotionStepFailed(.startBackend, "boom")
             case 8: event = .backendStopped

@@ -115,7 +115,12 @@ struct BatondClusterTests {
             MissingPrerequisite(name: name, reason: "not built next to the test binary (\(binDirectory.path))", remedy: "run `swift build` before `swift test`"))
     }
 
-    private static func config(node: String, port: Int, stateDirectory: String, backend: String, heartbeatLog: String, apps: [String] = ["beat"]) -> String {
+    static let defaultLease = "{ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}"
+
+    private static func config(
+        node: String, port: Int, stateDirectory: String, backend: String, heartbeatLog: String, apps: [String] = ["beat"],
+        lease: String = defaultLease
+    ) -> String {
         var text = """
             cluster: itest
             node: {id: \(node), state_dir: \(stateDirectory)}
@@ -127,7 +132,7 @@ struct BatondClusterTests {
             text += """
                   - name: \(app)
                     priority: 100
-                    lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
+                    lease: \(lease)
                     backend:
                       process:
                         command: ["/usr/bin/python3", "\(backend)"]
@@ -294,6 +299,194 @@ extension BatondClusterTests {
             for node in nodes { await node.stop() }
             Heartbeats(path: heartbeatBase + ".beat").checkSafety()
             Heartbeats(path: heartbeatBase + ".extra").checkSafety()
+        }
+    }
+}
+
+extension BatondClusterTests {
+    /// The fence keepers batond runs for `app`: its children whose command line names the app.
+    private static func keepers(of batond: Int32, app: String) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")"),
+                let parent = Int32(stat[stat.index(close, offsetBy: 2)...].split(separator: " ")[1]), parent == batond,
+                let commandLine = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)
+            else { return false }
+            let arguments = commandLine.split(separator: "\0").map(String.init)
+            return arguments.first?.hasSuffix("baton-fence-keeper") == true && arguments.contains(app)
+        }
+    }
+
+    /// Issue 18: whatever kills the backend while its node holds the lease (here the fence
+    /// keeper, and the backend with it) is a backend failure; the app never rests "active" with
+    /// no backend.
+    @Test
+    func killingTheActiveNodesKeeperRestartsTheBackend() async throws {
+        let batond = try Self.executable("batond")
+        let keeper = try Self.executable("baton-fence-keeper")
+        let directory = try makeTemporaryDirectory(prefix: "baton-keeper-kill")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatLog = heartbeatBase + ".beat"
+
+        try await withNATSServer(.pypi) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            for name in ["node-1", "node-2"] {
+                let configPath = directory.appendingPathComponent("\(name).yaml").path
+                try Self.config(node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend, heartbeatLog: heartbeatBase)
+                    .write(toFile: configPath, atomically: true, encoding: .utf8)
+                nodes[name] = try BatondProcess(
+                    node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
+                    environment: ["BATON_FENCE_KEEPER": keeper])
+            }
+            let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            let active = try #require(nodes[first.node])
+            let keeperPIDs = Self.keepers(of: active.pid, app: "beat")
+            try #require(keeperPIDs.count == 1, "keepers of the active node: \(keeperPIDs)")
+
+            let killedAt = monotonicNow()
+            kill(keeperPIDs[0], SIGKILL)
+            // The backend dies with its keeper; heartbeats must resume within the restart
+            // policy's backoff (1 s by default) plus a margin, on this node or another.
+            let deadline = ContinuousClock.now + .seconds(8)
+            var resumed: Int64?
+            while ContinuousClock.now < deadline {
+                let log = (try? String(contentsOfFile: active.logPath, encoding: .utf8)) ?? ""
+                let restartedAfterExit = log.contains("backend ended while active; restarting") || log.contains("stepping down")
+                if restartedAfterExit, let latest = Heartbeats(path: heartbeatLog).runs.map(\.last).max(), latest > killedAt + 300_000_000,
+                    monotonicNow() - latest < 100_000_000
+                {
+                    resumed = latest
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let log = (try? String(contentsOfFile: active.logPath, encoding: .utf8)) ?? ""
+            #expect(resumed != nil, "no backend runs after the keeper was killed: \(Heartbeats(path: heartbeatLog).runs)")
+            #expect(log.contains("backend ended while active; restarting"), "batond's log does not say the backend is restarted")
+            Heartbeats(path: heartbeatLog).checkSafety()
+
+            for node in nodes.values { await node.stop() }
+            Heartbeats(path: heartbeatLog).checkSafety()
+        }
+    }
+}
+
+extension BatondClusterTests {
+    /// Starts `names` with the heartbeat backend under `lease`; returns them by name.
+    private func startNodes(
+        _ names: [String], server: NATSServerProcess, directory: URL, backend: String, heartbeatBase: String, lease: String
+    ) throws -> [String: BatondProcess] {
+        let batond = try Self.executable("batond")
+        let keeper = try Self.executable("baton-fence-keeper")
+        var nodes: [String: BatondProcess] = [:]
+        for name in names {
+            let configPath = directory.appendingPathComponent("\(name).yaml").path
+            try Self.config(
+                node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend,
+                heartbeatLog: heartbeatBase, lease: lease
+            ).write(toFile: configPath, atomically: true, encoding: .utf8)
+            nodes[name] = try BatondProcess(
+                node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
+                environment: ["BATON_FENCE_KEEPER": keeper])
+        }
+        return nodes
+    }
+
+    /// Issue 11, item 1: a passive node whose config is edited to a shorter ttl and reloaded
+    /// judges the live lease by its holder's ttl, and the bucket's TTL does not shrink under it.
+    /// (Before: the reload set the bucket's max_age to 2 s, the key expired between the
+    /// holder's renews, and the passive node created it: two actives.)
+    @Test(arguments: NATSServerKind.allCases)
+    func aRollingTTLChangeNeverGivesASecondNodeTheLease(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-ttl-change")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatLog = heartbeatBase + ".beat"
+        let longLease = "{ttl: 10s, renew: 3s, fence_budget: 1s, skew: 200ms}"
+
+        try await withNATSServer(kind) { server in
+            var nodes = try startNodes(
+                ["node-1", "node-2"], server: server, directory: directory, backend: backend, heartbeatBase: heartbeatBase, lease: longLease)
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            let passiveName = first.node == "node-1" ? "node-2" : "node-1"
+            let passive = try #require(nodes[passiveName])
+
+            // The passive node's config now says ttl 2s; SIGHUP.
+            try Self.config(
+                node: passiveName, port: server.port, stateDirectory: directory.appendingPathComponent(passiveName).path, backend: backend,
+                heartbeatLog: heartbeatBase, lease: "{ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}"
+            ).write(toFile: directory.appendingPathComponent("\(passiveName).yaml").path, atomically: true, encoding: .utf8)
+            passive.signal(SIGHUP)
+
+            // Well past the holder's renew interval and the new ttl: still one run, and the
+            // reloaded node says its config disagrees with the holder.
+            try await Task.sleep(for: .seconds(8))
+            let runs = Heartbeats(path: heartbeatLog).runs
+            #expect(runs.count == 1, "the lease moved: \(runs)")
+            #expect(monotonicNow() - (runs.last?.last ?? 0) < 100_000_000, "the app stopped running: \(runs)")
+            let log = (try? String(contentsOfFile: passive.logPath, encoding: .utf8)) ?? ""
+            #expect(log.contains("config disagrees with the holder: \(first.node) holds the lease with ttl 10s"))
+            Heartbeats(path: heartbeatLog).checkSafety()
+
+            for node in nodes.values { await node.stop() }
+            nodes.removeAll()
+            Heartbeats(path: heartbeatLog).checkSafety()
+        }
+    }
+
+    /// Issue 11, item 2: NATS stalls shorter than ttl − fence budget − renew never move an app.
+    /// A renew that timed out during a stall still reaches the server afterwards; the retry
+    /// used to lose the compare-and-set to it and fence a healthy node.
+    @Test(arguments: NATSServerKind.allCases)
+    func shortNATSStallsNeverMoveAnApp(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-stall")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatLog = heartbeatBase + ".beat"
+
+        try await withNATSServer(kind) { server in
+            var nodes = try startNodes(
+                ["node-1", "node-2"], server: server, directory: directory, backend: backend, heartbeatBase: heartbeatBase,
+                lease: "{ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 100ms}")
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            let active = try #require(nodes[first.node])
+            let pid = try #require(server.pid)
+            // Five stalls of 1.2 s, each started at a different point of the renew cycle.
+            for stall in 0..<5 {
+                try await Task.sleep(for: .milliseconds(1000 + 170 * stall))
+                kill(pid, SIGSTOP)
+                try await Task.sleep(for: .milliseconds(1200))
+                kill(pid, SIGCONT)
+            }
+            try await Task.sleep(for: .seconds(2))
+            let runs = Heartbeats(path: heartbeatLog).runs
+            let log = (try? String(contentsOfFile: active.logPath, encoding: .utf8)) ?? ""
+            #expect(runs.count == 1, "a stall moved the app: \(runs)")
+            #expect(!log.contains("fenced"), "the active node fenced during a stall")
+            #expect(monotonicNow() - (runs.last?.last ?? 0) < 100_000_000, "the app stopped running: \(runs)")
+            print("[measure] renews recognised as the node's own write after a stall: \(log.components(separatedBy: "a renew that timed out had reached NATS").count - 1)")
+            Heartbeats(path: heartbeatLog).checkSafety()
+
+            for node in nodes.values { await node.stop() }
+            nodes.removeAll()
+            Heartbeats(path: heartbeatLog).checkSafety()
         }
     }
 }

@@ -19,7 +19,8 @@ struct ProcessBackendTests {
 
     func makeBackend(
         _ command: [String], environment: [String: String] = [:], workingDirectory: String? = nil, user: String? = nil,
-        group: String? = nil, keeperPath: String? = nil, maxLogLineLength: Int = 4096, keeperLaunch: KeeperLaunch? = nil
+        group: String? = nil, keeperPath: String? = nil, maxLogLineLength: Int = 4096, keeperLaunch: KeeperLaunch? = nil,
+        keeperKillGrace: Duration = .seconds(2)
     ) -> ProcessBackend {
         let process = ProcessBackendConfig(
             command: command, environment: environment, workingDirectory: workingDirectory, user: user, group: group,
@@ -27,7 +28,7 @@ struct ProcessBackendTests {
         return ProcessBackend(
             configuration: .init(app: "web", node: "node-1", process: process, keeperPath: keeperPath, maxLogLineLength: maxLogLineLength),
             logger: recordingLogger(logs), eventLoopGroup: MultiThreadedEventLoopGroup.singleton, threadPool: .singleton,
-            keeperLaunch: keeperLaunch)
+            keeperLaunch: keeperLaunch, keeperKillGrace: keeperKillGrace)
     }
 
     /// Runs `body` and always shuts the backend down afterwards.
@@ -133,6 +134,62 @@ struct ProcessBackendTests {
         }
     }
 
+    /// Issue 18: the escalation of a fence (kill the keeper if it does not confirm the kill in
+    /// time) outlived the fenced run and killed the keeper, and with it the backend a newer
+    /// epoch had started under the same keeper. The grace is short here so that the test waits
+    /// well past it.
+    @Test("a fence's escalation never acts on a backend started after it")
+    func staleEscalation() async throws {
+        let grace = Duration.milliseconds(300)
+        let backend = makeBackend(["/bin/sh", "-c", "exec sleep 1000"], keeperKillGrace: grace)
+        let exits = recordExits(of: backend)
+        try await withBackend(backend) { backend in
+            _ = try await armFor(backend, token: 934)
+            try await backend.start(token: 934)
+            let fencedPID = try #require(await backend.pid)
+            let keeper = try #require(await backend.keeperProcessID)
+            await backend.fence()
+            #expect(processIsGone(fencedPID))
+            #expect(await backend.pendingEscalations == 0, "the fenced run's escalation outlived it")
+
+            // A newer epoch starts under the same keeper at once.
+            _ = try await armFor(backend, token: 1048)
+            try await backend.start(token: 1048)
+            let newPID = try #require(await backend.pid)
+            #expect(try #require(await backend.keeperProcessID) == keeper)
+
+            // Nothing to await: the failure was an event that must not happen. Wait three graces.
+            try await Task.sleep(for: grace * 3)
+            #expect(!processIsGone(newPID), "the new backend was killed")
+            #expect(!processIsGone(keeper), "the keeper was killed")
+            #expect(await backend.pid == newPID)
+            #expect(exits.values.filter { $0.token == 1048 }.isEmpty)
+            #expect(logs.values.allSatisfy { !$0.message.contains("did not kill the backend") })
+        }
+    }
+
+    @Test("a keeper that does not confirm a kill within the grace is killed, and the backend with it")
+    func unresponsiveKeeperEscalation() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let grace = Duration.milliseconds(300)
+        let backend = try relayedBackend(["/bin/sh", "-c", "exec sleep 1000"], directory: directory, keeperKillGrace: grace)
+        let exits = recordExits(of: backend)
+        try await withBackend(backend) { backend in
+            _ = try await armFor(backend, token: 7)
+            try await backend.start(token: 7)
+            let pid = try #require(await backend.pid)
+            // Freeze the relay: the kill never reaches the keeper.
+            let relay = try #require(await backend.keeperProcessID)
+            kill(relay, SIGSTOP)
+            defer { kill(relay, SIGCONT) }
+            await backend.fence()
+            _ = try #require(await exits.first(within: .seconds(5)) { $0.pid == pid })
+            #expect(processIsGone(pid))
+            #expect(await logs.first(within: .seconds(1)) { $0.message.contains("did not kill the backend within 300ms") } != nil)
+        }
+    }
+
     @Test("when the main process exits, what it left behind is killed and the exit is reported")
     func exitKillsLeftovers() async throws {
         let backend = makeBackend(["/bin/sh", "-c", "sleep 1000 & echo \"grandchild=$!\"; exit 3"])
@@ -215,7 +272,9 @@ struct ProcessBackendTests {
     /// With `pipeHolder`, a stray process keeps the FIFO's write end open (as a leaked descriptor
     /// would), so the keeper sees no end of input when the shell dies: only its parent-death
     /// signal tells it; the holder's pid is written to that file.
-    func relayedBackend(_ command: [String], directory: String, pipeHolder: String? = nil) throws -> ProcessBackend {
+    func relayedBackend(
+        _ command: [String], directory: String, pipeHolder: String? = nil, keeperKillGrace: Duration = .seconds(2)
+    ) throws -> ProcessBackend {
         let keeper = try keeperPath()
         let script = """
             mkfifo "$1" || exit 1
@@ -230,7 +289,8 @@ struct ProcessBackendTests {
         return makeBackend(
             command,
             keeperLaunch: KeeperLaunch(
-                executable: "/bin/sh", arguments: ["/bin/sh", "-c", script, keeper, directory + "/keeper.fifo", pipeHolder ?? ""]))
+                executable: "/bin/sh", arguments: ["/bin/sh", "-c", script, keeper, directory + "/keeper.fifo", pipeHolder ?? ""]),
+            keeperKillGrace: keeperKillGrace)
     }
 
     @Test("a frozen batond (SIGSTOP of the process feeding the keeper) cannot keep the backend past its deadline")

@@ -14,9 +14,10 @@ public struct LeaseHolder: Sendable, Hashable, CustomStringConvertible {
 
 /// What a node saw of the lease key.
 public enum LeaseObservation: Sendable, Hashable {
-    /// Someone holds it: the entry's revision and the fencing token (revision of the acquiring
-    /// write).
-    case held(LeaseHolder, revision: UInt64, token: UInt64)
+    /// Someone holds it: the entry's revision, the fencing token (revision of the acquiring
+    /// write) and the holder's ttl (nil when the record does not say: a Baton before 0.9).
+    /// Every node judges a lease by its holder's ttl, never by its own config.
+    case held(LeaseHolder, revision: UInt64, token: UInt64, ttl: Duration? = nil)
     /// Nobody holds it (deleted, purged, expired, never written). `handoffTo` names the node a
     /// switchover hands the lease to.
     case free(handoffTo: String?)
@@ -159,6 +160,10 @@ public struct AppLifecycle: Sendable {
         case acquireSucceeded(revision: UInt64, sentAt: MonotonicInstant)
         case acquireFailed(LeaseWriteFailure)
         case renewSucceeded(revision: UInt64, sentAt: MonotonicInstant)
+        /// A renew lost the compare-and-set to this node's own earlier renew, which had timed
+        /// out here but reached the server (a stall): the lease is still ours, at `revision`.
+        /// Which attempt landed is unknown, so the lease counts from the first unconfirmed one.
+        case renewRecognized(revision: UInt64)
         case renewFailed(LeaseWriteFailure)
         /// The release finished: `nil` when the delete went through, else why it did not (the
         /// lease then frees at its expiry). Either way the node is done with the lease.
@@ -186,8 +191,10 @@ public struct AppLifecycle: Sendable {
 
     /// What the actor must do, in order.
     public enum Action: Sendable, Hashable {
-        /// Create the lease key (CAS: only if nobody holds it).
-        case acquireLease
+        /// Take the lease with a compare-and-set: over the stale entry at `replacing` (the holder's
+        /// last write, older than its ttl), or by creating the key when it is free (`nil`, or the
+        /// entry at `replacing` expired meanwhile).
+        case acquireLease(replacing: UInt64?)
         /// Update the lease key if its revision is still `revision`. Note the send time.
         case renewLease(revision: UInt64)
         /// Delete the lease key if its revision is still `revision`, naming a switchover target.
@@ -254,6 +261,8 @@ public struct AppLifecycle: Sendable {
         public var holder: LeaseHolder
         public var revision: UInt64
         public var token: UInt64
+        /// The holder's ttl, as its record says (nil: not said; this node's own ttl is used).
+        public var ttl: Duration?
         public var seenAt: MonotonicInstant
     }
 
@@ -272,6 +281,11 @@ public struct AppLifecycle: Sendable {
     private var holdoffUntil: MonotonicInstant?
     private var cooldownUntil: MonotonicInstant?
     private var renewInFlight = false
+    /// When the first renew since the last confirmed one was sent: where the lease counts from
+    /// when a renew is recognised as our own write (``Event/renewRecognized(revision:)``).
+    private var firstUnconfirmedRenewAt: MonotonicInstant?
+    /// The holder and ttl last reported as disagreeing with this node's config.
+    private var reportedTimingDisagreement: (node: String, ttl: Duration)?
     /// The backend and VIPs are gone but a renew was in flight: the release waits for its
     /// outcome, so it deletes with the newest revision instead of losing the compare-and-set.
     private var releaseAwaitsRenew = false
@@ -313,6 +327,7 @@ public struct AppLifecycle: Sendable {
                 break
             }
             held = HeldLease(token: revision, revision: revision, lastSentAt: sentAt)
+            firstUnconfirmedRenewAt = nil
             observed = nil
             actions.append(.armFenceKeeper(token: revision, deadline: timing.fenceAt(sentAt: sentAt)))
             actions.append(.notify(.acquired(token: revision)))
@@ -335,21 +350,15 @@ public struct AppLifecycle: Sendable {
                 holdoffUntil = max(holdoffUntil ?? now, now + configuration.renewRetry)
             }
         case .renewSucceeded(let revision, let sentAt):
-            renewInFlight = false
-            renewRetryAt = nil
-            guard var lease = held, phase != .fencing else { break }
-            lease.revision = max(lease.revision, revision)
-            if sentAt > lease.lastSentAt { lease.lastSentAt = sentAt }
-            held = lease
-            if case .demoting(.releaseLease, let reason) = phase {
-                // The keeper is disarmed (nothing left to kill): do not arm it again.
-                if releaseAwaitsRenew {
-                    releaseAwaitsRenew = false
-                    actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
-                }
-            } else {
-                actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
+            renewWentThrough(revision: revision, sentAt: sentAt, into: &actions)
+        case .renewRecognized(let revision):
+            guard let lease = held, phase != .fencing else {
+                renewInFlight = false
+                break
             }
+            let sentAt = firstUnconfirmedRenewAt ?? lease.lastSentAt
+            actions.append(.notify(.observed("a renew that timed out had reached NATS (revision \(revision)); the lease is still ours")))
+            renewWentThrough(revision: revision, sentAt: sentAt, into: &actions)
         case .renewFailed(let failure):
             renewInFlight = false
             guard let lease = held, phase != .fencing else { break }
@@ -446,6 +455,26 @@ public struct AppLifecycle: Sendable {
         return actions
     }
 
+    /// A renew (or a recognised earlier attempt) sent at `sentAt` went through at `revision`.
+    private mutating func renewWentThrough(revision: UInt64, sentAt: MonotonicInstant, into actions: inout [Action]) {
+        renewInFlight = false
+        renewRetryAt = nil
+        firstUnconfirmedRenewAt = nil
+        guard var lease = held, phase != .fencing else { return }
+        lease.revision = max(lease.revision, revision)
+        if sentAt > lease.lastSentAt { lease.lastSentAt = sentAt }
+        held = lease
+        if case .demoting(.releaseLease, let reason) = phase {
+            // The keeper is disarmed (nothing left to kill): do not arm it again.
+            if releaseAwaitsRenew {
+                releaseAwaitsRenew = false
+                actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+            }
+        } else {
+            actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
+        }
+    }
+
     private var isHoldingAndNotLeaving: Bool {
         switch phase {
         case .promoting, .active: held != nil
@@ -456,7 +485,7 @@ public struct AppLifecycle: Sendable {
     private mutating func observe(_ observation: LeaseObservation, now: MonotonicInstant, into actions: inout [Action]) {
         knowsLeaseState = true
         switch observation {
-        case .held(let holder, let revision, let token):
+        case .held(let holder, let revision, let token, let holderTTL):
             if let lease = held {
                 if holder == me { return }  // our own write
                 if case .demoting(.releaseLease, let reason) = phase {
@@ -474,7 +503,10 @@ public struct AppLifecycle: Sendable {
                 duplicateDetected = true
                 actions.append(.notify(.duplicateInstance(holder)))
             }
-            observed = ObservedLease(holder: holder, revision: revision, token: token, seenAt: now)
+            if holder != me {
+                reportTimingDisagreement(holder: holder, ttl: holderTTL, into: &actions)
+            }
+            observed = ObservedLease(holder: holder, revision: revision, token: token, ttl: holderTTL, seenAt: now)
             freeSince = nil
             handoffTarget = nil
         case .free(let target):
@@ -489,6 +521,18 @@ public struct AppLifecycle: Sendable {
             freeSince = now
             handoffTarget = target
         }
+    }
+
+    /// Says once per holder and ttl that the holder's ttl differs from this node's config.
+    private mutating func reportTimingDisagreement(holder: LeaseHolder, ttl: Duration?, into actions: inout [Action]) {
+        guard let ttl, ttl != timing.ttl else {
+            reportedTimingDisagreement = nil
+            return
+        }
+        if let reported = reportedTimingDisagreement, reported.node == holder.node, reported.ttl == ttl { return }
+        reportedTimingDisagreement = (holder.node, ttl)
+        actions.append(.notify(.observed(
+            "config disagrees with the holder: \(holder.node) holds the lease with ttl \(ttl.configString), this node's config says \(timing.ttl.configString); the lease is judged by the holder's ttl")))
     }
 
     private mutating func failWhileHolding(_ reason: DemotionReason, now: MonotonicInstant, into actions: inout [Action]) {
@@ -556,6 +600,7 @@ public struct AppLifecycle: Sendable {
     ) {
         held = nil
         releaseAwaitsRenew = false
+        firstUnconfirmedRenewAt = nil
         phase = reason == .shutdown ? .stopped : .passive
         cooldownUntil = now + configuration.cooldown
         switch failure {
@@ -577,6 +622,7 @@ public struct AppLifecycle: Sendable {
         phase = .fencing
         stepDeadline = nil
         renewRetryAt = nil
+        firstUnconfirmedRenewAt = nil
         releaseAwaitsRenew = false
         actions.append(.fence(token: lease.token))
         actions.append(.notify(.fenced(token: lease.token, reason: reason)))
@@ -587,12 +633,16 @@ public struct AppLifecycle: Sendable {
     private mutating func evaluateDeadlines(now: MonotonicInstant, into actions: inout [Action]) {
         if let lease = held {
             if phase != .fencing, now >= timing.fenceAt(sentAt: lease.lastSentAt) {
-                fence(reason: "no successful renew since \(lease.lastSentAt); fencing before the lease can expire", lease: lease, into: &actions)
+                let sinceRenew = Self.readable(now - lease.lastSentAt)
+                fence(
+                    reason: "no successful renew for \(sinceRenew) (ttl \(timing.ttl.configString), fence budget \(timing.fenceBudget.configString)); fencing before the lease can expire",
+                    lease: lease, into: &actions)
                 return
             }
             if phase != .fencing, !renewInFlight, renewDue(lease, now: now) {
                 renewInFlight = true
                 renewRetryAt = nil
+                if firstUnconfirmedRenewAt == nil { firstUnconfirmedRenewAt = now }
                 actions.append(.renewLease(revision: lease.revision))
             }
             if let deadline = stepDeadline, now >= deadline {
@@ -615,8 +665,14 @@ public struct AppLifecycle: Sendable {
         }
         if phase == .passive, let at = acquireAt(), now >= at {
             phase = .acquiring
-            actions.append(.acquireLease)
+            actions.append(.acquireLease(replacing: observed?.revision))
         }
+    }
+
+    /// A duration for a log line, to the millisecond: `1.204s`, `650ms`.
+    static func readable(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return Duration.milliseconds(milliseconds).configString
     }
 
     private func renewDue(_ lease: HeldLease, now: MonotonicInstant) -> Bool {
@@ -631,7 +687,7 @@ public struct AppLifecycle: Sendable {
         guard phase == .passive, connected, knowsLeaseState, !paused, !duplicateDetected else { return nil }
         var earliest: MonotonicInstant
         if let observed {
-            earliest = timing.takeoverAt(seenAt: observed.seenAt) + configuration.priorityHoldback
+            earliest = timing.takeoverAt(seenAt: observed.seenAt, holderTTL: observed.ttl) + configuration.priorityHoldback
         } else if let freeSince {
             switch handoffTarget {
             case .some(configuration.node): earliest = freeSince

@@ -30,6 +30,10 @@ public struct LeaseTiming: Sendable, Hashable {
     /// When fencing must start for a lease last renewed by a write sent at `sent`.
     public func fenceAt(sentAt sent: MonotonicInstant) -> MonotonicInstant { sent + ttl - fenceBudget }
 
-    /// When a passive node may try to take over a lease it last saw written at `seen`.
-    public func takeoverAt(seenAt seen: MonotonicInstant) -> MonotonicInstant { seen + ttl + skew }
+    /// When a passive node may try to take over a lease it last saw written at `seen`, by a
+    /// holder whose ttl is `holderTTL` (this timing's own ttl when nil). The holder's ttl is what
+    /// counts: the holder fences by its own, whatever this node's config says.
+    public func takeoverAt(seenAt seen: MonotonicInstant, holderTTL: Duration? = nil) -> MonotonicInstant {
+        seen + (holderTTL ?? ttl) + skew
+    }
 }

@@ -42,11 +42,18 @@ public enum AppBackendNotice: Sendable, Hashable, CustomStringConvertible {
     case strayStopped(String)
     /// The backend could not be stopped (or fenced); it may still run.
     case cannotStop(String)
+    /// The backend ended while it should run (exited, killed, lost with its fence keeper); the
+    /// restart policy decides what follows, and the text says what.
+    case backendDown(String)
+    /// The backend runs again after a ``backendDown(_:)``.
+    case backendRestarted(String)
 
     public var description: String {
         switch self {
         case .strayStopped(let text): text
         case .cannotStop(let text): text
+        case .backendDown(let text): text
+        case .backendRestarted(let text): text
         }
     }
 }

@@ -181,11 +181,12 @@ public actor AppSupervisor {
     private func execute(_ action: AppLifecycle.Action) {
         let holder = holder
         switch action {
-        case .acquireLease:
+        case .acquireLease(let replacing):
+            let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 let sentAt = MonotonicClock.now()
                 do {
-                    let revision = try await store.acquire(as: holder)
+                    let revision = try await store.acquire(as: holder, ttl: ttl, replacing: replacing)
                     self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt))
                 } catch {
                     self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
@@ -193,20 +194,24 @@ public actor AppSupervisor {
             }
         case .renewLease(let revision):
             let token = lifecycle.held?.token ?? 0
+            let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 let sentAt = MonotonicClock.now()
                 do {
-                    let newRevision = try await store.renew(as: holder, token: token, revision: revision)
-                    self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt))
+                    switch try await store.renew(as: holder, token: token, ttl: ttl, revision: revision) {
+                    case .renewed(let newRevision): self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt))
+                    case .recognized(let newRevision): self.apply(.renewRecognized(revision: newRevision))
+                    }
                 } catch {
                     self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
                 }
             }
         case .releaseLease(let revision, let handoffTo):
             let token = lifecycle.held?.token ?? 0
+            let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 do {
-                    try await store.release(as: holder, token: token, revision: revision, handoffTo: handoffTo)
+                    try await store.release(as: holder, token: token, ttl: ttl, revision: revision, handoffTo: handoffTo)
                     self.apply(.releaseFinished(nil))
                 } catch {
                     self.apply(.releaseFinished((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))

@@ -269,7 +269,7 @@ public struct HandoverTracker: Sendable {
 
     private mutating func apply(_ observation: LeaseObservation) {
         switch observation {
-        case .held(let holder, _, let token):
+        case .held(let holder, _, let token, _):
             if newHolder == nil {
                 guard token != previous.token else { return }  // a renewal (or the handoff write) of the old lease
                 released = true

@@ -8,31 +8,51 @@ import NIOCore
 ///
 /// `token` is the fencing token: the revision of the write that acquired the lease. The
 /// acquiring write cannot know its own revision, so it writes 0 and every renew writes the real
-/// token; readers take the entry's revision when they see 0. `handoffTo` is set by the last
-/// write of a switchover, just before the release, so that other nodes let the target go first.
+/// token; readers take the entry's revision when they see 0. `ttlMilliseconds` is the holder's
+/// lease ttl: every node judges the lease by it, so a node whose config says otherwise (a rolling
+/// ttl change) never takes a lease early. `handoffTo` is set by the last write of a switchover,
+/// just before the release, so that other nodes let the target go first.
 public struct LeaseRecord: Codable, Sendable, Hashable {
     public var node: String
     public var instance: String
     public var token: UInt64
+    public var ttlMilliseconds: UInt64?
     public var handoffTo: String?
 
     enum CodingKeys: String, CodingKey {
         case node, instance, token
+        case ttlMilliseconds = "ttl_ms"
         case handoffTo = "handoff_to"
     }
 
     /// Creates a record.
-    public init(node: String, instance: String, token: UInt64, handoffTo: String? = nil) {
+    public init(node: String, instance: String, token: UInt64, ttl: Duration? = nil, handoffTo: String? = nil) {
         self.node = node
         self.instance = instance
         self.token = token
+        self.ttlMilliseconds = ttl.map { UInt64(max(0, $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000)) }
         self.handoffTo = handoffTo
     }
+
+    /// The holder's ttl, when the record says.
+    public var ttl: Duration? { ttlMilliseconds.map { .milliseconds(Int64(clamping: $0)) } }
 }
 
-/// One app's lease in NATS KV: bucket `baton_<cluster>_<app>` (TTL = the lease ttl, history 1),
-/// key `leader`. Acquire is a create, renew an update on the last revision, release a delete on
-/// the last revision — all compare-and-set, so two nodes can never both succeed.
+/// How a renew went through.
+public enum LeaseRenewal: Sendable, Hashable {
+    /// This write went through at the revision.
+    case renewed(UInt64)
+    /// This write lost the compare-and-set to an earlier renew of this same holder and token
+    /// that the caller saw time out (it reached NATS after all): the lease is still the
+    /// holder's, at the revision.
+    case recognized(UInt64)
+}
+
+/// One app's lease in NATS KV: bucket `baton_<cluster>_<app>` (history 1), key `leader`.
+/// Acquire is a create (or an update over the stale revision a passive node waited out), renew
+/// an update on the last revision, release a delete on the last revision — all compare-and-set,
+/// so two nodes can never both succeed. The bucket's TTL only collects garbage: no node relies
+/// on a key expiring, and it never shrinks (see ``open(jetStream:cluster:app:ttl:replicas:logger:)``).
 public struct LeaseStore: Sendable {
     /// The key holding the lease.
     public static let key = "leader"
@@ -44,15 +64,29 @@ public struct LeaseStore: Sendable {
 
     /// Creates or binds the app's lease bucket.
     ///
-    /// A bucket whose TTL differs (the lease ttl changed in the config) is updated in place: its
-    /// entries are tiny and short-lived, and the new TTL applies to the next write.
-    public static func open(jetStream: JetStream, cluster: String, app: String, ttl: Duration, replicas: Int) async throws -> LeaseStore {
+    /// The bucket's TTL (max_age) only ever grows: a bucket whose TTL is shorter than `ttl` is
+    /// raised to it; a longer one is kept, because another node (or this node before a config
+    /// change) may hold the lease under a longer ttl, and a shorter max_age would make its key
+    /// expire under it. Other differences (replicas, description) are updated in place.
+    public static func open(
+        jetStream: JetStream, cluster: String, app: String, ttl: Duration, replicas: Int, logger: Logger? = nil
+    ) async throws -> LeaseStore {
         var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: 1, ttl: ttl, replicas: replicas)
         config.description = "Baton lease of app \(app) in cluster \(cluster)"
         do {
             return LeaseStore(kv: try await jetStream.createKeyValue(config), app: app)
         } catch let error as KeyValueError where error.code == .bucketConfigConflict {
-            try await jetStream.updateStream(config.streamConfig)
+            var wanted = config.streamConfig
+            let existing = try await jetStream.streamInfo(wanted.name).config
+            if let current = existing.maxAge, current > ttl {
+                wanted.maxAge = current
+                logger?.notice(
+                    "the lease bucket keeps its longer TTL: another node may hold the lease under a longer ttl",
+                    metadata: ["app": "\(app)", "bucket_ttl": "\(current.configString)", "config_ttl": "\(ttl.configString)"])
+            }
+            if wanted != existing {
+                _ = try await jetStream.updateStream(wanted)
+            }
             return LeaseStore(kv: try await jetStream.keyValue(config.bucket), app: app)
         }
     }
@@ -61,22 +95,53 @@ public struct LeaseStore: Sendable {
         ByteBuffer(bytes: try JSONEncoder().encode(record))
     }
 
-    /// Tries to take the lease. Returns the new revision (the fencing token).
-    public func acquire(as holder: LeaseHolder) async throws(LeaseWriteError) -> UInt64 {
-        try await write { try await kv.create(Self.key, value: try encode(LeaseRecord(node: holder.node, instance: holder.instance, token: 0))) }
+    /// Tries to take the lease, holding it for `ttl` per write. With `replacing`, over the stale
+    /// entry at that revision (the caller waited out its holder's ttl); if that entry is gone
+    /// meanwhile (expired or deleted), by creating the key. Returns the new revision (the fencing
+    /// token).
+    public func acquire(as holder: LeaseHolder, ttl: Duration? = nil, replacing: UInt64? = nil) async throws(LeaseWriteError) -> UInt64 {
+        let record = LeaseRecord(node: holder.node, instance: holder.instance, token: 0, ttl: ttl)
+        if let replacing {
+            do {
+                return try await kv.update(Self.key, value: try encode(record), revision: replacing)
+            } catch let error as KeyValueError where error.code == .wrongLastRevision {
+                // Renewed (then create fails too), or gone: try a create.
+            } catch {
+                throw .unavailable("\(error)")
+            }
+        }
+        return try await write { try await kv.create(Self.key, value: try encode(record)) }
     }
 
-    /// Renews a held lease; returns the new revision.
-    public func renew(as holder: LeaseHolder, token: UInt64, revision: UInt64) async throws(LeaseWriteError) -> UInt64 {
-        try await write {
-            try await kv.update(Self.key, value: try encode(LeaseRecord(node: holder.node, instance: holder.instance, token: token)), revision: revision)
+    /// Renews a held lease at `revision`.
+    ///
+    /// Renews are idempotent: when the compare-and-set fails because the latest entry is this
+    /// holder's own write under the same token (an earlier renew that timed out for the caller
+    /// but reached the server, say during a NATS stall), the answer is
+    /// ``LeaseRenewal/recognized(_:)`` with that revision, not a conflict.
+    public func renew(as holder: LeaseHolder, token: UInt64, ttl: Duration? = nil, revision: UInt64) async throws(LeaseWriteError) -> LeaseRenewal {
+        let record = LeaseRecord(node: holder.node, instance: holder.instance, token: token, ttl: ttl)
+        do {
+            return .renewed(try await write { try await kv.update(Self.key, value: try encode(record), revision: revision) })
+        } catch .conflict {
+            let entry: KeyValueEntry?
+            do {
+                entry = try await kv.entry(Self.key)
+            } catch {
+                throw .unavailable("the renew lost the compare-and-set and the lease could not be read: \(error)")
+            }
+            guard let entry, entry.operation == .put, entry.revision > revision,
+                let current = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView)),
+                current.node == holder.node, current.instance == holder.instance, current.token == token
+            else { throw .conflict }
+            return .recognized(entry.revision)
         }
     }
 
     /// Gives the lease up if `revision` is still the latest. A switchover's target travels in
     /// the delete marker itself, so every watcher sees it even if it missed earlier writes.
-    public func release(as holder: LeaseHolder, token: UInt64, revision: UInt64, handoffTo: String?) async throws(LeaseWriteError) {
-        let note = LeaseRecord(node: holder.node, instance: holder.instance, token: token, handoffTo: handoffTo)
+    public func release(as holder: LeaseHolder, token: UInt64, ttl: Duration? = nil, revision: UInt64, handoffTo: String?) async throws(LeaseWriteError) {
+        let note = LeaseRecord(node: holder.node, instance: holder.instance, token: token, ttl: ttl, handoffTo: handoffTo)
         _ = try await write { try await kv.delete(Self.key, lastRevision: revision, note: try encode(note)) }
     }
 
@@ -153,7 +218,8 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                             return .observed(.held(LeaseHolder(node: "?", instance: "?"), revision: entry.revision, token: entry.revision))
                         }
                         let token = record.token == 0 ? entry.revision : record.token
-                        return .observed(.held(LeaseHolder(node: record.node, instance: record.instance), revision: entry.revision, token: token))
+                        return .observed(
+                            .held(LeaseHolder(node: record.node, instance: record.instance), revision: entry.revision, token: token, ttl: record.ttl))
                     case .delete, .purge:
                         let note = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView))
                         return .observed(.free(handoffTo: note?.handoffTo))

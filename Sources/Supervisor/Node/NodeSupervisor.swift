@@ -137,7 +137,8 @@ public actor NodeSupervisor: NodeController {
                 // Lease writes wait at most one renew interval: a renew stuck longer is retried
                 // rather than blocking the next one (fencing does not depend on it either way).
                 let leaseJetStream = JetStream(client: client, timeout: max(app.lease.renew, .milliseconds(100)))
-                return try await LeaseStore.open(jetStream: leaseJetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas)
+                return try await LeaseStore.open(
+                    jetStream: leaseJetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas, logger: logger)
             } catch {
                 attempt += 1
                 if attempt >= 10 || Task.isCancelled { throw error }
@@ -160,6 +161,11 @@ public actor NodeSupervisor: NodeController {
 
     private func record(_ app: String, _ notice: AppBackendNotice) {
         lastEvents[app] = notice.description
+        switch notice {
+        case .backendDown: backendRunning[app] = false
+        case .backendRestarted: backendRunning[app] = true
+        case .strayStopped, .cannotStop: break
+        }
     }
 
     private func record(_ app: String, _ notification: AppLifecycle.Notification) {

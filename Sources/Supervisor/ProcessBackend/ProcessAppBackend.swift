@@ -4,7 +4,7 @@ import Logging
 
 /// An app backend made of a child process (run through the fence keeper), its restart policy
 /// and its health check: what the app supervisor drives for `backend: {process: ...}`.
-public actor ProcessAppBackend: AppBackend {
+public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     private let process: ProcessBackend
     private let health: HealthCheckConfig?
     private let prober: HealthProber?
@@ -12,10 +12,15 @@ public actor ProcessAppBackend: AppBackend {
     private var restarts: RestartTracker
     private var shouldRun = false
     private var token: UInt64 = 0
+    /// The last deadline given to the keeper: a keeper that died is re-armed with it before the
+    /// backend restarts under a new one.
+    private var lastArmed: (token: UInt64, deadline: MonotonicInstant)?
     private var supervision: Task<Void, Never>?
     private var monitor: Task<Void, Never>?
     private nonisolated let failureStream: AsyncStream<AppBackendFailure>
     private let failureContinuation: AsyncStream<AppBackendFailure>.Continuation
+    private nonisolated let noticeStream: AsyncStream<AppBackendNotice>
+    private let noticeContinuation: AsyncStream<AppBackendNotice>.Continuation
 
     /// Creates the backend of `app` on `node`.
     public init(app: AppConfig, node: String, process config: ProcessBackendConfig, keeperPath: String? = nil, logger: Logger) {
@@ -29,11 +34,15 @@ public actor ProcessAppBackend: AppBackend {
         logger[metadataKey: "app"] = "\(app.name)"
         self.logger = logger
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self, bufferingPolicy: .bufferingNewest(16))
+        (noticeStream, noticeContinuation) = AsyncStream.makeStream(of: AppBackendNotice.self, bufferingPolicy: .bufferingNewest(16))
     }
 
     public nonisolated func failures() -> AsyncStream<AppBackendFailure> { failureStream }
 
+    public nonisolated func notices() -> AsyncStream<AppBackendNotice> { noticeStream }
+
     public func armFence(token: UInt64, deadline: MonotonicInstant) async {
+        lastArmed = (token, deadline)
         do {
             try await process.arm(token: token, deadline: deadline)
         } catch {
@@ -42,6 +51,7 @@ public actor ProcessAppBackend: AppBackend {
     }
 
     public func disarmFence() async {
+        lastArmed = nil
         await process.disarm()
     }
 
@@ -65,21 +75,34 @@ public actor ProcessAppBackend: AppBackend {
         }
     }
 
+    /// Whatever ended the backend while it should run (it exited, the keeper died and took it
+    /// along, a stray kill) goes through the restart policy, and a spent budget is a failure
+    /// that steps the app down: an active app never rests with no backend.
     private func handle(_ exit: ProcessBackend.Exit) async {
         guard shouldRun, exit.token == token else { return }
-        guard case .exited = exit.cause else { return }
-        switch restarts.backendExited(exit.status, at: MonotonicClock.now()) {
+        if case .stopped = exit.cause { return }
+        let status: ExitStatus? = if case .exited = exit.cause { exit.status } else { nil }
+        switch restarts.backendExited(status, at: MonotonicClock.now()) {
         case .restart(let pause):
-            logger.warning("backend exited; restarting", metadata: ["exit": "\(exit)", "after": "\(pause)"])
+            logger.warning("backend ended while active; restarting", metadata: ["exit": "\(exit)", "after": "\(pause)"])
+            noticeContinuation.yield(.backendDown("backend \(exit.cause) (epoch \(exit.token)); restarting in \(pause)"))
             try? await Task.sleep(for: pause)
             guard shouldRun, exit.token == token else { return }
             do {
+                if let lastArmed, lastArmed.token == token, await process.keeperPID == nil {
+                    // The keeper died with the backend: a new one starts under the same deadline
+                    // (it refuses the start if that deadline has passed).
+                    try await process.arm(token: lastArmed.token, deadline: lastArmed.deadline)
+                }
                 try await process.start(token: token)
+                let pid = await process.pid
+                noticeContinuation.yield(.backendRestarted("backend restarted (epoch \(token), pid \(pid.map { "\($0)" } ?? "?"))"))
             } catch {
                 failureContinuation.yield(.exhausted("restart failed: \(error)"))
             }
         case .giveUp(let reason):
-            logger.error("backend keeps failing", metadata: ["reason": "\(reason)"])
+            logger.error("backend keeps failing", metadata: ["reason": "\(reason)", "exit": "\(exit)"])
+            noticeContinuation.yield(.backendDown("backend \(exit.cause) (epoch \(exit.token)); not restarted: \(reason)"))
             failureContinuation.yield(.exhausted(reason))
         }
     }
@@ -114,11 +137,17 @@ public actor ProcessAppBackend: AppBackend {
         await process.stop()
     }
 
+    /// The running backend's pid. For tests.
+    var backendPID: Int32? { get async { await process.pid } }
+    /// The fence keeper's process. For tests.
+    var keeperProcessID: Int32? { get async { await process.keeperProcessID } }
+
     public func dispose() async {
         shouldRun = false
         monitor?.cancel()
         supervision?.cancel()
         failureContinuation.finish()
+        noticeContinuation.finish()
         await process.shutdown()
     }
 

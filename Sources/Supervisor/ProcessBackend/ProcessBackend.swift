@@ -108,6 +108,8 @@ public actor ProcessBackend {
     private let group: any EventLoopGroup
     private let threadPool: NIOThreadPool
     private let keeperLaunchOverride: KeeperLaunch?
+    /// How long the keeper has to confirm a kill before it is killed itself.
+    private let keeperKillGrace: Duration
 
     private struct Keeper {
         var id: Int
@@ -120,8 +122,13 @@ public actor ProcessBackend {
     private var keeperLaunching: Task<KeeperConnection, any Error>?
     private var nextKeeperID = 0
     private var armed: (token: UInt64, deadline: MonotonicInstant)?
-    private var running: (pid: Int32, token: UInt64)?
-    private var startInFlight: (token: UInt64, continuation: CheckedContinuation<Int32, any Error>)?
+    /// Every start request gets the next run number; an escalation or a late report names the
+    /// run it belongs to, so it can never act on a later run under the same keeper.
+    private var nextRun: UInt64 = 1
+    private var running: (pid: Int32, token: UInt64, run: UInt64)?
+    private var startInFlight: (token: UInt64, run: UInt64, continuation: CheckedContinuation<Int32, any Error>)?
+    /// Escalation timers of the current run; cancelled when it ends.
+    private var escalationTimers: [Task<Void, Never>] = []
     private var lastKill: KillCause?
     private var stopRequested = false
     private var goneWaiters: [CheckedContinuation<Void, Never>] = []
@@ -139,8 +146,9 @@ public actor ProcessBackend {
 
     init(
         configuration: Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool,
-        keeperLaunch: KeeperLaunch?
+        keeperLaunch: KeeperLaunch?, keeperKillGrace: Duration = .seconds(2)
     ) {
+        self.keeperKillGrace = keeperKillGrace
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "app"] = "\(configuration.app)"
@@ -204,8 +212,10 @@ public actor ProcessBackend {
             token: token, arguments: configuration.process.command, environment: environment(token: token),
             workingDirectory: configuration.process.workingDirectory, user: configuration.process.user,
             group: configuration.process.group)
+        let run = nextRun
+        nextRun += 1
         let pid = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
-            startInFlight = (token, continuation)
+            startInFlight = (token, run, continuation)
             connection.send(.start(spec))
         }
         logger.info("backend started", metadata: ["pid": "\(pid)", "epoch": "\(token)"])
@@ -218,11 +228,11 @@ public actor ProcessBackend {
         let timeout = timeout ?? configuration.process.stopTimeout
         stopRequested = true
         connection.send(.signal(.term))
-        let keeperID = keeper?.id
+        let run = currentRun
         let escalation = Task { [weak self] in
             try? await Task.sleep(for: timeout)
             guard !Task.isCancelled else { return }
-            await self?.escalate(keeperID: keeperID, reason: "it did not stop within \(timeout) of SIGTERM")
+            await self?.escalate(run: run, reason: "it did not stop within \(timeout) of SIGTERM")
         }
         await waitUntilGone()
         escalation.cancel()
@@ -232,7 +242,7 @@ public actor ProcessBackend {
     /// once they are gone.
     public func fence() async {
         guard isRunning, keeper != nil else { return }
-        escalate(keeperID: keeper?.id, reason: nil)
+        escalate(run: currentRun, reason: nil)
         await waitUntilGone()
     }
 
@@ -253,25 +263,44 @@ public actor ProcessBackend {
 
     // MARK: - Internals
 
-    /// Sends KILL (logging `reason` when it is not a plain fence); if the keeper does not confirm
-    /// within 2 s, kills the keeper itself.
-    private func escalate(keeperID: Int?, reason: String?) {
-        guard isRunning, let current = keeper, current.id == keeperID else { return }
+    /// The run that is running or being started.
+    private var currentRun: UInt64? { running?.run ?? startInFlight?.run }
+
+
+    /// Sends KILL for `run` (logging `reason` when it is not a plain fence); if that run is
+    /// still there after ``keeperKillGrace``, kills the keeper itself. Does nothing when `run`
+    /// already ended: a kill meant for an earlier run never touches a later one.
+    private func escalate(run: UInt64?, reason: String?) {
+        guard let run, currentRun == run, let current = keeper else { return }
         if let reason {
             logger.warning("killing the backend", metadata: ["reason": "\(reason)"])
         }
         current.connection.send(.kill)
-        Task { [weak self] in
-            try? await Task.sleep(for: .seconds(2))
-            await self?.keeperUnresponsive(keeperID: current.id)
-        }
+        let keeperID = current.id
+        let grace = keeperKillGrace
+        escalationTimers.append(Task { [weak self] in
+            try? await Task.sleep(for: grace)
+            guard !Task.isCancelled else { return }
+            await self?.keeperUnresponsive(keeperID: keeperID, run: run)
+        })
     }
 
-    private func keeperUnresponsive(keeperID: Int) {
-        guard isRunning, let current = keeper, current.id == keeperID else { return }
-        logger.critical("the fence keeper did not kill the backend within 2s; killing the keeper (the backend dies with it)")
+    private func keeperUnresponsive(keeperID: Int, run: UInt64) {
+        guard currentRun == run, let current = keeper, current.id == keeperID else { return }
+        logger.critical(
+            "the fence keeper did not kill the backend within \(keeperKillGrace.configString); killing the keeper (the backend dies with it)",
+            metadata: ["pid": "\(running?.pid ?? 0)"])
         current.connection.killProcess()
     }
+
+    /// The current run ended: its escalation timers have nothing left to do.
+    private func runEnded() {
+        for timer in escalationTimers { timer.cancel() }
+        escalationTimers.removeAll()
+    }
+
+    /// Escalation timers still pending. For tests.
+    var pendingEscalations: Int { escalationTimers.count }
 
     private func waitUntilGone() async {
         guard isRunning else { return }
@@ -390,13 +419,14 @@ public actor ProcessBackend {
                 return
             }
             startInFlight = nil
-            running = (pid, start.token)
+            running = (pid, start.token, start.run)
             lastKill = nil
             stopRequested = false
             start.continuation.resume(returning: pid)
         case .startFailed(let message):
             guard let start = startInFlight else { return }
             startInFlight = nil
+            runEnded()
             start.continuation.resume(throwing: ProcessBackendError(.startFailed, message))
             resumeGoneWaitersIfIdle()
         case .killed(let pid, let cause):
@@ -423,6 +453,7 @@ public actor ProcessBackend {
             running = nil
             lastKill = nil
             stopRequested = false
+            runEnded()
             let exit = Exit(pid: pid, token: current.token, status: status, cause: cause)
             if cause == .exited {
                 logger.warning("backend exited", metadata: ["pid": "\(pid)", "status": "\(status)"])
@@ -437,6 +468,7 @@ public actor ProcessBackend {
             logger.error("the fence keeper rejected a line", metadata: ["error": "\(message)"])
             if let start = startInFlight {
                 startInFlight = nil
+                runEnded()
                 start.continuation.resume(throwing: ProcessBackendError(.startFailed, "the fence keeper rejected the start: \(message)"))
                 resumeGoneWaitersIfIdle()
             }
@@ -460,6 +492,7 @@ public actor ProcessBackend {
         }
         lastKill = nil
         stopRequested = false
+        runEnded()
         for waiter in pingWaiters.values { waiter.resume(returning: false) }
         pingWaiters.removeAll()
         resumeGoneWaitersIfIdle()

@@ -471,10 +471,12 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
             switch restarts.backendExited(nil, at: MonotonicClock.now()) {
             case .giveUp(let reason):
                 logger.error("unit keeps failing; giving up", metadata: ["what": "\(what)", "reason": "\(reason)"])
+                noticeContinuation.yield(.backendDown("\(what); not restarted: \(reason)"))
                 failureContinuation.yield(.exhausted("\(what); \(reason)"))
                 return
             case .restart(let pause):
                 logger.warning("unit is down while active; restarting it", metadata: ["what": "\(what)", "after": "\(pause)"])
+                noticeContinuation.yield(.backendDown("\(what); restarting in \(pause)"))
                 try? await Task.sleep(for: pause)
                 await enterGate()
                 guard desired == .running(token), !disposed else {
@@ -485,6 +487,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
                     try await startChecked(token: token)
                     leaveGate()
                     logger.notice("unit restarted", metadata: ["epoch": "\(token)"])
+                    noticeContinuation.yield(.backendRestarted("unit \(unit) restarted (epoch \(token))"))
                     recheckSoon()
                     return
                 } catch {
