@@ -86,7 +86,7 @@ let package = Package(
         ),
         .target(
             name: "NATSTestSupport",
-            dependencies: ["NATS"],
+            dependencies: ["NATS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             path: "Tests/NATSTestSupport"
         ),
         .testTarget(

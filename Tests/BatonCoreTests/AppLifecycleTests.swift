@@ -15,9 +15,65 @@ private struct Harness {
             paused: paused)
     }
 
+    /// Feeds `event`; a result carrying the `.pending` placeholder gets the stamp the machine
+    /// waits for (stale results are built with real stamps). The stamps of the returned actions
+    /// keep their token and lose their generation, so expectations can be written as literals.
     @discardableResult
     mutating func send(_ event: AppLifecycle.Event) -> [AppLifecycle.Action] {
+        machine.handle(restamped(event), now: now).map(Self.normalized)
+    }
+
+    /// Feeds `event` as it is and returns the actions with their real stamps.
+    mutating func sendExactly(_ event: AppLifecycle.Event) -> [AppLifecycle.Action] {
         machine.handle(event, now: now)
+    }
+
+    /// Fills in the awaited stamp for `.pending`, but only where the result is one the machine
+    /// can be waiting for (the step in progress): any other result can only be a stale one in
+    /// production, so it keeps the placeholder, which is never awaited.
+    func restamped(_ event: AppLifecycle.Event) -> AppLifecycle.Event {
+        let awaiting = machine.awaiting
+        let phase = machine.phase
+        func fill(_ stamp: Stamp, _ slot: Stamp?, if plausible: Bool = true) -> Stamp { stamp == .pending && plausible ? slot ?? stamp : stamp }
+        let stopping: Bool = if case .demoting(.stopBackend, _) = phase { true } else { false }
+        switch event {
+        case .acquireSucceeded(let revision, let sentAt, let stamp): return .acquireSucceeded(revision: revision, sentAt: sentAt, fill(stamp, awaiting.acquire))
+        case .acquireFailed(let failure, let stamp): return .acquireFailed(failure, fill(stamp, awaiting.acquire))
+        case .renewSucceeded(let revision, let sentAt, let stamp): return .renewSucceeded(revision: revision, sentAt: sentAt, fill(stamp, awaiting.renew))
+        case .renewRecognized(let revision, let stamp): return .renewRecognized(revision: revision, fill(stamp, awaiting.renew))
+        case .renewFailed(let failure, let stamp): return .renewFailed(failure, fill(stamp, awaiting.renew))
+        case .releaseFinished(let failure, let stamp): return .releaseFinished(failure, fill(stamp, awaiting.release))
+        case .promotionStepSucceeded(let step, let stamp):
+            return .promotionStepSucceeded(step, fill(stamp, awaiting.step, if: phase == .promoting(step)))
+        case .promotionStepFailed(let step, let reason, let stamp):
+            return .promotionStepFailed(step, reason, fill(stamp, awaiting.step, if: phase == .promoting(step)))
+        case .backendStopped(let outcome, let stamp): return .backendStopped(outcome, fill(stamp, awaiting.step, if: stopping))
+        case .demotionStepFinished(let step, let failure, let stamp):
+            let inStep: Bool = if case .demoting(step, _) = phase { true } else { false }
+            return .demotionStepFinished(step, failure: failure, fill(stamp, awaiting.step, if: inStep))
+        case .fenceCompleted(let outcome, let stamp): return .fenceCompleted(outcome, fill(stamp, awaiting.step, if: phase == .fencing))
+        default: return event
+        }
+    }
+
+    /// Whether `actions` only report a dropped stale result.
+    static func droppedAsStale(_ actions: [AppLifecycle.Action]) -> Bool {
+        actions.count == 1 && { if case .notify(.staleResult) = actions[0] { true } else { false } }()
+    }
+
+    static func normalized(_ action: AppLifecycle.Action) -> AppLifecycle.Action {
+        func strip(_ stamp: Stamp) -> Stamp { .epoch(stamp.token) }
+        switch action {
+        case .acquireLease(let replacing, let stamp): return .acquireLease(replacing: replacing, strip(stamp))
+        case .renewLease(let revision, let stamp): return .renewLease(revision: revision, strip(stamp))
+        case .releaseLease(let revision, let handoffTo, let stamp): return .releaseLease(revision: revision, handoffTo: handoffTo, strip(stamp))
+        case .runPromotionStep(let step, let stamp): return .runPromotionStep(step, strip(stamp))
+        case .stopBackend(let stamp): return .stopBackend(strip(stamp))
+        case .flushReplica(let stamp): return .flushReplica(strip(stamp))
+        case .releaseAddresses(let stamp): return .releaseAddresses(strip(stamp))
+        case .fence(let stamp): return .fence(strip(stamp))
+        default: return action
+        }
     }
 
     @discardableResult
@@ -29,14 +85,21 @@ private struct Harness {
     /// Connected, lease seen free, acquired at `now`, backend started: active with token 7.
     mutating func makeActive() {
         send(.natsConnected)
-        #expect(send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil)])
-        send(.acquireSucceeded(revision: 7, sentAt: now))
-        send(.promotionStepSucceeded(.startBackend))
+        #expect(send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil, .epoch(0))])
+        send(.acquireSucceeded(revision: 7, sentAt: now, .pending))
+        send(.promotionStepSucceeded(.startBackend, .pending))
         #expect(machine.phase == .active)
     }
 }
 
 private let other = LeaseHolder(node: "node-b", instance: "j-1")
+
+extension Stamp {
+    /// In a result sent through ``Harness/send(_:)``: whatever stamp the machine waits for.
+    static let pending = Stamp(token: .max, generation: .max)
+    /// An action's stamp as ``Harness/send(_:)`` returns it: the token, without the generation.
+    static func epoch(_ token: UInt64) -> Stamp { Stamp(token: token, generation: 0) }
+}
 
 @Suite("Per-app lifecycle state machine")
 struct AppLifecycleTests {
@@ -44,7 +107,7 @@ struct AppLifecycleTests {
         var harness = Harness()
         #expect(harness.send(.natsConnected).isEmpty)
         #expect(harness.advance(.seconds(10)).isEmpty)  // no watch snapshot yet: unknown
-        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil)])
+        #expect(harness.send(.leaseObserved(.free(handoffTo: nil))) == [.acquireLease(replacing: nil, .epoch(0))])
         #expect(harness.machine.phase == .acquiring)
     }
 
@@ -60,7 +123,7 @@ struct AppLifecycleTests {
         let renewedAt = harness.now
         #expect(harness.advance(.milliseconds(3249)).isEmpty)
         #expect(harness.now < renewedAt + .milliseconds(3250))
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5)])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5, .epoch(0))])
     }
 
     @Test func acquireArmsTheKeeperBeforeStartingTheBackend() {
@@ -69,11 +132,11 @@ struct AppLifecycleTests {
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         let sent = harness.now
         harness.now = harness.now + .milliseconds(20)
-        let actions = harness.send(.acquireSucceeded(revision: 42, sentAt: sent))
+        let actions = harness.send(.acquireSucceeded(revision: 42, sentAt: sent, .pending))
         #expect(actions == [
             .armFenceKeeper(token: 42, deadline: sent + .milliseconds(2500)),
             .notify(.acquired(token: 42)),
-            .runPromotionStep(.startBackend, token: 42),
+            .runPromotionStep(.startBackend, .epoch(42)),
         ])
         #expect(harness.machine.phase == .promoting(.startBackend))
         #expect(harness.machine.held?.token == 42)
@@ -85,9 +148,9 @@ struct AppLifecycleTests {
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         let sent = harness.now
         harness.now = harness.now + .milliseconds(2600)  // past sent + ttl - fence budget
-        let actions = harness.send(.acquireSucceeded(revision: 9, sentAt: sent))
-        #expect(!actions.contains(.runPromotionStep(.startBackend, token: 9)))
-        #expect(actions.contains(.fence(token: 9)))
+        let actions = harness.send(.acquireSucceeded(revision: 9, sentAt: sent, .pending))
+        #expect(!actions.contains(.runPromotionStep(.startBackend, .epoch(9))))
+        #expect(actions.contains(.fence(.epoch(9))))
         #expect(harness.machine.phase == .fencing)
     }
 
@@ -95,9 +158,9 @@ struct AppLifecycleTests {
         var harness = Harness(hasHealthCheck: true)
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
-        harness.send(.acquireSucceeded(revision: 3, sentAt: harness.now))
-        #expect(harness.send(.promotionStepSucceeded(.startBackend)) == [.runPromotionStep(.awaitHealthy, token: 3)])
-        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy)) == [.notify(.becameActive(token: 3))])
+        harness.send(.acquireSucceeded(revision: 3, sentAt: harness.now, .pending))
+        #expect(harness.send(.promotionStepSucceeded(.startBackend, .pending)) == [.runPromotionStep(.awaitHealthy, .epoch(3))])
+        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy, .pending)) == [.notify(.becameActive(token: 3))])
         #expect(harness.machine.phase == .active)
     }
 
@@ -105,12 +168,12 @@ struct AppLifecycleTests {
         var harness = Harness()
         harness.makeActive()
         #expect(harness.advance(.milliseconds(999)).isEmpty)
-        #expect(harness.advance(.milliseconds(1)) == [.renewLease(revision: 7)])
+        #expect(harness.advance(.milliseconds(1)) == [.renewLease(revision: 7, .epoch(7))])
         let sent = harness.now
         #expect(harness.advance(.milliseconds(500)).isEmpty)  // one renew in flight at a time
-        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent)) == [.armFenceKeeper(token: 7, deadline: sent + .milliseconds(2500))])
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent, .pending)) == [.armFenceKeeper(token: 7, deadline: sent + .milliseconds(2500))])
         #expect(harness.machine.held == AppLifecycle.HeldLease(token: 7, revision: 8, lastSentAt: sent))
-        #expect(harness.advance(.milliseconds(500)) == [.renewLease(revision: 8)])
+        #expect(harness.advance(.milliseconds(500)) == [.renewLease(revision: 8, .epoch(7))])
     }
 
     @Test func fencesAtSentPlusTTLMinusBudgetWhenRenewsKeepFailing() {
@@ -121,10 +184,10 @@ struct AppLifecycleTests {
         var fenceActions: [AppLifecycle.Action] = []
         while fencedAt == nil, harness.now < acquiredAt + .seconds(10) {
             let actions = harness.advance(.milliseconds(10))
-            if actions.contains(.renewLease(revision: 7)) {
-                harness.send(.renewFailed(.unavailable("timeout")))
+            if actions.contains(.renewLease(revision: 7, .epoch(7))) {
+                harness.send(.renewFailed(.unavailable("timeout"), .pending))
             }
-            if actions.contains(.fence(token: 7)) {
+            if actions.contains(.fence(.epoch(7))) {
                 fencedAt = harness.now
                 fenceActions = actions
             }
@@ -137,8 +200,8 @@ struct AppLifecycleTests {
         // Nothing else happens until fencing completes; then the lease is given back, and the
         // node waits before it may acquire again.
         #expect(harness.advance(.seconds(1)).isEmpty)
-        let done = harness.send(.fenceCompleted)
-        #expect(done == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil), .followActive])
+        let done = harness.send(.fenceCompleted(.confirmed, .pending))
+        #expect(done == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil, .epoch(7)), .followActive])
         #expect(harness.machine.phase == .passive)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(harness.machine.acquireAt()! >= harness.now + .seconds(3))
@@ -148,29 +211,29 @@ struct AppLifecycleTests {
         var harness = Harness()
         harness.makeActive()
         harness.advance(.seconds(1))
-        #expect(harness.send(.renewFailed(.conflict)).prefix(1) == [.fence(token: 7)])
+        #expect(harness.send(.renewFailed(.conflict, .pending)).prefix(1) == [.fence(.epoch(7))])
         #expect(harness.machine.phase == .fencing)
     }
 
     @Test func theLeaseVanishingOrAnotherHolderAppearingFencesAtOnce() {
         var vanished = Harness()
         vanished.makeActive()
-        #expect(vanished.send(.leaseObserved(.free(handoffTo: nil))).first == .fence(token: 7))
+        #expect(vanished.send(.leaseObserved(.free(handoffTo: nil))).first == .fence(.epoch(7)))
         var overtaken = Harness()
         overtaken.makeActive()
         #expect(overtaken.send(.leaseObserved(.held(LeaseHolder(node: "node-a", instance: "i-1"), revision: 7, token: 7))).isEmpty)  // our own write
-        #expect(overtaken.send(.leaseObserved(.held(other, revision: 12, token: 12))).first == .fence(token: 7))
+        #expect(overtaken.send(.leaseObserved(.held(other, revision: 12, token: 12))).first == .fence(.epoch(7)))
     }
 
     @Test func stepdownStopsTheBackendThenReleasesAndCoolsDown() {
         var harness = Harness()
         harness.makeActive()
-        #expect(harness.send(.stepdownRequested) == [.notify(.demoting(.stepdown)), .stopBackend])
+        #expect(harness.send(.stepdownRequested) == [.notify(.demoting(.stepdown)), .stopBackend(.epoch(7))])
         // The lease is still renewed while the backend stops.
-        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
-        harness.send(.renewSucceeded(revision: 8, sentAt: harness.now))
-        #expect(harness.send(.backendStopped) == [.disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: nil)])
-        #expect(harness.send(.releaseFinished(nil)) == [.notify(.released(token: 7)), .followActive])
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7, .epoch(7))])
+        harness.send(.renewSucceeded(revision: 8, sentAt: harness.now, .pending))
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: nil, .epoch(7))])
+        #expect(harness.send(.releaseFinished(nil, .pending)) == [.notify(.released(token: 7)), .followActive])
         #expect(harness.machine.phase == .passive)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(harness.machine.acquireAt() == harness.now + .seconds(6))  // cooldown: 2 x ttl
@@ -180,22 +243,22 @@ struct AppLifecycleTests {
         var harness = Harness()
         harness.makeActive()
         harness.send(.stepdownRequested)
-        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7, .epoch(7))])
         let sent = harness.now
         // The backend stops while the renew is still on its way: no delete with revision 7 yet.
-        #expect(harness.send(.backendStopped) == [.disarmFenceKeeper])
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.disarmFenceKeeper])
         #expect(harness.advance(.milliseconds(10)).isEmpty)
         // The renew's answer: delete with its revision, and the disarmed keeper stays disarmed.
-        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent)) == [.releaseLease(revision: 8, handoffTo: nil)])
-        #expect(harness.send(.releaseFinished(nil)) == [.notify(.released(token: 7)), .followActive])
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent, .pending)) == [.releaseLease(revision: 8, handoffTo: nil, .epoch(7))])
+        #expect(harness.send(.releaseFinished(nil, .pending)) == [.notify(.released(token: 7)), .followActive])
 
         var lost = Harness()
         lost.makeActive()
         lost.send(.switchoverRequested(to: "node-b"))
         lost.advance(.seconds(1))
-        lost.send(.backendStopped)
-        #expect(lost.send(.renewFailed(.unavailable("timeout"))) == [.releaseLease(revision: 7, handoffTo: "node-b")])
-        #expect(lost.send(.releaseFinished(.conflict)) == [
+        lost.send(.backendStopped(.confirmed, .pending))
+        #expect(lost.send(.renewFailed(.unavailable("timeout"), .pending)) == [.releaseLease(revision: 7, handoffTo: "node-b", .epoch(7))])
+        #expect(lost.send(.releaseFinished(.conflict, .pending)) == [
             .notify(.releaseUnconfirmed(token: 7, reason: "the lease was no longer ours to delete")), .followActive,
         ])
         #expect(lost.machine.phase == .passive && lost.machine.held == nil)
@@ -204,8 +267,8 @@ struct AppLifecycleTests {
         overtaken.makeActive()
         overtaken.send(.stepdownRequested)
         overtaken.advance(.seconds(1))
-        overtaken.send(.backendStopped)
-        #expect(overtaken.send(.renewFailed(.conflict)) == [
+        overtaken.send(.backendStopped(.confirmed, .pending))
+        #expect(overtaken.send(.renewFailed(.conflict, .pending)) == [
             .notify(.releaseUnconfirmed(token: 7, reason: "the lease was no longer ours to delete")), .followActive,
         ])
     }
@@ -214,39 +277,39 @@ struct AppLifecycleTests {
         var harness = Harness(hasHealthCheck: true, hasReplica: true, hasAddresses: true)
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
-        #expect(harness.send(.acquireSucceeded(revision: 4, sentAt: harness.now)).last == .runPromotionStep(.promoteReplica, token: 4))
-        #expect(harness.send(.promotionStepSucceeded(.startBackend)).isEmpty)  // not the step in progress
-        #expect(harness.send(.promotionStepSucceeded(.promoteReplica)) == [.runPromotionStep(.claimAddresses, token: 4)])
-        #expect(harness.send(.promotionStepSucceeded(.claimAddresses)) == [.runPromotionStep(.startBackend, token: 4)])
-        #expect(harness.send(.promotionStepSucceeded(.startBackend)) == [.runPromotionStep(.awaitHealthy, token: 4)])
-        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy)) == [.notify(.becameActive(token: 4))])
+        #expect(harness.send(.acquireSucceeded(revision: 4, sentAt: harness.now, .pending)).last == .runPromotionStep(.promoteReplica, .epoch(4)))
+        #expect(Harness.droppedAsStale(harness.send(.promotionStepSucceeded(.startBackend, .pending))))  // not the step in progress
+        #expect(harness.send(.promotionStepSucceeded(.promoteReplica, .pending)) == [.runPromotionStep(.claimAddresses, .epoch(4))])
+        #expect(harness.send(.promotionStepSucceeded(.claimAddresses, .pending)) == [.runPromotionStep(.startBackend, .epoch(4))])
+        #expect(harness.send(.promotionStepSucceeded(.startBackend, .pending)) == [.runPromotionStep(.awaitHealthy, .epoch(4))])
+        #expect(harness.send(.promotionStepSucceeded(.awaitHealthy, .pending)) == [.notify(.becameActive(token: 4))])
 
         var addressesOnly = Harness(hasAddresses: true)
         addressesOnly.send(.natsConnected)
         addressesOnly.send(.leaseObserved(.free(handoffTo: nil)))
-        #expect(addressesOnly.send(.acquireSucceeded(revision: 4, sentAt: addressesOnly.now)).last == .runPromotionStep(.claimAddresses, token: 4))
+        #expect(addressesOnly.send(.acquireSucceeded(revision: 4, sentAt: addressesOnly.now, .pending)).last == .runPromotionStep(.claimAddresses, .epoch(4)))
     }
 
     @Test func demotionStopsTheBackendFlushesTheReplicaRemovesAddressesThenReleases() {
         var harness = Harness(hasReplica: true, hasAddresses: true)
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
-        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now))
-        harness.send(.promotionStepSucceeded(.promoteReplica))
-        harness.send(.promotionStepSucceeded(.claimAddresses))
-        harness.send(.promotionStepSucceeded(.startBackend))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.promoteReplica, .pending))
+        harness.send(.promotionStepSucceeded(.claimAddresses, .pending))
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
         #expect(harness.machine.phase == .active)
         harness.send(.switchoverRequested(to: "node-b"))
-        #expect(harness.send(.backendStopped) == [.flushReplica(token: 7)])
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.flushReplica(.epoch(7))])
         // While the VIPs are still up the keeper stays armed: a renew re-arms it.
-        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7)])
-        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: harness.now)) == [.armFenceKeeper(token: 7, deadline: harness.now + .milliseconds(2500))])
-        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout")) == [
-            .notify(.demotionStepFailed(.flushReplica, "NATS timeout")), .releaseAddresses,
+        #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7, .epoch(7))])
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: harness.now, .pending)) == [.armFenceKeeper(token: 7, deadline: harness.now + .milliseconds(2500))])
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout", .pending)) == [
+            .notify(.demotionStepFailed(.flushReplica, "NATS timeout")), .releaseAddresses(.epoch(7)),
         ])
-        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: nil)).isEmpty)  // stale
-        #expect(harness.send(.demotionStepFinished(.releaseAddresses, failure: nil)) == [
-            .disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: "node-b"),
+        #expect(Harness.droppedAsStale(harness.send(.demotionStepFinished(.flushReplica, failure: nil, .pending))))  // stale
+        #expect(harness.send(.demotionStepFinished(.releaseAddresses, failure: nil, .pending)) == [
+            .disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: "node-b", .epoch(7)),
         ])
     }
 
@@ -254,42 +317,42 @@ struct AppLifecycleTests {
         var harness = Harness(hasReplica: true, hasAddresses: true)
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
-        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now))
-        for step in [PromotionStep.promoteReplica, .claimAddresses, .startBackend] { harness.send(.promotionStepSucceeded(step)) }
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        for step in [PromotionStep.promoteReplica, .claimAddresses, .startBackend] { harness.send(.promotionStepSucceeded(step, .pending)) }
         harness.send(.stepdownRequested)
-        harness.send(.backendStopped)
+        harness.send(.backendStopped(.confirmed, .pending))
         var sawReleaseAddresses = false
         var fenced = false
         for _ in 0..<120 {
             let actions = harness.advance(.milliseconds(100))
-            if let renew = actions.first(where: { if case .renewLease = $0 { true } else { false } }), case .renewLease(let revision) = renew {
-                harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now))
+            if let renew = actions.first(where: { if case .renewLease = $0 { true } else { false } }), case .renewLease(let revision, _) = renew {
+                harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now, .pending))
             }
-            if actions.contains(.notify(.demotionStepFailed(.flushReplica, "timed out after 5.0 seconds"))) { #expect(actions.last == .releaseAddresses) }
-            if actions.contains(.releaseAddresses) { sawReleaseAddresses = true }
-            if actions.contains(.fence(token: 7)) { fenced = true }
+            if actions.contains(.notify(.demotionStepFailed(.flushReplica, "timed out after 5.0 seconds"))) { #expect(actions.last == .releaseAddresses(.epoch(7))) }
+            if actions.contains(.releaseAddresses(.epoch(7))) { sawReleaseAddresses = true }
+            if actions.contains(.fence(.epoch(7))) { fenced = true }
         }
         #expect(sawReleaseAddresses)
         #expect(fenced)
-        #expect(harness.send(.fenceCompleted).last == .followActive)
+        #expect(harness.send(.fenceCompleted(.confirmed, .pending)).last == .followActive)
     }
 
     @Test func aNewHolderSeenBeforeTheReleaseAnswerEndsTheHandoverWithoutFencing() {
         var harness = Harness()
         harness.makeActive()
         harness.send(.stepdownRequested)
-        harness.send(.backendStopped)
+        harness.send(.backendStopped(.confirmed, .pending))
         let actions = harness.send(.leaseObserved(.held(other, revision: 9, token: 9)))
         #expect(actions == [.notify(.released(token: 7)), .followActive])
         #expect(harness.machine.phase == .passive)
-        #expect(harness.send(.releaseFinished(nil)).isEmpty)
+        #expect(harness.send(.releaseFinished(nil, .pending)).isEmpty)
     }
 
     @Test func switchoverNamesTheTargetWhoGoesFirst() {
         var active = Harness()
         active.makeActive()
         active.send(.switchoverRequested(to: "node-b"))
-        #expect(active.send(.backendStopped).last == .releaseLease(revision: 7, handoffTo: "node-b"))
+        #expect(active.send(.backendStopped(.confirmed, .pending)).last == .releaseLease(revision: 7, handoffTo: "node-b", .epoch(7)))
 
         var target = Harness()
         target.send(.natsConnected)
@@ -299,7 +362,7 @@ struct AppLifecycleTests {
             node: "node-b", instance: "j-2", timing: Harness.timing, hasHealthCheck: false, stepTimeout: .seconds(5), stopTimeout: .seconds(12),
             priorityHoldback: .seconds(1)))
         target.send(.natsConnected)
-        #expect(target.send(.leaseObserved(.free(handoffTo: "node-b"))) == [.acquireLease(replacing: nil)])
+        #expect(target.send(.leaseObserved(.free(handoffTo: "node-b"))) == [.acquireLease(replacing: nil, .epoch(0))])
         #expect(bystander.send(.leaseObserved(.free(handoffTo: "node-b"))).isEmpty)
         #expect(bystander.machine.acquireAt() == bystander.now + .seconds(3))
     }
@@ -309,7 +372,7 @@ struct AppLifecycleTests {
         harness.send(.natsConnected)
         #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
         #expect(harness.advance(.milliseconds(399)).isEmpty)
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: nil)])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: nil, .epoch(0))])
     }
 
     @Test func aPausedAppNeverChangesHands() {
@@ -317,7 +380,7 @@ struct AppLifecycleTests {
         passive.send(.natsConnected)
         passive.send(.leaseObserved(.free(handoffTo: nil)))
         #expect(passive.advance(.seconds(60)).isEmpty)
-        #expect(passive.send(.resumeRequested) == [.acquireLease(replacing: nil)])
+        #expect(passive.send(.resumeRequested) == [.acquireLease(replacing: nil, .epoch(0))])
 
         var active = Harness()
         active.makeActive()
@@ -326,7 +389,7 @@ struct AppLifecycleTests {
         #expect(actions.count == 1)
         #expect(active.machine.phase == .active)
         active.send(.resumeRequested)
-        #expect(active.send(.healthFailed("3 failures")) == [.notify(.demoting(.healthFailed("3 failures"))), .stopBackend])
+        #expect(active.send(.healthFailed("3 failures")) == [.notify(.demoting(.healthFailed("3 failures"))), .stopBackend(.epoch(7))])
     }
 
     @Test func waitsAFullTTLAfterAReconnect() {
@@ -339,7 +402,7 @@ struct AppLifecycleTests {
         let reconnectedAt = harness.now
         #expect(harness.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
         #expect(harness.machine.acquireAt() == reconnectedAt + .seconds(3))
-        #expect(harness.advance(.seconds(3)) == [.acquireLease(replacing: nil)])
+        #expect(harness.advance(.seconds(3)) == [.acquireLease(replacing: nil, .epoch(0))])
     }
 
     @Test func aLostAcquireRetriesAfterAPauseNotInALoop() {
@@ -347,16 +410,16 @@ struct AppLifecycleTests {
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.held(other, revision: 2, token: 2)))
         harness.advance(.milliseconds(3250))
-        #expect(harness.send(.acquireFailed(.conflict)).isEmpty)
+        #expect(harness.send(.acquireFailed(.conflict, .pending)).isEmpty)
         #expect(harness.machine.acquireAt() == harness.now + .milliseconds(100))
-        #expect(harness.advance(.milliseconds(100)) == [.acquireLease(replacing: 2)])
+        #expect(harness.advance(.milliseconds(100)) == [.acquireLease(replacing: 2, .epoch(0))])
     }
 
     @Test func anUnansweredAcquireHoldsOffForATTL() {
         var harness = Harness()
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
-        harness.send(.acquireFailed(.unavailable("timeout")))
+        harness.send(.acquireFailed(.unavailable("timeout"), .pending))
         #expect(harness.machine.phase == .passive)
         #expect(harness.machine.acquireAt() == harness.now + .seconds(3))
     }
@@ -365,21 +428,21 @@ struct AppLifecycleTests {
         var failed = Harness()
         failed.send(.natsConnected)
         failed.send(.leaseObserved(.free(handoffTo: nil)))
-        failed.send(.acquireSucceeded(revision: 5, sentAt: failed.now))
+        failed.send(.acquireSucceeded(revision: 5, sentAt: failed.now, .pending))
         let reason = DemotionReason.promotionFailed(.startBackend, "exec failed: no such file")
-        #expect(failed.send(.promotionStepFailed(.startBackend, "exec failed: no such file")) == [.notify(.demoting(reason)), .stopBackend])
-        #expect(failed.send(.backendStopped).last == .releaseLease(revision: 5, handoffTo: nil))
+        #expect(failed.send(.promotionStepFailed(.startBackend, "exec failed: no such file", .pending)) == [.notify(.demoting(reason)), .stopBackend(.epoch(5))])
+        #expect(failed.send(.backendStopped(.confirmed, .pending)).last == .releaseLease(revision: 5, handoffTo: nil, .epoch(5)))
 
         var slow = Harness(hasHealthCheck: true)
         slow.send(.natsConnected)
         slow.send(.leaseObserved(.free(handoffTo: nil)))
-        slow.send(.acquireSucceeded(revision: 5, sentAt: slow.now))
-        slow.send(.promotionStepSucceeded(.startBackend))
+        slow.send(.acquireSucceeded(revision: 5, sentAt: slow.now, .pending))
+        slow.send(.promotionStepSucceeded(.startBackend, .pending))
         var sawDemotion = false
         for _ in 0..<60 {
             let actions = slow.advance(.milliseconds(100))
-            if actions.contains(.renewLease(revision: 5)) { slow.send(.renewSucceeded(revision: 5, sentAt: slow.now)) }
-            if actions.contains(.stopBackend) { sawDemotion = true }
+            if actions.contains(.renewLease(revision: 5, .epoch(5))) { slow.send(.renewSucceeded(revision: 5, sentAt: slow.now, .pending)) }
+            if actions.contains(.stopBackend(.epoch(5))) { sawDemotion = true }
         }
         #expect(sawDemotion)
         if case .demoting(.stopBackend, .promotionFailed(.awaitHealthy, _)) = slow.machine.phase {} else {
@@ -394,8 +457,8 @@ struct AppLifecycleTests {
         var fenced = false
         for _ in 0..<140 {
             let actions = harness.advance(.milliseconds(100))
-            if actions.contains(.renewLease(revision: 7)) { harness.send(.renewSucceeded(revision: 7, sentAt: harness.now)) }
-            if actions.contains(.fence(token: 7)) { fenced = true }
+            if actions.contains(.renewLease(revision: 7, .epoch(7))) { harness.send(.renewSucceeded(revision: 7, sentAt: harness.now, .pending)) }
+            if actions.contains(.fence(.epoch(7))) { fenced = true }
         }
         #expect(fenced)
     }
@@ -414,9 +477,9 @@ struct AppLifecycleTests {
     @Test func shutdownWhileActiveStopsThenReleasesAndStops() {
         var harness = Harness()
         harness.makeActive()
-        #expect(harness.send(.shutdownRequested) == [.notify(.demoting(.shutdown)), .stopBackend])
-        harness.send(.backendStopped)
-        harness.send(.releaseFinished(nil))
+        #expect(harness.send(.shutdownRequested) == [.notify(.demoting(.shutdown)), .stopBackend(.epoch(7))])
+        harness.send(.backendStopped(.confirmed, .pending))
+        harness.send(.releaseFinished(nil, .pending))
         #expect(harness.machine.phase == .stopped)
         #expect(harness.advance(.seconds(60)).isEmpty)
     }
@@ -437,7 +500,7 @@ struct AppLifecycleTests {
         #expect(harness.advance(.milliseconds(3250)).isEmpty)  // this node's own ttl + skew: too early
         #expect(harness.advance(.milliseconds(10_249 - 3250)).isEmpty)
         #expect(harness.now < renewedAt + .milliseconds(10_250))
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5)])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 5, .epoch(0))])
 
         // A holder with a shorter ttl is taken over earlier; one that does not say uses ours.
         var short = Harness()
@@ -456,25 +519,140 @@ struct AppLifecycleTests {
     @Test func aRecognisedOwnRenewKeepsTheLeaseFromTheFirstUnconfirmedAttempt() {
         var harness = Harness()
         harness.makeActive()
-        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 7)))
+        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 7, .epoch(7))))
         let firstAttempt = harness.now
         harness.advance(.milliseconds(700))
-        harness.send(.renewFailed(.unavailable("timeout")))
+        harness.send(.renewFailed(.unavailable("timeout"), .pending))
         let retry = harness.advance(.milliseconds(100))
-        #expect(retry.contains(.renewLease(revision: 7)))
+        #expect(retry.contains(.renewLease(revision: 7, .epoch(7))))
         harness.advance(.milliseconds(300))
-        let actions = harness.send(.renewRecognized(revision: 8))
+        let actions = harness.send(.renewRecognized(revision: 8, .pending))
         #expect(harness.machine.phase == .active)
         #expect(harness.machine.held?.revision == 8)
         #expect(harness.machine.held?.lastSentAt == firstAttempt)
         #expect(actions.contains(.armFenceKeeper(token: 7, deadline: Harness.timing.fenceAt(sentAt: firstAttempt))))
         // Counted from the first attempt, the lease is already a renew interval old: the next
         // renew goes out at once, on the new revision.
-        #expect(actions.contains(.renewLease(revision: 8)))
+        #expect(actions.contains(.renewLease(revision: 8, .epoch(7))))
         // A real conflict still fences at once.
-        harness.send(.renewSucceeded(revision: 9, sentAt: harness.now))
-        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 9)))
-        #expect(harness.send(.renewFailed(.conflict)).contains(.fence(token: 7)))
+        harness.send(.renewSucceeded(revision: 9, sentAt: harness.now, .pending))
+        #expect(harness.advance(.seconds(1)).contains(.renewLease(revision: 9, .epoch(7))))
+        #expect(harness.send(.renewFailed(.conflict, .pending)).contains(.fence(.epoch(7))))
+    }
+
+    // MARK: - Stamped results (issue 11 item 5, issue 18)
+
+    /// A promotion step that timed out under one lease and answers after a newer lease started
+    /// the same step is dropped; the newer step still waits for its own answer.
+    @Test func aLateStepResultOfAnEarlierLeaseIsDropped() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        let firstStart = harness.sendExactly(harness.restamped(.acquireSucceeded(revision: 5, sentAt: harness.now, .pending)))
+        guard case .runPromotionStep(.startBackend, let oldStamp)? = firstStart.last else {
+            Issue.record("no start step: \(firstStart)")
+            return
+        }
+        // The step fails; the node steps down, releases and later takes the lease again.
+        harness.send(.promotionStepFailed(.startBackend, "timed out", .pending))
+        harness.send(.backendStopped(.confirmed, .pending))
+        harness.send(.releaseFinished(nil, .pending))
+        #expect(harness.machine.phase == .passive)
+        harness.advance(.seconds(7))
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.advance(.milliseconds(1))
+        #expect(harness.machine.phase == .acquiring)
+        harness.send(.acquireSucceeded(revision: 9, sentAt: harness.now, .pending))
+        #expect(harness.machine.phase == .promoting(.startBackend))
+        // The first lease's start answers now.
+        let late = harness.sendExactly(.promotionStepSucceeded(.startBackend, oldStamp))
+        #expect(Harness.droppedAsStale(late))
+        #expect(harness.machine.phase == .promoting(.startBackend))
+        #expect(harness.send(.promotionStepSucceeded(.startBackend, .pending)) == [.notify(.becameActive(token: 9))])
+    }
+
+    /// Issue 18 at the lifecycle's level: the result of an earlier epoch's fence that arrives
+    /// after a new acquisition never acts on the new lease.
+    @Test func aLateFenceResultNeverActsOnALaterLease() {
+        var harness = Harness()
+        harness.makeActive()
+        let fenceActions = harness.sendExactly(.leaseObserved(.held(other, revision: 8, token: 8)))
+        #expect(harness.machine.phase == .fencing)
+        guard let fence = fenceActions.first(where: { if case .fence = $0 { true } else { false } }), case .fence(let fenceStamp) = fence else {
+            Issue.record("no fence: \(fenceActions)")
+            return
+        }
+        harness.send(.fenceCompleted(.confirmed, .pending))
+        #expect(harness.machine.phase == .passive)
+        harness.advance(.seconds(7))
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.advance(.milliseconds(1))
+        harness.send(.acquireSucceeded(revision: 934, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
+        #expect(harness.machine.phase == .active)
+        // The old fence's confirmation (or a duplicate of it) arrives late.
+        #expect(Harness.droppedAsStale(harness.sendExactly(.fenceCompleted(.confirmed, fenceStamp))))
+        #expect(harness.machine.phase == .active)
+        #expect(harness.machine.held?.token == 934)
+    }
+
+    /// A renew answer of a lease since fenced and given up never touches a newer lease.
+    @Test func aLateRenewResultOfAnEarlierLeaseIsDropped() {
+        var harness = Harness()
+        harness.makeActive()
+        let renew = harness.advance(.seconds(1))
+        #expect(renew.contains(.renewLease(revision: 7, .epoch(7))))
+        let oldRenew = try! #require(harness.machine.awaiting.renew)
+        harness.send(.leaseObserved(.held(other, revision: 8, token: 8)))  // lost: fence
+        harness.send(.fenceCompleted(.confirmed, .pending))
+        harness.advance(.seconds(7))
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.advance(.milliseconds(1))
+        harness.send(.acquireSucceeded(revision: 20, sentAt: harness.now, .pending))
+        let held = harness.machine.held
+        #expect(Harness.droppedAsStale(harness.sendExactly(.renewSucceeded(revision: 9, sentAt: harness.now + .seconds(1), oldRenew))))
+        #expect(harness.machine.held == held)
+    }
+
+    // MARK: - Never release what may still run (issue 11 item 4)
+
+    @Test func aStopThatCannotBeConfirmedFencesInsteadOfReleasing() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.stepdownRequested)
+        let actions = harness.send(.backendStopped(.unconfirmed("unit web.service is deactivating/stop-sigterm after the stop"), .pending))
+        #expect(actions.contains(.fence(.epoch(7))))
+        #expect(!actions.contains { if case .releaseLease = $0 { true } else { false } })
+        #expect(harness.machine.phase == .fencing)
+        // The fence confirms: only now is the lease given back.
+        #expect(harness.send(.fenceCompleted(.confirmed, .pending)).contains(.releaseLease(revision: 7, handoffTo: nil, .epoch(7))))
+    }
+
+    @Test func aFenceThatCannotBeConfirmedNeverReleasesAndKeepsTheKeeperArmed() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.leaseObserved(.held(other, revision: 8, token: 8)))
+        #expect(harness.machine.phase == .fencing)
+        let actions = harness.send(.fenceCompleted(.unconfirmed("backend: unit web.service is active/running after the fence"), .pending))
+        #expect(actions.contains(.notify(.fenceUnconfirmed(token: 7, reason: "backend: unit web.service is active/running after the fence"))))
+        #expect(!actions.contains { if case .releaseLease = $0 { true } else { false } })
+        #expect(!actions.contains(.disarmFenceKeeper))
+        #expect(harness.machine.phase == .passive)
+        #expect(harness.machine.held == nil)
+    }
+
+    @Test func aFailedVIPRemovalFencesInsteadOfReleasing() {
+        var harness = Harness(hasAddresses: true)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.claimAddresses, .pending))
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
+        harness.send(.stepdownRequested)
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.releaseAddresses(.epoch(7))])
+        let actions = harness.send(.demotionStepFinished(.releaseAddresses, failure: "eth0: Operation not permitted", .pending))
+        #expect(actions.contains(.fence(.epoch(7))))
+        #expect(!actions.contains { if case .releaseLease = $0 { true } else { false } })
     }
 
     /// Random events along a random timeline: the safety invariants hold after every step.
@@ -498,41 +676,67 @@ struct AppLifecycleTests {
         harness.send(.natsConnected)
         var starts = 0
         var fences = 0
+        // Stamps of actions already answered: replayed as late (stale) results.
+        var answered: [Stamp] = []
+        // The backend or a VIP may still be there: an unconfirmed stop or fence was taken.
+        var mayStillRun = false
         for _ in 0..<2000 {
             let before = harness.machine
             let event: AppLifecycle.Event
-            switch random.next() % 16 {
+            switch random.next() % 18 {
             case 0: event = .leaseObserved(.free(handoffTo: nil))
             case 1:
                 let ttl: Duration? = [nil, .seconds(1), .seconds(3), .seconds(10)][Int(random.next() % 4)]
                 event = .leaseObserved(.held(other, revision: before.held.map { $0.revision + 1 } ?? 1, token: 1, ttl: ttl))
-            case 2: event = .acquireSucceeded(revision: (before.observed?.revision ?? 0) + 10, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
-            case 3: event = .acquireFailed(random.next() % 2 == 0 ? .conflict : .unavailable("timeout"))
-            case 4: event = .renewSucceeded(revision: (before.held?.revision ?? 0) + 1, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)))
+            case 2: event = .acquireSucceeded(revision: (before.observed?.revision ?? 0) + 10, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)), .pending)
+            case 3: event = .acquireFailed(random.next() % 2 == 0 ? .conflict : .unavailable("timeout"), .pending)
+            case 4: event = .renewSucceeded(revision: (before.held?.revision ?? 0) + 1, sentAt: harness.now - .milliseconds(Int64(random.next() % 3000)), .pending)
             case 5:
                 switch random.next() % 6 {
-                case 0: event = .renewFailed(.conflict)
-                case 1: event = .renewRecognized(revision: (before.held?.revision ?? 0) + 1)
-                default: event = .renewFailed(.unavailable("timeout"))
+                case 0: event = .renewFailed(.conflict, .pending)
+                case 1: event = .renewRecognized(revision: (before.held?.revision ?? 0) + 1, .pending)
+                default: event = .renewFailed(.unavailable("timeout"), .pending)
                 }
-            case 6: event = .promotionStepSucceeded(PromotionStep.allCases[Int(random.next() % 4)])
-            case 7: event = .promotionStepFailed(.startBackend, "boom")
-            case 8: event = .backendStopped
-            case 9: event = random.next() % 2 == 0 ? .fenceCompleted : .demotionStepFinished(random.next() % 2 == 0 ? .flushReplica : .releaseAddresses, failure: nil)
-            case 10: event = .releaseFinished(random.next() % 3 == 0 ? .conflict : nil)
+            case 6: event = .promotionStepSucceeded(PromotionStep.allCases[Int(random.next() % 4)], .pending)
+            case 7: event = .promotionStepFailed(.startBackend, "boom", .pending)
+            case 8: event = .backendStopped(random.next() % 4 == 0 ? .unconfirmed("unit still active") : .confirmed, .pending)
+            case 9:
+                let outcome: StopOutcome = random.next() % 4 == 0 ? .unconfirmed("KillUnit timed out") : .confirmed
+                let failure: String? = random.next() % 4 == 0 ? "netlink error" : nil
+                event = random.next() % 2 == 0
+                    ? .fenceCompleted(outcome, .pending) : .demotionStepFinished(random.next() % 2 == 0 ? .flushReplica : .releaseAddresses, failure: failure, .pending)
+            case 10: event = .releaseFinished(random.next() % 3 == 0 ? .conflict : nil, .pending)
             case 11: event = [.stepdownRequested, .switchoverRequested(to: "node-b"), .healthFailed("x"), .backendFailed("y")][Int(random.next() % 4)]
             case 12: event = random.next() % 2 == 0 ? .natsDisconnected : .natsConnected
             case 13: event = random.next() % 2 == 0 ? .pauseRequested : .resumeRequested
+            case 14, 15:
+                // A late result of an older decision, of any kind.
+                guard let old = answered.randomElement(using: &random) else { event = .tick; break }
+                event = [
+                    .promotionStepSucceeded(.startBackend, old), .backendStopped(.confirmed, old), .fenceCompleted(.confirmed, old),
+                    .renewSucceeded(revision: 1_000, sentAt: harness.now, old), .acquireSucceeded(revision: 2_000, sentAt: harness.now, old),
+                    .releaseFinished(nil, old), .demotionStepFinished(.releaseAddresses, failure: nil, old),
+                ][Int(random.next() % 7)]
             default: event = .tick
             }
             harness.now = harness.now + .milliseconds(Int64(random.next() % 400))
-            let actions = harness.send(event)
+            let awaitingBefore = harness.machine.awaiting
+            let actions = harness.sendExactly(harness.restamped(event))
             let machine = harness.machine
+            for stamp in [awaitingBefore.acquire, awaitingBefore.renew, awaitingBefore.release, awaitingBefore.step].compactMap({ $0 }) {
+                if ![machine.awaiting.acquire, machine.awaiting.renew, machine.awaiting.release, machine.awaiting.step].contains(stamp) {
+                    answered.append(stamp)
+                }
+            }
+            let stale = Harness.droppedAsStale(actions)
+            if case .fenceCompleted(.unconfirmed, _) = event, !stale, before.phase == .fencing { mayStillRun = true }
+            if before.held == nil, machine.held != nil { mayStillRun = false }  // a new lease: the keeper is re-armed
             for action in actions {
                 switch action {
                 case .fence:
                     fences += 1
-                case .runPromotionStep(.startBackend, let token), .runPromotionStep(.claimAddresses, let token):
+                case .runPromotionStep(.startBackend, let stamp), .runPromotionStep(.claimAddresses, let stamp):
+                    let token = stamp.token
                     if case .runPromotionStep(.startBackend, _) = action { starts += 1 }
                     // The backend starts only under a held lease whose fence time is ahead.
                     #expect(machine.held?.token == token)
@@ -543,6 +747,11 @@ struct AppLifecycleTests {
                     #expect(before.phase == .passive || before.phase == .acquiring || machine.phase == .acquiring)
                     #expect(!machine.paused && !machine.duplicateDetected)
                     #expect(machine.held == nil)
+                case .releaseLease:
+                    // Never released while the backend or a VIP may still be there.
+                    #expect(!mayStillRun, "released after an unconfirmed fence (seed \(seed)): \(event) -> \(actions)")
+                case .disarmFenceKeeper:
+                    #expect(!mayStillRun, "disarmed the keeper after an unconfirmed fence (seed \(seed))")
                 default:
                     break
                 }
@@ -552,6 +761,10 @@ struct AppLifecycleTests {
                 if harness.now >= Harness.timing.fenceAt(sentAt: held.lastSentAt) {
                     Issue.record("holding past the fence time in \(machine.phase) after \(event) -> \(actions); before: \(before.phase)")
                 }
+            }
+            // A stale result changes nothing.
+            if stale {
+                #expect(machine.phase == before.phase && machine.held == before.held, "a stale result acted (seed \(seed)): \(event)")
             }
             // A fence action always comes with the fencing phase.
             if actions.contains(where: { if case .fence = $0 { return true } else { return false } }) {

@@ -381,7 +381,7 @@ extension BatondClusterTests {
 extension BatondClusterTests {
     /// Starts `names` with the heartbeat backend under `lease`; returns them by name.
     private func startNodes(
-        _ names: [String], server: NATSServerProcess, directory: URL, backend: String, heartbeatBase: String, lease: String
+        _ names: [String], server: NATSServerProcess, port: Int? = nil, directory: URL, backend: String, heartbeatBase: String, lease: String
     ) throws -> [String: BatondProcess] {
         let batond = try Self.executable("batond")
         let keeper = try Self.executable("baton-fence-keeper")
@@ -389,7 +389,7 @@ extension BatondClusterTests {
         for name in names {
             let configPath = directory.appendingPathComponent("\(name).yaml").path
             try Self.config(
-                node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend,
+                node: name, port: port ?? server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend,
                 heartbeatLog: heartbeatBase, lease: lease
             ).write(toFile: configPath, atomically: true, encoding: .utf8)
             nodes[name] = try BatondProcess(
@@ -459,21 +459,24 @@ extension BatondClusterTests {
         let heartbeatLog = heartbeatBase + ".beat"
 
         try await withNATSServer(kind) { server in
+            // Every node reaches NATS through one proxy that stalls all connections at once, as
+            // a stopped server would.
+            let proxy = try await StallProxy.start(targetPort: server.port)
+            defer { Task { await proxy.close() } }
             var nodes = try startNodes(
-                ["node-1", "node-2"], server: server, directory: directory, backend: backend, heartbeatBase: heartbeatBase,
+                ["node-1", "node-2"], server: server, port: proxy.port, directory: directory, backend: backend, heartbeatBase: heartbeatBase,
                 lease: "{ttl: 3s, renew: 750ms, fence_budget: 600ms, skew: 100ms}")
             defer {
                 for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
             }
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
             let active = try #require(nodes[first.node])
-            let pid = try #require(server.pid)
             // Five stalls of 1.2 s, each started at a different point of the renew cycle.
             for stall in 0..<5 {
                 try await Task.sleep(for: .milliseconds(1000 + 170 * stall))
-                kill(pid, SIGSTOP)
+                try await proxy.stall()
                 try await Task.sleep(for: .milliseconds(1200))
-                kill(pid, SIGCONT)
+                try await proxy.resume()
             }
             try await Task.sleep(for: .seconds(2))
             let runs = Heartbeats(path: heartbeatLog).runs

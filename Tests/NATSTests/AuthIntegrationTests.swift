@@ -143,7 +143,7 @@ struct AuthIntegrationTests {
             #expect(plainError?.message.contains("requires TLS") == true)
         }
         // Unreadable TLS files are reported when the client is created.
-        let missing = await #expect(throws: NATSError.self) {
+        let missing = #expect(throws: NATSError.self) {
             var options = NATSClientOptions()
             options.tls = NATSTLSOptions(caFile: directory.appendingPathComponent("nope.pem").path)
             _ = try NATSClient(options: options)

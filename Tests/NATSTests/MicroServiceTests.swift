@@ -969,7 +969,7 @@ private final class PythonRun: Sendable {
         process.standardOutput = output
         process.standardError = output
         output.fileHandleForReading.readabilityHandler = { [collected] handle in
-            let data = handle.availableData
+            guard let data = readAvailable(handle.fileDescriptor) else { return }
             if data.isEmpty {
                 handle.readabilityHandler = nil
             } else {

@@ -86,9 +86,15 @@ final class RecordingBackend: AppBackend {
         keeper.withLockedValue { $0?.cancel(); $0 = nil }
     }
 
-    func stop() async { kill(fenced: false) }
+    func stop() async -> StopOutcome {
+        kill(fenced: false)
+        return .confirmed
+    }
 
-    func fence() async { kill(fenced: true) }
+    func fence() async -> StopOutcome {
+        kill(fenced: true)
+        return .confirmed
+    }
 
     private func kill(fenced: Bool) {
         let wasRunning = running.withLockedValue { value in

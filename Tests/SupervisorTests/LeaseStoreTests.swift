@@ -16,12 +16,16 @@ struct LeaseStoreTests {
     let a = LeaseHolder(node: "node-a", instance: "i-a")
     let b = LeaseHolder(node: "node-b", instance: "i-b")
 
-    /// A renew whose answer never came (the server was stopped) but that the server applied
+    /// A renew whose answer never came (the connection stalled) but that the server applied
     /// once it resumed: the retry on the old revision is recognised as the holder's own write.
     @Test(arguments: NATSServerKind.allCases)
     func aRenewThatTimedOutDuringAStallIsRecognisedNotAConflict(kind: NATSServerKind) async throws {
         try await withNATSServer(kind) { server in
-            let client = try await connectControlClient(server)
+            let proxy = try await StallProxy.start(targetPort: server.port)
+            defer { Task { await proxy.close() } }
+            var options = NATSClientOptions(servers: [proxy.url])
+            options.requestTimeout = .seconds(2)
+            let client = try await NATSClient.connect(options: options, logger: controlTestLogger())
             let store = try await LeaseStore.open(
                 jetStream: JetStream(client: client), cluster: "test", app: "web", ttl: .seconds(30), replicas: 1)
             let token = try await store.acquire(as: a, ttl: .seconds(30))
@@ -33,9 +37,8 @@ struct LeaseStoreTests {
             // interval.
             let impatient = try await LeaseStore.open(
                 jetStream: JetStream(client: client, timeout: .milliseconds(300)), cluster: "test", app: "web", ttl: .seconds(30), replicas: 1)
-            let pid = try #require(server.pid)
-            // The server stalls; the renew times out here but stays in the client's buffer.
-            kill(pid, SIGSTOP)
+            // NATS stalls; the renew times out here but is on its way.
+            try await proxy.stall()
             var outcome: String
             do {
                 _ = try await impatient.renew(as: a, token: token, ttl: .seconds(30), revision: renewed)
@@ -43,7 +46,7 @@ struct LeaseStoreTests {
             } catch {
                 outcome = "\(error)"
             }
-            kill(pid, SIGCONT)
+            try await proxy.resume()
             #expect(outcome.hasPrefix("unavailable"), "the renew during the stall: \(outcome)")
 
             // The stalled write lands after the resume: wait for it (bounded).

@@ -50,6 +50,16 @@ struct SystemdAppBackendTests {
         ((try? String(contentsOfFile: "\(directory)/\(name).epochs", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 
+    /// Polls `condition` (bounded, 5 s) for state that has no event to await.
+    func eventually(_ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return condition()
+    }
+
     func collect<T: Sendable>(_ stream: AsyncStream<T>) -> Recorder<T> {
         let recorder = Recorder<T>()
         Task { for await value in stream { recorder.record(value) } }
@@ -76,7 +86,8 @@ struct SystemdAppBackendTests {
             await backend.armFence(token: 7, deadline: MonotonicClock.now() + .seconds(120))
             try await backend.start(token: 7)
             #expect(try await checker.unitState("web.service").activeState == .active)
-            #expect(epochs(systemd.directory) == ["7"])
+            // The unit is active once forked; its shell writes the epoch a moment later.
+            #expect(await eventually { epochs(systemd.directory) == ["7"] }, "epochs: \(epochs(systemd.directory))")
             #expect(try String(contentsOfFile: configuration.epochFile, encoding: .utf8) == "BATON_EPOCH=7\n")
 
             // Stop: the epoch file goes first, then the unit.

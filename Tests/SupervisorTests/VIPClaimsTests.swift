@@ -20,7 +20,7 @@ private struct DummyInterfaceNamespace {
         let ip = try Integration.requireExecutable("ip", remedy: "`apt-get install iproute2`")
         let lab = DummyInterfaceNamespace(name: "bvc-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))", ip: ip)
         try lab.run(["netns", "add", lab.name])
-        defer { try? lab.run(["netns", "delete", lab.name]) }
+        defer { _ = try? lab.run(["netns", "delete", lab.name]) }
         try lab.run(["-n", lab.name, "link", "add", lab.interface, "type", "veth", "peer", "name", "bvc1"])
         try lab.run(["-n", lab.name, "link", "set", lab.interface, "up"])
         try lab.run(["-n", lab.name, "link", "set", "bvc1", "up"])

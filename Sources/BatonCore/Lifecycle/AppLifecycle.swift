@@ -31,6 +31,33 @@ public enum LeaseWriteFailure: Sendable, Hashable {
     case unavailable(String)
 }
 
+/// Which decision of an app's lifecycle an action belongs to. Every action that has a result
+/// carries one and every result echoes it: the lifecycle takes a result only when its stamp is
+/// the one it waits for, so a late answer to an older decision (a step that timed out, a renew
+/// of a lease since lost, a fence of an earlier epoch) never acts on a newer one.
+public struct Stamp: Sendable, Hashable, CustomStringConvertible {
+    /// The lease token the decision was made under (0 before a lease is held).
+    public var token: UInt64
+    /// Counts the decisions of one lifecycle that expect a result; never repeats.
+    public var generation: UInt64
+
+    /// Creates a stamp.
+    public init(token: UInt64, generation: UInt64) {
+        self.token = token
+        self.generation = generation
+    }
+
+    public var description: String { "epoch \(token), decision \(generation)" }
+}
+
+/// How stopping or fencing a backend (and removing an app's virtual IPs) ended.
+public enum StopOutcome: Sendable, Hashable {
+    /// Known gone: the backend does not run and the VIPs are absent.
+    case confirmed
+    /// Not known gone: the backend may still run or a VIP may still be present, and why.
+    case unconfirmed(String)
+}
+
 /// The steps of becoming active, after the lease, in order. Steps an app does not use (no
 /// replica, no VIP, no health check) are skipped.
 public enum PromotionStep: String, Sendable, Hashable, CaseIterable {
@@ -157,26 +184,29 @@ public struct AppLifecycle: Sendable {
         case natsDisconnected
         /// The lease key changed, or its current value arrived (watch initial values).
         case leaseObserved(LeaseObservation)
-        case acquireSucceeded(revision: UInt64, sentAt: MonotonicInstant)
-        case acquireFailed(LeaseWriteFailure)
-        case renewSucceeded(revision: UInt64, sentAt: MonotonicInstant)
+        case acquireSucceeded(revision: UInt64, sentAt: MonotonicInstant, Stamp)
+        case acquireFailed(LeaseWriteFailure, Stamp)
+        case renewSucceeded(revision: UInt64, sentAt: MonotonicInstant, Stamp)
         /// A renew lost the compare-and-set to this node's own earlier renew, which had timed
         /// out here but reached the server (a stall): the lease is still ours, at `revision`.
         /// Which attempt landed is unknown, so the lease counts from the first unconfirmed one.
-        case renewRecognized(revision: UInt64)
-        case renewFailed(LeaseWriteFailure)
+        case renewRecognized(revision: UInt64, Stamp)
+        case renewFailed(LeaseWriteFailure, Stamp)
         /// The release finished: `nil` when the delete went through, else why it did not (the
         /// lease then frees at its expiry). Either way the node is done with the lease.
-        case releaseFinished(LeaseWriteFailure?)
-        case promotionStepSucceeded(PromotionStep)
-        case promotionStepFailed(PromotionStep, String)
-        /// The backend is stopped (graceful stop finished).
-        case backendStopped
+        case releaseFinished(LeaseWriteFailure?, Stamp)
+        case promotionStepSucceeded(PromotionStep, Stamp)
+        case promotionStepFailed(PromotionStep, String, Stamp)
+        /// The graceful stop finished: the backend is gone, or it may still run (then it is
+        /// fenced).
+        case backendStopped(StopOutcome, Stamp)
         /// A demotion step after the backend stop finished (``DemotionStep/flushReplica``,
         /// ``DemotionStep/releaseAddresses``); `failure` says why it did not fully succeed.
-        case demotionStepFinished(DemotionStep, failure: String?)
-        /// Fencing finished: the backend is dead.
-        case fenceCompleted
+        case demotionStepFinished(DemotionStep, failure: String?, Stamp)
+        /// Fencing finished: the backend is dead and the VIPs gone (`.confirmed`), or that could
+        /// not be confirmed (then the lease is not released: it runs out while the fence keeper
+        /// kills and removes at its deadline).
+        case fenceCompleted(StopOutcome, Stamp)
         /// The backend kept failing while active (restart budget spent).
         case backendFailed(String)
         case healthFailed(String)
@@ -194,25 +224,27 @@ public struct AppLifecycle: Sendable {
         /// Take the lease with a compare-and-set: over the stale entry at `replacing` (the holder's
         /// last write, older than its ttl), or by creating the key when it is free (`nil`, or the
         /// entry at `replacing` expired meanwhile).
-        case acquireLease(replacing: UInt64?)
+        case acquireLease(replacing: UInt64?, Stamp)
         /// Update the lease key if its revision is still `revision`. Note the send time.
-        case renewLease(revision: UInt64)
+        case renewLease(revision: UInt64, Stamp)
         /// Delete the lease key if its revision is still `revision`, naming a switchover target.
-        case releaseLease(revision: UInt64, handoffTo: String?)
+        case releaseLease(revision: UInt64, handoffTo: String?, Stamp)
         /// Tell the fence keeper to kill the backend at `deadline` unless re-armed.
         case armFenceKeeper(token: UInt64, deadline: MonotonicInstant)
         /// The backend is stopped: the keeper has nothing to kill.
         case disarmFenceKeeper
-        case runPromotionStep(PromotionStep, token: UInt64)
+        /// Run a promotion step under the stamp's token.
+        case runPromotionStep(PromotionStep, Stamp)
         /// Stop the backend gracefully (SIGTERM, then SIGKILL after its stop timeout).
-        case stopBackend
-        /// Ship the replica's WAL tail and a final marker under `token`, then stop shipping.
-        case flushReplica(token: UInt64)
+        case stopBackend(Stamp)
+        /// Ship the replica's WAL tail and a final marker under the stamp's token, then stop
+        /// shipping.
+        case flushReplica(Stamp)
         /// Remove the app's virtual IPs.
-        case releaseAddresses
+        case releaseAddresses(Stamp)
         /// Kill the backend now (SIGKILL / KillUnit), remove the app's virtual IPs and stop
         /// shipping, all at once.
-        case fence(token: UInt64)
+        case fence(Stamp)
         /// The node no longer holds the lease: follow the active node (apply its WAL, keep the
         /// VIPs absent).
         case followActive
@@ -231,6 +263,11 @@ public struct AppLifecycle: Sendable {
         /// A demotion step did not fully succeed (the demotion goes on).
         case demotionStepFailed(DemotionStep, String)
         case fenced(token: UInt64, reason: String)
+        /// Fencing could not confirm the backend gone or a VIP removed: the lease is not
+        /// released; it runs out while the fence keeper kills and removes at its deadline.
+        case fenceUnconfirmed(token: UInt64, reason: String)
+        /// A result that belongs to an older decision arrived late and was dropped.
+        case staleResult(String)
         case leaseLost(token: UInt64, reason: String)
         case duplicateInstance(LeaseHolder)
         /// Something an operator should see that changes nothing here (a VIP removed from
@@ -280,7 +317,19 @@ public struct AppLifecycle: Sendable {
     private var handoffTarget: String?
     private var holdoffUntil: MonotonicInstant?
     private var cooldownUntil: MonotonicInstant?
-    private var renewInFlight = false
+    /// The results the lifecycle waits for, by the stamp of the action that asked.
+    public struct AwaitedResults: Sendable, Hashable {
+        public var acquire: Stamp?
+        public var renew: Stamp?
+        public var release: Stamp?
+        /// A promotion or demotion step, a graceful stop or a fence.
+        public var step: Stamp?
+    }
+
+    /// The results this lifecycle waits for.
+    public private(set) var awaiting = AwaitedResults()
+    private var lastGeneration: UInt64 = 0
+    private var renewInFlight: Bool { awaiting.renew != nil }
     /// When the first renew since the last confirmed one was sent: where the lease counts from
     /// when a renew is recognised as our own write (``Event/renewRecognized(revision:)``).
     private var firstUnconfirmedRenewAt: MonotonicInstant?
@@ -304,6 +353,25 @@ public struct AppLifecycle: Sendable {
     /// Whether this node holds the lease and is not yet done with it.
     public var holdsLease: Bool { held != nil }
 
+    /// A new stamp under the held lease's token (0 when none is held).
+    private mutating func newStamp() -> Stamp {
+        lastGeneration += 1
+        return Stamp(token: held?.token ?? 0, generation: lastGeneration)
+    }
+
+    /// Whether `stamp` is the result awaited at `slot`; if so, the slot is cleared. A stale
+    /// result is reported and dropped.
+    private mutating func take(
+        _ stamp: Stamp, _ slot: WritableKeyPath<AwaitedResults, Stamp?>, _ what: String, into actions: inout [Action]
+    ) -> Bool {
+        guard awaiting[keyPath: slot] == stamp else {
+            actions.append(.notify(.staleResult("\(what) (\(stamp)) arrived after a newer decision; dropped")))
+            return false
+        }
+        awaiting[keyPath: slot] = nil
+        return true
+    }
+
     // MARK: - Events
 
     /// Applies `event` at `now` and returns the actions to run, in order.
@@ -321,7 +389,8 @@ public struct AppLifecycle: Sendable {
             connected = false
         case .leaseObserved(let observation):
             observe(observation, now: now, into: &actions)
-        case .acquireSucceeded(let revision, let sentAt):
+        case .acquireSucceeded(let revision, let sentAt, let stamp):
+            guard take(stamp, \.acquire, "acquire result", into: &actions) else { break }
             guard phase == .acquiring else {
                 actions.append(.notify(.ignored("acquire result while \(phase)")))
                 break
@@ -336,10 +405,12 @@ public struct AppLifecycle: Sendable {
             } else if now < timing.fenceAt(sentAt: sentAt), let first = promotionStep(after: nil) {
                 phase = .promoting(first)
                 stepDeadline = now + configuration.stepTimeout
-                actions.append(.runPromotionStep(first, token: revision))
+                let step = newStamp()
+                awaiting.step = step
+                actions.append(.runPromotionStep(first, step))
             }
-        case .acquireFailed(let failure):
-            guard phase == .acquiring else { break }
+        case .acquireFailed(let failure, let stamp):
+            guard take(stamp, \.acquire, "acquire result", into: &actions), phase == .acquiring else { break }
             phase = .passive
             switch failure {
             case .unavailable:
@@ -349,19 +420,16 @@ public struct AppLifecycle: Sendable {
                 // Still held (an expiry is silent on NATS 2.9): try again shortly, not in a loop.
                 holdoffUntil = max(holdoffUntil ?? now, now + configuration.renewRetry)
             }
-        case .renewSucceeded(let revision, let sentAt):
+        case .renewSucceeded(let revision, let sentAt, let stamp):
+            guard take(stamp, \.renew, "renew result", into: &actions) else { break }
             renewWentThrough(revision: revision, sentAt: sentAt, into: &actions)
-        case .renewRecognized(let revision):
-            guard let lease = held, phase != .fencing else {
-                renewInFlight = false
-                break
-            }
+        case .renewRecognized(let revision, let stamp):
+            guard take(stamp, \.renew, "renew result", into: &actions), let lease = held, phase != .fencing else { break }
             let sentAt = firstUnconfirmedRenewAt ?? lease.lastSentAt
             actions.append(.notify(.observed("a renew that timed out had reached NATS (revision \(revision)); the lease is still ours")))
             renewWentThrough(revision: revision, sentAt: sentAt, into: &actions)
-        case .renewFailed(let failure):
-            renewInFlight = false
-            guard let lease = held, phase != .fencing else { break }
+        case .renewFailed(let failure, let stamp):
+            guard take(stamp, \.renew, "renew result", into: &actions), let lease = held, phase != .fencing else { break }
             if case .demoting(.releaseLease, let reason) = phase {
                 guard releaseAwaitsRenew else { break }
                 releaseAwaitsRenew = false
@@ -369,7 +437,7 @@ public struct AppLifecycle: Sendable {
                     // Someone else's write is there: there is nothing of ours left to delete.
                     finishRelease(lease, reason: reason, failure: .conflict, now: now, into: &actions)
                 } else {
-                    actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+                    release(lease, handoffTo: reason.handoffTarget, into: &actions)
                 }
                 break
             }
@@ -379,41 +447,67 @@ public struct AppLifecycle: Sendable {
             case .unavailable:
                 renewRetryAt = now + configuration.renewRetry
             }
-        case .releaseFinished(let failure):
+        case .releaseFinished(let failure, let stamp):
+            guard take(stamp, \.release, "release result", into: &actions) else { break }
             guard case .demoting(.releaseLease, let reason) = phase, let lease = held, !releaseAwaitsRenew else { break }
             finishRelease(lease, reason: reason, failure: failure, now: now, into: &actions)
-        case .promotionStepSucceeded(let step):
-            guard phase == .promoting(step), let lease = held else { break }
+        case .promotionStepSucceeded(let step, let stamp):
+            guard take(stamp, \.step, "\(step.rawValue) result", into: &actions), phase == .promoting(step), let lease = held else { break }
             // Past the fence time nothing more starts: the deadline check below fences.
             guard now < timing.fenceAt(sentAt: lease.lastSentAt) else { break }
             if let next = promotionStep(after: step) {
                 phase = .promoting(next)
                 stepDeadline = now + configuration.stepTimeout
-                actions.append(.runPromotionStep(next, token: lease.token))
+                let stepStamp = newStamp()
+                awaiting.step = stepStamp
+                actions.append(.runPromotionStep(next, stepStamp))
             } else {
                 phase = .active
                 stepDeadline = nil
                 actions.append(.notify(.becameActive(token: lease.token)))
             }
-        case .promotionStepFailed(let step, let reason):
-            guard phase == .promoting(step) else { break }
+        case .promotionStepFailed(let step, let reason, let stamp):
+            guard take(stamp, \.step, "\(step.rawValue) result", into: &actions), phase == .promoting(step) else { break }
             beginDemotion(.promotionFailed(step, reason), now: now, into: &actions)
-        case .backendStopped:
+        case .backendStopped(let outcome, let stamp):
+            guard take(stamp, \.step, "backend stop result", into: &actions) else { break }
             guard case .demoting(.stopBackend, let reason) = phase, let lease = held else { break }
+            if case .unconfirmed(let why) = outcome {
+                // Never release what may still run: kill it the hard way.
+                fence(reason: "the graceful stop did not confirm the backend gone (\(why))", lease: lease, into: &actions)
+                break
+            }
             continueDemotion(after: .stopBackend, reason: reason, lease: lease, now: now, into: &actions)
-        case .demotionStepFinished(let step, let failure):
+        case .demotionStepFinished(let step, let failure, let stamp):
+            guard take(stamp, \.step, "\(step.rawValue) result", into: &actions) else { break }
             guard case .demoting(step, let reason) = phase, step != .stopBackend, step != .releaseLease, let lease = held else { break }
-            if let failure { actions.append(.notify(.demotionStepFailed(step, failure))) }
+            if let failure {
+                actions.append(.notify(.demotionStepFailed(step, failure)))
+                if step == .releaseAddresses {
+                    // A VIP may still be present: never release the lease over it.
+                    fence(reason: "removing the virtual IPs failed: \(failure)", lease: lease, into: &actions)
+                    break
+                }
+            }
             continueDemotion(after: step, reason: reason, lease: lease, now: now, into: &actions)
-        case .fenceCompleted:
-            guard phase == .fencing else { break }
-            actions.append(.disarmFenceKeeper)
-            if let lease = held {
-                // Give the lease back if it is still ours, so another node need not wait.
-                actions.append(.releaseLease(revision: lease.revision, handoffTo: nil))
+        case .fenceCompleted(let outcome, let stamp):
+            guard take(stamp, \.step, "fence result", into: &actions), phase == .fencing else { break }
+            switch outcome {
+            case .confirmed:
+                actions.append(.disarmFenceKeeper)
+                if let lease = held {
+                    // Give the lease back if it is still ours, so another node need not wait.
+                    release(lease, handoffTo: nil, into: &actions)
+                }
+            case .unconfirmed(let why):
+                // The keeper stays armed: at its deadline (before the lease can expire) it kills
+                // the backend and removes the VIPs. The lease is not released; it runs out.
+                actions.append(.notify(.fenceUnconfirmed(token: stamp.token, reason: why)))
             }
             held = nil
+            awaiting.renew = nil
             releaseAwaitsRenew = false
+            firstUnconfirmedRenewAt = nil
             phase = .passive
             holdoffUntil = max(holdoffUntil ?? now, now + timing.ttl)
             cooldownUntil = now + configuration.cooldown
@@ -457,7 +551,6 @@ public struct AppLifecycle: Sendable {
 
     /// A renew (or a recognised earlier attempt) sent at `sentAt` went through at `revision`.
     private mutating func renewWentThrough(revision: UInt64, sentAt: MonotonicInstant, into actions: inout [Action]) {
-        renewInFlight = false
         renewRetryAt = nil
         firstUnconfirmedRenewAt = nil
         guard var lease = held, phase != .fencing else { return }
@@ -468,7 +561,7 @@ public struct AppLifecycle: Sendable {
             // The keeper is disarmed (nothing left to kill): do not arm it again.
             if releaseAwaitsRenew {
                 releaseAwaitsRenew = false
-                actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+                release(lease, handoffTo: reason.handoffTarget, into: &actions)
             }
         } else {
             actions.append(.armFenceKeeper(token: lease.token, deadline: timing.fenceAt(sentAt: lease.lastSentAt)))
@@ -578,18 +671,23 @@ public struct AppLifecycle: Sendable {
         switch next {
         case .flushReplica:
             stepDeadline = now + configuration.stepTimeout
-            actions.append(.flushReplica(token: lease.token))
+            let stamp = newStamp()
+            awaiting.step = stamp
+            actions.append(.flushReplica(stamp))
         case .releaseAddresses:
             stepDeadline = now + configuration.stepTimeout
-            actions.append(.releaseAddresses)
+            let stamp = newStamp()
+            awaiting.step = stamp
+            actions.append(.releaseAddresses(stamp))
         case .stopBackend, .releaseLease:
             // Backend stopped and VIPs gone: the keeper has nothing left to do.
             stepDeadline = nil
             actions.append(.disarmFenceKeeper)
+            awaiting.step = nil
             if renewInFlight {
                 releaseAwaitsRenew = true
             } else {
-                actions.append(.releaseLease(revision: lease.revision, handoffTo: reason.handoffTarget))
+                release(lease, handoffTo: reason.handoffTarget, into: &actions)
             }
         }
     }
@@ -599,6 +697,8 @@ public struct AppLifecycle: Sendable {
         _ lease: HeldLease, reason: DemotionReason, failure: LeaseWriteFailure?, now: MonotonicInstant, into actions: inout [Action]
     ) {
         held = nil
+        awaiting.renew = nil
+        awaiting.step = nil
         releaseAwaitsRenew = false
         firstUnconfirmedRenewAt = nil
         phase = reason == .shutdown ? .stopped : .passive
@@ -615,7 +715,9 @@ public struct AppLifecycle: Sendable {
         phase = .demoting(.stopBackend, reason)
         stepDeadline = now + configuration.stopTimeout
         actions.append(.notify(.demoting(reason)))
-        actions.append(.stopBackend)
+        let stamp = newStamp()
+        awaiting.step = stamp
+        actions.append(.stopBackend(stamp))
     }
 
     private mutating func fence(reason: String, lease: HeldLease, into actions: inout [Action]) {
@@ -624,8 +726,17 @@ public struct AppLifecycle: Sendable {
         renewRetryAt = nil
         firstUnconfirmedRenewAt = nil
         releaseAwaitsRenew = false
-        actions.append(.fence(token: lease.token))
+        let stamp = newStamp()
+        awaiting.step = stamp
+        actions.append(.fence(stamp))
         actions.append(.notify(.fenced(token: lease.token, reason: reason)))
+    }
+
+    /// Deletes the lease at its latest revision.
+    private mutating func release(_ lease: HeldLease, handoffTo: String?, into actions: inout [Action]) {
+        let stamp = newStamp()
+        awaiting.release = stamp
+        actions.append(.releaseLease(revision: lease.revision, handoffTo: handoffTo, stamp))
     }
 
     // MARK: - Deadlines
@@ -640,10 +751,11 @@ public struct AppLifecycle: Sendable {
                 return
             }
             if phase != .fencing, !renewInFlight, renewDue(lease, now: now) {
-                renewInFlight = true
                 renewRetryAt = nil
                 if firstUnconfirmedRenewAt == nil { firstUnconfirmedRenewAt = now }
-                actions.append(.renewLease(revision: lease.revision))
+                let stamp = newStamp()
+                awaiting.renew = stamp
+                actions.append(.renewLease(revision: lease.revision, stamp))
             }
             if let deadline = stepDeadline, now >= deadline {
                 switch phase {
@@ -665,7 +777,9 @@ public struct AppLifecycle: Sendable {
         }
         if phase == .passive, let at = acquireAt(), now >= at {
             phase = .acquiring
-            actions.append(.acquireLease(replacing: observed?.revision))
+            let stamp = newStamp()
+            awaiting.acquire = stamp
+            actions.append(.acquireLease(replacing: observed?.revision, stamp))
         }
     }
 

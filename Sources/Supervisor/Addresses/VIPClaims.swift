@@ -96,10 +96,12 @@ public actor VIPClaims: AppAddresses {
         if let firstError { throw firstError }
     }
 
-    public func fence() async {
+    @discardableResult
+    public func fence() async -> StopOutcome {
         mode = .passive
         stopAnnouncing()
-        await removeAll(reason: "fenced")
+        let failures = await removeAll(reason: "fenced")
+        return failures.isEmpty ? .confirmed : .unconfirmed(failures.joined(separator: "; "))
     }
 
     public func enterPassive() async {
@@ -240,7 +242,10 @@ public actor VIPClaims: AppAddresses {
         announcements.removeAll()
     }
 
-    private func removeAll(reason: String, reportsRemoval: Bool = false) async {
+    /// Removes every VIP; returns what could not be removed (empty when all are absent).
+    @discardableResult
+    private func removeAll(reason: String, reportsRemoval: Bool = false) async -> [String] {
+        var failures: [String] = []
         for claim in claims {
             do {
                 let change = try await remove(claim)
@@ -250,8 +255,10 @@ public actor VIPClaims: AppAddresses {
                 }
             } catch {
                 logger.error("cannot remove virtual IP", metadata: ["vip": "\(claim.vip)", "interface": "\(claim.config.interface)", "error": "\(error)"])
+                failures.append("\(claim.vip) on \(claim.config.interface): \(error)")
             }
         }
+        return failures
     }
 }
 

@@ -13,10 +13,11 @@ public protocol AppBackend: Sendable {
     func armFence(token: UInt64, deadline: MonotonicInstant) async
     /// The backend is stopped: the keeper has nothing to kill.
     func disarmFence() async
-    /// Stops the backend gracefully; returns when it is gone.
-    func stop() async
-    /// Kills the backend now; returns when it is gone.
-    func fence() async
+    /// Stops the backend gracefully; returns when it is gone (``StopOutcome/confirmed``) or
+    /// when that cannot be confirmed (it may still run: the caller must not release the lease).
+    func stop() async -> StopOutcome
+    /// Kills the backend now; returns when it is gone, or when that cannot be confirmed.
+    func fence() async -> StopOutcome
     /// Releases what the backend holds (its fence keeper) once the app is gone from the config
     /// or batond stops. Called after the backend was stopped.
     func dispose() async

@@ -9,8 +9,9 @@ public protocol AppAddresses: Sendable {
     func claim(token: UInt64) async throws
     /// Removes every VIP (graceful demotion); from here on they are kept absent.
     func release() async throws
-    /// Removes every VIP now, as part of fencing; never throws (failures are logged).
-    func fence() async
+    /// Removes every VIP now, as part of fencing; never throws (failures are logged). Says
+    /// whether every VIP is known absent.
+    func fence() async -> StopOutcome
     /// The node follows another: VIPs present on this node are removed (for example left behind
     /// by a batond that crashed) and kept absent.
     func enterPassive() async

@@ -178,43 +178,48 @@ public actor AppSupervisor {
         clockSleep?.cancel()
     }
 
+    /// Whether `stamp` is still the step the lifecycle waits for: a step call whose decision
+    /// was superseded (a fence, a timeout) while it waited its turn is not made at all.
+    private func isCurrentStep(_ stamp: Stamp) -> Bool { lifecycle.awaiting.step == stamp }
+
+    /// Runs `action` and feeds its result back with the action's stamp. Every task below is
+    /// isolated to this actor, so a staleness check and the component call that follows it are
+    /// not interleaved with a newer decision.
     private func execute(_ action: AppLifecycle.Action) {
         let holder = holder
         switch action {
-        case .acquireLease(let replacing):
+        case .acquireLease(let replacing, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 let sentAt = MonotonicClock.now()
                 do {
                     let revision = try await store.acquire(as: holder, ttl: ttl, replacing: replacing)
-                    self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt))
+                    self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt, stamp))
                 } catch {
-                    self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
+                    self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
                 }
             }
-        case .renewLease(let revision):
-            let token = lifecycle.held?.token ?? 0
+        case .renewLease(let revision, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 let sentAt = MonotonicClock.now()
                 do {
-                    switch try await store.renew(as: holder, token: token, ttl: ttl, revision: revision) {
-                    case .renewed(let newRevision): self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt))
-                    case .recognized(let newRevision): self.apply(.renewRecognized(revision: newRevision))
+                    switch try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision) {
+                    case .renewed(let newRevision): self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt, stamp))
+                    case .recognized(let newRevision): self.apply(.renewRecognized(revision: newRevision, stamp))
                     }
                 } catch {
-                    self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
+                    self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
                 }
             }
-        case .releaseLease(let revision, let handoffTo):
-            let token = lifecycle.held?.token ?? 0
+        case .releaseLease(let revision, let handoffTo, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
             Task { [store] in
                 do {
-                    try await store.release(as: holder, token: token, ttl: ttl, revision: revision, handoffTo: handoffTo)
-                    self.apply(.releaseFinished(nil))
+                    try await store.release(as: holder, token: stamp.token, ttl: ttl, revision: revision, handoffTo: handoffTo)
+                    self.apply(.releaseFinished(nil, stamp))
                 } catch {
-                    self.apply(.releaseFinished((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)")))
+                    self.apply(.releaseFinished((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
                 }
             }
         case .armFenceKeeper(let token, let deadline):
@@ -229,12 +234,17 @@ public actor AppSupervisor {
                 await previous?.value
                 await backend.disarmFence()
             }
-        case .runPromotionStep(let step, let token):
+        case .runPromotionStep(let step, let stamp):
             let armed = fenceKeeperUpdates
             let passive = passiveTransition
+            let token = stamp.token
             Task { [backend, addresses, replica] in
                 await armed?.value
                 await passive?.value
+                guard self.isCurrentStep(stamp) else {
+                    self.logger.debug("promotion step superseded before it ran", metadata: ["step": "\(step.rawValue)", "stamp": "\(stamp)"])
+                    return
+                }
                 do {
                     switch step {
                     case .promoteReplica: try await replica?.promote(token: token)
@@ -242,42 +252,50 @@ public actor AppSupervisor {
                     case .startBackend: try await backend.start(token: token)
                     case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
                     }
-                    self.apply(.promotionStepSucceeded(step))
+                    self.apply(.promotionStepSucceeded(step, stamp))
                 } catch {
-                    self.apply(.promotionStepFailed(step, "\(error)"))
+                    self.apply(.promotionStepFailed(step, "\(error)", stamp))
                 }
             }
-        case .stopBackend:
+        case .stopBackend(let stamp):
             Task { [backend] in
-                await backend.stop()
-                self.apply(.backendStopped)
+                guard self.isCurrentStep(stamp) else { return }
+                let outcome = await backend.stop()
+                self.apply(.backendStopped(outcome, stamp))
             }
-        case .flushReplica(let token):
+        case .flushReplica(let stamp):
             Task { [replica] in
+                guard self.isCurrentStep(stamp) else { return }
                 do {
-                    try await replica?.flush(token: token)
-                    self.apply(.demotionStepFinished(.flushReplica, failure: nil))
+                    try await replica?.flush(token: stamp.token)
+                    self.apply(.demotionStepFinished(.flushReplica, failure: nil, stamp))
                 } catch {
-                    self.apply(.demotionStepFinished(.flushReplica, failure: "\(error)"))
+                    self.apply(.demotionStepFinished(.flushReplica, failure: "\(error)", stamp))
                 }
             }
-        case .releaseAddresses:
+        case .releaseAddresses(let stamp):
             Task { [addresses] in
+                guard self.isCurrentStep(stamp) else { return }
                 do {
                     try await addresses?.release()
-                    self.apply(.demotionStepFinished(.releaseAddresses, failure: nil))
+                    self.apply(.demotionStepFinished(.releaseAddresses, failure: nil, stamp))
                 } catch {
-                    // Fencing removes them the hard way.
-                    self.apply(.demotionStepFinished(.releaseAddresses, failure: "\(error)"))
+                    // The lifecycle fences: the VIPs go the hard way, or the lease is not released.
+                    self.apply(.demotionStepFinished(.releaseAddresses, failure: "\(error)", stamp))
                 }
             }
-        case .fence:
+        case .fence(let stamp):
+            // Not gated on being current: fencing is never superseded by anything but another
+            // fence, and runs at once, beside whatever step is in flight.
             Task { [backend, addresses, replica] in
-                async let backendFenced: Void = backend.fence()
-                async let addressesFenced: Void? = addresses?.fence()
+                async let backendFenced = backend.fence()
+                async let addressesFenced = addresses?.fence()
                 async let replicaFenced: Void? = replica?.fence()
-                _ = await (backendFenced, addressesFenced, replicaFenced)
-                self.apply(.fenceCompleted)
+                let (backendOutcome, addressesOutcome, _) = await (backendFenced, addressesFenced, replicaFenced)
+                var problems: [String] = []
+                if case .unconfirmed(let why) = backendOutcome { problems.append("backend: \(why)") }
+                if case .unconfirmed(let why)? = addressesOutcome { problems.append("virtual IPs: \(why)") }
+                self.apply(.fenceCompleted(problems.isEmpty ? .confirmed : .unconfirmed(problems.joined(separator: "; ")), stamp))
             }
         case .followActive:
             let previous = passiveTransition
@@ -308,6 +326,11 @@ public actor AppSupervisor {
         case .demotionStepFailed(let step, let reason):
             logger.error("demotion step failed; going on", metadata: ["step": "\(step.rawValue)", "reason": "\(reason)"])
         case .fenced(let token, let reason): logger.error("fenced", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
+        case .fenceUnconfirmed(let token, let reason):
+            logger.critical(
+                "fencing could not confirm the backend gone and the virtual IPs removed; the lease is not released: it runs out while the fence keeper kills at its deadline",
+                metadata: ["epoch": "\(token)", "reason": "\(reason)"])
+        case .staleResult(let what): logger.info("\(what)")
         case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])

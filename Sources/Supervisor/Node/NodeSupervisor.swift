@@ -186,9 +186,12 @@ public actor NodeSupervisor: NodeController {
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
         case .leaseLost(let token, let reason): lastEvents[app] = "lost the lease (epoch \(token)): \(reason)"
+        case .fenceUnconfirmed(let token, let reason):
+            lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
+            backendRunning[app] = false
         case .duplicateInstance(let other): lastEvents[app] = "refusing: another batond runs as node \(other.node) (instance \(other.instance))"
         case .observed(let event): lastEvents[app] = event
-        case .ignored: break
+        case .ignored, .staleResult: break
         }
     }
 

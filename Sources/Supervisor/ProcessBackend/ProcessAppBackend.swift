@@ -130,11 +130,15 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
 
     private func isRunning(token: UInt64) -> Bool { shouldRun && self.token == token }
 
-    public func stop() async {
+    /// The process backend's stop returns once the process group is gone: past the stop
+    /// timeout it is killed, and a keeper that does not confirm the kill is killed with it.
+    @discardableResult
+    public func stop() async -> StopOutcome {
         shouldRun = false
         monitor?.cancel()
         monitor = nil
         await process.stop()
+        return .confirmed
     }
 
     /// The running backend's pid. For tests.
@@ -151,11 +155,13 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
         await process.shutdown()
     }
 
-    public func fence() async {
+    @discardableResult
+    public func fence() async -> StopOutcome {
         shouldRun = false
         monitor?.cancel()
         monitor = nil
         await process.fence()
+        return .confirmed
     }
 }
 

@@ -318,7 +318,9 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         }
     }
 
-    public func stop() async {
+    /// Stops the unit; confirmed only when systemd reports it inactive or failed afterwards.
+    @discardableResult
+    public func stop() async -> StopOutcome {
         desired = .stopped
         monitor?.cancel()
         monitor = nil
@@ -327,9 +329,12 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         pendingStop = task
         await task.value
         recheckSoon()
+        return await confirmDown(context: "stop")
     }
 
-    public func fence() async {
+    /// KillUnit and StopUnit; confirmed only when systemd reports the unit down afterwards.
+    @discardableResult
+    public func fence() async -> StopOutcome {
         desired = .stopped
         monitor?.cancel()
         monitor = nil
@@ -338,6 +343,17 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         defer { stopsInFlight -= 1 }
         await killAndStop(context: "fence")
         recheckSoon()
+        return await confirmDown(context: "fence")
+    }
+
+    /// Asks systemd for the unit's state: only inactive or failed is a confirmed stop.
+    private func confirmDown(context: String) async -> StopOutcome {
+        do {
+            let state = try await manager.unitState(unit)
+            return Self.isDown(state) ? .confirmed : .unconfirmed("unit \(unit) is \(state.activeState)/\(state.subState) after the \(context)")
+        } catch {
+            return .unconfirmed("the state of unit \(unit) after the \(context) is unknown: \(error)")
+        }
     }
 
     public func dispose() async {
