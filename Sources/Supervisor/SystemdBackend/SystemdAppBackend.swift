@@ -410,7 +410,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
             logger.debug("KillUnit failed", metadata: ["context": "\(context)", "error": "\(error)"])
         }
         do {
-            try await manager.stopUnit(unit, timeout: .seconds(10))
+            try await manager.stopUnit(unit, timeout: min(configuration.stopTimeout, .seconds(10)))
         } catch {
             logger.error("cannot stop the unit after killing it", metadata: ["context": "\(context)", "error": "\(error)"])
         }
