@@ -89,7 +89,7 @@ extension ReplicationIntegrationTests {
             let active = configuration(directory, node: "node-a", database: app.path)
             let passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
             let shipper = try await WALShipper.start(configuration: active, token: 4, jetStream: jetStream, logger: logger)
-            try await app.workload(transactions: 12, bigEvery: 3)
+            try await app.workload(transactions: 12, bigEvery: 4)
             let handoff = try await shipper.stepDown()
 
             // Replay the stream with every chunked record restarted part-way.
@@ -149,7 +149,7 @@ extension ReplicationIntegrationTests {
             var passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
             passive.fetchMaxMessages = 1  // one message per step, to lose exactly one
             let shipper = try await WALShipper.start(configuration: active, token: 6, jetStream: jetStream, logger: logger)
-            try await app.workload(transactions: 8, bigEvery: 2)
+            try await app.workload(transactions: 8, bigEvery: 4)
             let handoff = try await shipper.stepDown()
             let stream = active.names.stream
             let info = try await jetStream.streamInfo(stream)
