@@ -23,6 +23,9 @@ public struct ApplierStatus: Sendable, Hashable {
     public var resynchronisations: Int
     /// Times the consumer was positioned again after the NATS connection came back.
     public var repositionsAfterReconnect: Int
+    /// The most bytes one pull request brought (subjects, headers and payloads, as the server
+    /// counts them against the request's `max_bytes`).
+    public var largestBatchBytes: Int
     /// The latest error (cleared by the next success).
     public var lastError: String?
     /// Whether the applying loop runs.
@@ -204,7 +207,7 @@ actor ApplierCore {
     private(set) var stopRequested = false
     private(set) var status = ApplierStatus(
         position: nil, rejectedStaleRecords: 0, discardedIncompleteRecords: 0, snapshotsRestored: 0, recordRestarts: 0, resynchronisations: 0,
-        repositionsAfterReconnect: 0, lastError: nil, running: false)
+        repositionsAfterReconnect: 0, largestBatchBytes: 0, lastError: nil, running: false)
     /// Records (transactions and snapshots) applied since the core was created.
     private(set) var recordsApplied = 0
 
@@ -362,6 +365,8 @@ actor ApplierCore {
         if messages.isEmpty, !noWait {
             messages = try await consumer.fetch(batch: 1, maxBytes: maxBytes, expires: expires)
         }
+        let batchBytes = messages.reduce(0) { $0 + PullConsumer.deliveredSize(of: $1.message) }
+        status.largestBatchBytes = max(status.largestBatchBytes, batchBytes)
         for message in messages {
             let sequence = message.metadata.streamSequence
             if let last = lastDeliveredSequence, sequence > last + 1 {

@@ -11,7 +11,7 @@ import Testing
 /// records re-read from their first chunk after a redelivery or a lost delivery. Part of the
 /// serialized "Replication over JetStream" suite.
 extension ReplicationIntegrationTests {
-    /// A passive node far behind: ~240 MB of 1 MiB blobs shipped while its applier was stopped
+    /// A passive node far behind: ~220 MB of 1 MiB blobs shipped while its applier was stopped
     /// (so the records wait in the stream), then the applier catches up. The old applier asked
     /// for 256 messages of up to 1 MiB per pull request, more than the server queues for a
     /// client before it drops it as a slow consumer (64 MiB): the server log must show no slow
@@ -34,7 +34,7 @@ extension ReplicationIntegrationTests {
             await applier.stop()
             let before = try #require(await applier.status().position)
 
-            let blobs = 240
+            let blobs = 210
             for index in 0..<blobs {
                 try await app.run("INSERT INTO items(note, body) VALUES ('blob \(index)', randomblob(1048576))")
             }
@@ -57,10 +57,12 @@ extension ReplicationIntegrationTests {
             #expect(status.resynchronisations == 0, "\(status)")
             #expect(status.recordRestarts == 0, "\(status)")
             #expect(status.repositionsAfterReconnect == 0, "\(status)")
+            // Every pull request stayed within its byte budget (4 MiB), far below 64 MiB.
+            #expect(status.largestBatchBytes > 1_000_000 && status.largestBatchBytes <= passive.fetchMaxBytes, "\(status)")
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             print(
                 "flow control [\(kind)]: \(backlogMessages) messages, \(backlogBytes / 1_000_000) MB caught up in "
-                    + String(format: "%.1f s (%.1f MB/s)", seconds, Double(backlogBytes) / 1e6 / seconds))
+                    + String(format: "%.1f s (%.1f MB/s), largest pull batch %d bytes", seconds, Double(backlogBytes) / 1e6 / seconds, status.largestBatchBytes))
 
             let log = (try? String(contentsOf: server.logFile, encoding: .utf8)) ?? ""
             #expect(!log.contains("Slow Consumer"), "\(server.logTail(lines: 20))")
