@@ -393,8 +393,11 @@ actor ApplierCore {
     private func restartRecord(at message: JetStreamMessage, _ error: ReplicationError) async throws {
         guard let position = status.position else { throw error }
         let sequence = message.metadata.streamSequence
-        if sequence == position.streamSequence + 1 || restartsWithoutProgress >= 2 {
+        if sequence == position.streamSequence + 1 {
             throw ReplicationError(.gap, "\(error.message) at stream sequence \(sequence); the record's first chunk is not in the stream")
+        }
+        if restartsWithoutProgress >= 2 {
+            throw ReplicationError(.gap, "\(error.message) at stream sequence \(sequence), again after reading from sequence \(position.streamSequence + 1) twice")
         }
         restartsWithoutProgress += 1
         status.recordRestarts += 1
