@@ -194,4 +194,41 @@ extension ReplicationIntegrationTests {
             await client.close()
         }
     }
+    /// The connection drops while the applier catches up (the server restarts, as after a slow
+    /// consumer disconnect): the applier logs it, reads again from its applied position once
+    /// reconnected, and ends equal to the primary.
+    @Test(arguments: NATSServerKind.allCases)
+    func aReconnectDuringCatchUpReadsAgainFromThePosition(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: Self.maxPayload)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let app = try await App(path: directory.file("a/app.db"))
+            let active = configuration(directory, node: "node-a", database: app.path)
+            var passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
+            passive.fetchMaxMessages = 1  // slow catch-up, so the restart lands in the middle
+            let shipper = try await WALShipper.start(configuration: active, token: 9, jetStream: jetStream, logger: logger)
+            try await app.workload(transactions: 30, bigEvery: 4)
+            let handoff = try await shipper.stepDown()
+
+            let applier = try await WALApplier.start(configuration: passive, jetStream: jetStream, logger: logger)
+            let restored = try await applier.waitForStreamSequence(1, timeout: .seconds(30))
+            _ = try await applier.waitForStreamSequence(restored.streamSequence + 2, timeout: .seconds(30))
+            try await server.restart()
+            let position = try await applier.waitForFinalMarker(token: 9, timeout: .seconds(60))
+            let deadline = ContinuousClock.now + .seconds(20)
+            while await applier.status().repositionsAfterReconnect == 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let status = await applier.status()
+            await applier.stop()
+            #expect(status.repositionsAfterReconnect >= 1, "\(status)")
+            #expect(position.txid == handoff.txid)
+            #expect(position.checksum == handoff.checksum)
+            try await app.checkpointTruncate()
+            #expect(try fileChecksum(passive.replicaPath, pageSize: 4096) == handoff.checksum)
+            #expect(try logicalDigest(openImmutable(passive.replicaPath)) == (try await app.digest()))
+            await app.close()
+            await client.close()
+        }
+    }
 }

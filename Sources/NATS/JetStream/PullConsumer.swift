@@ -32,7 +32,8 @@ public struct PullConsumer: Sendable {
     /// data in flight to this client stays bounded whatever the messages' sizes. When the very
     /// first message is bigger than `maxBytes` nothing can be delivered and the fetch throws
     /// ``JetStreamError/Code/invalidArgument``. The messages wait in a subscription sized for
-    /// the request (`batch` messages, `maxBytes` bytes), so none is dropped client-side.
+    /// the request (`batch` messages, `maxBytes` bytes), so none is dropped client-side. When the
+    /// connection drops, the fetch returns at once with what arrived (the request is gone).
     public func fetch(batch: Int, maxBytes: Int? = nil, expires: Duration = .seconds(5), noWait: Bool = false) async throws -> [JetStreamMessage] {
         guard batch > 0 else { throw JetStreamError(.invalidArgument, "fetch batch must be at least 1") }
         if let maxBytes, maxBytes <= 0 { throw JetStreamError(.invalidArgument, "fetch max bytes must be at least 1") }
@@ -48,8 +49,19 @@ public struct PullConsumer: Sendable {
             try? await Task.sleep(for: localDeadline)
             try? await subscription.unsubscribe()
         }
+        // The server forgets a pull request with the connection it came on: stop waiting for it.
+        let events = client.events()
+        let disconnects = Task {
+            for await event in events {
+                if case .disconnected = event {
+                    try? await subscription.unsubscribe()
+                    return
+                }
+            }
+        }
         defer {
             timer.cancel()
+            disconnects.cancel()
             Task { try? await subscription.unsubscribe() }
         }
         try await client.publish("\(jetStream.apiPrefix).CONSUMER.MSG.NEXT.\(stream).\(name)", payload: ByteBuffer(bytes: body), replyTo: inbox)
