@@ -46,6 +46,13 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     public var snapshotInterval: Duration?
     /// How long the shipper's write barrier (`BEGIN IMMEDIATE`) waits for the app's writer.
     public var barrierTimeout: Duration = .seconds(2)
+    /// The applier's pull requests ask for at most this many bytes (`max_bytes`; raised to the
+    /// server's max_payload plus room for subjects when smaller), so the data in flight to a
+    /// passive node stays bounded however far behind it is: the server never queues more than
+    /// this for the connection, far below its slow-consumer limit (64 MiB by default).
+    public var fetchMaxBytes: Int = 4 * 1024 * 1024
+    /// The applier's pull requests ask for at most this many messages.
+    public var fetchMaxMessages: Int = 256
 
     /// Creates a configuration with default tuning.
     public init(cluster: String, app: String, nodeID: String, databasePath: String, stateDirectory: String) {
@@ -85,6 +92,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
             throw ReplicationError(.invalidConfiguration, "the snapshot interval must be positive")
         }
         guard snapshotsToKeep >= 1 else { throw ReplicationError(.invalidConfiguration, "snapshots to keep must be at least 1") }
+        guard fetchMaxBytes >= 1, fetchMaxMessages >= 1 else {
+            throw ReplicationError(.invalidConfiguration, "the applier's fetch limits must be at least 1")
+        }
     }
 
     var streamConfig: StreamConfig {

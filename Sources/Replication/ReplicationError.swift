@@ -25,6 +25,9 @@ public struct ReplicationError: Error, Hashable, Sendable, CustomStringConvertib
         public static let checksumMismatch = Code(name: "checksumMismatch")
         /// A record's transaction id does not follow the replica's.
         public static let gap = Code(name: "gap")
+        /// A chunk arrived where an earlier chunk of its record was expected (a delivery lost
+        /// chunks, for example across a reconnect): re-read the record from its first chunk.
+        public static let chunkMissing = Code(name: "chunkMissing")
         /// No snapshot is available to restore from.
         public static let noSnapshot = Code(name: "noSnapshot")
         /// `PRAGMA quick_check` reported problems.

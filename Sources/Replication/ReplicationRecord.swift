@@ -280,17 +280,25 @@ public struct RecordChunk: Sendable, Hashable {
 /// A record is returned only once all its chunks arrived and its length and hash match. A chunk
 /// of another record (another txid or token) while one is incomplete discards the incomplete one
 /// (its writer died mid-record; it was never complete, so it was never applied) and counts it in
-/// ``discardedIncompleteRecords``. A chunk repeated by a redelivery is ignored.
+/// ``discardedIncompleteRecords``. Chunk 0 of the record being assembled (a redelivery, or a
+/// consumer restarted mid-record) starts the record over, counted in ``restartedRecords``; any
+/// other chunk already held is a duplicate and ignored. A chunk after a missing one throws
+/// ``ReplicationError/Code/chunkMissing``: the reader re-reads the record from its first chunk.
 public struct RecordAssembler: Sendable {
     private var pending: [RecordChunk] = []
     /// Incomplete records dropped because another record started.
     public private(set) var discardedIncompleteRecords = 0
+    /// Records started over because their chunk 0 arrived again.
+    public private(set) var restartedRecords = 0
 
     /// Creates an empty assembler.
     public init() {}
 
     /// Whether part of a record is waiting for more chunks.
     public var hasIncompleteRecord: Bool { !pending.isEmpty }
+
+    /// How many chunks of the incomplete record are held.
+    public var pendingChunks: Int { pending.count }
 
     /// Drops a partial record (for example before restoring a snapshot).
     public mutating func reset() { pending = [] }
@@ -301,13 +309,18 @@ public struct RecordAssembler: Sendable {
             pending = []
             discardedIncompleteRecords += 1
         }
+        if chunk.index == 0, !pending.isEmpty {
+            // The same record from its start again: take this copy from the beginning.
+            pending = []
+            restartedRecords += 1
+        }
         if chunk.index < UInt32(pending.count) { return nil }  // a redelivered chunk
         guard chunk.index == UInt32(pending.count) else {
             let expected = pending.count
             pending = []
-            if expected > 0 { discardedIncompleteRecords += 1 }
-            // The start of this record is missing (it fell out of the stream): nothing to apply.
-            throw ReplicationError(.gap, "chunk \(chunk.index) of record \(chunk.txid) arrived where chunk \(expected) was expected")
+            // Chunks of this record were not delivered (or its start is not in the stream at
+            // all): the reader decides which by reading the record again from its start.
+            throw ReplicationError(.chunkMissing, "chunk \(chunk.index) of record \(chunk.txid) arrived where chunk \(expected) was expected")
         }
         pending.append(chunk)
         guard pending.count == Int(chunk.count) else { return nil }

@@ -14,6 +14,18 @@ public struct ApplierStatus: Sendable, Hashable {
     public var discardedIncompleteRecords: Int
     /// Snapshots restored.
     public var snapshotsRestored: Int
+    /// Times a record was read again from its first chunk because messages of the stream were
+    /// not delivered (lost with a connection, or held back for redelivery), instead of
+    /// resynchronising.
+    public var recordRestarts: Int
+    /// Times applying failed and the applier resynchronised (positioned its consumer again, and
+    /// restored a snapshot when its position had left the stream).
+    public var resynchronisations: Int
+    /// Times the consumer was positioned again after the NATS connection came back.
+    public var repositionsAfterReconnect: Int
+    /// The most bytes one pull request brought (subjects, headers and payloads, as the server
+    /// counts them against the request's `max_bytes`).
+    public var largestBatchBytes: Int
     /// The latest error (cleared by the next success).
     public var lastError: String?
     /// Whether the applying loop runs.
@@ -56,16 +68,25 @@ public struct ReplicationLag: Sendable, Hashable {
 /// position fell out of the stream's retention (or there is none), the latest snapshot is
 /// restored first. Errors (a gap, a checksum mismatch) make the applier resynchronise from the
 /// latest snapshot; it keeps running and reports them in ``ApplierStatus/lastError``.
+///
+/// Flow control: each pull request is bounded by ``ReplicationConfiguration/fetchMaxBytes`` and
+/// ``ReplicationConfiguration/fetchMaxMessages``, and the next one is sent only once the batch
+/// was applied, so a replica far behind (hundreds of MB of records) never has more than a few
+/// MiB in flight and never trips the server's slow-consumer limit. Chunks lost in delivery (a
+/// reconnect, a redelivery) make the applier re-read the record from its first chunk; after a
+/// reconnect it re-reads from its position. Neither is a resynchronisation.
 public final class WALApplier: Sendable {
     /// The configuration the applier runs with.
     public let configuration: ReplicationConfiguration
     let core: ApplierCore
     private let loop: NIOLockedValueBox<Task<Void, Never>?>
+    private let watcher: NIOLockedValueBox<Task<Void, Never>?>
 
     init(configuration: ReplicationConfiguration, core: ApplierCore) {
         self.configuration = configuration
         self.core = core
         loop = NIOLockedValueBox(nil)
+        watcher = NIOLockedValueBox(nil)
     }
 
     /// Loads the replica and starts applying in the background. Returns once the loop runs (a
@@ -77,6 +98,17 @@ public final class WALApplier: Sendable {
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         try await core.load()
         let applier = WALApplier(configuration: configuration, core: core)
+        // A pull request in flight when the connection dropped is gone, and the messages the
+        // server had queued for it are delivered again only after the ack wait: re-read from
+        // the position at once instead.
+        let events = jetStream.client.events()
+        let watch = Task { [weak core] in
+            for await event in events {
+                guard let core else { return }
+                if case .reconnected = event { await core.connectionReestablished() }
+            }
+        }
+        applier.watcher.withLockedValue { $0 = watch }
         let task = Task {
             await core.setRunning(true)
             var positioned = false
@@ -147,6 +179,7 @@ public final class WALApplier: Sendable {
     /// Stops applying (the replica and position stay; the next start continues from them).
     public func stop() async {
         await core.requestStop()
+        watcher.withLockedValue { $0 }?.cancel()
         if let task = loop.withLockedValue({ $0 }) { await task.value }
         await core.shutdown()
     }
@@ -162,10 +195,19 @@ actor ApplierCore {
     let store: ReplicaStore
     private var consumer: PullConsumer?
     private var assembler = RecordAssembler()
+    /// Set after a reconnect: position the consumer again before the next fetch.
+    private var repositionPending = false
+    /// Record restarts since the position last moved (a restart that does not help is a gap).
+    private var restartsWithoutProgress = 0
+    /// The newest stream sequence the consumer delivered since it was positioned. The consumer
+    /// reads every subject of the stream and the stream has no interior holes, so a delivery
+    /// that skips sequences lost messages on the way.
+    private var lastDeliveredSequence: UInt64?
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private(set) var stopRequested = false
     private(set) var status = ApplierStatus(
-        position: nil, rejectedStaleRecords: 0, discardedIncompleteRecords: 0, snapshotsRestored: 0, lastError: nil, running: false)
+        position: nil, rejectedStaleRecords: 0, discardedIncompleteRecords: 0, snapshotsRestored: 0, recordRestarts: 0, resynchronisations: 0,
+        repositionsAfterReconnect: 0, largestBatchBytes: 0, lastError: nil, running: false)
     /// Records (transactions and snapshots) applied since the core was created.
     private(set) var recordsApplied = 0
 
@@ -183,7 +225,13 @@ actor ApplierCore {
         wake()
     }
 
+    func connectionReestablished() {
+        guard consumer != nil else { return }
+        repositionPending = true
+    }
+
     func noteError(_ error: any Error) {
+        status.resynchronisations += 1
         status.lastError = "\(error)"
         logger.warning("applying failed; will resynchronise", metadata: ["error": "\(error)"])
         wake()
@@ -246,6 +294,7 @@ actor ApplierCore {
         config.description = "Baton applier of \(configuration.app) on \(configuration.nodeID)"
         consumer = try await jetStream.createPullConsumer(stream: names.stream, config: config)
         assembler.reset()
+        lastDeliveredSequence = nil
     }
 
     private func restoreLatestSnapshot() async throws {
@@ -285,23 +334,77 @@ actor ApplierCore {
         wake()
     }
 
+    /// The `max_bytes` of each pull request: the configured bound, raised when one message of
+    /// the server's max_payload (plus its subject and ack subject) would not fit.
+    var fetchMaxBytes: Int {
+        let maxPayload = jetStream.client.serverInfo?.maxPayload ?? 1024 * 1024
+        return max(configuration.fetchMaxBytes, maxPayload + 4096)
+    }
+
     /// Fetches and applies one batch; returns how many messages arrived.
     ///
     /// A pull request is answered when its batch is full or it expires, so a request for 256
     /// messages would hold back records that arrive one at a time for up to `expires`. Hence:
     /// take what the stream already has (`no_wait`), and only when that is nothing wait for
-    /// the next message alone.
+    /// the next message alone. Every request is bounded in bytes too, and the next is sent
+    /// only after this batch was applied: that is the applier's backpressure.
     func step(expires: Duration, noWait: Bool = false) async throws -> Int {
-        guard let consumer else { throw ReplicationError(.notRunning, "the consumer is not positioned") }
-        var messages = try await consumer.fetch(batch: 256, expires: expires, noWait: true)
-        if messages.isEmpty, !noWait {
-            messages = try await consumer.fetch(batch: 1, expires: expires)
+        if repositionPending {
+            repositionPending = false
+            if let position = status.position {
+                status.repositionsAfterReconnect += 1
+                logger.notice(
+                    "NATS connection re-established; reading the replication stream again from the applied position",
+                    metadata: ["sequence": "\(position.streamSequence + 1)"])
+            }
+            try await position()
         }
+        guard let consumer else { throw ReplicationError(.notRunning, "the consumer is not positioned") }
+        let maxBytes = fetchMaxBytes
+        var messages = try await consumer.fetch(batch: configuration.fetchMaxMessages, maxBytes: maxBytes, expires: expires, noWait: true)
+        if messages.isEmpty, !noWait {
+            messages = try await consumer.fetch(batch: 1, maxBytes: maxBytes, expires: expires)
+        }
+        let batchBytes = messages.reduce(0) { $0 + PullConsumer.deliveredSize(of: $1.message) }
+        status.largestBatchBytes = max(status.largestBatchBytes, batchBytes)
         for message in messages {
-            try await handle(message)
+            let sequence = message.metadata.streamSequence
+            if let last = lastDeliveredSequence, sequence > last + 1 {
+                try await restartRecord(
+                    at: message, ReplicationError(.chunkMissing, "stream messages \(last + 1)...\(sequence - 1) were not delivered"))
+                return messages.count
+            }
+            lastDeliveredSequence = max(lastDeliveredSequence ?? 0, sequence)
+            do {
+                try await handle(message)
+            } catch let error as ReplicationError where error.code == .chunkMissing {
+                try await restartRecord(at: message, error)
+                return messages.count
+            }
             try? await message.ack()
         }
         return messages.count
+    }
+
+    /// Messages were not delivered (lost with a connection, or held back for redelivery): read
+    /// the record again from its first chunk by positioning the consumer after the last applied
+    /// record. Only when the record's start is not in the stream at all (or restarting does not
+    /// help) is that a gap, which resynchronises.
+    private func restartRecord(at message: JetStreamMessage, _ error: ReplicationError) async throws {
+        guard let position = status.position else { throw error }
+        let sequence = message.metadata.streamSequence
+        if sequence == position.streamSequence + 1 {
+            throw ReplicationError(.gap, "\(error.message) at stream sequence \(sequence); the record's first chunk is not in the stream")
+        }
+        if restartsWithoutProgress >= 2 {
+            throw ReplicationError(.gap, "\(error.message) at stream sequence \(sequence), again after reading from sequence \(position.streamSequence + 1) twice")
+        }
+        restartsWithoutProgress += 1
+        status.recordRestarts += 1
+        logger.notice(
+            "chunks of a record were not delivered; reading it again from its first chunk",
+            metadata: ["detail": "\(error.message)", "sequence": "\(sequence)", "from-sequence": "\(position.streamSequence + 1)"])
+        try await self.position()
     }
 
     private func handle(_ message: JetStreamMessage) async throws {
@@ -363,6 +466,7 @@ actor ApplierCore {
         }
         status.position = try await io.run { store.position }
         status.lastError = nil
+        restartsWithoutProgress = 0
         wake()
     }
 

@@ -9,8 +9,9 @@ struct BackendSetupError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// Creates the backend, VIPs and replica of an app of this node's config.
-func makeParts(_ app: AppConfig, config: BatonConfig, client: NATSClient, logger: Logger) async throws -> NodeSupervisor.AppParts {
+/// Creates the backend, VIPs and replica of an app of this node's config. The replica uses
+/// `replicationClient`, not the lease connection `client`.
+func makeParts(_ app: AppConfig, config: BatonConfig, client: NATSClient, replicationClient: NATSClient, logger: Logger) async throws -> NodeSupervisor.AppParts {
     let backend: any AppBackend
     switch app.backend {
     case .process(let process):
@@ -24,7 +25,7 @@ func makeParts(_ app: AppConfig, config: BatonConfig, client: NATSClient, logger
     if let sqlite = app.sqlite {
         do {
             replica = try SQLiteReplica(
-                configuration: SQLiteReplica.configuration(app: app, sqlite: sqlite, config: config), jetStream: JetStream(client: client),
+                configuration: SQLiteReplica.configuration(app: app, sqlite: sqlite, config: config), jetStream: JetStream(client: replicationClient),
                 logger: logger)
         } catch {
             throw BackendSetupError(description: "app \(app.name): sqlite: \(error)")

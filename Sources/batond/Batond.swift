@@ -73,6 +73,8 @@ struct Batond: AsyncParsableCommand {
         logger[metadataKey: "node"] = "\(loaded.node.id)"
 
         let client = try NATSClient(options: try natsOptions(loaded), logger: logger)
+        // Replication gets its own connection: a replication backlog never delays a lease renew, and its disconnects never reset the election's holdoff.
+        let replicationClient = try NATSClient(options: try natsOptions(loaded, purpose: "replication"), logger: logger)
         let instance = NUID.next()
         let backendLogger = logger
         let ownUnit = await ServiceManagerLink.ownUnit(config: loaded, logger: logger)
@@ -80,9 +82,10 @@ struct Batond: AsyncParsableCommand {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
         let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
-            try await makeParts(app, config: loaded, client: client, logger: backendLogger)
+            try await makeParts(app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
-        let service = BatondService(configPath: config, client: client, node: node, serviceManager: serviceManager, logger: logger)
+        let service = BatondService(
+            configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -96,10 +99,11 @@ struct Batond: AsyncParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// NATS client options from the config's `nats:` section.
-func natsOptions(_ config: BatonConfig) throws -> NATSClientOptions {
+/// NATS client options from the config's `nats:` section; `purpose` names a second connection
+/// (in the server's connection list) next to the main one.
+func natsOptions(_ config: BatonConfig, purpose: String? = nil) throws -> NATSClientOptions {
     var options = NATSClientOptions(servers: config.nats.servers)
-    options.name = "batond \(config.node.id)"
+    options.name = "batond \(config.node.id)" + (purpose.map { " \($0)" } ?? "")
     options.retryOnFailedInitialConnect = true
     options.requestTimeout = .seconds(2)
     switch config.nats.auth {
@@ -122,6 +126,9 @@ func natsOptions(_ config: BatonConfig) throws -> NATSClientOptions {
 struct BatondService: Service {
     let configPath: String
     let client: NATSClient
+    /// The connection of the apps' replication (shipper and applier), separate from `client`
+    /// (leases, control service).
+    let replicationClient: NATSClient
     let node: NodeSupervisor
     let serviceManager: ServiceManagerLink
     let logger: Logger
@@ -132,13 +139,17 @@ struct BatondService: Service {
         let connected = await withGracefulShutdownHandler {
             do {
                 try await client.connect()
+                try await replicationClient.connect()
                 return true
             } catch {
                 logger.error("cannot connect to NATS", metadata: ["error": "\(error)"])
                 return false
             }
         } onGracefulShutdown: {
-            Task { await client.close() }
+            Task {
+                await client.close()
+                await replicationClient.close()
+            }
         }
         guard connected else {
             serviceManager.stopping()
@@ -159,6 +170,7 @@ struct BatondService: Service {
         await node.shutdown()
         supervision.cancel()
         await client.close()
+        await replicationClient.close()
         logger.info("stopped")
     }
 

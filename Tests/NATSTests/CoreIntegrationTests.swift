@@ -270,6 +270,31 @@ struct CoreIntegrationTests {
         }
     }
 
+    /// The pending limit in bytes: big messages stop being buffered long before the count limit,
+    /// a message always fits into an empty buffer, and reading releases the bytes.
+    @Test(arguments: NATSServerKind.allCases)
+    func slowConsumerPendingBytesAreBounded(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(jetStream: false)) { server in
+            let client = try await connectedClient(server)
+            let subscription = try await client.subscribe(to: "blobs", pendingBytesLimit: 25_000)
+            try await client.flush()
+            let blob = ByteBuffer(bytes: [UInt8](repeating: 1, count: 10_000))
+            for _ in 0..<10 { try await client.publish("blobs", payload: blob) }
+            try await client.flush()
+            #expect(subscription.droppedMessages == 8)
+            #expect(subscription.pendingBytes == 20_000)
+            _ = try await collect(2, from: subscription)
+            #expect(subscription.pendingBytes == 0)
+            // One bigger than the whole limit still gets through into an empty buffer.
+            try await client.publish("blobs", payload: ByteBuffer(bytes: [UInt8](repeating: 2, count: 40_000)))
+            try await client.flush()
+            let big = try await nextMessage(subscription)
+            #expect(big.payload.readableBytes == 40_000)
+            #expect(subscription.droppedMessages == 8)
+            await client.close()
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func lameDuckModeIsReported(kind: NATSServerKind) async throws {
         var config = NATSServerConfig(jetStream: false)

@@ -125,6 +125,62 @@ struct JetStreamIntegrationTests {
         }
     }
 
+    /// `max_bytes` bounds what one pull request brings: never more than the budget plus one
+    /// message (the server stops before the message that would overflow it), whatever the
+    /// batch size; a budget smaller than the next message is an error, not a hang.
+    @Test(arguments: NATSServerKind.allCases)
+    func pullFetchesAreBoundedByBytes(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let client = try await connectedClient(server)
+            let js = JetStream(client: client)
+            try await js.createStream(StreamConfig(name: "BLOBS", subjects: ["blobs.>"]))
+            let count = 60
+            let size = 100_000
+            for index in 0..<count {
+                try await js.publish("blobs.\(index)", payload: ByteBuffer(bytes: [UInt8](repeating: UInt8(index), count: size)))
+            }
+            var config = ConsumerConfig(durableName: "bounded", ackPolicy: .explicit)
+            config.ackWait = .seconds(30)
+            let consumer = try await js.createPullConsumer(stream: "BLOBS", config: config)
+            let maxBytes = 350_000
+            var received: [UInt64] = []
+            var fetches = 0
+            while received.count < count, fetches < 100 {
+                fetches += 1
+                let batch = try await consumer.fetch(batch: 1000, maxBytes: maxBytes, expires: .seconds(2), noWait: fetches % 2 == 0)
+                let bytes = batch.reduce(0) { $0 + PullConsumer.deliveredSize(of: $1.message) }
+                let largest = batch.map { PullConsumer.deliveredSize(of: $0.message) }.max() ?? 0
+                #expect(bytes <= maxBytes + largest, "fetch \(fetches): \(batch.count) messages, \(bytes) bytes")
+                // The server's own accounting: strictly within the budget.
+                #expect(bytes <= maxBytes, "fetch \(fetches): \(batch.count) messages, \(bytes) bytes")
+                #expect(batch.count <= 3)
+                if received.count + batch.count < count { #expect(batch.count == 3) }
+                for message in batch {
+                    #expect(message.payload.readableBytes == size)
+                    received.append(message.metadata.streamSequence)
+                    try await message.ack()
+                }
+            }
+            #expect(received == Array(1...UInt64(count)))
+            // The count bound still applies under a large byte budget.
+            for index in 0..<5 { try await js.publish("blobs.small.\(index)", payload: ByteBuffer(string: "\(index)")) }
+            let small = try await consumer.fetch(batch: 2, maxBytes: 1 << 20, expires: .seconds(2))
+            #expect(small.count == 2)
+            for message in small { try await message.ackSync() }
+            // A budget below the next message's size cannot deliver anything.
+            try await js.publish("blobs.big", payload: ByteBuffer(bytes: [UInt8](repeating: 7, count: size)))
+            let rest = try await consumer.fetch(batch: 10, maxBytes: 1 << 20, noWait: true)
+            #expect(rest.count == 4)
+            for message in rest { try await message.ackSync() }
+            try await js.publish("blobs.big2", payload: ByteBuffer(bytes: [UInt8](repeating: 8, count: size)))
+            let refused = await #expect(throws: JetStreamError.self) {
+                _ = try await consumer.fetch(batch: 10, maxBytes: 10_000, expires: .seconds(2))
+            }
+            #expect(refused?.code == .invalidArgument)
+            await client.close()
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func durablePullConsumerFetchesAndAcks(kind: NATSServerKind) async throws {
         try await withNATSServer(kind) { server in

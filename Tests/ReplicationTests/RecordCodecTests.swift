@@ -94,6 +94,45 @@ struct RecordCodecTests {
         #expect(RecordChunk.split(sampleRecord(pages: 1), maxMessageBytes: 1 << 20).count == 1)
     }
 
+    /// A record's chunks delivered again from chunk 0 part-way (a redelivery, or a consumer
+    /// restarted mid-record: chunks 0...k, then 0...n) reassemble into the record, without an
+    /// error and without counting a discarded record.
+    @Test func aRecordRestartedFromItsFirstChunkReassembles() throws {
+        let record = sampleRecord(pages: 12, pageSize: 4096)
+        let chunks = RecordChunk.split(record, maxMessageBytes: 9000)
+        #expect(chunks.count >= 6)
+        for k in 0..<(chunks.count - 1) {
+            var assembler = RecordAssembler()
+            for chunk in chunks[0...k] { #expect(try assembler.add(chunk) == nil) }
+            var result: ReplicationRecord?
+            for (index, chunk) in chunks.enumerated() {
+                result = try assembler.add(try RecordChunk(decoding: chunk.encoded()))
+                if index < chunks.count - 1 { #expect(result == nil) }
+            }
+            #expect(result == record)
+            #expect(assembler.restartedRecords == 1)
+            #expect(assembler.discardedIncompleteRecords == 0)
+            #expect(!assembler.hasIncompleteRecord)
+        }
+        // Restarted twice, with single chunks redelivered in between.
+        var assembler = RecordAssembler()
+        let order = [0, 1, 2, 1, 0, 1, 2, 3, 2, 0] + Array(1..<chunks.count)
+        var result: ReplicationRecord?
+        for index in order { result = try assembler.add(chunks[index]) }
+        #expect(result == record)
+        #expect(assembler.restartedRecords == 2)
+        // A chunk after a missing one asks for the record again; the next full copy works.
+        var lossy = RecordAssembler()
+        #expect(try lossy.add(chunks[0]) == nil)
+        let missing = #expect(throws: ReplicationError.self) { try lossy.add(chunks[2]) }
+        #expect(missing?.code == .chunkMissing)
+        #expect(!lossy.hasIncompleteRecord)
+        for (index, chunk) in chunks.enumerated() {
+            let assembled = try lossy.add(chunk)
+            #expect((assembled == record) == (index == chunks.count - 1))
+        }
+    }
+
     @Test func incompleteOrDamagedRecordsAreNeverReturned() throws {
         let first = RecordChunk.split(sampleRecord(pages: 10, pageSize: 4096), maxMessageBytes: 8000)
         var second = sampleRecord(pages: 2)

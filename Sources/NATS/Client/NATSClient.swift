@@ -669,14 +669,17 @@ public final class NATSClient: Sendable {
 
     /// Subscribes to a subject (wildcards allowed), optionally in a queue group.
     ///
-    /// - Parameter pendingLimit: messages buffered for a slow reader before new ones are dropped;
-    ///   ``NATSClientOptions/subscriptionPendingLimit`` when nil.
-    public func subscribe(to subject: String, queue: String? = nil, pendingLimit: Int? = nil) async throws -> NATSSubscription {
+    /// - Parameters:
+    ///   - pendingLimit: messages buffered for a slow reader before new ones are dropped;
+    ///     ``NATSClientOptions/subscriptionPendingLimit`` when nil.
+    ///   - pendingBytesLimit: payload bytes buffered for a slow reader before new messages are
+    ///     dropped; ``NATSClientOptions/subscriptionPendingBytesLimit`` when nil.
+    public func subscribe(to subject: String, queue: String? = nil, pendingLimit: Int? = nil, pendingBytesLimit: Int? = nil) async throws -> NATSSubscription {
         try NATSSubject.validateSubscribe(subject)
         if let queue { try NATSSubject.validateQueueGroup(queue) }
         let (stream, continuation) = AsyncStream.makeStream(
-            of: NATSMessage.self, bufferingPolicy: .bufferingOldest(pendingLimit ?? options.subscriptionPendingLimit))
-        let sink = SubscriptionSink(.stream(continuation))
+            of: NATSMessage.self, bufferingPolicy: .bufferingOldest(max(1, pendingLimit ?? options.subscriptionPendingLimit)))
+        let sink = SubscriptionSink(.stream(continuation), pendingBytesLimit: max(1, pendingBytesLimit ?? options.subscriptionPendingBytesLimit))
         let sid = try addSubscription(subject: subject, queue: queue, sink: sink)
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination {

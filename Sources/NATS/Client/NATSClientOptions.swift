@@ -77,6 +77,10 @@ public struct NATSClientOptions: Sendable {
     /// Messages buffered per subscription for a slow reader before new ones are dropped (and
     /// reported).
     public var subscriptionPendingLimit: Int
+    /// Payload bytes buffered per subscription for a slow reader before new messages are dropped
+    /// (and reported), whatever ``subscriptionPendingLimit`` allows: a count alone lets 64k
+    /// messages of 1 MiB pile up in memory. A message is always taken when nothing is buffered.
+    public var subscriptionPendingBytesLimit: Int
     /// The default time a request waits for its reply.
     public var requestTimeout: Duration
     /// The prefix of reply subjects.
@@ -103,6 +107,7 @@ public struct NATSClientOptions: Sendable {
         self.reconnectBufferSize = 8 * 1024 * 1024
         self.maxPendingBytes = 8 * 1024 * 1024
         self.subscriptionPendingLimit = 65_536
+        self.subscriptionPendingBytesLimit = 64 * 1024 * 1024
         self.requestTimeout = .seconds(5)
         self.inboxPrefix = "_INBOX"
         self.ignoreDiscoveredServers = false

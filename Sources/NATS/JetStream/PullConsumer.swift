@@ -13,26 +13,55 @@ public struct PullConsumer: Sendable {
 
     private struct NextRequest: Encodable {
         var batch: Int
+        var max_bytes: Int?
         var expires: Int64?
         var no_wait: Bool?
     }
 
+    /// The bytes a message counts for in a pull request's `max_bytes` budget, as the server
+    /// counts them: subject, reply (ack) subject, header block and payload.
+    public static func deliveredSize(of message: NATSMessage) -> Int {
+        message.subject.utf8.count + (message.replyTo?.utf8.count ?? 0) + (message.headers.map(\.encodedSize) ?? 0) + message.payload.readableBytes
+    }
+
     /// Fetches up to `batch` messages, waiting up to `expires` for them to arrive (or not at all
     /// with `noWait`). Returns what arrived, possibly nothing.
-    public func fetch(batch: Int, expires: Duration = .seconds(5), noWait: Bool = false) async throws -> [JetStreamMessage] {
+    ///
+    /// With `maxBytes` the server also stops once the next message would take the batch's bytes
+    /// (``deliveredSize(of:)`` summed) over `maxBytes` (the pull request's `max_bytes`): the
+    /// data in flight to this client stays bounded whatever the messages' sizes. When the very
+    /// first message is bigger than `maxBytes` nothing can be delivered and the fetch throws
+    /// ``JetStreamError/Code/invalidArgument``. The messages wait in a subscription sized for
+    /// the request (`batch` messages, `maxBytes` bytes), so none is dropped client-side. When the
+    /// connection drops, the fetch returns at once with what arrived (the request is gone).
+    public func fetch(batch: Int, maxBytes: Int? = nil, expires: Duration = .seconds(5), noWait: Bool = false) async throws -> [JetStreamMessage] {
         guard batch > 0 else { throw JetStreamError(.invalidArgument, "fetch batch must be at least 1") }
+        if let maxBytes, maxBytes <= 0 { throw JetStreamError(.invalidArgument, "fetch max bytes must be at least 1") }
         let client = jetStream.client
         let inbox = client.newInbox()
-        let subscription = try await client.subscribe(to: inbox)
-        let request = NextRequest(batch: batch, expires: noWait ? nil : expires.nanoseconds, no_wait: noWait ? true : nil)
+        // Room for the whole batch plus the status messages that end or accompany it.
+        let subscription = try await client.subscribe(
+            to: inbox, pendingLimit: batch + 16, pendingBytesLimit: maxBytes.map { max($0, client.options.subscriptionPendingBytesLimit) } ?? .max)
+        let request = NextRequest(batch: batch, max_bytes: maxBytes, expires: noWait ? nil : expires.nanoseconds, no_wait: noWait ? true : nil)
         let body = try JetStreamJSON.encoder().encode(request)
         let localDeadline = noWait ? jetStream.timeout : expires + .seconds(1)
         let timer = Task {
             try? await Task.sleep(for: localDeadline)
             try? await subscription.unsubscribe()
         }
+        // The server forgets a pull request with the connection it came on: stop waiting for it.
+        let events = client.events()
+        let disconnects = Task {
+            for await event in events {
+                if case .disconnected = event {
+                    try? await subscription.unsubscribe()
+                    return
+                }
+            }
+        }
         defer {
             timer.cancel()
+            disconnects.cancel()
             Task { try? await subscription.unsubscribe() }
         }
         try await client.publish("\(jetStream.apiPrefix).CONSUMER.MSG.NEXT.\(stream).\(name)", payload: ByteBuffer(bytes: body), replyTo: inbox)
@@ -46,6 +75,13 @@ public struct PullConsumer: Sendable {
                     return messages
                 case 409:
                     let text = message.headers?.statusDescription ?? "conflict"
+                    if text.lowercased().contains("exceeds maxbytes") {
+                        // The budget is spent (or the next message alone is bigger than it).
+                        if messages.isEmpty {
+                            throw JetStreamError(.invalidArgument, "the next message of consumer \(name) on \(stream) is larger than the fetch's max bytes \(maxBytes ?? 0)")
+                        }
+                        return messages
+                    }
                     if messages.isEmpty {
                         throw JetStreamError(.consumerGone, "fetch from consumer \(name) on \(stream) failed: \(text)")
                     }

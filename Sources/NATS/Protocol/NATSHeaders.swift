@@ -35,6 +35,16 @@ public struct NATSHeaders: Sendable, Hashable {
         self.fields = pairs.map { Field(name: $0.key, value: $0.value) }
     }
 
+    /// The length of the block on the wire: `NATS/1.0[ status[ description]]\r\n`, each
+    /// `Name: value\r\n`, and the closing `\r\n`.
+    public var encodedSize: Int {
+        var size = 8 + 2 + 2
+        if let status { size += 1 + String(status).utf8.count }
+        if let statusDescription { size += 1 + statusDescription.utf8.count }
+        for field in fields { size += field.name.utf8.count + 2 + field.value.utf8.count + 2 }
+        return size
+    }
+
     /// Whether there are no fields and no status.
     public var isEmpty: Bool { fields.isEmpty && status == nil }
 
