@@ -202,9 +202,11 @@ struct BatondService: Service {
         while !Task.isShuttingDownGracefully {
             do {
                 return try await cancelWhenGracefulShutdown { [client, logger] in
+                    // Writes wait at most one heartbeat interval: a stuck one is retried at the next
+                    // heartbeat rather than delaying it.
                     try await NodeRegistry.register(
-                        jetStream: JetStream(client: client, timeout: .seconds(2)), cluster: config.cluster, me: me, replicas: config.nats.replicas,
-                        logger: logger)
+                        jetStream: JetStream(client: client, timeout: NodeRegistry.defaultHeartbeatInterval), cluster: config.cluster, me: me,
+                        replicas: config.nats.replicas, logger: logger)
                 }
             } catch let refusal as NodeRegistrationRefused {
                 logger.critical("\(refusal.description)")

@@ -137,4 +137,69 @@ struct DuplicateNodeIDTests {
             await next.stop()
         }
     }
+
+    /// A batond frozen for longer than the registry's heartbeat wait: a second batond with its
+    /// node id starts meanwhile, takes the silent entry over and runs the app. When the first
+    /// thaws, its heartbeat loses the compare-and-set to the second: it logs a critical error,
+    /// shows it in `batonctl status`, and never takes the lease again, not even when the second
+    /// releases it.
+    @Test(arguments: NATSServerKind.allCases)
+    func aThawedDuplicateNeverTakesTheLeaseAgain(kind: NATSServerKind) async throws {
+        let binary = try BatondClusterTests.executable("batond")
+        let keeper = try BatondClusterTests.executable("baton-fence-keeper")
+        let batonctl = try BatondClusterTests.executable("batonctl")
+        let directory = try makeTemporaryDirectory(prefix: "baton-dupid-thaw")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try beatingBackend.write(to: directory.appendingPathComponent("beat.py"), atomically: true, encoding: .utf8)
+        let beatLog = directory.appendingPathComponent("beats").path
+
+        try await withNATSServer(kind) { server in
+            let configPath = directory.appendingPathComponent("baton.yaml").path
+            try Self.config(port: server.port, directory: directory).write(toFile: configPath, atomically: true, encoding: .utf8)
+            var processes: [BatondProcess] = []
+            defer {
+                for process in processes where process.process.isRunning { kill(process.pid, SIGKILL) }
+            }
+            func start(_ name: String) throws -> BatondProcess {
+                let batond = try BatondProcess(
+                    node: "node-1", binary: binary, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
+                    environment: ["BATON_FENCE_KEEPER": keeper])
+                processes.append(batond)
+                return batond
+            }
+
+            let first = try start("first")
+            let firstEpoch = try await Self.waitForRun(beatLog, excluding: [], timeout: .seconds(20))
+            first.signal(SIGSTOP)
+            let second = try start("second")
+            let secondEpoch = try await Self.waitForRun(beatLog, excluding: [firstEpoch], timeout: .seconds(20))
+            #expect(Self.log(second).contains("taking over the node registry entry of a stale instance"), "\(Self.log(second))")
+            first.signal(SIGCONT)
+
+            // The thawed one notices and says so.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !Self.log(first).contains("another batond took over this node id"), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(Self.log(first).contains("another batond took over this node id"), "\(Self.log(first))")
+            let status = Process()
+            status.executableURL = URL(fileURLWithPath: batonctl)
+            status.arguments = ["status", "--json", "--nats", "nats://127.0.0.1:\(server.port)", "--cluster", "dupid"]
+            let output = Pipe()
+            status.standardOutput = output
+            status.standardError = output
+            try status.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            status.waitUntilExit()
+            #expect(text.contains("refusing to take the lease: another batond runs as node node-1"), "\(text)")
+
+            // The second one leaves (releasing the lease): the first never takes it.
+            await second.stop()
+            try await Task.sleep(for: .seconds(4))
+            let runs = Set(beats(beatLog).map(\.epoch))
+            #expect(runs == [firstEpoch, secondEpoch], "runs: \(runs)")
+            #expect(first.process.isRunning)
+            await first.stop()
+        }
+    }
 }
