@@ -18,7 +18,7 @@ public struct NodeRegistrationRefused: Error, Sendable, CustomStringConvertible 
     public var heartbeatWait: Duration
 
     public var description: String {
-        "node id \"\(node)\" is already in use by a running batond: \(other.summary), which heartbeat within the last "
+        "node id \"\(node)\" is already in use by a running batond: \(other.summary), whose last heartbeat came within the last "
             + "\(heartbeatWait.configString). node.id must be unique per host: give this host its own node.id in its config, "
             + "or stop the other batond first. This batond touched no app and exits."
     }
