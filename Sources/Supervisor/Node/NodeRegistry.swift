@@ -123,7 +123,7 @@ public actor NodeRegistry {
             do { try await Task.sleep(for: heartbeatInterval) } catch { return }
             if let other = await heartbeat() {
                 logger.critical(
-                    "another batond took over this node id in the node registry: two instances run as node \(me.node); every app of this one refuses to take a lease. node.id must be unique per host",
+                    "another batond took over this node id in the node registry: two instances run as node \(me.node); every app of this one refuses to take a lease until it is restarted. node.id must be unique per host",
                     metadata: ["other": "\(other.map(\.summary) ?? "a value Baton did not write")"])
                 await onDuplicate(other)
                 return
@@ -210,10 +210,12 @@ public actor NodeRegistry {
         }
     }
 
-    /// Whether a process of this pid namespace runs with `pid`.
+    /// Whether a batond of this pid namespace may run with `pid`: the pid exists and, when its
+    /// command name can be read, it is a batond (otherwise the pid was reused after a crash).
     @Sendable static func processAlive(_ pid: Int32) -> Bool {
-        guard pid > 0 else { return false }
-        return kill(pid, 0) == 0 || errno == EPERM
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return true }
+        return comm.contains("batond")
     }
 }
 
