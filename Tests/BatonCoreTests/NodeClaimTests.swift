@@ -11,7 +11,9 @@ struct NodeClaimTests {
         pidNamespace: "pid:[1]")
     let wait: Duration = .milliseconds(2500)
 
-    func other(hostname: String = "host-b", pid: Int32 = 100, bootID: String? = "boot-1", pidNamespace: String? = "pid:[1]", instance: String = "i-other") -> NodeRecord {
+    func other(
+        hostname: String = "host-b", pid: Int32 = 100, bootID: String? = "boot-1", pidNamespace: String? = "pid:[1]", instance: String = "i-other"
+    ) -> NodeRecord {
         NodeRecord(
             node: "node-1", instance: instance, hostname: hostname, pid: pid, started: "2026-01-01T00:00:00Z", version: "0.1.0", bootID: bootID,
             pidNamespace: pidNamespace)

@@ -64,7 +64,10 @@ public actor NodeRegistry {
     /// The bucket TTL: a crashed instance's entry is gone after this.
     public static func bucketTTL(interval: Duration) -> Duration { interval * 5 }
 
-    private init(kv: KeyValue, jetStream: JetStream, cluster: String, me: NodeRecord, heartbeatInterval: Duration, replicas: Int, revision: UInt64, logger: Logger) {
+    private init(
+        kv: KeyValue, jetStream: JetStream, cluster: String, me: NodeRecord, heartbeatInterval: Duration, replicas: Int, revision: UInt64,
+        logger: Logger
+    ) {
         self.kv = kv
         self.jetStream = jetStream
         self.cluster = cluster
@@ -122,9 +125,10 @@ public actor NodeRegistry {
         while !Task.isCancelled {
             do { try await Task.sleep(for: heartbeatInterval) } catch { return }
             if let other = await heartbeat() {
-                logger.critical(
-                    "another batond took over this node id in the node registry: two instances run as node \(me.node); every app of this one refuses to take a lease until it is restarted. node.id must be unique per host",
-                    metadata: ["other": "\(other.map(\.summary) ?? "a value Baton did not write")"])
+                let message =
+                    "another batond took over this node id in the node registry: two instances run as node \(me.node); every app of this one "
+                    + "refuses to take a lease until it is restarted. node.id must be unique per host"
+                logger.critical("\(message)", metadata: ["other": "\(other.map(\.summary) ?? "a value Baton did not write")"])
                 await onDuplicate(other)
                 return
             }
@@ -194,7 +198,8 @@ public actor NodeRegistry {
 
     static func read(_ kv: KeyValue, _ key: String) async throws -> NodeRegistryEntry? {
         guard let entry = try await kv.get(key) else { return nil }
-        return NodeRegistryEntry(record: try? JSONDecoder().decode(NodeRecord.self, from: Data(entry.value.readableBytesView)), revision: entry.revision)
+        let record = try? JSONDecoder().decode(NodeRecord.self, from: Data(entry.value.readableBytesView))
+        return NodeRegistryEntry(record: record, revision: entry.revision)
     }
 
     private static func encode(_ record: NodeRecord) throws -> ByteBuffer {
