@@ -22,6 +22,13 @@ struct Batond: AsyncParsableCommand {
             changed (a broken config is rejected and the running one stays). Under systemd \
             (units/batond.service, Type=notify) it reports READY, STATUS, RELOADING and STOPPING, \
             pings the watchdog only while its loops make progress, and logs to the journal.
+
+            Before it touches any app, batond registers its node id in the cluster's node \
+            registry (NATS KV bucket baton_<cluster>__nodes) and heartbeats there every second. \
+            If another live batond already runs with the same node.id (on this host or another), \
+            it refuses to start, names that instance (host, pid, start time) and exits with \
+            status 3; the entry of a crashed instance is taken over (at once on the same host, \
+            else after a few seconds without heartbeat).
             """,
         version: BatonVersion.current)
 
@@ -89,8 +96,17 @@ struct Batond: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch is NodeRegistrationRefused {
+            // Already logged with what to do. A distinct status, so that systemd does not restart
+            // into the same refusal (RestartPreventExitStatus= in units/batond.service).
+            throw ExitCode(Self.duplicateNodeExitCode)
+        }
     }
+
+    /// The exit status when another live batond runs with this node id.
+    static let duplicateNodeExitCode: Int32 = 3
 
     private func printError(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))
@@ -155,6 +171,16 @@ struct BatondService: Service {
             serviceManager.stopping()
             return
         }
+        // Claim the node id before touching any app (no app starts, no VIP, unit or epoch file
+        // is cleaned up): a second batond with this node id stops here.
+        guard let registry = try await registerNode() else {
+            serviceManager.stopping()
+            await client.close()
+            return
+        }
+        let heartbeats = Task { [node] in
+            await registry.runHeartbeats { other in await node.duplicateInstanceDetected(other) }
+        }
         await node.start()
         let config = await node.currentConfig
         let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
@@ -168,10 +194,45 @@ struct BatondService: Service {
         logger.info("stopping: stepping every app down")
         await control.stop()
         await node.shutdown()
+        heartbeats.cancel()
+        await heartbeats.value
+        await registry.deregister()
         supervision.cancel()
         await client.close()
         await replicationClient.close()
         logger.info("stopped")
+    }
+
+    /// Registers this instance under its node id in the node registry, retrying while NATS or
+    /// JetStream is unavailable; nil when asked to stop meanwhile. Throws
+    /// ``NodeRegistrationRefused`` when another live batond runs with the node id.
+    private func registerNode() async throws -> NodeRegistry? {
+        let config = await node.currentConfig
+        let me = NodeRecord.local(node: config.node.id, instance: node.instance)
+        serviceManager.status("registering node \(me.node)")
+        var attempt = 0
+        while !Task.isShuttingDownGracefully {
+            do {
+                return try await cancelWhenGracefulShutdown { [client, logger] in
+                    // Writes wait at most one heartbeat interval: a stuck one is retried at the next
+                    // heartbeat rather than delaying it.
+                    try await NodeRegistry.register(
+                        jetStream: JetStream(client: client, timeout: NodeRegistry.defaultHeartbeatInterval), cluster: config.cluster, me: me,
+                        replicas: config.nats.replicas, logger: logger)
+                }
+            } catch let refusal as NodeRegistrationRefused {
+                logger.critical("\(refusal.description)")
+                serviceManager.status("refused to start: node id \(me.node) is in use on host \(refusal.other.hostname) (pid \(refusal.other.pid))")
+                await client.close()
+                throw refusal
+            } catch {
+                if Task.isShuttingDownGracefully { break }
+                attempt += 1
+                logger.warning("cannot register in the node registry yet; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200 * min(attempt, 10)))
+            }
+        }
+        return nil
     }
 
     private func reloadOnSIGHUP() async {

@@ -215,6 +215,9 @@ public struct AppLifecycle: Sendable {
         case pauseRequested
         case resumeRequested
         case shutdownRequested
+        /// Another live batond runs with this node id (the node registry says so): never take
+        /// the lease from now on.
+        case duplicateInstanceReported(LeaseHolder)
         /// Time passed; check deadlines.
         case tick
     }
@@ -541,6 +544,11 @@ public struct AppLifecycle: Sendable {
                 phase = .demoting(step, .shutdown)
             } else if held == nil && phase != .fencing {
                 phase = .stopped
+            }
+        case .duplicateInstanceReported(let other):
+            if !duplicateDetected {
+                duplicateDetected = true
+                actions.append(.notify(.duplicateInstance(other)))
             }
         case .tick:
             break

@@ -39,6 +39,9 @@ public actor NodeSupervisor: NodeController {
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
+    /// Another batond that took this node id over in the node registry (see
+    /// ``duplicateInstanceDetected(_:)``).
+    private var duplicate: LeaseHolder?
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
     /// runs in (nil when not under systemd), for the status.
@@ -86,6 +89,16 @@ public actor NodeSupervisor: NodeController {
         return changes
     }
 
+    /// Another live batond runs with this node id (the node registry's heartbeat lost its
+    /// compare-and-set to it): every app, and every app started later, refuses to take a lease.
+    /// Apps already active keep their lease until it is lost or stepped down. `other` is nil when
+    /// the registry entry is not a record Baton wrote.
+    public func duplicateInstanceDetected(_ other: NodeRecord?) async {
+        let holder = LeaseHolder(node: other?.node ?? config.node.id, instance: other?.instance ?? "?")
+        duplicate = holder
+        for running in apps.values { await running.supervisor.send(.duplicateInstanceReported(holder)) }
+    }
+
     /// Steps every app down gracefully and stops them.
     public func shutdown() async {
         for name in Array(apps.keys) { await stopApp(name) }
@@ -120,6 +133,7 @@ public actor NodeSupervisor: NodeController {
                     }
                 }
             }
+            if let duplicate { await supervisor.send(.duplicateInstanceReported(duplicate)) }
             let task = Task { await supervisor.run() }
             apps[app.name] = RunningApp(config: app, supervisor: supervisor, parts: parts, task: task, watcher: watcher)
             lastEvents[app.name] = "started (passive)"
@@ -189,10 +203,15 @@ public actor NodeSupervisor: NodeController {
         case .fenceUnconfirmed(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
             backendRunning[app] = false
-        case .duplicateInstance(let other): lastEvents[app] = "refusing: another batond runs as node \(other.node) (instance \(other.instance))"
+        case .duplicateInstance(let other): lastEvents[app] = Self.duplicateEvent(other)
         case .observed(let event): lastEvents[app] = event
         case .ignored, .staleResult: break
         }
+    }
+
+    /// The status line of an app while another batond runs with this node id.
+    static func duplicateEvent(_ other: LeaseHolder) -> String {
+        "refusing to take the lease: another batond runs as node \(other.node) (instance \(other.instance)); node.id must be unique per host"
     }
 
     /// Each promotion step may take as long as the health grace plus a few intervals, at least
@@ -238,7 +257,8 @@ public actor NodeSupervisor: NodeController {
             let leader = held != nil ? config.node.id : observed?.holder.node
             var status = AppStatus(
                 name: app.name, role: AppStatus.Role(phase), paused: await supervisor.isPaused, priority: app.priority, leader: leader,
-                token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false, lastEvent: lastEvents[app.name])
+                token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false,
+                lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
             statuses.append(status)
