@@ -161,4 +161,60 @@ struct KeeperReleasesVIPsTests {
             }
         }
     }
+
+    /// Issue 11 item 4: at a deadline the keeper removes the VIPs at once, also when the app's
+    /// unit cannot be killed quickly (here its bus accepts the connection and never answers).
+    @Test("a hung D-Bus does not delay the removal of the VIPs at the deadline")
+    func aHungBusDoesNotDelayTheVIPs() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // A listening socket that never accepts: the D-Bus handshake waits forever.
+        let socketPath = directory + "/hung-bus.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            socketPath.utf8CString.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(raw.count))) }
+        }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0 && listen(listener, 8) == 0)
+
+        try await DummyInterfaceNamespace.with { lab in
+            let keeper = try keeperPath()
+            try lab.run(["-n", lab.name, "addr", "add", "10.78.0.101/24", "dev", lab.interface])
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = [
+                "-c", "\"$0\" netns exec \"$1\" \"$2\" --app web --release-unit \"$3\" --release-address \"$4\"; exit $?",
+                lab.ip, lab.name, keeper, "unix:path=\(socketPath)@web.service", "10.78.0.101/24@\(lab.interface)",
+            ]
+            let input = Pipe()
+            process.standardInput = input
+            process.standardOutput = Pipe()
+            process.standardError = Pipe()
+            try process.run()
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + 100_000_000
+            input.fileHandleForWriting.write(Data("ARM 7 \(deadline)\n".utf8))
+            // Poll the address (no event to await), bounded.
+            var removedAt: Int64?
+            for _ in 0..<150 {
+                if try !lab.hasAddress("10.78.0.101/24") {
+                    clock_gettime(CLOCK_MONOTONIC, &now)
+                    removedAt = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let removed = try #require(removedAt, "the VIP was not removed")
+            print("[measure] VIP removed \((removed - deadline) / 1_000_000) ms after the deadline with a hung bus")
+            #expect(removed - deadline < 1_000_000_000, "the VIP went \((removed - deadline) / 1_000_000) ms after the deadline")
+            input.fileHandleForWriting.closeFile()
+            #expect(try await lab.eventually { !process.isRunning }, "the keeper exits once batond is gone")
+            if process.isRunning { process.terminate() }
+        }
+    }
 }
