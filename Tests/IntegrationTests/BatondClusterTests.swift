@@ -323,8 +323,6 @@ extension BatondClusterTests {
     /// no backend.
     @Test
     func killingTheActiveNodesKeeperRestartsTheBackend() async throws {
-        let batond = try Self.executable("batond")
-        let keeper = try Self.executable("baton-fence-keeper")
         let directory = try makeTemporaryDirectory(prefix: "baton-keeper-kill")
         defer { try? FileManager.default.removeItem(at: directory) }
         let backend = directory.appendingPathComponent("beat.py").path
@@ -333,17 +331,10 @@ extension BatondClusterTests {
         let heartbeatLog = heartbeatBase + ".beat"
 
         try await withNATSServer(.pypi) { server in
-            var nodes: [String: BatondProcess] = [:]
+            let nodes = try startNodes(
+                ["node-1", "node-2"], server: server, directory: directory, backend: backend, heartbeatBase: heartbeatBase, lease: Self.defaultLease)
             defer {
                 for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
-            }
-            for name in ["node-1", "node-2"] {
-                let configPath = directory.appendingPathComponent("\(name).yaml").path
-                try Self.config(node: name, port: server.port, stateDirectory: directory.appendingPathComponent(name).path, backend: backend, heartbeatLog: heartbeatBase)
-                    .write(toFile: configPath, atomically: true, encoding: .utf8)
-                nodes[name] = try BatondProcess(
-                    node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
-                    environment: ["BATON_FENCE_KEEPER": keeper])
             }
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
             let active = try #require(nodes[first.node])

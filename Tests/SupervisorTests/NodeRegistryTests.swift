@@ -15,8 +15,9 @@ import Glibc
 /// once, and a running instance notices when another one took its id over.
 @Suite("Node registry", .serialized, .timeLimit(.minutes(2)))
 struct NodeRegistryTests {
-    /// Short intervals keep the tests fast: heartbeat 200 ms, wait 500 ms, bucket TTL 1 s.
-    let interval: Duration = .milliseconds(200)
+    /// Short intervals keep the tests fast: heartbeat 400 ms, wait 1 s, bucket TTL 2 s (long enough
+    /// that a test process starved by a busy machine for a second does not see its entry expire).
+    let interval: Duration = .milliseconds(400)
 
     func record(instance: String, hostname: String = "host-\(UUID().uuidString.prefix(6))", pid: Int32 = 4242) -> NodeRecord {
         NodeRecord(node: "node-1", instance: instance, hostname: hostname, pid: pid, started: "2026-01-01T00:00:00Z", version: "0.1.0")
