@@ -118,11 +118,11 @@ struct Batond: AsyncParsableCommand {
             printError("batond --release-claims: cannot read \(config): nothing was released")
             throw ExitCode(2)
         }
-        // The outcome lines say everything; the libraries' own logs only when asked for.
+        // The outcome lines say everything; the libraries' own logs only at debug or trace.
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = max(level, .warning)
+            handler.logLevel = level <= .debug ? level : max(level, .warning)
             return handler
         }
         let logger = Logger(label: "batond")
