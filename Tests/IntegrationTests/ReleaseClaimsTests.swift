@@ -55,7 +55,8 @@ struct ReleaseClaimsTests {
     /// `batond --release-claims` in a network namespace, with a unit of a real `systemd --user`:
     /// removes the VIPs, kills and stops the unit, removes the epoch file, one line each; is
     /// idempotent; names what it cannot release and exits non-zero. Then batond itself, started
-    /// where NATS cannot be reached, drops the same leftovers before it gets anywhere.
+    /// where NATS cannot be reached, drops the same leftovers before it gets anywhere, after a
+    /// fence keeper of its predecessor that is still at work has finished.
     @Test func releaseClaimsCommandAndReleaseAtStart() async throws {
         let ip = try Self.requireLab()
         try requireSystemdUserPrerequisites()
@@ -171,6 +172,36 @@ struct ReleaseClaimsTests {
                 #expect(process.isRunning, "batond should keep trying to reach NATS:\n\(process.log.suffix(3000))")
                 print("release at start without NATS: \(took)")
                 await process.stop(grace: .seconds(5))
+                try await expectReleased()
+
+                // 5. A fence keeper of a dead batond is still at work (here a stand-in that looks
+                //    like one: `baton-fence-keeper --parent <gone> --app api`, busy for 1.5 s): the
+                //    new batond waits for it before releasing, so the keeper's late removals
+                //    cannot hit what the new batond claims later.
+                try await leaveClaimsBehind()
+                let python = "/usr/bin/python3"
+                #expect(FileManager.default.isExecutableFile(atPath: python))
+                let keeperStartedAt = ContinuousClock.now
+                let standIn = try LabProcess(
+                    name: "old-keeper", ipPath: ip, namespace: host.namespace,
+                    arguments: ["/bin/bash", "-c", "exec -a \(keeper) \(python) -c 'import time; time.sleep(1.5)' --parent 999999999 --app api"],
+                    logPath: directory.appendingPathComponent("old-keeper.log").path)
+                try await Task.sleep(for: .milliseconds(200))
+                let restarted = try LabProcess(
+                    name: "batond", ipPath: ip, namespace: host.namespace, arguments: [batond, "--config", config, "--log-level", "debug"],
+                    environment: ["RUNTIME_DIRECTORY": runtime, "DBUS_SESSION_BUS_ADDRESS": systemd.busAddress, "BATON_FENCE_KEEPER": keeper],
+                    logPath: directory.appendingPathComponent("batond-2.log").path)
+                batondProcess = restarted
+                let releasedAfterKeeper = try await poll(timeout: .seconds(10), every: .milliseconds(20)) {
+                    try await Self.addresses(in: lab, host).isDisjoint(with: vips)
+                }
+                let waited = ContinuousClock.now - keeperStartedAt
+                #expect(releasedAfterKeeper, "\(restarted.log.suffix(3000))")
+                #expect(restarted.log.contains("fence keepers of a previous batond are still releasing"), "\(restarted.log.suffix(3000))")
+                #expect(waited >= .milliseconds(1400), "released \(waited) after the old keeper started: it did not wait for it")
+                #expect(!standIn.isRunning)
+                await standIn.kill()
+                await restarted.stop(grace: .seconds(5))
                 try await expectReleased()
             }
         } catch {
