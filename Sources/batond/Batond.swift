@@ -38,6 +38,13 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .customLong("check-config"), help: ArgumentHelp("Check a config file, print every error, and exit (0 when valid).", valueName: "file"))
     var checkConfig: String?
 
+    @Flag(
+        name: .customLong("release-claims"),
+        help: ArgumentHelp(
+            "Without NATS: remove every app's virtual IPs, kill and stop its systemd unit and remove its epoch file; print one line per claim and exit (0 when everything is released). batond.service runs it as ExecStopPost=; run it only while batond is stopped."
+        ))
+    var releaseClaims = false
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -51,6 +58,11 @@ struct Batond: AsyncParsableCommand {
                 for item in error.errors { printError(item.description) }
                 throw ExitCode(1)
             }
+        }
+
+        if releaseClaims {
+            try await runReleaseClaims()
+            return
         }
 
         let level = logLevel
@@ -78,6 +90,13 @@ struct Batond: AsyncParsableCommand {
             throw ExitCode(1)
         }
         logger[metadataKey: "node"] = "\(loaded.node.id)"
+
+        // Before anything talks to NATS: a batond killed together with its fence keepers (the
+        // systemd watchdog, kill -9 of the whole group) may have left VIPs and running units
+        // behind, and this node holds no lease now. A node that cannot reach NATS must not keep
+        // them until it can.
+        serviceManager.status("releasing what a previous batond left behind")
+        await releaseLeftovers(loaded, logger: logger)
 
         let client = try NATSClient(options: try natsOptions(loaded), logger: logger)
         // Replication gets its own connection: a replication backlog never delays a lease renew, and its disconnects never reset the election's holdoff.
@@ -107,6 +126,35 @@ struct Batond: AsyncParsableCommand {
 
     /// The exit status when another live batond runs with this node id.
     static let duplicateNodeExitCode: Int32 = 3
+
+    /// `--release-claims`: the release without the daemon, one line per claim on stdout.
+    private func runReleaseClaims() async throws {
+        let loaded: BatonConfig
+        do {
+            loaded = try BatonConfig.load(path: config)
+        } catch {
+            for item in error.errors { printError(item.description) }
+            printError("batond --release-claims: cannot read \(config): nothing was released")
+            throw ExitCode(2)
+        }
+        // The outcome lines say everything; the libraries' own logs only at debug or trace.
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level <= .debug ? level : max(level, .warning)
+            return handler
+        }
+        let logger = Logger(label: "batond")
+        await PredecessorKeepers.waitUntilGone(apps: Set(loaded.apps.map(\.name)), logger: logger)
+        let outcomes = await NodeClaimRelease(config: loaded, runtimeDirectory: batondRuntimeDirectory(), logger: logger).run()
+        for outcome in outcomes { print(outcome.description) }
+        let failed = outcomes.filter { $0.result == .failed }
+        guard failed.isEmpty else {
+            printError("batond --release-claims: could not release \(failed.map { "\($0.app): \($0.subject)" }.joined(separator: "; "))")
+            throw ExitCode(1)
+        }
+        print("batond --release-claims: every claim of \(loaded.node.id) is released (\(outcomes.count) checked)")
+    }
 
     private func printError(_ text: String) {
         FileHandle.standardError.write(Data((text + "\n").utf8))

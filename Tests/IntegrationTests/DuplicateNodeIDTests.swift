@@ -102,8 +102,11 @@ struct DuplicateNodeIDTests {
             #expect(secondLog.contains("node id \"node-1\" is already in use by a running batond"), "\(secondLog)")
             #expect(secondLog.contains("pid \(first.pid)"), "\(secondLog)")
             #expect(secondLog.contains("node.id must be unique per host"), "\(secondLog)")
-            // It touched no app: never started the backend, never cleaned up.
+            // It touched no app: never started the backend, never cleaned up — not even the
+            // release of leftovers at start, which runs before NATS (the first one's claims are
+            // not leftovers).
             #expect(!secondLog.contains("app="), "\(secondLog)")
+            #expect(secondLog.contains("the release of leftovers at start is skipped"), "\(secondLog)")
 
             // The first batond's backend ran on, uninterrupted, as the only run.
             try await Task.sleep(for: .seconds(1))

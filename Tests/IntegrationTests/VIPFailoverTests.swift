@@ -295,7 +295,7 @@ struct VIPFailoverTests {
         // 5. kill -9 of the active batond *and* its keeper (both stopped first, so neither can
         //    react to the other's death): nothing removes the VIP, and the other node takes over
         //    (its gratuitous ARP wins the client). The killed batond removes the leftover VIP as
-        //    soon as it starts again, as a passive node.
+        //    soon as it starts again, before it connects to NATS.
         let victim = lab.nodes[active]!
         let keepers = victim.children(named: "baton-fence-keeper")
         #expect(keepers.count == 1, "expected one keeper under \(active)'s batond, found \(keepers)")
