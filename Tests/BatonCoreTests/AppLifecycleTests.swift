@@ -812,7 +812,7 @@ extension AppLifecycleTests {
         #expect(harness.machine.acquireAt() == lastWrite + .milliseconds(3250))
         #expect(harness.advance(lastWrite + .milliseconds(3249) - harness.now).isEmpty)
         // Then it takes over; the acquire over the stale revision falls back to a create.
-        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 4)])
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 4, .epoch(0))])
     }
 
     @Test func aDeleteNamingAnotherHolderOrAnOlderTokenIsForeign() {
@@ -836,7 +836,7 @@ extension AppLifecycleTests {
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
         harness.advance(.milliseconds(100))
-        #expect(harness.send(.leaseObserved(.released(other, token: 3, handoffTo: nil))) == [.acquireLease(replacing: nil)])
+        #expect(harness.send(.leaseObserved(.released(other, token: 3, handoffTo: nil))) == [.acquireLease(replacing: nil, .epoch(0))])
 
         // A release of a later lease this node missed (a higher token) frees it too: that lease
         // could only have been taken after the one seen had ended.
@@ -844,7 +844,7 @@ extension AppLifecycleTests {
         missed.send(.natsConnected)
         missed.send(.leaseObserved(.held(other, revision: 4, token: 3)))
         #expect(missed.send(.leaseObserved(.released(LeaseHolder(node: "node-c", instance: "k-1"), token: 9, handoffTo: nil)))
-            == [.acquireLease(replacing: nil)])
+            == [.acquireLease(replacing: nil, .epoch(0))])
 
         // A switchover's release names its target, who goes first.
         var handoff = Harness()
@@ -858,14 +858,14 @@ extension AppLifecycleTests {
         var harness = Harness()
         harness.send(.natsConnected)
         // A fresh bucket: nothing stored, nobody seen.
-        #expect(harness.send(.leaseObserved(.vanished)) == [.acquireLease(replacing: nil)])
+        #expect(harness.send(.leaseObserved(.vanished)) == [.acquireLease(replacing: nil, .epoch(0))])
     }
 
     @Test func theHolderFencesAtOnceWhenItsKeyVanishesWhoeverDeletedIt() {
         for observation in [LeaseObservation.vanished, .released(other, token: 7, handoffTo: nil), .released(Self.me, token: 7, handoffTo: nil)] {
             var harness = Harness()
             harness.makeActive()
-            #expect(harness.send(.leaseObserved(observation)).first == .fence(token: 7), "\(observation)")
+            #expect(harness.send(.leaseObserved(observation)).first == .fence(.epoch(7)), "\(observation)")
             #expect(harness.machine.phase == .fencing)
         }
     }
@@ -874,9 +874,9 @@ extension AppLifecycleTests {
         var harness = Harness()
         harness.makeActive()
         harness.send(.stepdownRequested)
-        #expect(harness.send(.backendStopped) == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil)])
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil, .epoch(7))])
         #expect(harness.send(.leaseObserved(.released(Self.me, token: 7, handoffTo: nil))).isEmpty)
-        #expect(harness.send(.releaseFinished(nil)) == [.notify(.released(token: 7)), .followActive])
+        #expect(harness.send(.releaseFinished(nil, .pending)) == [.notify(.released(token: 7)), .followActive])
         #expect(harness.machine.phase == .passive)
     }
 
