@@ -637,7 +637,8 @@ final class LeaseRecorder: Sendable {
     /// When the lease was first seen free at or after `time`.
     func freeSeen(after time: Int64) -> Int64? {
         snapshot.first { event in
-            guard event.time >= time, case .free = event.observation else { return false }
+            guard event.time >= time else { return false }
+            if case .held = event.observation { return false }
             return true
         }?.time
     }
@@ -908,7 +909,8 @@ func runTTL(
     let leaseLog = recorder.snapshot.map { event -> String in
         switch event.observation {
         case .held(let holder, let revision, let token, _): "[\(milliseconds(event.time))] held by \(holder) revision \(revision) token \(token)"
-        case .free(let target): "[\(milliseconds(event.time))] free\(target.map { " handoff to \($0)" } ?? "")"
+        case .free(let target), .released(_, _, let target): "[\(milliseconds(event.time))] free\(target.map { " handoff to \($0)" } ?? "")"
+        case .vanished: "[\(milliseconds(event.time))] vanished (no release note)"
         }
     }
     try? (leaseLog.joined(separator: "\n") + "\n").write(toFile: "\(directory)/lease-events.log", atomically: true, encoding: .utf8)

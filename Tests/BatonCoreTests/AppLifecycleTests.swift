@@ -787,3 +787,109 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+// MARK: - Foreign deletes (issue 11, item 6)
+
+/// A delete frees the lease only when its note names the holder and token it releases; any
+/// other disappearance of the key leaves the last holder to be waited out by its own timing.
+extension AppLifecycleTests {
+    private static let me = LeaseHolder(node: "node-a", instance: "i-1")
+
+    @Test func aForeignDeleteWhileAHolderWasSeenWaitsOutThatHoldersTTL() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(3))))
+        let lastWrite = harness.now
+        harness.advance(.milliseconds(500))
+        // `nats kv del` by an operator while node-b is cut off from NATS and still running.
+        let actions = harness.send(.leaseObserved(.vanished))
+        #expect(!actions.contains { if case .acquireLease = $0 { true } else { false } })
+        #expect(harness.machine.phase == .passive)
+        #expect(harness.machine.acquireAt() == lastWrite + .milliseconds(3250))
+        // A watch that restarts (the same absence reported again) does not move the deadline.
+        harness.advance(.milliseconds(500))
+        harness.send(.leaseObserved(.vanished))
+        #expect(harness.machine.acquireAt() == lastWrite + .milliseconds(3250))
+        #expect(harness.advance(lastWrite + .milliseconds(3249) - harness.now).isEmpty)
+        // Then it takes over; the acquire over the stale revision falls back to a create.
+        #expect(harness.advance(.milliseconds(1)) == [.acquireLease(replacing: 4, .epoch(0))])
+    }
+
+    @Test func aDeleteNamingAnotherHolderOrAnOlderTokenIsForeign() {
+        for note in [
+            AppLifecycle.Event.leaseObserved(.released(LeaseHolder(node: "node-c", instance: "k-1"), token: 3, handoffTo: nil)),
+            .leaseObserved(.released(LeaseHolder(node: "node-b", instance: "j-0"), token: 3, handoffTo: nil)),
+            .leaseObserved(.released(other, token: 2, handoffTo: nil)),
+        ] {
+            var harness = Harness()
+            harness.send(.natsConnected)
+            harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(5))))
+            let lastWrite = harness.now
+            harness.advance(.milliseconds(100))
+            #expect(!harness.send(note).contains { if case .acquireLease = $0 { true } else { false } })
+            #expect(harness.machine.acquireAt() == lastWrite + .milliseconds(5250), "\(note)")
+        }
+    }
+
+    @Test func aReleaseNamingTheHolderAndTokenFreesTheLeaseAtOnce() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        harness.advance(.milliseconds(100))
+        #expect(harness.send(.leaseObserved(.released(other, token: 3, handoffTo: nil))) == [.acquireLease(replacing: nil, .epoch(0))])
+
+        // A release of a later lease this node missed (a higher token) frees it too: that lease
+        // could only have been taken after the one seen had ended.
+        var missed = Harness()
+        missed.send(.natsConnected)
+        missed.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        #expect(missed.send(.leaseObserved(.released(LeaseHolder(node: "node-c", instance: "k-1"), token: 9, handoffTo: nil)))
+            == [.acquireLease(replacing: nil, .epoch(0))])
+
+        // A switchover's release names its target, who goes first.
+        var handoff = Harness()
+        handoff.send(.natsConnected)
+        handoff.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        #expect(handoff.send(.leaseObserved(.released(other, token: 3, handoffTo: "node-c"))).isEmpty)
+        #expect(handoff.machine.acquireAt() == handoff.now + .seconds(3))
+    }
+
+    @Test func aVanishedKeyWithNoHolderSeenIsFree() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        // A fresh bucket: nothing stored, nobody seen.
+        #expect(harness.send(.leaseObserved(.vanished)) == [.acquireLease(replacing: nil, .epoch(0))])
+    }
+
+    @Test func theHolderFencesAtOnceWhenItsKeyVanishesWhoeverDeletedIt() {
+        for observation in [LeaseObservation.vanished, .released(other, token: 7, handoffTo: nil), .released(Self.me, token: 7, handoffTo: nil)] {
+            var harness = Harness()
+            harness.makeActive()
+            #expect(harness.send(.leaseObserved(observation)).first == .fence(.epoch(7)), "\(observation)")
+            #expect(harness.machine.phase == .fencing)
+        }
+    }
+
+    @Test func theHoldersOwnReleaseDoesNotFence() {
+        var harness = Harness()
+        harness.makeActive()
+        harness.send(.stepdownRequested)
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil, .epoch(7))])
+        #expect(harness.send(.leaseObserved(.released(Self.me, token: 7, handoffTo: nil))).isEmpty)
+        #expect(harness.send(.releaseFinished(nil, .pending)) == [.notify(.released(token: 7)), .followActive])
+        #expect(harness.machine.phase == .passive)
+    }
+
+    @Test func aForeignDeleteThenANewHolderIsJudgedByTheNewHolder() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        harness.advance(.seconds(1))
+        harness.send(.leaseObserved(.vanished))
+        harness.advance(.seconds(1))
+        let third = LeaseHolder(node: "node-c", instance: "k-1")
+        harness.send(.leaseObserved(.held(third, revision: 12, token: 12, ttl: .seconds(4))))
+        #expect(harness.machine.observed?.holder == third)
+        #expect(harness.machine.acquireAt() == harness.now + .milliseconds(4250))
+    }
+}

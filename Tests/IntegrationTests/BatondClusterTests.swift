@@ -1,4 +1,5 @@
 import Foundation
+import NATS
 import NATSTestSupport
 import Testing
 
@@ -648,4 +649,78 @@ extension BatondClusterTests {
 
 struct ClusterTestFailure: Error, CustomStringConvertible {
     var description: String
+}
+
+extension BatondClusterTests {
+    /// Issue 11, item 6: fencing tokens never go backwards, and only a release frees the lease.
+    /// The lease bucket's stream is deleted under a running two-node cluster (revisions would
+    /// restart at 1): the app regains exactly one active and every later `BATON_EPOCH` is above
+    /// every earlier one. Then a third party deletes the key (`nats kv del`, no release note)
+    /// while the holder is SIGSTOPped: the other node does not start the app before the
+    /// holder's last write + ttl + skew (before: at once, while the frozen holder's backend
+    /// could still run).
+    @Test(arguments: NATSServerKind.allCases)
+    func aDeletedBucketOrAForeignDeleteNeverRewindsTheEpochOrFreesTheLeaseEarly(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-floor")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let heartbeatBase = directory.appendingPathComponent("heartbeats.log").path
+        let heartbeatLog = heartbeatBase + ".beat"
+        let ttlPlusSkew: Int64 = 2_200_000_000  // defaultLease: ttl 2s, skew 200ms
+
+        try await withNATSServer(kind) { server in
+            var nodes = try startNodes(
+                ["node-1", "node-2"], server: server, directory: directory, backend: backend, heartbeatBase: heartbeatBase, lease: Self.defaultLease)
+            defer {
+                for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) }
+            }
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: ["nats://127.0.0.1:\(server.port)"]))
+            let jetStream = JetStream(client: client)
+            let bucket = "baton_itest_beat"
+
+            let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            // Let the renews push the revisions well above the first token.
+            try await Task.sleep(for: .seconds(2))
+
+            // 1. The bucket's stream is deleted under the running cluster.
+            try await jetStream.deleteStream("KV_\(bucket)")
+            let second = try await waitForNewRun(heartbeatLog, excluding: [first.epoch], timeout: .seconds(20))
+            #expect(second.epoch > first.epoch, "the epoch went backwards after the bucket was deleted: \(first) then \(second)")
+            try await Task.sleep(for: .seconds(3))
+            var runs = Heartbeats(path: heartbeatLog).runs
+            #expect(runs.count == 2, "one active after the bucket came back: \(runs)")
+            #expect(monotonicNow() - (runs.last?.last ?? 0) < 100_000_000, "the app is not running: \(runs)")
+            Heartbeats(path: heartbeatLog).checkSafety()
+
+            // 2. A third party deletes the key while the holder is frozen.
+            let holder = try #require(nodes[second.node])
+            holder.signal(SIGSTOP)
+            let kv = try await jetStream.keyValue(bucket)
+            let lastWrite = try #require(try await kv.entry("leader"))
+            #expect(lastWrite.operation == .put)
+            let lastWriteAt = monotonicNow() - Int64(Date().timeIntervalSince(lastWrite.created) * 1e9)
+            try await kv.delete("leader")
+            let third = try await waitForNewRun(heartbeatLog, excluding: [first.epoch, second.epoch], timeout: .seconds(15))
+            holder.signal(SIGCONT)
+            #expect(third.node != second.node)
+            #expect(third.epoch > second.epoch)
+            // The frozen holder's last write + ttl + skew (100 ms for the clocks' readings).
+            #expect(
+                third.first - lastWriteAt >= ttlPlusSkew - 100_000_000,
+                "took over \(Double(third.first - lastWriteAt) / 1e9)s after the holder's last write, before its ttl + skew")
+            try await Task.sleep(for: .seconds(3))
+            runs = Heartbeats(path: heartbeatLog).runs
+            #expect(runs.count == 3, "\(runs)")
+            Heartbeats(path: heartbeatLog).checkSafety()
+            let passive = try #require(nodes[second.node == "node-1" ? "node-2" : "node-1"])
+            let passiveLog = (try? String(contentsOfFile: passive.logPath, encoding: .utf8)) ?? ""
+            #expect(passiveLog.contains("vanished without a release"), "the passive node did not say why it waited")
+
+            for node in nodes.values { await node.stop() }
+            nodes.removeAll()
+            await client.close()
+            Heartbeats(path: heartbeatLog).checkSafety()
+        }
+    }
 }

@@ -81,7 +81,7 @@ struct LeaseStoreTests {
             let store = try await LeaseStore.open(jetStream: JetStream(client: client), cluster: "test", app: "web", ttl: .seconds(30), replicas: 1)
             let watch = try await store.watch()
             var events = watch.makeAsyncIterator()
-            #expect(try await events.next() == .observed(.free(handoffTo: nil)))
+            #expect(try await events.next() == .observed(.vanished))  // nothing stored yet
 
             let tokenA = try await store.acquire(as: a, ttl: .seconds(10))
             #expect(try await events.next() == .observed(.held(a, revision: tokenA, token: tokenA, ttl: .seconds(10))))

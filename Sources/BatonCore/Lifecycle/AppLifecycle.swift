@@ -18,9 +18,19 @@ public enum LeaseObservation: Sendable, Hashable {
     /// write) and the holder's ttl (nil when the record does not say: a Baton before 0.9).
     /// Every node judges a lease by its holder's ttl, never by its own config.
     case held(LeaseHolder, revision: UInt64, token: UInt64, ttl: Duration? = nil)
-    /// Nobody holds it (deleted, purged, expired, never written). `handoffTo` names the node a
-    /// switchover hands the lease to.
+    /// Nobody holds it and nobody is to be waited out. `handoffTo` names the node a switchover
+    /// hands the lease to. (Lease watches report ``released(_:token:handoffTo:)`` or
+    /// ``vanished`` instead, which say whose lease ended.)
     case free(handoffTo: String?)
+    /// The key was deleted with a note naming the holder and the token it releases: Baton's own
+    /// release. It frees the lease at once only when it names the lease this node last saw (or
+    /// a later one); otherwise it counts as ``vanished``.
+    case released(LeaseHolder, token: UInt64, handoffTo: String?)
+    /// The key is absent and nothing says whose lease ended: a delete or purge without a release
+    /// note (an operator's `nats kv del`, an expiry marker), a bucket deleted and recreated, or
+    /// nothing stored yet. The last holder seen, if any, is still waited out by its own timing:
+    /// it may be cut off from NATS and still running.
+    case vanished
 }
 
 /// Why a lease write did not go through.
@@ -611,9 +621,29 @@ public struct AppLifecycle: Sendable {
             freeSince = nil
             handoffTarget = nil
         case .free(let target):
-            if let lease = held, phase != .fencing {
+            keyVanished(freeing: true, handoffTo: target, now: now, into: &actions)
+        case .released(let holder, let token, let target):
+            // Free at once only for a release of the lease this node last saw (the same holder
+            // and token), or of a later lease it missed (a higher token: that lease could only
+            // be taken after the one seen had ended). A note naming anything else is a foreign
+            // delete.
+            let releasesWhatWasSeen = observed.map { ($0.holder == holder && $0.token == token) || token > $0.token } ?? true
+            keyVanished(freeing: releasesWhatWasSeen, handoffTo: target, now: now, into: &actions)
+        case .vanished:
+            keyVanished(freeing: observed == nil, handoffTo: nil, now: now, into: &actions)
+        }
+    }
+
+    /// The lease key is gone. A holder fences at once, whoever deleted it (unless it is its own
+    /// release). A passive node that last saw a holder frees the lease only for `freeing` (a
+    /// proper release of that lease); otherwise it keeps the holder's last write time and ttl
+    /// and takes over after `ttl + skew` as if the key were still there — the acquire over the
+    /// stale revision falls back to a create, since the key is absent.
+    private mutating func keyVanished(freeing: Bool, handoffTo target: String?, now: MonotonicInstant, into actions: inout [Action]) {
+        if let lease = held {
+            if phase != .fencing {
                 if case .demoting(.releaseLease, _) = phase {
-                    // Our own release.
+                    // Our own release (or one racing it: the release's answer settles it).
                 } else {
                     fence(reason: "the lease key vanished (expired or deleted)", lease: lease, into: &actions)
                 }
@@ -621,7 +651,19 @@ public struct AppLifecycle: Sendable {
             observed = nil
             freeSince = now
             handoffTarget = target
+            return
         }
+        if freeing {
+            observed = nil
+            freeSince = now
+            handoffTarget = target
+            return
+        }
+        if let last = observed {
+            actions.append(.notify(.observed(
+                "the lease key vanished without a release by its holder \(last.holder.node) (epoch \(last.token)): waiting out its ttl before taking over")))
+        }
+        // observed stays: acquireAt() keeps judging by the last holder's write time and ttl.
     }
 
     /// Says once per holder and ttl that the holder's ttl differs from this node's config.

@@ -291,7 +291,7 @@ public struct HandoverTracker: Sendable {
             } else {
                 verdict = .confirmWith(node: holder.node, token: token)
             }
-        case .free:
+        case .free, .released, .vanished:
             if let holder = newHolder {
                 lostBy = holder
                 newHolder = nil

@@ -52,33 +52,65 @@ public enum LeaseRenewal: Sendable, Hashable {
 /// Acquire is a create (or an update over the stale revision a passive node waited out), renew
 /// an update on the last revision, release a delete on the last revision — all compare-and-set,
 /// so two nodes can never both succeed. The bucket's TTL only collects garbage: no node relies
-/// on a key expiring, and it never shrinks (see ``open(jetStream:cluster:app:ttl:replicas:logger:)``).
+/// on a key expiring, and it never shrinks (see ``open(jetStream:cluster:app:ttl:replicas:floor:logger:)``).
+///
+/// Fencing tokens never go backwards: every store has a ``TokenFloor``; a bucket whose last
+/// sequence is below it (deleted and recreated, or restored) is moved past it before any acquire,
+/// a bucket deleted under a running node is recreated (floor first) when the watch finds it gone,
+/// and an acquire that still lands at or below the floor is redone above it.
 public struct LeaseStore: Sendable {
     /// The key holding the lease.
     public static let key = "leader"
     public let kv: KeyValue
     public let app: String
+    /// The highest token (durable) and revision (in memory) this node has seen for the app.
+    public let floor: TokenFloor
+    /// The bucket's config, to create it again when it is gone; nil for a store that only
+    /// reads (``init(kv:app:)``).
+    private let config: KeyValueConfig?
+    private let logger: Logger?
+
+    /// A store over a bound bucket that never creates it again (for watchers such as batonctl).
+    public init(kv: KeyValue, app: String) {
+        self.init(kv: kv, app: app, floor: TokenFloor(), config: nil, logger: nil)
+    }
+
+    private init(kv: KeyValue, app: String, floor: TokenFloor, config: KeyValueConfig?, logger: Logger?) {
+        self.kv = kv
+        self.app = app
+        self.floor = floor
+        self.config = config
+        self.logger = logger
+    }
 
     /// The bucket name for an app of a cluster.
     public static func bucketName(cluster: String, app: String) -> String { "baton_\(cluster)_\(app)" }
 
-    /// Creates or binds the app's lease bucket.
+    /// Creates or binds the app's lease bucket, and moves it past `floor` when its last sequence
+    /// is below it (see ``applyFloor()``).
     ///
     /// The bucket's TTL (max_age) only ever grows: a bucket whose TTL is shorter than `ttl` is
     /// raised to it; a longer one is kept, because another node (or this node before a config
     /// change) may hold the lease under a longer ttl, and a shorter max_age would make its key
     /// expire under it. Other differences (replicas, description) are updated in place.
     public static func open(
-        jetStream: JetStream, cluster: String, app: String, ttl: Duration, replicas: Int, logger: Logger? = nil
+        jetStream: JetStream, cluster: String, app: String, ttl: Duration, replicas: Int, floor: TokenFloor = TokenFloor(), logger: Logger? = nil
     ) async throws -> LeaseStore {
         var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: 1, ttl: ttl, replicas: replicas)
         config.description = "Baton lease of app \(app) in cluster \(cluster)"
+        let kv = try await bind(jetStream: jetStream, config: config, app: app, logger: logger)
+        let store = LeaseStore(kv: kv, app: app, floor: floor, config: config, logger: logger)
+        try await store.applyFloor()
+        return store
+    }
+
+    private static func bind(jetStream: JetStream, config: KeyValueConfig, app: String, logger: Logger?) async throws -> KeyValue {
         do {
-            return LeaseStore(kv: try await jetStream.createKeyValue(config), app: app)
+            return try await jetStream.createKeyValue(config)
         } catch let error as KeyValueError where error.code == .bucketConfigConflict {
             var wanted = config.streamConfig
             let existing = try await jetStream.streamInfo(wanted.name).config
-            if let current = existing.maxAge, current > ttl {
+            if let current = existing.maxAge, let ttl = config.ttl, current > ttl {
                 wanted.maxAge = current
                 logger?.notice(
                     "the lease bucket keeps its longer TTL: another node may hold the lease under a longer ttl",
@@ -87,8 +119,39 @@ public struct LeaseStore: Sendable {
             if wanted != existing {
                 _ = try await jetStream.updateStream(wanted)
             }
-            return LeaseStore(kv: try await jetStream.keyValue(config.bucket), app: app)
+            return try await jetStream.keyValue(config.bucket)
         }
+    }
+
+    /// Moves the bucket past the floor: when the stream's last sequence is below the highest
+    /// token or revision this node has seen (the bucket was deleted and recreated, or restored
+    /// from an old backup), purges it with `seq` = floor + 1. A JetStream purge whose `seq` is
+    /// above the last sequence empties the stream and makes `seq` its first sequence, so the
+    /// next write — the next acquire — gets at least that revision (checked on nats-server
+    /// 2.9.10 and 2.15.1, file and memory storage). A purge only removes what lies below the
+    /// floor, which no live lease can be: every write after the floor was applied is above it.
+    public func applyFloor() async throws {
+        let highest = floor.highest
+        guard highest > 0 else { return }
+        let state = try await kv.jetStream.streamInfo(kv.streamName).state
+        guard state.lastSequence < highest else { return }
+        _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
+        logger?.warning(
+            "the lease bucket was behind this node's token floor (deleted and recreated?): moved it past the floor, so tokens keep growing",
+            metadata: ["app": "\(app)", "bucket_last_revision": "\(state.lastSequence)", "floor": "\(highest)"])
+    }
+
+    /// Creates the bucket again when it is gone (its stream was deleted under a running
+    /// cluster), binds it otherwise, then applies the floor.
+    public func recreateIfMissing() async throws {
+        do {
+            _ = try await kv.jetStream.streamInfo(kv.streamName)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+            guard let config else { throw error }
+            logger?.warning("the lease bucket is gone; creating it again", metadata: ["app": "\(app)", "bucket": "\(config.bucket)"])
+            _ = try await Self.bind(jetStream: kv.jetStream, config: config, app: app, logger: logger)
+        }
+        try await applyFloor()
     }
 
     private func encode(_ record: LeaseRecord) throws -> ByteBuffer {
@@ -98,9 +161,36 @@ public struct LeaseStore: Sendable {
     /// Tries to take the lease, holding it for `ttl` per write. With `replacing`, over the stale
     /// entry at that revision (the caller waited out its holder's ttl); if that entry is gone
     /// meanwhile (expired or deleted), by creating the key. Returns the new revision (the fencing
-    /// token).
+    /// token), always above the ``floor``; the floor is on disk before this returns.
     public func acquire(as holder: LeaseHolder, ttl: Duration? = nil, replacing: UInt64? = nil) async throws(LeaseWriteError) -> UInt64 {
         let record = LeaseRecord(node: holder.node, instance: holder.instance, token: 0, ttl: ttl)
+        var token = try await write(record, replacing: replacing)
+        let highest = floor.highest
+        if token <= highest {
+            // The bucket went back behind the floor without this node noticing (recreated
+            // between two watches): the key is ours at a revision that must not be a token.
+            // Move the stream past the floor (this removes only our own fresh write and older
+            // ones) and create the key again.
+            logger?.warning(
+                "acquired at a revision below the token floor (the bucket was recreated); moving it past the floor",
+                metadata: ["app": "\(app)", "revision": "\(token)", "floor": "\(highest)"])
+            do {
+                _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
+            } catch {
+                throw .unavailable("cannot move the lease bucket past the token floor \(highest): \(error)")
+            }
+            token = try await write(record, replacing: nil)
+            guard token > highest else { throw .unavailable("the lease bucket stays below the token floor \(highest) (revision \(token))") }
+        }
+        do {
+            try await floor.raise(to: token)
+        } catch {
+            throw .unavailable("cannot keep the token floor: \(error)")
+        }
+        return token
+    }
+
+    private func write(_ record: LeaseRecord, replacing: UInt64?) async throws(LeaseWriteError) -> UInt64 {
         if let replacing {
             do {
                 return try await kv.update(Self.key, value: try encode(record), revision: replacing)
@@ -122,7 +212,9 @@ public struct LeaseStore: Sendable {
     public func renew(as holder: LeaseHolder, token: UInt64, ttl: Duration? = nil, revision: UInt64) async throws(LeaseWriteError) -> LeaseRenewal {
         let record = LeaseRecord(node: holder.node, instance: holder.instance, token: token, ttl: ttl)
         do {
-            return .renewed(try await write { try await kv.update(Self.key, value: try encode(record), revision: revision) })
+            let renewed = try await write { try await kv.update(Self.key, value: try encode(record), revision: revision) }
+            floor.noteRevision(renewed)
+            return .renewed(renewed)
         } catch .conflict {
             let entry: KeyValueEntry?
             do {
@@ -142,7 +234,7 @@ public struct LeaseStore: Sendable {
     /// the delete marker itself, so every watcher sees it even if it missed earlier writes.
     public func release(as holder: LeaseHolder, token: UInt64, ttl: Duration? = nil, revision: UInt64, handoffTo: String?) async throws(LeaseWriteError) {
         let note = LeaseRecord(node: holder.node, instance: holder.instance, token: token, ttl: ttl, handoffTo: handoffTo)
-        _ = try await write { try await kv.delete(Self.key, lastRevision: revision, note: try encode(note)) }
+        floor.noteRevision(try await write { try await kv.delete(Self.key, lastRevision: revision, note: try encode(note)) })
     }
 
     private func write(_ body: () async throws -> UInt64) async throws(LeaseWriteError) -> UInt64 {
@@ -155,9 +247,17 @@ public struct LeaseStore: Sendable {
         }
     }
 
-    /// Watches the lease and turns KV entries into observations.
+    /// Watches the lease and turns KV entries into observations. The watch's heartbeats come
+    /// every second, so a bucket deleted under it is noticed within a few seconds; a bucket that
+    /// is gone is created again (floor first) before the watch starts.
     public func watch() async throws -> LeaseWatch {
-        LeaseWatch(watcher: try await kv.watch(Self.key))
+        let options = KeyValueWatchOptions(idleHeartbeat: .seconds(1))
+        do {
+            return LeaseWatch(watcher: try await kv.watch(Self.key, options: options), floor: floor)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound && config != nil {
+            try await recreateIfMissing()
+            return LeaseWatch(watcher: try await kv.watch(Self.key, options: options), floor: floor)
+        }
     }
 }
 
@@ -184,19 +284,27 @@ public enum LeaseWatchEvent: Sendable, Hashable {
     case initialStateKnown
 }
 
-/// Lease observations from a KV watch, in order.
+/// Lease observations from a KV watch, in order. Every token and revision seen raises the
+/// ``TokenFloor``.
 public struct LeaseWatch: AsyncSequence, Sendable {
     public typealias Element = LeaseWatchEvent
     let watcher: KeyValueWatcher
+    let floor: TokenFloor
+
+    init(watcher: KeyValueWatcher, floor: TokenFloor = TokenFloor()) {
+        self.watcher = watcher
+        self.floor = floor
+    }
 
     /// Stops the watch.
     public func stop() async { await watcher.stop() }
 
-    public func makeAsyncIterator() -> Iterator { Iterator(inner: watcher.makeAsyncIterator()) }
+    public func makeAsyncIterator() -> Iterator { Iterator(inner: watcher.makeAsyncIterator(), floor: floor) }
 
     /// Iterates observations.
     public struct Iterator: AsyncIteratorProtocol {
         var inner: KeyValueWatcher.Iterator
+        let floor: TokenFloor
         var sawInitialValue = false
 
         public mutating func next() async throws -> LeaseWatchEvent? {
@@ -205,11 +313,14 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                 case .initialValuesDone:
                     if !sawInitialValue {
                         sawInitialValue = true
-                        return .observed(.free(handoffTo: nil))  // nothing stored: the lease is free
+                        // Nothing stored. Whether a holder must still be waited out (the bucket
+                        // was deleted and recreated under it) is the lifecycle's call.
+                        return .observed(.vanished)
                     }
                     return .initialStateKnown
                 case .entry(let entry):
                     sawInitialValue = true
+                    floor.noteRevision(entry.revision)
                     switch entry.operation {
                     case .put:
                         guard let record = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView)) else {
@@ -218,11 +329,20 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                             return .observed(.held(LeaseHolder(node: "?", instance: "?"), revision: entry.revision, token: entry.revision))
                         }
                         let token = record.token == 0 ? entry.revision : record.token
+                        // Best effort: a floor that cannot be written now is written by the
+                        // next acquire, which fails rather than hand out a token not on disk.
+                        try? await floor.raise(to: token)
                         return .observed(
                             .held(LeaseHolder(node: record.node, instance: record.instance), revision: entry.revision, token: token, ttl: record.ttl))
                     case .delete, .purge:
-                        let note = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView))
-                        return .observed(.free(handoffTo: note?.handoffTo))
+                        // A release by Baton carries a note naming the holder and the token it
+                        // releases; a delete without one (`nats kv del`, an expiry marker) frees
+                        // nothing by itself.
+                        guard let note = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView)), note.token > 0 else {
+                            return .observed(.vanished)
+                        }
+                        try? await floor.raise(to: note.token)
+                        return .observed(.released(LeaseHolder(node: note.node, instance: note.instance), token: note.token, handoffTo: note.handoffTo))
                     }
                 }
             }

@@ -145,6 +145,15 @@ public actor NodeSupervisor: NodeController {
 
     /// Opens the app's lease bucket, retrying for a while (JetStream may still be starting).
     private func openStore(_ app: AppConfig) async throws -> LeaseStore {
+        // Tokens never go backwards: the highest one this node has seen for the app survives
+        // restarts in its state directory, and the bucket is moved past it when it fell behind.
+        let floorPath = TokenFloor.path(stateDirectory: config.node.stateDirectory, app: app.name)
+        let floor: TokenFloor
+        do {
+            floor = try await TokenFloor.load(path: floorPath)
+        } catch {
+            throw TokenFloorError("cannot load the token floor of app \(app.name) from \(floorPath): \(error)")
+        }
         var attempt = 0
         while true {
             do {
@@ -152,7 +161,7 @@ public actor NodeSupervisor: NodeController {
                 // rather than blocking the next one (fencing does not depend on it either way).
                 let leaseJetStream = JetStream(client: client, timeout: max(app.lease.renew, .milliseconds(100)))
                 return try await LeaseStore.open(
-                    jetStream: leaseJetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas, logger: logger)
+                    jetStream: leaseJetStream, cluster: config.cluster, app: app.name, ttl: app.lease.ttl, replicas: config.nats.replicas, floor: floor, logger: logger)
             } catch {
                 attempt += 1
                 if attempt >= 10 || Task.isCancelled { throw error }
