@@ -55,6 +55,9 @@ final class RecordingBackend: AppBackend {
     let node: String
     let log: ActivityLog
     private let running = NIOLockedValueBox<Bool>(false)
+    /// When set, stop and fence leave the backend running and say it may still run (a unit
+    /// whose stop hangs): only the keeper stand-in ends it, at the armed deadline.
+    let stubborn = NIOLockedValueBox<Bool>(false)
     private let keeper = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let failureStream: AsyncStream<AppBackendFailure>
     let failureContinuation: AsyncStream<AppBackendFailure>.Continuation
@@ -87,11 +90,13 @@ final class RecordingBackend: AppBackend {
     }
 
     func stop() async -> StopOutcome {
+        if stubborn.withLockedValue({ $0 }) { return .unconfirmed("the backend did not stop (test)") }
         kill(fenced: false)
         return .confirmed
     }
 
     func fence() async -> StopOutcome {
+        if stubborn.withLockedValue({ $0 }) { return .unconfirmed("the backend did not die (test)") }
         kill(fenced: true)
         return .confirmed
     }
@@ -167,7 +172,7 @@ func shutDown(_ nodes: [TestNode]) async {
     }
 }
 
-@Suite("App supervisor: election over a real NATS KV", .serialized)
+@Suite("App supervisor: election over a real NATS KV", .serialized, .timeLimit(.minutes(3)))
 struct AppSupervisorIntegrationTests {
     @Test(arguments: NATSServerKind.allCases)
     func exactlyOneNodeRunsTheAppAndStepdownHandsItOver(kind: NATSServerKind) async throws {
@@ -205,6 +210,42 @@ struct AppSupervisorIntegrationTests {
             let next = try await waitForSingleActive(nodes, excluding: [first.name])
             #expect(next.name == target.name)
             log.checkSafety()
+            await shutDown(nodes)
+        }
+    }
+
+    /// Issue 11 item 4: a stepdown whose stop (and then fence) cannot be confirmed never
+    /// releases the lease: the keeper ends the backend at its deadline, and the other node takes
+    /// over only once the lease ran out.
+    @Test(arguments: NATSServerKind.allCases)
+    func aStepdownThatCannotConfirmTheStopNeverReleasesTheLease(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let log = ActivityLog()
+            var nodes: [TestNode] = []
+            for name in ["node-a", "node-b"] { nodes.append(try await startNode(name, server: server, log: log)) }
+            let first = try await waitForSingleActive(nodes)
+            let notifications = await first.supervisor.notifications()
+            first.backend.stubborn.withLockedValue { $0 = true }
+            let stepdownAt = MonotonicClock.now()
+            await first.supervisor.send(.stepdownRequested)
+            let second = try await waitForSingleActive(nodes, excluding: [first.name], timeout: .seconds(15))
+            #expect(second.name != first.name)
+            let intervals = log.all.sorted { $0.start < $1.start }
+            #expect(intervals.count == 2, "\(intervals)")
+            // No release: the takeover waited for the lease to run out.
+            #expect(intervals[1].start - stepdownAt >= fastTiming.ttl - fastTiming.renew, "\(intervals)")
+            // The keeper stand-in ended the first backend at its deadline, before the takeover.
+            #expect(intervals[0].fenced)
+            log.checkSafety()
+            var sawUnconfirmed = false
+            for await notification in notifications {
+                if case .fenceUnconfirmed = notification {
+                    sawUnconfirmed = true
+                    break
+                }
+                if case .released = notification { Issue.record("the lease was released") }
+            }
+            #expect(sawUnconfirmed)
             await shutDown(nodes)
         }
     }
