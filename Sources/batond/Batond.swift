@@ -23,8 +23,11 @@ struct Batond: AsyncParsableCommand {
             (units/batond.service, Type=notify) it reports READY, STATUS, RELOADING and STOPPING, \
             pings the watchdog only while its loops make progress, and logs to the journal.
 
-            Before it touches any app, batond registers its node id in the cluster's node \
-            registry (NATS KV bucket baton_<cluster>__nodes) and heartbeats there every second. \
+            At start, before it talks to NATS, batond releases what a killed predecessor may \
+            have left (every app's VIPs, units and epoch files; see --release-claims) — unless \
+            another batond with this node id runs on this host. Then, before it runs any app, \
+            it registers its node id in the cluster's node registry (NATS KV bucket \
+            baton_<cluster>__nodes) and heartbeats there every second. \
             If another live batond already runs with the same node.id (on this host or another), \
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
