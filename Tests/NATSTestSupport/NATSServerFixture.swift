@@ -719,9 +719,7 @@ final class ServerRun: Sendable {
             run.processExited(status: finished.terminationStatus)
         }
         pipe.fileHandleForReading.readabilityHandler = { handle in
-            // Not `availableData`: it traps on EINTR, which a SIGCHLD (a test stopping one of
-            // its child processes with SIGSTOP) can cause.
-            guard let data = readAvailable(handle.fileDescriptor) else { return }
+            let data = handle.availableData
             if data.isEmpty {
                 handle.readabilityHandler = nil
                 run.outputClosed()
@@ -1182,16 +1180,4 @@ public func withNATSServer<T>(
     }
     await server.dispose()
     return result
-}
-
-/// Reads what `fd` has, retrying when a signal interrupts the read: empty at end of file or on
-/// an error, nil when nothing is there yet.
-public func readAvailable(_ fd: Int32) -> Data? {
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count >= 0 { return Data(buffer.prefix(count)) }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
-        if errno != EINTR { return Data() }
-    }
 }

@@ -969,7 +969,7 @@ private final class PythonRun: Sendable {
         process.standardOutput = output
         process.standardError = output
         output.fileHandleForReading.readabilityHandler = { [collected] handle in
-            guard let data = readAvailable(handle.fileDescriptor) else { return }
+            let data = handle.availableData
             if data.isEmpty {
                 handle.readabilityHandler = nil
             } else {
