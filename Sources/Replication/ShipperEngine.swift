@@ -21,6 +21,14 @@ import Glibc
 /// releases the barrier. When the checkpoint copied everything, the app's next write resets the
 /// WAL (salt-1 and the checkpoint sequence go up by one).
 ///
+/// ## Snapshots
+/// The barrier is held only to ship what is committed, run a PASSIVE checkpoint and plan the
+/// copy (``SnapshotCopier/plan(database:walPath:defaultPageSize:)``: the WAL's committed pages and
+/// the database's size), then `pin` begins a read transaction at exactly that state and the
+/// barrier is released. The pages are copied 1 MiB at a time while the app commits: `pin` keeps
+/// the pages it does not find in the WAL unchanged in the database file, and keeps the WAL from
+/// being reset more than once (see ``Cursor/pinnedSinceOffset``).
+///
 /// ## Accepting a new WAL generation
 /// A new header is accepted without a snapshot only when exactly one reset happened (checkpoint
 /// sequence and salt-1 are the old ones plus one) and the file shows that the old generation

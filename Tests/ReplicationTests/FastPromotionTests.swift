@@ -215,4 +215,37 @@ struct FastPromotionTests {
         await thread.shutdown()
         await app.close()
     }
+
+    /// The copy runs after a full checkpoint, so the app's next commit resets the WAL and can
+    /// overwrite the old generation's end before the shipper looks: the read transaction held
+    /// since the plan proves it was a single reset, and the commit is shipped, not snapshotted.
+    @Test func aWALResetDuringTheCopyNeedsNoSecondSnapshot() async throws {
+        let directory = try TemporaryDirectory()
+        let app = try await App(path: directory.file("a/app.db"))
+        try await app.workload(transactions: 10, bigEvery: 3)
+        try await app.checkpointTruncate()
+        try await app.run("INSERT INTO items(note, body) VALUES ('short generation', 'x')")
+        let config = configuration(directory, node: "node-a", database: app.path)
+        let thread = IOThread()
+        let engine = try await thread.run { try ShipperEngine(configuration: config, logger: Logger(label: "test")) }
+        let plan = try await thread.run { () throws -> SnapshotCopier.Plan in
+            while case .batch(let batch) = try engine.poll() { engine.commit(batch) }
+            #expect(try engine.beginBarrier())
+            return try engine.prepareSnapshot(release: true)
+        }
+        // A transaction far longer than the old generation: it overwrites the old end offset.
+        try await app.run("INSERT INTO items(note, body) VALUES ('after the reset', randomblob(300000))")
+        let image = try await thread.run { try engine.writeSnapshot(plan, to: directory.file("snapshot.db")) }
+        let walHeader = try WALHeader(parsing: Array(try readFile(app.path + "-wal").prefix(WALHeader.size)))
+        #expect(walHeader.checkpointSequence == (plan.header?.checkpointSequence ?? 0) &+ 1, "the app's commit did not reset the WAL")
+        let next = try await thread.run { () throws -> ShipperEngine.PollOutcome in try engine.poll() }
+        guard case .batch(let batch) = next else {
+            Issue.record("expected the commit after the reset to be shipped, got \(next)")
+            return
+        }
+        #expect(batch.checksumBefore == image.checksum)
+        try await thread.run { engine.close() }
+        await thread.shutdown()
+        await app.close()
+    }
 }
