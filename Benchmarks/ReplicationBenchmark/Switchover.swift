@@ -100,7 +100,9 @@ func switchoverMain(arguments: [String]) async -> Int32 {
                 // The switchover.
                 let start = ContinuousClock.now
                 let handoff = try await shipperA.stepDown()
+                let flushed = ContinuousClock.now
                 await applierB.stop()
+                let stopped = ContinuousClock.now
                 let report = try await ReplicaPromotion.promote(configuration: b, jetStream: jsB, logger: logger, timeout: .seconds(600))
                 let promoted = ContinuousClock.now
                 let shipperB = try await WALShipper.start(
@@ -128,7 +130,7 @@ func switchoverMain(arguments: [String]) async -> Int32 {
                     String(format: "%.0f", Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15)
                 }
                 let row =
-                    "| \(size) MB | \(mode) | \(msText(firstCommit - start)) | \(msText(promoted - start)) | \(msText(shipping - promoted)) | "
+                    "| \(size) MB | \(mode) | \(msText(firstCommit - start)) | \(msText(flushed - start)) | \(msText(stopped - flushed)) | \(msText(promoted - stopped)) | \(msText(shipping - promoted)) | "
                     + "\(snapshotsAtPromotion) | \(msText(caughtUp - followStart)) | \(applied.snapshotsRestored) | \(applied.localDatabasesAdopted) | \(peakRSSMiB()) |"
                 log(row)
                 rows.append(row)
@@ -141,8 +143,10 @@ func switchoverMain(arguments: [String]) async -> Int32 {
         return 1
     }
     await natsServer?.child.stop()
-    print("| size | mode | switchover (ms) | of which promotion | shipper start | snapshots published | old active caught up (ms) | snapshots restored | local DB adopted | peak RSS so far (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| size | mode | switchover (ms) | final flush | applier stop | promotion | shipper start | snapshots published | old active caught up (ms) | snapshots restored | local DB adopted | peak RSS so far (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows { print(row) }
     return 0
 }

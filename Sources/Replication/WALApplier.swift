@@ -195,7 +195,13 @@ public final class WALApplier: Sendable {
     public func stop() async {
         await core.requestStop()
         watcher.withLockedValue { $0 }?.cancel()
-        if let task = loop.withLockedValue({ $0 }) { await task.value }
+        if let task = loop.withLockedValue({ $0 }) {
+            // An idle applier waits in a pull request for up to its expiry (500 ms): cancelling
+            // ends the wait at once (the next start positions the consumer again anyway), so a
+            // promotion does not wait for it.
+            task.cancel()
+            await task.value
+        }
         await core.shutdown()
     }
 }
