@@ -135,6 +135,8 @@ public final class WALApplier: Sendable {
                     }
                     _ = try await core.step(expires: .milliseconds(500))
                 } catch {
+                    // A stop cancels the loop: whatever it interrupted is no error.
+                    if await core.stopRequested { break }
                     positioned = false
                     await core.noteError(error)
                     try? await Task.sleep(for: .milliseconds(500))
