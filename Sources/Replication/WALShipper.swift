@@ -380,13 +380,36 @@ actor ShipperCore {
             return
         }
         do {
-            try await drainUnderBarrier()
+            guard try await drainUnderBarrierDeferringSnapshot() else {
+                // Continuity was lost: the loop's next step takes the snapshot, copying the
+                // pages outside the barrier instead of under this one.
+                try await io.run { engine.releaseBarrier() }
+                return
+            }
             let result = try await io.run { try engine.checkpointAndReleaseBarrier() }
             status.checkpoints += 1
             logger.debug("checkpoint", metadata: ["wal-frames": "\(result.walFrames)", "checkpointed": "\(result.checkpointedFrames)"])
         } catch {
             try? await io.run { engine.releaseBarrier() }
             throw error
+        }
+    }
+
+    /// Ships everything committed under the caller's barrier. Returns false when continuity was
+    /// lost: the snapshot is left to the loop (``snapshotNeeded``).
+    private func drainUnderBarrierDeferringSnapshot() async throws -> Bool {
+        guard let engine else { return true }
+        while true {
+            switch try await io.run({ try engine.poll() }) {
+            case .nothing:
+                return true
+            case .batch(let batch):
+                try await publish(batch)
+            case .needsSnapshot(let reason):
+                logger.warning("WAL continuity lost; taking a snapshot", metadata: ["reason": "\(reason)"])
+                snapshotNeeded = reason
+                return false
+            }
         }
     }
 
