@@ -1002,6 +1002,10 @@ func benchmarkMain(options: Options) async -> Int32 {
     }
 }
 
+if CommandLine.arguments.count >= 2, CommandLine.arguments[1] == "switchover" {
+    exit(await switchoverMain(arguments: Array(CommandLine.arguments.dropFirst(2))))
+}
+
 if CommandLine.arguments.count >= 2, ["ship", "apply"].contains(CommandLine.arguments[1]) {
     await childMain(mode: CommandLine.arguments[1], arguments: Array(CommandLine.arguments.dropFirst(2)))
 }

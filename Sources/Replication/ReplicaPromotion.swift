@@ -34,12 +34,17 @@ public struct PromotionReport: Sendable, Hashable {
     /// Set when the old active node handed off gracefully (its final marker is the last record):
     /// no committed transaction was lost.
     public var finalMarkerToken: UInt64?
+    /// Where the new active node's shipper continues the stream (``WALShipper/start(configuration:token:jetStream:logger:resumingFrom:)``):
+    /// the promoted position and the page hashes promotion verified. Nil unless promoted.
+    public var resumePoint: ShipperResumePoint?
 
     /// Creates a report.
     public init(
         outcome: Outcome, txid: UInt64? = nil, streamSequence: UInt64? = nil, checksum: UInt64? = nil, recordsAppliedDuringDrain: Int,
-        transactionsAppliedDuringDrain: UInt64 = 0, lastTransactionTime: Date? = nil, discardedIncompleteRecord: Bool, finalMarkerToken: UInt64? = nil
+        transactionsAppliedDuringDrain: UInt64 = 0, lastTransactionTime: Date? = nil, discardedIncompleteRecord: Bool, finalMarkerToken: UInt64? = nil,
+        resumePoint: ShipperResumePoint? = nil
     ) {
+        self.resumePoint = resumePoint
         self.outcome = outcome
         self.txid = txid
         self.streamSequence = streamSequence
@@ -86,12 +91,13 @@ public enum ReplicaPromotion {
             let store = core.store
             let replicaPath = configuration.replicaPath
             let databasePath = configuration.databasePath
-            try await core.io.run {
-                _ = try store.verifyFile()
+            let verified = try await core.io.run {
+                let table = try store.verifyFile()
                 try quickCheck(replicaPath)
                 store.closeFile()
                 try moveIntoPlace(replicaPath, databasePath)
                 try store.forget()
+                return table
             }
             await core.shutdown()
             logger.info(
@@ -104,7 +110,9 @@ public enum ReplicaPromotion {
                 outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
                 recordsAppliedDuringDrain: drained.records, transactionsAppliedDuringDrain: position.txid - min(position.txid, txidBefore),
                 lastTransactionTime: position.transactionTime,
-                discardedIncompleteRecord: drained.incompleteDiscarded, finalMarkerToken: position.finalMarkerToken)
+                discardedIncompleteRecord: drained.incompleteDiscarded, finalMarkerToken: position.finalMarkerToken,
+                resumePoint: ShipperResumePoint(
+                    txid: position.txid, streamSequence: max(position.streamSequence, drained.incompleteDiscarded ? drained.target : 0), checksum: verified))
         } catch {
             await core.shutdown()
             throw error

@@ -132,14 +132,58 @@ final class ReplicaStore: @unchecked Sendable {
                 pageSize: record.pageSize, commitPages: record.commitPages, transactionTime: record.timestamp, appliedAt: Date()))
     }
 
-    /// Re-reads the replica file and compares it with the position.
-    func verifyFile() throws -> UInt64 {
+    /// Makes the replica from the app's own database on this node, which an old active node
+    /// holds at its final marker: copies a consistent image of `databasePath` (its WAL
+    /// included) through a fixed buffer and installs it with the marker's position, but only
+    /// when its checksum, page size and size are the marker's. Returns false when they are not
+    /// (the database diverged: the caller restores a snapshot) or when another process holds
+    /// the database's write lock.
+    func adopt(databasePath: String, handoff: HandoffReport, nodeToken: UInt64) throws -> Bool {
+        guard FileIO.exists(databasePath) else { return false }
+        try FileIO.makeDirectory((replicaPath as NSString).deletingLastPathComponent)
+        let temporary = replicaPath + ".adopt.\(UUID().uuidString)"
+        defer { try? FileIO.removeIfExists(temporary) }
+        let table: DatabaseChecksum
+        do {
+            let database = try SQLiteDatabase(path: databasePath)
+            database.setBusyTimeout(milliseconds: 1000)
+            // Nothing commits while the image is planned and copied (the backend is stopped;
+            // this keeps anything else out too). Readers are not blocked.
+            guard try database.executeUnlessBusy("BEGIN IMMEDIATE") else { return false }
+            defer { database.endTransaction() }
+            let plan = try SnapshotCopier.plan(database: database, walPath: databasePath + "-wal", defaultPageSize: handoff.pageSize)
+            guard plan.pageSize == handoff.pageSize, plan.commitPages == handoff.commitPages else { return false }
+            table = try SnapshotCopier.write(plan, database: database, to: temporary)
+        }
+        guard table.value == handoff.checksum else { return false }
+        let candidate = try FileIO.open(temporary, O_RDWR)
+        do {
+            try FileIO.rename(temporary, replicaPath)
+            try FileIO.fsyncDirectory(of: replicaPath)
+        } catch {
+            close(candidate)
+            throw error
+        }
+        if fd >= 0 { close(fd) }
+        fd = candidate
+        checksum = table
+        fileAheadOfPosition = false
+        try persist(
+            ReplicaPosition(
+                txid: handoff.txid, streamSequence: handoff.markerSequence, checksum: table.value, token: max(handoff.token, nodeToken),
+                pageSize: handoff.pageSize, commitPages: handoff.commitPages, transactionTime: Date(), appliedAt: Date(),
+                finalMarkerToken: handoff.token))
+        return true
+    }
+
+    /// Re-reads the replica file and compares it with the position; returns its page hashes.
+    func verifyFile() throws -> DatabaseChecksum {
         guard let position else { throw ReplicationError(.noSnapshot, "there is no replica") }
         let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: position.pageSize, pageCount: Int(position.commitPages))
         guard computed.value == position.checksum else {
             throw ReplicationError(.checksumMismatch, "the replica file has checksum \(hex(computed.value)), its position says \(hex(position.checksum))")
         }
-        return computed.value
+        return computed
     }
 
     /// Closes the replica and forgets the position file (after promotion moved the replica).

@@ -21,6 +21,14 @@ import Glibc
 /// releases the barrier. When the checkpoint copied everything, the app's next write resets the
 /// WAL (salt-1 and the checkpoint sequence go up by one).
 ///
+/// ## Snapshots
+/// The barrier is held only to ship what is committed, run a PASSIVE checkpoint and plan the
+/// copy (``SnapshotCopier/plan(database:walPath:defaultPageSize:)``: the WAL's committed pages and
+/// the database's size), then `pin` begins a read transaction at exactly that state and the
+/// barrier is released. The pages are copied 1 MiB at a time while the app commits: `pin` keeps
+/// the pages it does not find in the WAL unchanged in the database file, and keeps the WAL from
+/// being reset more than once (see ``Cursor/pinnedSinceOffset``).
+///
 /// ## Accepting a new WAL generation
 /// A new header is accepted without a snapshot only when exactly one reset happened (checkpoint
 /// sequence and salt-1 are the old ones plus one) and the file shows that the old generation
@@ -45,6 +53,13 @@ final class ShipperEngine: @unchecked Sendable {
         var offset: Int = WALHeader.size
         /// Checksum chain at `offset`.
         var chain = WALChecksum()
+        /// `pin` has held its read transaction since the generation ended at `offset` (set by a
+        /// snapshot, whose copy runs outside the barrier). While it is held, a checkpoint cannot
+        /// both backfill frames after `offset` and reset the WAL (a reader on the WAL blocks the
+        /// reset; a reader of the database file alone blocks the backfill), so a single reset
+        /// proves the old generation ended at `offset`, even when the new one has already
+        /// overwritten that offset.
+        var pinnedSinceOffset = false
     }
 
     /// A record's worth of committed transactions, ready to publish.
@@ -87,8 +102,15 @@ final class ShipperEngine: @unchecked Sendable {
     private(set) var barrierHeld = false
     private(set) var checkpoints = 0
 
+    /// Whether the engine started from the promoted replica's page hashes (no snapshot needed).
+    private(set) var resumed = false
+
     /// Opens both connections, checks WAL mode, sets `SQLITE_FCNTL_PERSIST_WAL`, and pins.
-    init(configuration: ReplicationConfiguration, logger: Logger) throws {
+    ///
+    /// `resume` is the page hashes of the database as promotion verified it: when the database
+    /// still is exactly that (same page size and size, no WAL frames yet), shipping continues
+    /// from it without a snapshot (``resumed``).
+    init(configuration: ReplicationConfiguration, logger: Logger, resume: DatabaseChecksum? = nil) throws {
         self.configuration = configuration
         self.logger = logger
         databasePath = configuration.databasePath
@@ -110,6 +132,21 @@ final class ShipperEngine: @unchecked Sendable {
         pageSize = Int(try pin.scalar("PRAGMA page_size") ?? "4096") ?? 4096
         checksum = DatabaseChecksum(pageSize: pageSize)
         try pin.beginReadTransaction()
+        if let resume {
+            let walSize = try FileIO.openIfExists(walPath).map { fd in
+                defer { Glibc.close(fd) }
+                return try FileIO.size(fd, path: walPath)
+            } ?? 0
+            let fileSize = try pin.mainFileSize()
+            if resume.pageSize == pageSize, walSize < WALHeader.size, fileSize == Int64(resume.pageCount) * Int64(pageSize) {
+                checksum = resume
+                resumed = true
+            } else {
+                logger.warning(
+                    "the database is not the promoted replica any more; shipping starts with a snapshot",
+                    metadata: ["wal-bytes": "\(walSize)", "file-bytes": "\(fileSize)", "replica-pages": "\(resume.pageCount)"])
+            }
+        }
     }
 
     func close() {
@@ -141,6 +178,7 @@ final class ShipperEngine: @unchecked Sendable {
         let mode = try barrier.scalar("PRAGMA journal_mode")?.lowercased()
         guard mode == "wal" else { throw ReplicationError(.notWALMode, "\(databasePath) left WAL mode (journal mode \(mode ?? "?"))") }
         pin.endTransaction()
+        cursor.pinnedSinceOffset = false
         let result: (walFrames: Int32, checkpointedFrames: Int32)
         do {
             result = try pin.checkpointPassive()
@@ -190,7 +228,9 @@ final class ShipperEngine: @unchecked Sendable {
         }
         if let current = cursor.header {
             if current.salts != header.salts || current.checkpointSequence != header.checkpointSequence {
-                if let reason = try reasonToRefuse(newHeader: header, old: current, fd: fd, size: size) {
+                let singleReset =
+                    header.pageSize == pageSize && header.checkpointSequence == current.checkpointSequence &+ 1 && header.salt1 == current.salt1 &+ 1
+                if !(cursor.pinnedSinceOffset && singleReset), let reason = try reasonToRefuse(newHeader: header, old: current, fd: fd, size: size) {
                     return .needsSnapshot(reason: reason)
                 }
                 logger.debug("WAL reset accepted", metadata: ["checkpoint-sequence": "\(header.checkpointSequence)"])
@@ -229,6 +269,7 @@ final class ShipperEngine: @unchecked Sendable {
     }
 
     private func adopt(_ header: WALHeader) {
+        cursor.pinnedSinceOffset = false
         cursor.header = header
         cursor.lastHeader = header
         cursor.offset = WALHeader.size
@@ -277,8 +318,44 @@ final class ShipperEngine: @unchecked Sendable {
 
     // MARK: - Snapshots
 
-    /// Writes the database as of now to `path`, under the barrier (taken here if not held), and
-    /// restarts shipping from the end of the WAL. The page hashes become the snapshot's.
+    /// Under the barrier, after everything committed was shipped (or continuity was lost):
+    /// runs a PASSIVE checkpoint (so the WAL overlay stays short), plans the snapshot, re-pins
+    /// at exactly the planned state and, with `release`, releases the barrier. The copy itself
+    /// (``writeSnapshot(_:to:)``) then runs while the app writes: `pin`'s read transaction keeps
+    /// the pages it reads from the database file as planned, and the WAL frames after the plan
+    /// stay in the file until they are shipped.
+    ///
+    /// Shipping restarts from the planned end of the WAL once the snapshot is written.
+    func prepareSnapshot(release: Bool) throws -> SnapshotCopier.Plan {
+        precondition(barrierHeld)
+        defer { if release { releaseBarrier() } }
+        pin.endTransaction()
+        let plan: SnapshotCopier.Plan
+        do {
+            _ = try? pin.checkpointPassive()
+            plan = try SnapshotCopier.plan(database: barrier, walPath: walPath, defaultPageSize: pageSize)
+        } catch {
+            try pin.beginReadTransaction()
+            throw error
+        }
+        try pin.beginReadTransaction()
+        return plan
+    }
+
+    /// Writes a planned snapshot to `path` through a fixed buffer, without the barrier (see
+    /// ``prepareSnapshot(release:)``). The page hashes and the shipping position become the
+    /// snapshot's.
+    func writeSnapshot(_ plan: SnapshotCopier.Plan, to path: String) throws -> SnapshotImage {
+        let table = try SnapshotCopier.write(plan, database: barrier, to: path)
+        pageSize = plan.pageSize
+        checksum = table
+        cursor = Cursor(
+            header: plan.header, lastHeader: plan.header ?? cursor.lastHeader, offset: plan.endOffset, chain: plan.chain, pinnedSinceOffset: plan.header != nil)
+        return SnapshotImage(path: path, pageSize: plan.pageSize, commitPages: plan.commitPages, checksum: table.value, takenAt: Date())
+    }
+
+    /// Writes the database as of now to `path`: the barrier only for the plan (taken here if
+    /// not held; kept when the caller holds it), the copy outside it.
     func takeSnapshot(to path: String) throws -> SnapshotImage {
         var tookBarrier = false
         if !barrierHeld {
@@ -289,64 +366,7 @@ final class ShipperEngine: @unchecked Sendable {
             }
             tookBarrier = true
         }
-        defer { if tookBarrier { releaseBarrier() } }
-
-        var header: WALHeader?
-        var transactions: [WALTransaction] = []
-        var endOffset = WALHeader.size
-        var chain = WALChecksum()
-        if let fd = try FileIO.openIfExists(walPath) {
-            defer { Glibc.close(fd) }
-            let size = try FileIO.size(fd, path: walPath)
-            if size >= WALHeader.size {
-                let bytes = try FileIO.pread(fd, count: size, offset: 0, path: walPath)
-                if let parsed = try? WALScanner.parse(bytes) {
-                    header = parsed.header
-                    transactions = parsed.scan.transactions
-                    endOffset = parsed.scan.committedEnd
-                    chain = parsed.scan.chainAtCommittedEnd
-                }
-            }
-        }
-        let pragmaPageSize = try barrier.scalar("PRAGMA page_size")
-        let size = header?.pageSize ?? (Int(pragmaPageSize ?? "") ?? pageSize)
-        let fileSize = try barrier.mainFileSize()
-        let filePages = Int(fileSize / Int64(size))
-        let merged = WALTransaction.merging(transactions)
-        let commitPages = merged?.commitPages ?? UInt32(filePages)
-        var overlay: [UInt32: [UInt8]] = [:]
-        for page in merged?.pages ?? [] { overlay[page.pageNumber] = page.data }
-
-        let lockPage = DatabaseChecksum.lockPage(pageSize: size)
-        var table = DatabaseChecksum(pageSize: size)
-        table.resize(to: Int(commitPages))
-        let out = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { Glibc.close(out) }
-        var page = [UInt8](repeating: 0, count: size)
-        if commitPages > 0 {
-            for number in 1...commitPages where number != lockPage {
-                if let image = overlay[number] {
-                    page = image
-                } else if Int(number) <= filePages {
-                    try page.withUnsafeMutableBytes { buffer throws in
-                        try barrier.readMainFile(offset: Int64(number - 1) * Int64(size), into: buffer)
-                    }
-                } else {
-                    page = [UInt8](repeating: 0, count: size)
-                }
-                table.setPage(number, hash: DatabaseChecksum.pageHash(pageNumber: number, data: page))
-                try page.withUnsafeBytes { buffer throws in
-                    try FileIO.pwrite(out, buffer, offset: Int(number - 1) * size, path: path)
-                }
-            }
-        }
-        try FileIO.truncate(out, size: Int(commitPages) * size, path: path)
-        try FileIO.fsync(out, path: path)
-
-        pageSize = size
-        checksum = table
-        cursor = Cursor(header: header, lastHeader: header ?? cursor.lastHeader, offset: endOffset, chain: header == nil ? WALChecksum() : chain)
-        try repin()
-        return SnapshotImage(path: path, pageSize: size, commitPages: commitPages, checksum: table.value, takenAt: Date())
+        let plan = try prepareSnapshot(release: tookBarrier)
+        return try writeSnapshot(plan, to: path)
     }
 }

@@ -26,6 +26,12 @@ public struct ApplierStatus: Sendable, Hashable {
     /// The most bytes one pull request brought (subjects, headers and payloads, as the server
     /// counts them against the request's `max_bytes`).
     public var largestBatchBytes: Int
+    /// Times the replica was made from this node's own database at its final marker (an old
+    /// active node turning passive) instead of restoring a snapshot.
+    public var localDatabasesAdopted: Int = 0
+    /// Times this node's own database did not match its final marker (it diverged) and a
+    /// snapshot was restored instead.
+    public var localDatabasesDiverged: Int = 0
     /// The latest error (cleared by the next success).
     public var lastError: String?
     /// Whether the applying loop runs.
@@ -91,12 +97,21 @@ public final class WALApplier: Sendable {
 
     /// Loads the replica and starts applying in the background. Returns once the loop runs (a
     /// missing snapshot is not an error here; the loop waits for one).
-    public static func start(configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger) async throws -> WALApplier {
+    ///
+    /// `handoff` is the final marker this node published when it stepped down: its own
+    /// database (``ReplicationConfiguration/databasePath``) is the database at that marker, so
+    /// when the replica is not already at or past it, the replica is made from that database
+    /// (copied locally, checksum verified against the marker) and applying continues after the
+    /// marker. A snapshot is restored only when the checksums differ (the database diverged).
+    public static func start(
+        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, adoptingLocalDatabaseAt handoff: HandoffReport? = nil
+    ) async throws -> WALApplier {
         try configuration.validate()
         var logger = logger
         logger[metadataKey: "app"] = "\(configuration.app)"
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         try await core.load()
+        if let handoff { await core.adoptLocalDatabase(at: handoff) }
         let applier = WALApplier(configuration: configuration, core: core)
         // A pull request in flight when the connection dropped is gone, and the messages the
         // server had queued for it are delivered again only after the ack wait: re-read from
@@ -120,6 +135,8 @@ public final class WALApplier: Sendable {
                     }
                     _ = try await core.step(expires: .milliseconds(500))
                 } catch {
+                    // A stop cancels the loop: whatever it interrupted is no error.
+                    if await core.stopRequested { break }
                     positioned = false
                     await core.noteError(error)
                     try? await Task.sleep(for: .milliseconds(500))
@@ -180,7 +197,13 @@ public final class WALApplier: Sendable {
     public func stop() async {
         await core.requestStop()
         watcher.withLockedValue { $0 }?.cancel()
-        if let task = loop.withLockedValue({ $0 }) { await task.value }
+        if let task = loop.withLockedValue({ $0 }) {
+            // An idle applier waits in a pull request for up to its expiry (500 ms): cancelling
+            // ends the wait at once (the next start positions the consumer again anyway), so a
+            // promotion does not wait for it.
+            task.cancel()
+            await task.value
+        }
         await core.shutdown()
     }
 }
@@ -267,6 +290,35 @@ actor ApplierCore {
         let store = store
         try await io.run { try store.load() }
         status.position = try await io.run { store.position }
+    }
+
+    /// See ``WALApplier/start(configuration:jetStream:logger:adoptingLocalDatabaseAt:)``.
+    func adoptLocalDatabase(at handoff: HandoffReport) async {
+        if let position = status.position, position.streamSequence >= handoff.markerSequence { return }
+        let store = store
+        let databasePath = configuration.databasePath
+        let nodeToken = status.position?.token ?? 0
+        let started = ContinuousClock.now
+        do {
+            if try await io.run({ try store.adopt(databasePath: databasePath, handoff: handoff, nodeToken: nodeToken) }) {
+                status.position = try await io.run { store.position }
+                status.localDatabasesAdopted += 1
+                logger.info(
+                    "replica made from the local database at this node's final marker; no snapshot restored",
+                    metadata: [
+                        "txid": "\(handoff.txid)", "sequence": "\(handoff.markerSequence)", "pages": "\(handoff.commitPages)",
+                        "took": "\(ContinuousClock.now - started)",
+                    ])
+                return
+            }
+            status.localDatabasesDiverged += 1
+            logger.warning(
+                "the local database does not match this node's final marker (it diverged); restoring a snapshot",
+                metadata: ["marker-txid": "\(handoff.txid)", "marker-checksum": "\(hex(handoff.checksum))"])
+        } catch {
+            status.localDatabasesDiverged += 1
+            logger.warning("cannot take the replica from the local database; restoring a snapshot", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Positions the consumer after the persisted position, restoring the latest snapshot
@@ -490,7 +542,7 @@ actor ApplierCore {
 
     /// Applies everything up to the stream's current end. Returns the number of stream
     /// messages that were beyond the position when it started.
-    func drain(timeout: Duration) async throws -> (records: Int, incompleteDiscarded: Bool) {
+    func drain(timeout: Duration) async throws -> (records: Int, incompleteDiscarded: Bool, target: UInt64) {
         let deadline = ContinuousClock.now + timeout
         let info = try await jetStream.streamInfo(names.stream)
         let target = info.state.lastSequence
@@ -507,11 +559,11 @@ actor ApplierCore {
             if count == 0 {
                 emptyFetches += 1
                 // Only the chunks of a record whose writer died are left: it is not applied.
-                if assembler.hasIncompleteRecord, emptyFetches >= 2 { return (recordsApplied - start, true) }
+                if assembler.hasIncompleteRecord, emptyFetches >= 2 { return (recordsApplied - start, true, target) }
             } else {
                 emptyFetches = 0
             }
         }
-        return (recordsApplied - start, false)
+        return (recordsApplied - start, false, target)
     }
 }

@@ -40,6 +40,28 @@ public struct HandoffReport: Sendable, Hashable {
     public var checksum: UInt64
     /// The fencing token the marker carries.
     public var token: UInt64
+    /// The page size of the database.
+    public var pageSize: Int
+    /// The database's size in pages at the marker.
+    public var commitPages: UInt32
+}
+
+/// Where a new active node's shipper continues the stream: the promoted replica's position and
+/// page hashes (from ``PromotionReport/resumePoint``).
+public struct ShipperResumePoint: Sendable, Hashable {
+    /// The last transaction id the replica holds (the final marker's, after a graceful handoff).
+    public var txid: UInt64
+    /// The stream's last sequence when promotion finished draining: the next record expects it.
+    public var streamSequence: UInt64
+    /// The page hashes of the promoted database.
+    public var checksum: DatabaseChecksum
+
+    /// Creates a resume point.
+    public init(txid: UInt64, streamSequence: UInt64, checksum: DatabaseChecksum) {
+        self.txid = txid
+        self.streamSequence = streamSequence
+        self.checksum = checksum
+    }
 }
 
 /// Ships an app's committed SQLite transactions to its JetStream stream while this node is
@@ -51,8 +73,9 @@ public struct HandoffReport: Sendable, Hashable {
 /// let handoff = try await shipper.stepDown()   // graceful: ships the tail, publishes the final marker
 /// ```
 ///
-/// `start` returns once the opening snapshot is published (so a failure to replicate is known
-/// before the backend depends on it). Every message carries `Nats-Msg-Id` and
+/// `start` returns once the stream is claimed under the token (by an opening snapshot, or after
+/// a promotion by a claim record that continues the stream), so a failure to replicate is known
+/// before the backend depends on it. Every message carries `Nats-Msg-Id` and
 /// `Nats-Expected-Last-Sequence`: when another node has published since (it holds a newer
 /// lease), the write is refused and the shipper stops with ``ReplicationError/Code/fenced``;
 /// ``waitUntilStopped()`` reports it.
@@ -73,12 +96,17 @@ public final class WALShipper: Sendable {
         self.loop = NIOLockedValueBox(nil)
     }
 
-    /// Opens the database, publishes a snapshot, and starts shipping in the background.
+    /// Opens the database, claims the stream, and starts shipping in the background.
+    ///
+    /// With `resume` (the position and page hashes ``ReplicaPromotion`` verified), the stream
+    /// continues from the promoted replica: one small claim record, no snapshot, whatever the
+    /// database's size; snapshots follow in the background. Without it, or when the database
+    /// or the stream changed since promotion, an opening snapshot is published first.
     ///
     /// Throws ``ReplicationError/Code/notWALMode`` for a database not in WAL mode, and
     /// ``ReplicationError/Code/fenced`` when the stream already holds records of a newer token.
     public static func start(
-        configuration: ReplicationConfiguration, token: UInt64, jetStream: JetStream, logger: Logger
+        configuration: ReplicationConfiguration, token: UInt64, jetStream: JetStream, logger: Logger, resumingFrom resume: ShipperResumePoint? = nil
     ) async throws -> WALShipper {
         try configuration.validate()
         var logger = logger
@@ -86,7 +114,7 @@ public final class WALShipper: Sendable {
         logger[metadataKey: "epoch"] = "\(token)"
         let core = ShipperCore(configuration: configuration, token: token, jetStream: jetStream, logger: logger)
         do {
-            try await core.start()
+            try await core.start(resume: resume)
         } catch {
             await core.shutdown()
             throw error
@@ -198,7 +226,7 @@ actor ShipperCore {
         logger.error("WAL shipping stopped", metadata: ["error": "\(error)"])
     }
 
-    func start() async throws {
+    func start(resume: ShipperResumePoint?) async throws {
         try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
         objectStore = try await jetStream.objectStore(names.snapshotBucket)
         if let payload = jetStream.client.serverInfo?.maxPayload {
@@ -206,7 +234,17 @@ actor ShipperCore {
         }
         let configuration = configuration
         let logger = logger
-        engine = try await io.run { try ShipperEngine(configuration: configuration, logger: logger) }
+        let engine = try await io.run { try ShipperEngine(configuration: configuration, logger: logger, resume: resume?.checksum) }
+        self.engine = engine
+        if let resume, try await io.run({ engine.resumed }) {
+            if try await continueStream(from: resume) {
+                status.running = true
+                logger.info(
+                    "WAL shipping continues from the promoted replica (no snapshot)",
+                    metadata: ["txid": "\(nextTxid - 1)", "sequence": "\(lastSequence)"])
+                return
+            }
+        }
         var attempts = 0
         while true {
             try await readStreamTail()
@@ -221,6 +259,45 @@ actor ShipperCore {
         }
         status.running = true
         logger.info("WAL shipping started", metadata: ["txid": "\(nextTxid - 1)", "sequence": "\(lastSequence)"])
+    }
+
+    /// Continues the stream from the promoted replica: when the stream still ends where
+    /// promotion drained it, publishes a claim (a transaction record without pages, checksum
+    /// before = after = the replica's) that fences every older shipper, exactly as an opening
+    /// snapshot would, at O(1) cost. Returns false when the stream moved since promotion (a
+    /// stale shipper published): then the caller publishes a snapshot instead. A newer token
+    /// in the stream throws ``ReplicationError/Code/fenced``.
+    private func continueStream(from resume: ShipperResumePoint) async throws -> Bool {
+        try await readStreamTail()
+        guard lastSequence == resume.streamSequence else {
+            logger.notice(
+                "the stream moved since promotion; publishing a snapshot instead of continuing",
+                metadata: ["promoted-sequence": "\(resume.streamSequence)", "stream-sequence": "\(lastSequence)"])
+            return false
+        }
+        nextTxid = resume.txid + 1
+        let claim = ReplicationRecord(
+            kind: .transaction, txid: nextTxid, token: token, pageSize: resume.checksum.pageSize, commitPages: UInt32(resume.checksum.pageCount),
+            checksumBefore: resume.checksum.value, checksumAfter: resume.checksum.value, timestampNanos: nanos(Date()), pages: [])
+        do {
+            try await publish(claim, subject: names.transactionSubject)
+        } catch let error as ReplicationError where error.code == .fenced {
+            logger.notice("the stream moved while claiming it; publishing a snapshot instead", metadata: ["error": "\(error.message)"])
+            return false
+        }
+        nextTxid += 1
+        status.lastTxid = claim.txid
+        status.checksum = claim.checksumAfter
+        status.lastError = nil
+        // The previous active node's snapshots stay valid; the next one is due by the usual
+        // rules (interval, messages since, retention), taken in the background.
+        do {
+            anchorSequence = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject).sequence
+        } catch {
+            anchorSequence = 0
+        }
+        lastSnapshotAt = .now
+        return true
     }
 
     /// Reads the stream's last message: where our expectations and txids continue.
@@ -303,13 +380,36 @@ actor ShipperCore {
             return
         }
         do {
-            try await drainUnderBarrier()
+            guard try await drainUnderBarrierDeferringSnapshot() else {
+                // Continuity was lost: the loop's next step takes the snapshot, copying the
+                // pages outside the barrier instead of under this one.
+                try await io.run { engine.releaseBarrier() }
+                return
+            }
             let result = try await io.run { try engine.checkpointAndReleaseBarrier() }
             status.checkpoints += 1
             logger.debug("checkpoint", metadata: ["wal-frames": "\(result.walFrames)", "checkpointed": "\(result.checkpointedFrames)"])
         } catch {
             try? await io.run { engine.releaseBarrier() }
             throw error
+        }
+    }
+
+    /// Ships everything committed under the caller's barrier. Returns false when continuity was
+    /// lost: the snapshot is left to the loop (``snapshotNeeded``).
+    private func drainUnderBarrierDeferringSnapshot() async throws -> Bool {
+        guard let engine else { return true }
+        while true {
+            switch try await io.run({ try engine.poll() }) {
+            case .nothing:
+                return true
+            case .batch(let batch):
+                try await publish(batch)
+            case .needsSnapshot(let reason):
+                logger.warning("WAL continuity lost; taking a snapshot", metadata: ["reason": "\(reason)"])
+                snapshotNeeded = reason
+                return false
+            }
         }
     }
 
@@ -342,13 +442,33 @@ actor ShipperCore {
         status.lastError = nil
     }
 
+    /// Publishes a snapshot: ships what is committed and plans the image under the barrier
+    /// (O(WAL), not O(database)), then copies the pages through a fixed buffer while the app
+    /// writes (the barrier is released unless the caller holds it), uploads it and publishes
+    /// its record. Shipping resumes after the record, from the planned end of the WAL.
     private func snapshot(reason: String) async throws {
         guard let engine, let objectStore else { return }
         snapshotNeeded = reason
         let path = (configuration.stateDirectory as NSString).appendingPathComponent("\(configuration.app).snapshot.\(NUID.next()).tmp")
         try await io.run { try FileIO.makeDirectory(self.configuration.stateDirectory) }
         defer { Task { [io] in try? await io.run { try FileIO.removeIfExists(path) } } }
-        let image = try await io.run { try engine.takeSnapshot(to: path) }
+        let callerHoldsBarrier = try await io.run { engine.barrierHeld }
+        if !callerHoldsBarrier {
+            var attempts = 0
+            while try await !io.run({ try engine.beginBarrier() }) {
+                attempts += 1
+                if attempts >= 10 { throw ReplicationError(.timeout, "the app's writer kept the write lock; cannot take a snapshot") }
+            }
+        }
+        let plan: SnapshotCopier.Plan
+        do {
+            try await drainForSnapshot()
+            plan = try await io.run { try engine.prepareSnapshot(release: !callerHoldsBarrier) }
+        } catch {
+            if !callerHoldsBarrier { try? await io.run { if engine.barrierHeld { engine.releaseBarrier() } } }
+            throw error
+        }
+        let image = try await io.run { try engine.writeSnapshot(plan, to: path) }
         let txid = nextTxid
         let name = "snapshot-\(String(format: "%020llu", txid))-\(token)"
         try await objectStore.put(
@@ -372,6 +492,20 @@ actor ShipperCore {
         status.lastSnapshotReason = reason
         logger.info("snapshot published", metadata: ["txid": "\(txid)", "pages": "\(image.commitPages)", "reason": "\(reason)"])
         await pruneSnapshots()
+    }
+
+    /// Under the barrier, before a snapshot: ships what is committed, unless continuity is
+    /// lost (then the snapshot covers it).
+    private func drainForSnapshot() async throws {
+        guard let engine else { return }
+        while true {
+            switch try await io.run({ try engine.poll() }) {
+            case .nothing, .needsSnapshot:
+                return
+            case .batch(let batch):
+                try await publish(batch)
+            }
+        }
     }
 
     private func pruneSnapshots() async {
@@ -436,7 +570,8 @@ actor ShipperCore {
             try await publish(marker, subject: names.transactionSubject)
             try await io.run { engine.releaseBarrier() }
             logger.info("final marker published", metadata: ["txid": "\(txid)", "sequence": "\(lastSequence)"])
-            return HandoffReport(txid: txid, markerSequence: lastSequence, checksum: state.checksum, token: token)
+            return HandoffReport(
+                txid: txid, markerSequence: lastSequence, checksum: state.checksum, token: token, pageSize: state.pageSize, commitPages: state.pages)
         } catch {
             try? await io.run { engine.releaseBarrier() }
             throw error

@@ -119,12 +119,19 @@ struct SQLiteReplicaTests {
             status = await b.status()
             #expect(status.role == .shipping)
             #expect(status.promotion?.contains("graceful handoff from epoch 1") == true, "\(status.promotion ?? "nil")")
+            // The promotion continued the stream: no snapshot before the backend starts.
+            #expect(status.snapshotsPublished == 0, "\(status)")
             _ = try await sql(databaseB, "INSERT INTO t (v) VALUES ('b1')")
             let deadline = ContinuousClock.now + .seconds(10)
             while await a.status().txid ?? 0 < (await b.status().txid ?? 0), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(await a.status().role == .applying)
+            // The old active node kept its own database (at its final marker) as the replica.
+            let following = await a.status()
+            let shippingB = await b.status()
+            #expect(following.snapshotsRestored == 0, "\(following)")
+            #expect(following.txid == shippingB.txid)
 
             // a takes over without b handing off (as after b froze): b's next record is refused,
             // and b reports it as a failure.

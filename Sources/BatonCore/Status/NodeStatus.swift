@@ -133,6 +133,12 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// handed off gracefully, and after a crash failover the time of the last applied transaction
     /// and how much of the stream was beyond the applied position.
     public var promotion: String?
+    /// Snapshots the shipper published since it started (active). A promotion continues the
+    /// stream without one: this stays 0 until the first background snapshot is due.
+    public var snapshotsPublished: Int?
+    /// Snapshots restored into the replica since the applier started (passive). An old active
+    /// node whose database matches its final marker restores none.
+    public var snapshotsRestored: Int?
 
     /// Creates a replication status.
     public init(
@@ -153,6 +159,8 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case lastCommitTime = "last_commit_time"
         case lastError = "last_error"
         case promotion
+        case snapshotsPublished = "snapshots_published"
+        case snapshotsRestored = "snapshots_restored"
     }
 }
 

@@ -11,9 +11,14 @@ import Replication
 ///   `<state_dir>/<app>.replica.db` (position in `<state_dir>/<app>.position.json`).
 /// - Promotion (``promote(token:)``): the applier stops, ``ReplicaPromotion`` drains the stream,
 ///   verifies the replica (checksum and `quick_check`) and moves it over `sqlite.path`, then a
-///   ``WALShipper`` ships the WAL under the new fencing token. Only then does the backend start.
+///   ``WALShipper`` continues the stream from the promoted position under the new fencing token
+///   (one small claim record, no snapshot: the cost does not grow with the database). Only then
+///   does the backend start. Snapshots follow in the background.
 /// - Graceful demotion (``flush(token:)``, after the backend stopped): the shipper ships what is
-///   left and publishes a final marker, so the next node loses nothing.
+///   left and publishes a final marker, so the next node loses nothing. The following
+///   ``follow()`` makes the replica from this node's own database (it is the database at the
+///   marker, checksum verified) and applies from there; a snapshot is restored only when the
+///   database diverged.
 /// - Fencing (``fence()``): shipping stops at once; JetStream's expected-sequence checks reject
 ///   anything a stale shipper still tries to publish.
 ///
@@ -54,6 +59,9 @@ public actor SQLiteReplica: AppReplica {
     /// The token this node last shipped under, and whether JetStream fenced it.
     private var shippingToken: UInt64?
     private var fencedToken: UInt64?
+    /// The final marker this node published at its last graceful stepdown: its database is
+    /// the database at that marker, so following starts from it instead of a snapshot.
+    private var lastHandoff: HandoffReport?
     private var disposed = false
 
     /// Creates the replica of an app; nothing runs until ``follow()`` or ``promote(token:)``.
@@ -120,11 +128,13 @@ public actor SQLiteReplica: AppReplica {
             status = ReplicationStatus(
                 role: .shipping, txid: shipped.lastTxid, lastCommitTime: shipped.lastShippedAt?.timeIntervalSince1970,
                 lastError: shipped.lastError ?? lastError)
+            status.snapshotsPublished = shipped.snapshots
         case .following(let applier):
             let applied = await applier.status()
             status = ReplicationStatus(
                 role: .applying, txid: applied.position?.txid, lagTransactions: lag?.txidsBehind,
                 lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970, lastError: applied.lastError ?? lastError)
+            status.snapshotsRestored = applied.snapshotsRestored
         case .idle:
             status = ReplicationStatus(role: .idle, lastError: lastError)
         }
@@ -190,6 +200,7 @@ public actor SQLiteReplica: AppReplica {
             break
         }
         try checkIntent(generation, "promotion")
+        lastHandoff = nil
         let startedAt = Date()
         let report: PromotionReport
         do {
@@ -208,7 +219,8 @@ public actor SQLiteReplica: AppReplica {
         try checkIntent(generation, "promotion")
         let shipper: WALShipper
         do {
-            shipper = try await WALShipper.start(configuration: configuration, token: token, jetStream: jetStream, logger: logger)
+            shipper = try await WALShipper.start(
+                configuration: configuration, token: token, jetStream: jetStream, logger: logger, resumingFrom: report.resumePoint)
         } catch {
             lastError = "cannot start shipping: \(error)"
             logger.error("cannot start WAL shipping", metadata: ["error": "\(error)"])
@@ -300,6 +312,7 @@ public actor SQLiteReplica: AppReplica {
         shipperWatch?.cancel()
         do {
             let handoff = try await shipper.stepDown()
+            lastHandoff = handoff
             lastError = nil
             logger.notice(
                 "final WAL marker shipped", metadata: ["epoch": "\(token)", "txid": "\(handoff.txid)", "sequence": "\(handoff.markerSequence)"])
@@ -324,7 +337,8 @@ public actor SQLiteReplica: AppReplica {
             break
         }
         do {
-            let applier = try await WALApplier.start(configuration: configuration, jetStream: jetStream, logger: logger)
+            let applier = try await WALApplier.start(
+                configuration: configuration, jetStream: jetStream, logger: logger, adoptingLocalDatabaseAt: lastHandoff)
             guard intent == generation, !disposed, case .idle = mode else {
                 await applier.stop()
                 return
