@@ -112,8 +112,9 @@ struct FastPromotionTests {
             let a = configuration(directory, node: "node-a", database: appA.path)
             let b = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
             let (handoff, report) = try await switchover(jetStream, app: appA, a: a, b: b)
+            let resumePoint: ShipperResumePoint = try #require(report.resumePoint)
             let shipperB = try await WALShipper.start(
-                configuration: b, token: 2, jetStream: jetStream, logger: logger, resumingFrom: try #require(report.resumePoint))
+                configuration: b, token: 2, jetStream: jetStream, logger: logger, resumingFrom: resumePoint)
             #expect(await shipperB.status().snapshots == 0)
 
             // Something wrote to node-a's database after its final marker: it is not the
