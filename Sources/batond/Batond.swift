@@ -201,6 +201,9 @@ struct BatondService: Service {
     let logger: Logger
 
     func run() async throws {
+        // Trap SIGHUP from the start: one that arrives while batond is still connecting or
+        // setting its apps up is applied once they run (its default action would kill batond).
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         serviceManager.status("connecting to NATS")
         // Nothing can be decided without NATS: wait for it (retrying), unless asked to stop.
         let connected = await withGracefulShutdownHandler {
@@ -240,7 +243,7 @@ struct BatondService: Service {
         serviceManager.ready(status: await node.status().summaryLine)
         // Watchdog pings and STATUS= go on through the graceful step-down below.
         let supervision = Task { [serviceManager, node] in await serviceManager.supervise(node) }
-        await reloadOnSIGHUP()
+        await reloadOnSIGHUP(hangups)
         serviceManager.stopping()
         logger.info("stopping: stepping every app down")
         await control.stop()
@@ -286,8 +289,7 @@ struct BatondService: Service {
         return nil
     }
 
-    private func reloadOnSIGHUP() async {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
+    private func reloadOnSIGHUP(_ signals: UnixSignalsSequence) async {
         for await _ in signals.cancelOnGracefulShutdown() {
             serviceManager.reloading()
             do {

@@ -391,6 +391,35 @@ extension BatondClusterTests {
         return nodes
     }
 
+    /// A SIGHUP (`systemctl reload`, or an operator's `kill -HUP`) while batond is still starting
+    /// — here NATS is not reachable yet — must not kill it: it is applied once the apps run.
+    @Test
+    func aSIGHUPDuringStartupIsNotFatal() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-early-hup")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let port = try reserveLoopbackPort()  // nothing listens there
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let configPath = directory.appendingPathComponent("node-1.yaml").path
+        try Self.config(
+            node: "node-1", port: port, stateDirectory: directory.appendingPathComponent("node-1").path, backend: backend,
+            heartbeatLog: directory.appendingPathComponent("heartbeats.log").path
+        ).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let node = try BatondProcess(
+            node: "node-1", binary: try Self.executable("batond"), config: configPath, logPath: directory.appendingPathComponent("node-1.log").path,
+            environment: ["BATON_FENCE_KEEPER": try Self.executable("baton-fence-keeper")])
+        defer { if node.process.isRunning { kill(node.pid, SIGKILL) } }
+        // Wait until it says it is trying to connect (its signal handling is set up by then).
+        for _ in 0..<100 {
+            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("NATS") { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        node.signal(SIGHUP)
+        try await Task.sleep(for: .seconds(1))
+        #expect(node.process.isRunning, "batond died of a SIGHUP during startup; log:\n\((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "")")
+        await node.stop()
+    }
+
     /// Issue 11, item 1: a passive node whose config is edited to a shorter ttl and reloaded
     /// judges the live lease by its holder's ttl, and the bucket's TTL does not shrink under it.
     /// (Before: the reload set the bucket's max_age to 2 s, the key expired between the
