@@ -313,7 +313,7 @@ final class ChaosRun: @unchecked Sendable {
                 server = leader
                 record.target = "\(leader.name) (leader of KV_baton_chaos_\(app))"
             } else {
-                record.target = "\(server.name)"
+                record.target = leaderWanted ? "\(server.name) (the leader lookup failed; a random server)" : server.name
             }
             if kind == .natsKill {
                 let downFor = milliseconds(200...2000)

@@ -40,8 +40,9 @@ struct Violation: CustomStringConvertible {
 
 /// Reads the per-app evidence logs and checks them.
 struct Checker {
-    /// Gaps between heartbeats longer than this count as the app being down.
-    static let downGap: Int64 = 50_000_000
+    /// Gaps between heartbeats longer than this count as the app being down (five heartbeat
+    /// periods: a loaded host delays a 5 ms sleep by a few ms now and then).
+    static let downGap: Int64 = 25_000_000
 
     var runs: [String: [BackendRun]] = [:]
     /// Every heartbeat time of each app, sorted (for unavailability).
