@@ -57,6 +57,15 @@ struct BatonChaos: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where to make the run's directory (default: $TMPDIR or /tmp).", valueName: "dir"))
     var workDir: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Comma-separated fault kinds to draw from (default all): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
+            valueName: "kinds"))
+    var kinds: String?
+
+    @Option(help: ArgumentHelp("batond's --log-level (debug gives more evidence, and bigger logs).", valueName: "level"))
+    var batondLogLevel = "info"
+
     @Flag(help: "Keep the run's directory (evidence, logs) even when no violation was found.")
     var keep = false
 
@@ -71,6 +80,15 @@ struct BatonChaos: AsyncParsableCommand {
         let maximum = try duration.map(parseDuration)
         let bound = try timeLimit.map(parseDuration) ?? (maximum.map { $0 + .seconds(120) } ?? (.seconds(120) + .seconds(45) * faults))
 
+        var chosen = FaultKind.allCases
+        if let kinds {
+            chosen = try kinds.split(separator: ",").map { name in
+                guard let kind = FaultKind.allCases.first(where: { $0.shortName == name }) else {
+                    throw ValidationError("unknown fault kind \(name); known: \(FaultKind.allCases.map(\.shortName).joined(separator: ", "))")
+                }
+                return kind
+            }
+        }
         let binaries = try locateBinaries()
         let parent = workDir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         var template = Array("\(parent)/baton-chaos-\(seed)-XXXXXX".utf8CString)
@@ -85,7 +103,7 @@ struct BatonChaos: AsyncParsableCommand {
 
         let plan = RunPlan(
             seed: seed, faults: faults, maximum: maximum, ttl: ttl, liveness: liveness, appCount: apps, binaries: binaries,
-            runDirectory: runDirectory, syncInterval: syncInterval, continueAfterViolation: continueAfterViolation)
+            runDirectory: runDirectory, syncInterval: syncInterval, continueAfterViolation: continueAfterViolation, kinds: chosen, batondLogLevel: batondLogLevel)
         let outcome: RunOutcome
         do {
             outcome = try await ChaosRun(plan: plan).run()
@@ -101,7 +119,7 @@ struct BatonChaos: AsyncParsableCommand {
         say(outcome.table)
         say("")
         say("baton-chaos: seed \(seed); heartbeat resolution 5 ms (an overlap shorter than one heartbeat period can go unseen)")
-        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps)\(debianNats ? " --debian-nats" : "")"
+        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps)\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
         if outcome.violations.isEmpty {
             say("baton-chaos: no violation")
             if keep {

@@ -18,6 +18,10 @@ struct RunPlan: Sendable {
     var runDirectory: String
     var syncInterval: String?
     var continueAfterViolation: Bool
+    /// The fault kinds to draw from (all by default).
+    var kinds: [FaultKind]
+    /// batond's log level.
+    var batondLogLevel: String
 }
 
 struct RunOutcome {
@@ -39,22 +43,40 @@ struct SeededGenerator: RandomNumberGenerator {
 }
 
 /// The fault kinds, with their weights in the schedule.
-enum FaultKind: String, CaseIterable {
+enum FaultKind: String, CaseIterable, Sendable {
     case batondKill = "batond kill -9"
     case batondStopShort = "batond SIGSTOP < ttl"
     case batondStopLong = "batond SIGSTOP > ttl"
     case natsKill = "nats kill -9"
     case natsStop = "nats SIGSTOP"
+    case natsRolling = "nats rolling restart"
     case stall = "node-NATS stall (proxy)"
     case switchover = "switchover"
     case stepdown = "stepdown"
     case reload = "SIGHUP reload"
     case restart = "SIGTERM restart"
 
+    /// A short name for `--kinds`.
+    var shortName: String {
+        switch self {
+        case .batondKill: "batond-kill"
+        case .batondStopShort: "batond-stop-short"
+        case .batondStopLong: "batond-stop-long"
+        case .natsKill: "nats-kill"
+        case .natsStop: "nats-stop"
+        case .natsRolling: "nats-rolling"
+        case .stall: "stall"
+        case .switchover: "switchover"
+        case .stepdown: "stepdown"
+        case .reload: "reload"
+        case .restart: "restart"
+        }
+    }
+
     var weight: Int {
         switch self {
         case .batondKill, .batondStopShort, .batondStopLong, .natsKill, .natsStop, .stall: 3
-        case .switchover, .stepdown, .reload, .restart: 1
+        case .switchover, .stepdown, .reload, .restart, .natsRolling: 1
         }
     }
 }
@@ -170,7 +192,7 @@ final class ChaosRun: @unchecked Sendable {
             ).write(toFile: configPath, atomically: true, encoding: .utf8)
             let node = BatondNode(
                 id: id, binary: plan.binaries.batond, keeper: plan.binaries.keeper, configPath: configPath, logPath: "\(directory)/\(id).log",
-                proxies: proxies)
+                proxies: proxies, logLevel: plan.batondLogLevel)
             try node.start()
             nodes.append(node)
         }
@@ -196,19 +218,36 @@ final class ChaosRun: @unchecked Sendable {
         return (time, String(fields[1]), String(fields[2]), epoch)
     }
 
-    /// Waits until every app has a fresh heartbeat written after `after`; returns when (the
-    /// latest first such heartbeat), or nil if `bound` passed first.
+    /// Waits until every app has run without a break for `stableFor` (2 ttl, at least 1 s)
+    /// after `after`: a backend still running right after a fault may be fenced a moment later,
+    /// so a single fresh heartbeat does not count as recovered. Returns when the last app's
+    /// unbroken stretch began (at least `after`), or nil if `bound` passed first.
     func waitForAllApps(after: Int64, bound: Duration) async -> Int64? {
         let deadline = ContinuousClock.now + bound
-        var back: [String: Int64] = [:]
+        let stableFor = max(plan.ttl * 2, .seconds(1))
+        let stableNanoseconds = stableFor.components.seconds * 1_000_000_000 + stableFor.components.attoseconds / 1_000_000_000
+        /// Per app: the first heartbeat of its current unbroken stretch, and the last one seen.
+        var upSince: [String: Int64] = [:]
+        var lastSeen: [String: Int64] = [:]
         while ContinuousClock.now < deadline {
             let now = monotonicNow()
-            for app in appNames where back[app] == nil {
-                if let line = lastLine(app: app), line.kind == "hb", line.time > after, now - line.time < 200_000_000 {
-                    back[app] = line.time
+            for app in appNames {
+                guard let line = lastLine(app: app), line.kind == "hb", now - line.time < 100_000_000 else {
+                    upSince[app] = nil
+                    continue
                 }
+                if let previous = lastSeen[app], line.time - previous > Checker.downGap * 4 || upSince[app] == nil {
+                    upSince[app] = line.time
+                } else if upSince[app] == nil {
+                    upSince[app] = line.time
+                }
+                lastSeen[app] = line.time
             }
-            if back.count == appNames.count { return back.values.max() }
+            if upSince.count == appNames.count, now - after >= stableNanoseconds,
+                let latest = upSince.values.max(), now - latest >= stableNanoseconds
+            {
+                return max(latest, after)
+            }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return nil
@@ -256,9 +295,9 @@ final class ChaosRun: @unchecked Sendable {
     // MARK: - Faults
 
     private func pickKind() -> FaultKind {
-        let total = FaultKind.allCases.map(\.weight).reduce(0, +)
+        let total = plan.kinds.map(\.weight).reduce(0, +)
         var pick = Int.random(in: 0..<total, using: &random)
-        for kind in FaultKind.allCases {
+        for kind in plan.kinds {
             if pick < kind.weight { return kind }
             pick -= kind.weight
         }
@@ -330,6 +369,19 @@ final class ChaosRun: @unchecked Sendable {
                 server.child?.signal(SIGCONT)
                 record.note = "stopped \(pause)"
             }
+        case .natsRolling:
+            // Every server in turn: SIGTERM, wait for its exit, start it, wait until it listens
+            // and give it a moment to catch up with its peers before the next goes down.
+            record.target = "nats-1, nats-2, nats-3"
+            record.start = monotonicNow()
+            for server in servers {
+                server.child?.signal(SIGTERM)
+                if !(await server.child?.waitForExit(timeout: .seconds(15)) ?? true) { await server.child?.killHard() }
+                try server.start()
+                _ = await waitUntil(.seconds(15)) { portAccepts(server.clientPort) }
+                try await Task.sleep(for: .seconds(1))
+            }
+            record.note = "each server restarted in turn"
         case .stall:
             let (node, target) = pickNode()
             record.target = target

@@ -59,10 +59,13 @@ final class BatondNode: @unchecked Sendable {
     let logPath: String
     /// The stall proxies this node reaches NATS through, one per server.
     let proxies: [StallProxy]
+    /// batond's `--log-level`.
+    let logLevel: String
     private(set) var child: Child?
     private(set) var starts = 0
 
-    init(id: String, binary: String, keeper: String, configPath: String, logPath: String, proxies: [StallProxy]) {
+    init(id: String, binary: String, keeper: String, configPath: String, logPath: String, proxies: [StallProxy], logLevel: String) {
+        self.logLevel = logLevel
         self.id = id
         self.binary = binary
         self.keeper = keeper
@@ -75,7 +78,7 @@ final class BatondNode: @unchecked Sendable {
         starts += 1
         appendMarker("--- chaos: start #\(starts) at \(monotonicNow())")
         child = try Child(
-            name: id, executable: binary, arguments: ["--config", configPath, "--log-level", "info"],
+            name: id, executable: binary, arguments: ["--config", configPath, "--log-level", logLevel],
             environment: ["BATON_FENCE_KEEPER": keeper, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp"],
             logPath: logPath)
     }
