@@ -59,7 +59,7 @@ struct BatonChaos: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Comma-separated fault kinds to draw from (default all): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
+            "Comma-separated fault kinds to draw from (default all but nats-quorum-loss): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
             valueName: "kinds"))
     var kinds: String?
 
@@ -80,7 +80,7 @@ struct BatonChaos: AsyncParsableCommand {
         let maximum = try duration.map(parseDuration)
         let bound = try timeLimit.map(parseDuration) ?? (maximum.map { $0 + .seconds(120) } ?? (.seconds(120) + .seconds(45) * faults))
 
-        var chosen = FaultKind.allCases
+        var chosen = FaultKind.allCases.filter { $0 != .natsQuorumLoss }
         if let kinds {
             chosen = try kinds.split(separator: ",").map { name in
                 guard let kind = FaultKind.allCases.first(where: { $0.shortName == name }) else {

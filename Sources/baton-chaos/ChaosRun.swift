@@ -50,6 +50,10 @@ enum FaultKind: String, CaseIterable, Sendable {
     case natsKill = "nats kill -9"
     case natsStop = "nats SIGSTOP"
     case natsRolling = "nats rolling restart"
+    /// Two servers killed at once (the cluster loses its quorum), both restarted: not in the
+    /// default set (it exceeds what a 3-server cluster tolerates), but every app must run again
+    /// once the quorum is back.
+    case natsQuorumLoss = "nats quorum loss (2 kill -9)"
     case stall = "node-NATS stall (proxy)"
     case switchover = "switchover"
     case stepdown = "stepdown"
@@ -65,6 +69,7 @@ enum FaultKind: String, CaseIterable, Sendable {
         case .natsKill: "nats-kill"
         case .natsStop: "nats-stop"
         case .natsRolling: "nats-rolling"
+        case .natsQuorumLoss: "nats-quorum-loss"
         case .stall: "stall"
         case .switchover: "switchover"
         case .stepdown: "stepdown"
@@ -76,7 +81,7 @@ enum FaultKind: String, CaseIterable, Sendable {
     var weight: Int {
         switch self {
         case .batondKill, .batondStopShort, .batondStopLong, .natsKill, .natsStop, .stall: 3
-        case .switchover, .stepdown, .reload, .restart, .natsRolling: 1
+        case .switchover, .stepdown, .reload, .restart, .natsRolling, .natsQuorumLoss: 1
         }
     }
 }
@@ -369,6 +374,16 @@ final class ChaosRun: @unchecked Sendable {
                 server.child?.signal(SIGCONT)
                 record.note = "stopped \(pause)"
             }
+        case .natsQuorumLoss:
+            let spared = Int.random(in: 0..<servers.count, using: &random)
+            let victims = servers.enumerated().filter { $0.offset != spared }.map(\.element)
+            let downFor = milliseconds(200...2000)
+            record.target = victims.map(\.name).joined(separator: ", ")
+            record.start = monotonicNow()
+            for server in victims { await server.child?.killHard() }
+            try await Task.sleep(for: downFor)
+            for server in victims { try server.start() }
+            record.note = "down \(downFor)"
         case .natsRolling:
             // Every server in turn: SIGTERM, wait for its exit, start it, wait until it listens
             // and give it a moment to catch up with its peers before the next goes down.
