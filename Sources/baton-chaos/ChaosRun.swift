@@ -53,7 +53,7 @@ enum FaultKind: String, CaseIterable, Sendable {
     /// Two servers killed at once (the cluster loses its quorum), both restarted: not in the
     /// default set (it exceeds what a 3-server cluster tolerates), but every app must run again
     /// once the quorum is back.
-    case natsQuorumLoss = "nats quorum loss (2 kill -9)"
+    case natsQuorumLoss = "nats 2 servers kill -9"
     case stall = "node-NATS stall (proxy)"
     case switchover = "switchover"
     case stepdown = "stepdown"

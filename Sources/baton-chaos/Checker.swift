@@ -156,7 +156,7 @@ func report(faults: [FaultRecord], checker: Checker, apps: [String], violations:
             violationsByKind["(before the first fault)", default: 0] += 1
         }
     }
-    let header = "fault kind".padding(toLength: 26, withPad: " ", startingAt: 0) + "count   unavail p50 ms   unavail max ms   violations"
+    let header = "fault kind".padding(toLength: 28, withPad: " ", startingAt: 0) + "count   unavail p50 ms   unavail max ms   violations"
     var lines = [header, String(repeating: "-", count: header.count)]
     for kind in kinds.keys.sorted() {
         let records = kinds[kind]!
@@ -165,14 +165,14 @@ func report(faults: [FaultRecord], checker: Checker, apps: [String], violations:
         let maximum = outages.last ?? 0
         let unrecovered = records.filter { $0.recovered == nil }.count
         lines.append(
-            kind.padding(toLength: 26, withPad: " ", startingAt: 0)
+            kind.padding(toLength: 28, withPad: " ", startingAt: 0)
                 + String(records.count).padding(toLength: 8, withPad: " ", startingAt: 0)
                 + milliseconds(p50).padding(toLength: 17, withPad: " ", startingAt: 0)
                 + (milliseconds(maximum) + (unrecovered > 0 ? "+" : "")).padding(toLength: 17, withPad: " ", startingAt: 0)
                 + String(violationsByKind[kind] ?? 0))
     }
     if let other = violationsByKind["(before the first fault)"] {
-        lines.append("(before the first fault)".padding(toLength: 26, withPad: " ", startingAt: 0) + "-       -                -                \(other)")
+        lines.append("(before the first fault)".padding(toLength: 28, withPad: " ", startingAt: 0) + "-       -                -                \(other)")
     }
     lines.append("total: \(faults.count) faults, \(violations.count) violations")
     return lines.joined(separator: "\n")
