@@ -105,7 +105,7 @@ final class ChaosRun: @unchecked Sendable {
         self.evidenceDirectory = "\(plan.runDirectory)/evidence"
         self.random = SeededGenerator(seed: plan.seed)
         try FileManager.default.createDirectory(atPath: evidenceDirectory, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: "\(plan.runDirectory)/faults.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: "\(plan.runDirectory)/faults.log", contents: nil)
         faultLog = FileHandle(forWritingAtPath: "\(plan.runDirectory)/faults.log")!
     }
 
@@ -136,7 +136,7 @@ final class ChaosRun: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(Int.random(in: 200...800, using: &random)))
         }
         await client?.close()
-        for node in nodes { node.child.map { kill($0.pid, SIGKILL) } }
+        for node in nodes { if let child = node.child { kill(child.pid, SIGKILL) } }
         ProcessTable.killAll(runDirectory: plan.runDirectory)
         for proxy in nodes.flatMap(\.proxies) { await proxy.close() }
         try? await Task.sleep(for: .milliseconds(200))

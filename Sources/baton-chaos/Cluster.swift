@@ -89,7 +89,7 @@ final class BatondNode: @unchecked Sendable {
             handle.write(Data((line + "\n").utf8))
             try? handle.close()
         } else {
-            FileManager.default.createFile(atPath: logPath, contents: Data((line + "\n").utf8))
+            _ = FileManager.default.createFile(atPath: logPath, contents: Data((line + "\n").utf8))
         }
     }
 
