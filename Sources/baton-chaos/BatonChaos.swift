@@ -100,6 +100,8 @@ struct BatonChaos: AsyncParsableCommand {
         say("baton-chaos: \(faults) faults, ttl \(self.ttl), \(apps) apps, nats-server \(binaries.nats), bound \(bound)")
 
         installTermination(runDirectory: runDirectory, bound: bound)
+        try Checker.selfTest(directory: runDirectory)
+        say("baton-chaos: the checker's self-test found the planted overlap, backwards and shared epochs")
 
         let plan = RunPlan(
             seed: seed, faults: faults, maximum: maximum, ttl: ttl, liveness: liveness, appCount: apps, binaries: binaries,

@@ -177,3 +177,38 @@ func report(faults: [FaultRecord], checker: Checker, apps: [String], violations:
     lines.append("total: \(faults.count) faults, \(violations.count) violations")
     return lines.joined(separator: "\n")
 }
+
+extension Checker {
+    /// Runs the checker on made-up evidence with one violation of each kind, and on clean
+    /// evidence, before a run: a checker that cannot see a violation would pass every run.
+    static func selfTest(directory: String) throws {
+        let ms: Int64 = 1_000_000
+        func lines(_ node: String, _ epoch: Int, _ pid: Int, from: Int64, to: Int64) -> String {
+            var text = "\(from * ms) start \(node) \(epoch) \(pid)\n"
+            var time = from
+            while time <= to {
+                text += "\(time * ms) hb \(node) \(epoch) \(pid)\n"
+                time += 5
+            }
+            return text
+        }
+        // Two backends 10 ms apart in time overlap; epoch 4 after 6; epoch 6 on two nodes.
+        let broken = lines("node-1", 5, 1, from: 1000, to: 2000) + lines("node-2", 6, 2, from: 1990, to: 2500)
+            + lines("node-3", 4, 3, from: 3000, to: 3500) + lines("node-1", 6, 4, from: 4000, to: 4500)
+        let clean = lines("node-1", 5, 11, from: 1000, to: 2000) + lines("node-2", 6, 12, from: 2030, to: 2500)
+            + lines("node-2", 6, 13, from: 2600, to: 2700) + lines("node-3", 9, 14, from: 3000, to: 3500)
+        try broken.write(toFile: "\(directory)/broken.log", atomically: true, encoding: .utf8)
+        try clean.write(toFile: "\(directory)/clean.log", atomically: true, encoding: .utf8)
+        let checker = Checker(evidenceDirectory: directory, apps: ["broken", "clean"])
+        let found = checker.safetyViolations(faults: [])
+        let kinds = Set(found.filter { $0.detail.contains("broken") }.map(\.kind))
+        guard kinds == ["overlap", "epoch-backwards", "epoch-shared"], !found.contains(where: { $0.detail.contains("clean") }) else {
+            throw ChaosError("the checker's self-test failed: on made-up evidence it reported \(found)")
+        }
+        guard checker.longestOutage(app: "clean", from: 1500 * ms, to: 3200 * ms) == 300 * ms else {
+            throw ChaosError("the checker's self-test failed: outage \(checker.longestOutage(app: "clean", from: 1500 * ms, to: 3200 * ms)) ns, expected 300 ms")
+        }
+        try? FileManager.default.removeItem(atPath: "\(directory)/broken.log")
+        try? FileManager.default.removeItem(atPath: "\(directory)/clean.log")
+    }
+}
