@@ -128,6 +128,7 @@ final class ChaosRun: @unchecked Sendable {
             let outage = record.recovered.map { "apps back \(($0 - record.end) / 1_000_000) ms after the end" } ?? "NOT ALL APPS BACK"
             log("fault #\(index) \(kind.rawValue) \(record.target) \(record.note): \((record.end - record.start) / 1_000_000) ms; \(outage)")
             records.append(record)
+            if record.recovered == nil { await saveStatus(name: "status-after-fault-\(index).json") }
             if record.recovered == nil && !plan.continueAfterViolation {
                 stoppedEarly = true
                 break
@@ -201,6 +202,9 @@ final class ChaosRun: @unchecked Sendable {
             try node.start()
             nodes.append(node)
         }
+        for node in nodes {
+            log("\(node.id) reaches " + zip(node.proxies, servers).map { "\($0.1.name) through :\($0.0.port)" }.joined(separator: ", "))
+        }
         log("cluster up: nats \(servers.map { "\($0.name)=\($0.clientPort)" }.joined(separator: " ")); nodes node-1..3; apps \(appNames.joined(separator: " "))")
         guard await waitForAllApps(after: monotonicNow(), bound: .seconds(90)) != nil else {
             throw ChaosError("not every app started within 90 s of the cluster's start; see the node logs in \(directory)")
@@ -256,6 +260,23 @@ final class ChaosRun: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         return nil
+    }
+
+    /// Saves every node's view (`batonctl status --json`) next to the evidence: what the nodes
+    /// believed while an app was down.
+    private func saveStatus(name: String) async {
+        guard let first = nodes.first,
+            let child = try? Child(
+                name: "batonctl", executable: plan.binaries.batonctl,
+                arguments: ["status", "--config", first.configPath, "--json", "--wait", "1s"], environment: ["HOME": "/tmp"],
+                logPath: "\(plan.runDirectory)/\(name)")
+        else { return }
+        if !(await child.waitForExit(timeout: .seconds(15))) { await child.killHard() }
+        log("saved every node's status in \(name)")
+        for node in nodes {
+            let links = zip(node.proxies, servers).map { "\($0.0.port)→\($0.1.name):\($0.0.openChannels) open" }
+            log("\(node.id) proxies: \(links.joined(separator: ", "))")
+        }
     }
 
     private func waitUntil(_ bound: Duration, _ condition: () -> Bool) async -> Bool {
