@@ -77,6 +77,11 @@ final class Child: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // The child gets descriptors 0-2 only. Without this it inherits this process's sockets
+        // (the proxies' connections, the NATS client's), and a proxy's close of a connection
+        // sends no FIN while a batond started later still holds a copy: the node behind it sees
+        // a silent, stuck connection instead of a closed one.
+        Self.closeInheritedDescriptors(&fileActions)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -102,6 +107,25 @@ final class Child: @unchecked Sendable {
         }
         self.pid = pid
         ProcessTable.insert(pid)
+    }
+
+    /// glibc 2.34+ `posix_spawn_file_actions_addclosefrom_np`, looked up at run time (the Glibc
+    /// module does not export it).
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
+
+    private static func closeInheritedDescriptors(_ fileActions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom, addCloseFrom(&fileActions, 3) == 0 { return }
+        // Older C libraries: mark every descriptor above 2 close-on-exec.
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            if let fd = Int32(entry), fd > 2 {
+                let flags = fcntl(fd, F_GETFD)
+                if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+            }
+        }
     }
 
     /// Whether the process still runs (reaps it if it exited).
