@@ -122,6 +122,8 @@ struct BatonChaos: AsyncParsableCommand {
         say("")
         say("baton-chaos: seed \(seed); heartbeat resolution 5 ms (an overlap shorter than one heartbeat period can go unseen)")
         let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps)\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
+            + (natsServer.map { " --nats-server \($0)" } ?? "") + (syncInterval.map { " --sync-interval \($0)" } ?? "")
+            + (livenessBound.map { " --liveness-bound \($0)" } ?? "")
         if outcome.violations.isEmpty {
             say("baton-chaos: no violation")
             if keep {
