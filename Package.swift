@@ -126,6 +126,16 @@ let package = Package(
             dependencies: ["NetnsLab"],
             path: "Benchmarks/VIPFailoverBenchmark"
         ),
+        .executableTarget(
+            name: "baton-chaos",
+            dependencies: [
+                "NATS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "CBatonProcess",
             path: "Sources/CBatonProcess"

@@ -207,6 +207,44 @@ struct AppLifecycleTests {
         #expect(harness.machine.acquireAt()! >= harness.now + .seconds(3))
     }
 
+    /// Chaos suite, RELIABILITY.md L2: on NATS 2.9 an expiry reaches no watcher, so a node that
+    /// fenced must try again by its own last write's deadline, without any watch event.
+    @Test(arguments: [true, false])
+    func aNodeThatFencedTriesAgainWithoutAnyWatchEvent(confirmed: Bool) {
+        var harness = Harness()
+        // Active by a takeover (the lease was last seen held by another node, never free), so
+        // the node has no earlier free time to fall back on.
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        #expect(harness.advance(.milliseconds(3250)) == [.acquireLease(replacing: 4, .epoch(0))])
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
+        #expect(harness.machine.phase == .active)
+        var lastRenewSentAt = harness.now
+        harness.advance(.seconds(1))
+        harness.send(.renewSucceeded(revision: 8, sentAt: harness.now, .pending))
+        lastRenewSentAt = harness.now
+        // NATS goes quiet: renews fail until the node fences.
+        while harness.machine.phase != .fencing {
+            let actions = harness.advance(.milliseconds(10))
+            if actions.contains(where: { if case .renewLease = $0 { true } else { false } }) {
+                harness.send(.renewFailed(.unavailable("timeout"), .pending))
+            }
+        }
+        harness.send(.fenceCompleted(confirmed ? .confirmed : .unconfirmed("keeper gone"), .pending))
+        #expect(harness.machine.phase == .passive)
+        // No watch event at all from here on; the node tries again, not before its own last
+        // write's takeover deadline, replacing that write.
+        let deadline = harness.machine.acquireAt()
+        #expect(deadline != nil)
+        if let deadline { #expect(deadline >= lastRenewSentAt + .milliseconds(3250)) }
+        var acquired: [AppLifecycle.Action] = []
+        for _ in 0..<2000 where acquired.isEmpty {
+            acquired = harness.advance(.milliseconds(10)).filter { if case .acquireLease = $0 { true } else { false } }
+        }
+        #expect(acquired == [.acquireLease(replacing: 8, .epoch(0))])
+    }
+
     @Test func losingTheCompareAndSetFencesAtOnce() {
         var harness = Harness()
         harness.makeActive()

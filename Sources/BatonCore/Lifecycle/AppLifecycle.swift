@@ -517,6 +517,7 @@ public struct AppLifecycle: Sendable {
                 // the backend and removes the VIPs. The lease is not released; it runs out.
                 actions.append(.notify(.fenceUnconfirmed(token: stamp.token, reason: why)))
             }
+            if let lease = held { rememberOwnLease(lease) }
             held = nil
             awaiting.renew = nil
             releaseAwaitsRenew = false
@@ -742,6 +743,19 @@ public struct AppLifecycle: Sendable {
         }
     }
 
+    /// A lease this node held ends without a release known to have gone through (a fence, a
+    /// release NATS did not answer): its own last write becomes the observed lease, so the
+    /// ordinary takeover deadline (that write's send time + ttl + skew) applies to this node
+    /// too. Without it a former holder has neither an observation nor a free time, and never
+    /// tries again until its watch reports something — which on NATS 2.9 an expiry never does,
+    /// so an app every node had held and fenced stayed down for good (chaos suite,
+    /// RELIABILITY.md L2). The acquisition's compare-and-set keeps this safe if another node
+    /// wrote meanwhile.
+    private mutating func rememberOwnLease(_ lease: HeldLease) {
+        observed = ObservedLease(holder: me, revision: lease.revision, token: lease.token, ttl: timing.ttl, seenAt: lease.lastSentAt)
+        freeSince = nil
+    }
+
     /// The node is done with the lease it gave up.
     private mutating func finishRelease(
         _ lease: HeldLease, reason: DemotionReason, failure: LeaseWriteFailure?, now: MonotonicInstant, into actions: inout [Action]
@@ -756,7 +770,9 @@ public struct AppLifecycle: Sendable {
         switch failure {
         case nil: actions.append(.notify(.released(token: lease.token)))
         case .conflict: actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: "the lease was no longer ours to delete")))
-        case .unavailable(let why): actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: why)))
+        case .unavailable(let why):
+            actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: why)))
+            rememberOwnLease(lease)
         }
         if reason != .shutdown { actions.append(.followActive) }
     }
