@@ -114,12 +114,12 @@ struct AppLifecycleTests {
     @Test func takeoverWaitsTTLPlusSkewAfterTheLastObservedWrite() {
         var harness = Harness()
         harness.send(.natsConnected)
-        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(3))))
         let seen = harness.now
         #expect(harness.machine.acquireAt() == seen + .milliseconds(3250))
         #expect(harness.advance(.milliseconds(2000)).isEmpty)
         // A renew seen later pushes the deadline.
-        harness.send(.leaseObserved(.held(other, revision: 5, token: 3)))
+        harness.send(.leaseObserved(.held(other, revision: 5, token: 3, ttl: .seconds(3))))
         let renewedAt = harness.now
         #expect(harness.advance(.milliseconds(3249)).isEmpty)
         #expect(harness.now < renewedAt + .milliseconds(3250))
@@ -215,7 +215,7 @@ struct AppLifecycleTests {
         // Active by a takeover (the lease was last seen held by another node, never free), so
         // the node has no earlier free time to fall back on.
         harness.send(.natsConnected)
-        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(3))))
         #expect(harness.advance(.milliseconds(3250)) == [.acquireLease(replacing: 4, .epoch(0))])
         harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
         harness.send(.promotionStepSucceeded(.startBackend, .pending))
@@ -443,10 +443,37 @@ struct AppLifecycleTests {
         #expect(harness.advance(.seconds(3)) == [.acquireLease(replacing: nil, .epoch(0))])
     }
 
+    /// A holder whose record does not say its ttl (a Baton before 0.9, or a value Baton did not
+    /// write) may count on a longer ttl than this node's: the takeover is a create, which only
+    /// succeeds once the key expired or was released, never an update over its revision.
+    @Test func aHolderWithoutATTLIsNeverReplacedOnlyCreatedOver() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3)))
+        #expect(harness.advance(.milliseconds(3250)) == [.acquireLease(replacing: nil, .epoch(0))])
+    }
+
+    /// A release that loses its compare-and-set (to this node's own renew that timed out but
+    /// landed) leaves the node with its own last write as the observed lease, so it tries again
+    /// after ttl + skew without any watch event (review finding, same family as L2).
+    @Test func aReleaseThatLostToItsOwnRenewStillTriesAgainLater() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.held(other, revision: 4, token: 3, ttl: .seconds(3))))
+        harness.advance(.milliseconds(3250))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
+        harness.send(.stepdownRequested)
+        harness.send(.backendStopped(.confirmed, .pending))
+        harness.send(.releaseFinished(.conflict, .pending))
+        #expect(harness.machine.phase == .passive)
+        #expect(harness.machine.acquireAt() != nil, "a former holder whose release conflicted never tries again")
+    }
+
     @Test func aLostAcquireRetriesAfterAPauseNotInALoop() {
         var harness = Harness()
         harness.send(.natsConnected)
-        harness.send(.leaseObserved(.held(other, revision: 2, token: 2)))
+        harness.send(.leaseObserved(.held(other, revision: 2, token: 2, ttl: .seconds(3))))
         harness.advance(.milliseconds(3250))
         #expect(harness.send(.acquireFailed(.conflict, .pending)).isEmpty)
         #expect(harness.machine.acquireAt() == harness.now + .milliseconds(100))

@@ -769,7 +769,11 @@ public struct AppLifecycle: Sendable {
         cooldownUntil = now + configuration.cooldown
         switch failure {
         case nil: actions.append(.notify(.released(token: lease.token)))
-        case .conflict: actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: "the lease was no longer ours to delete")))
+        case .conflict:
+            actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: "the lease was no longer ours to delete")))
+            // Our own renew may be what the delete lost to (it timed out here but landed), and
+            // its expiry is silent on NATS 2.9: without this the app could stay down for good.
+            rememberOwnLease(lease)
         case .unavailable(let why):
             actions.append(.notify(.releaseUnconfirmed(token: lease.token, reason: why)))
             rememberOwnLease(lease)
@@ -845,7 +849,10 @@ public struct AppLifecycle: Sendable {
             phase = .acquiring
             let stamp = newStamp()
             awaiting.acquire = stamp
-            actions.append(.acquireLease(replacing: observed?.revision, stamp))
+            // Over a stale revision only when the holder's record says its ttl: a holder that does
+            // not (a Baton before 0.9, a foreign value) may count on a longer one, so the key must
+            // expire or be released first (a create).
+            actions.append(.acquireLease(replacing: observed?.ttl != nil ? observed?.revision : nil, stamp))
         }
     }
 

@@ -89,10 +89,18 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
             try? await Task.sleep(for: pause)
             guard shouldRun, exit.token == token else { return }
             do {
-                if let lastArmed, lastArmed.token == token, await process.keeperPID == nil {
+                if await process.keeperPID == nil, let armed = lastArmed, armed.token == token {
                     // The keeper died with the backend: a new one starts under the same deadline
                     // (it refuses the start if that deadline has passed).
-                    try await process.arm(token: lastArmed.token, deadline: lastArmed.deadline)
+                    try await process.arm(token: armed.token, deadline: armed.deadline)
+                }
+                // A stop or fence may have run while this task waited above (the actor takes
+                // other calls at every await): it found nothing running and reported the backend
+                // gone, so nothing may start now. A keeper armed here for nothing is disarmed
+                // unless the lifecycle armed it again meanwhile.
+                guard shouldRun, exit.token == token else {
+                    if lastArmed == nil { await process.disarm() }
+                    return
                 }
                 try await process.start(token: token)
                 let pid = await process.pid
