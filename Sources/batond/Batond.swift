@@ -227,6 +227,12 @@ struct BatondService: Service {
         }
         // Claim the node id before touching any app (no app starts, no VIP, unit or epoch file
         // is cleaned up): a second batond with this node id stops here.
+        if let info = client.serverInfo,
+            let warning = NATSServerAdvice.clusteredCompareAndSetWarning(
+                serverVersion: info.version, clustered: info.cluster != nil, replicas: await node.currentConfig.nats.replicas)
+        {
+            logger.critical("\(warning)", metadata: ["server": "\(info.serverName ?? info.serverID)"])
+        }
         guard let registry = try await registerNode() else {
             serviceManager.stopping()
             await client.close()
