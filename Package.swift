@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -78,7 +78,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab"]
+            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy"]
         ),
         .target(
             name: "NetnsLab",
@@ -86,7 +86,7 @@ let package = Package(
         ),
         .target(
             name: "NATSTestSupport",
-            dependencies: ["NATS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["NATS"],
             path: "Tests/NATSTestSupport"
         ),
         .testTarget(
@@ -130,7 +130,16 @@ let package = Package(
             name: "baton-chaos",
             dependencies: [
                 "NATS",
+                "FaultProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "FaultProxy",
+            dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

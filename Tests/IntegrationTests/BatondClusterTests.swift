@@ -1,5 +1,6 @@
 import Foundation
 import NATS
+import FaultProxy
 import NATSTestSupport
 import Testing
 

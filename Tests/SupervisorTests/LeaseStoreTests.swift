@@ -1,6 +1,7 @@
 import BatonCore
 import Foundation
 import NATS
+import FaultProxy
 import NATSTestSupport
 import Supervisor
 import Testing

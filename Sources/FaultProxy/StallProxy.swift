@@ -36,6 +36,9 @@ public final class StallProxy: Sendable {
         self.state = state
     }
 
+    /// How many connections (client and server sides together) are open through the proxy.
+    public var openChannels: Int { state.withLockedValue { $0.channels.count } }
+
     /// `nats://127.0.0.1:PORT` of the proxy.
     public var url: String { "nats://127.0.0.1:\(port)" }
 
