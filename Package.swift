@@ -188,7 +188,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS",
+                "Supervisor", "BatonCore", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

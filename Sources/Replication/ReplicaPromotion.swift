@@ -37,6 +37,9 @@ public struct PromotionReport: Sendable, Hashable {
     /// Where the new active node's shipper continues the stream (``WALShipper/start(configuration:token:jetStream:logger:resumingFrom:)``):
     /// the promoted position and the page hashes promotion verified. Nil unless promoted.
     public var resumePoint: ShipperResumePoint?
+    /// Set when the stream could not deliver the newest data (expired, deleted, recreated,
+    /// behind) and the promotion recovered from this node's own copy or a snapshot: why.
+    public var recovery: String?
 
     /// Creates a report.
     public init(
@@ -67,44 +70,71 @@ public enum ReplicaPromotion {
     /// replica). The backend must not be running. Throws when the replica cannot be proven
     /// equal to the stream's end; the app's database is untouched then.
     public static func promote(
-        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60)
+        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60), token: UInt64 = .max
     ) async throws -> PromotionReport {
         try configuration.validate()
         var logger = logger
         logger[metadataKey: "app"] = "\(configuration.app)"
         let names = configuration.names
-        let info: StreamInfo
-        do {
-            info = try await jetStream.streamInfo(names.stream)
-        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
-            return PromotionReport(outcome: .nothingToPromote, recordsAppliedDuringDrain: 0, discardedIncompleteRecord: false)
-        }
-        if info.state.messages == 0 {
-            return PromotionReport(outcome: .nothingToPromote, recordsAppliedDuringDrain: 0, discardedIncompleteRecord: false)
-        }
+        let history = ReplicationHistoryStore(configuration: configuration, jetStream: jetStream)
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         do {
             try await core.load()
+            var decision = try await gatherInputs(configuration: configuration, jetStream: jetStream, core: core, history: history, token: token)
+            var plan = decision.plan
+            // An old active node keeps no replica: its database at `sqlite.path` may be the
+            // newest data (the durable record names it). Take it as the replica when its
+            // checksum is the record's.
+            if case .refuse = plan, let newest = decision.newest?.newest, decision.local.map({ !$0.sameData(as: newest) }) ?? true,
+                try await adoptDatabase(configuration: configuration, core: core, newest: newest, logger: logger)
+            {
+                decision = try await gatherInputs(configuration: configuration, jetStream: jetStream, core: core, history: history, token: token)
+                plan = decision.plan
+            }
+            switch plan {
+            case .firstStart:
+                await core.shutdown()
+                return PromotionReport(outcome: .nothingToPromote, recordsAppliedDuringDrain: 0, discardedIncompleteRecord: false)
+            case .refuse(let reason):
+                if let local = decision.local {
+                    try? await history.report(
+                        NodeHoldingReport(role: "idle", copy: local, appliedAt: await core.status.position?.appliedAt, reportedAt: Date(), note: "promotion refused"))
+                }
+                logger.error("refusing to promote older or empty data over newer data", metadata: ["reason": "\(reason)"])
+                throw ReplicationError(.newerDataElsewhere, reason)
+            case .promoteLocalCopy(let reason), .restoreSnapshot(_, let reason):
+                if case .restoreSnapshot(let name, _) = plan, let snapshot = decision.snapshot {
+                    let copy = snapshot.copy
+                    let record = ReplicationRecord(
+                        kind: .snapshot, txid: copy.txid, token: copy.token, pageSize: copy.pageSize, commitPages: copy.commitPages, checksumBefore: 0,
+                        checksumAfter: copy.checksum, timestampNanos: nanos(Date()), snapshotName: name)
+                    try await core.restore(record, sequence: 0)
+                }
+                guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica to promote") }
+                logger.warning("promoting without the stream", metadata: ["reason": "\(reason)", "txid": "\(position.txid)"])
+                let verified = try await verifyAndMove(configuration: configuration, core: core)
+                await core.shutdown()
+                var resume = ShipperResumePoint(txid: position.txid, streamSequence: decision.streamLastSequence, checksum: verified)
+                resume.startsNewHistory = true
+                var report = PromotionReport(
+                    outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
+                    recordsAppliedDuringDrain: 0, lastTransactionTime: position.transactionTime, discardedIncompleteRecord: false,
+                    finalMarkerToken: position.finalMarkerToken, resumePoint: resume)
+                report.recovery = reason
+                return report
+            case .drainStream:
+                break
+            }
             let txidBefore = await core.status.position?.txid ?? 0
             let drained = try await core.drain(timeout: timeout)
             guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica after draining") }
-            let store = core.store
-            let replicaPath = configuration.replicaPath
-            let databasePath = configuration.databasePath
-            let verified = try await core.io.run {
-                let table = try store.verifyFile()
-                try quickCheck(replicaPath)
-                store.closeFile()
-                try moveIntoPlace(replicaPath, databasePath)
-                try store.forget()
-                return table
-            }
+            let verified = try await verifyAndMove(configuration: configuration, core: core)
             await core.shutdown()
             logger.info(
                 "replica promoted",
                 metadata: [
                     "txid": "\(position.txid)", "drained-records": "\(drained.records)", "drained-txids": "\(position.txid - min(position.txid, txidBefore))",
-                    "graceful": "\(position.finalMarkerToken != nil)",
+                    "graceful": "\(position.finalMarkerToken != nil)", "stream": "\(names.stream)",
                 ])
             return PromotionReport(
                 outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
@@ -117,6 +147,103 @@ public enum ReplicaPromotion {
             await core.shutdown()
             throw error
         }
+    }
+
+    /// Verifies the replica (checksum, `quick_check`) and moves it over the app's database.
+    private static func verifyAndMove(configuration: ReplicationConfiguration, core: ApplierCore) async throws -> DatabaseChecksum {
+        let store = core.store
+        let replicaPath = configuration.replicaPath
+        let databasePath = configuration.databasePath
+        return try await core.io.run {
+            let table = try store.verifyFile()
+            try quickCheck(replicaPath)
+            store.closeFile()
+            try moveIntoPlace(replicaPath, databasePath)
+            try store.forget()
+            return table
+        }
+    }
+
+    /// Makes the replica from the app's database on this node when its checksum, page size and
+    /// size are those of `newest` (an old active node, whose database is the newest data).
+    private static func adoptDatabase(configuration: ReplicationConfiguration, core: ApplierCore, newest: DatabaseCopy, logger: Logger) async throws -> Bool {
+        let store = core.store
+        let databasePath = configuration.databasePath
+        let handoff = HandoffReport(
+            txid: newest.txid, markerSequence: newest.streamSequence, checksum: newest.checksum, token: newest.token, pageSize: newest.pageSize,
+            commitPages: newest.commitPages)
+        guard newest.pageSize > 0 else { return false }
+        let adopted = (try? await core.io.run { try store.adopt(databasePath: databasePath, handoff: handoff, nodeToken: newest.token) }) ?? false
+        if adopted {
+            try await core.load()
+            logger.notice(
+                "the database at sqlite.path is the newest recorded data; taken as the replica", metadata: ["txid": "\(newest.txid)", "database": "\(databasePath)"])
+        }
+        return adopted
+    }
+
+    /// Reads what the decision needs: this node's replica, the durable record (KV and state
+    /// directory), the stream, the newest snapshot, the other nodes' reports.
+    static func gatherInputs(
+        configuration: ReplicationConfiguration, jetStream: JetStream, core: ApplierCore, history: ReplicationHistoryStore, token: UInt64
+    ) async throws -> PromotionDecision {
+        let names = configuration.names
+        let local = await core.status.position.map {
+            DatabaseCopy(
+                node: configuration.nodeID, token: $0.token, txid: $0.txid, checksum: $0.checksum, pageSize: $0.pageSize, commitPages: $0.commitPages,
+                streamSequence: $0.streamSequence)
+        }
+        let remote = try await history.remoteNewest()?.record
+        let stored = try? history.localNewest()
+        let newest = ReplicationHistoryRecord.newer(remote, stored)
+        let others = ((try? await history.reports()) ?? []).map(\.copy).filter { $0.node != configuration.nodeID }
+        var stream = StreamView.missing
+        do {
+            let info = try await jetStream.streamInfo(names.stream)
+            var state = StreamView.StreamState(
+                messages: info.state.messages, firstSequence: info.state.firstSequence, lastSequence: info.state.lastSequence, lastRecord: nil,
+                hasSnapshotRecord: false)
+            if info.state.messages > 0 {
+                state.lastRecord = try await record(at: info.state.lastSequence, jetStream: jetStream, stream: names.stream)
+                if let local, local.streamSequence >= info.state.firstSequence, local.streamSequence <= info.state.lastSequence {
+                    state.recordAtLocalSequence = try await record(at: local.streamSequence, jetStream: jetStream, stream: names.stream)
+                }
+                do {
+                    _ = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject)
+                    state.hasSnapshotRecord = true
+                } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
+                }
+            }
+            stream = .present(state)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+        }
+        let snapshot = await newestSnapshot(jetStream: jetStream, bucket: names.snapshotBucket)
+        return PromotionDecision(
+            app: configuration.app, node: configuration.nodeID, token: token, local: local, newest: newest, stream: stream, snapshot: snapshot, others: others)
+    }
+
+    private static func record(at sequence: UInt64, jetStream: JetStream, stream: String) async throws -> (token: UInt64, txid: UInt64)? {
+        do {
+            let message = try await jetStream.getMessage(stream: stream, sequence: sequence)
+            let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
+            return (chunk.token, chunk.txid)
+        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
+            return nil
+        }
+    }
+
+    /// The newest snapshot in the bucket, from its metadata (nil without a bucket or snapshot).
+    public static func newestSnapshot(jetStream: JetStream, bucket: String) async -> SnapshotCopy? {
+        guard let store = try? await jetStream.objectStore(bucket), let objects = try? await store.list() else { return nil }
+        for object in objects.filter({ $0.name.hasPrefix("snapshot-") }).sorted(by: { $0.name > $1.name }) {
+            guard let meta = object.metadata, let txid = meta["txid"].flatMap(UInt64.init), let token = meta["token"].flatMap(UInt64.init),
+                let checksum = meta["checksum"].flatMap({ UInt64($0, radix: 16) }), let pageSize = meta["page_size"].flatMap(Int.init),
+                let pages = meta["commit_pages"].flatMap(UInt32.init)
+            else { continue }
+            return SnapshotCopy(
+                name: object.name, copy: DatabaseCopy(node: meta["node"] ?? "snapshot", token: token, txid: txid, checksum: checksum, pageSize: pageSize, commitPages: pages))
+        }
+        return nil
     }
 
     /// First start of an app: when ``ReplicationConfiguration/databasePath`` does not exist,

@@ -107,7 +107,8 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         config.maxMessages = streamMaxMessages ?? -1
         config.maxBytes = streamMaxBytes ?? -1
         config.maxAge = streamMaxAge ?? .zero
-        config.duplicateWindow = .seconds(120)
+        // The server refuses a duplicate window longer than max_age (a retention under 2 minutes).
+        config.duplicateWindow = min(.seconds(120), streamMaxAge.map { $0 > .zero ? $0 : .seconds(120) } ?? .seconds(120))
         config.allowDirect = true
         return config
     }

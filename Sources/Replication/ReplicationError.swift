@@ -36,6 +36,11 @@ public struct ReplicationError: Error, Hashable, Sendable, CustomStringConvertib
         public static let timeout = Code(name: "timeout")
         /// The component was stopped, or was never started.
         public static let notRunning = Code(name: "notRunning")
+        /// Promoting would publish older (or empty) data over newer data that the durable
+        /// replication record or another node holds; the message names what each node holds.
+        public static let newerDataElsewhere = Code(name: "newerDataElsewhere")
+        /// The WAL stream is behind this replica (it was deleted, recreated or lost records).
+        public static let streamBehind = Code(name: "streamBehind")
         /// The configuration is not usable.
         public static let invalidConfiguration = Code(name: "invalidConfiguration")
     }

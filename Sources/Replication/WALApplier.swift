@@ -50,6 +50,10 @@ public struct ReplicationLag: Sendable, Hashable {
     public var messagesBehind: UInt64
     /// When the active node read the last applied transaction.
     public var lastAppliedTransactionTime: Date?
+    /// Set when the stream is behind the replica — it does not exist, ends before the applied
+    /// position, or holds another history there (deleted, recreated, lost records): "0 behind"
+    /// then means nothing. Says what was found.
+    public var streamBehindReplica: String?
 
     /// Creates a lag report.
     public init(appliedTxid: UInt64?, streamTxid: UInt64?, txidsBehind: UInt64, messagesBehind: UInt64, lastAppliedTransactionTime: Date?) {
@@ -139,7 +143,8 @@ public final class WALApplier: Sendable {
                     if await core.stopRequested { break }
                     positioned = false
                     await core.noteError(error)
-                    try? await Task.sleep(for: .milliseconds(500))
+                    let waiting = (error as? ReplicationError)?.code == .streamBehind
+                    try? await Task.sleep(for: waiting ? .seconds(2) : .milliseconds(500))
                 }
             }
             await core.setRunning(false)
@@ -254,6 +259,15 @@ actor ApplierCore {
     }
 
     func noteError(_ error: any Error) {
+        if let replicationError = error as? ReplicationError, replicationError.code == .streamBehind {
+            // Waiting for the stream: said once, not every retry.
+            if status.lastError != "\(error)" {
+                logger.warning("the replication stream is behind this replica; waiting", metadata: ["error": "\(error)"])
+            }
+            status.lastError = "\(error)"
+            wake()
+            return
+        }
         status.resynchronisations += 1
         status.lastError = "\(error)"
         logger.warning("applying failed; will resynchronise", metadata: ["error": "\(error)"])
@@ -323,15 +337,65 @@ actor ApplierCore {
 
     /// Positions the consumer after the persisted position, restoring the latest snapshot
     /// first when there is no usable position.
+    ///
+    /// A passive node never creates the stream (only a promoted node does, after checking that
+    /// it holds the newest data). A stream that went backwards — it ends before the position,
+    /// or holds a record of a newer token or a later txid at the position's sequence — is not
+    /// the one the replica followed: its latest snapshot is restored when a newer epoch wrote
+    /// it (a promotion that recovered the history), else the applier waits
+    /// (``ReplicationError/Code/streamBehind``).
     func position() async throws {
-        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
-        let info = try await jetStream.streamInfo(names.stream)
+        let info: StreamInfo
+        do {
+            info = try await jetStream.streamInfo(names.stream)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+            throw ReplicationError(
+                .streamBehind, "the stream \(names.stream) does not exist (not created yet, deleted, or lost); waiting for the active node to create it")
+        }
         let current = status.position
+        if let current, let behind = try await streamWentBackwards(info, from: current) {
+            let newer: Bool
+            do {
+                let message = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject)
+                let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
+                newer = chunk.token > current.token
+            } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
+                newer = false
+            }
+            guard newer else {
+                throw ReplicationError(.streamBehind, "\(behind); waiting for an active node of a newer epoch to publish a snapshot")
+            }
+            logger.warning("the stream went backwards; restoring the snapshot a newer epoch published", metadata: ["detail": "\(behind)"])
+            try await restoreLatestSnapshot()
+            guard let position = status.position else { throw ReplicationError(.noSnapshot, "no snapshot to start the replica from") }
+            try await recreateConsumer(startingAt: position.streamSequence + 1)
+            return
+        }
         if current == nil || (info.state.messages > 0 && current!.streamSequence + 1 < info.state.firstSequence) {
             try await restoreLatestSnapshot()
         }
         guard let position = status.position else { throw ReplicationError(.noSnapshot, "no snapshot to start the replica from") }
         try await recreateConsumer(startingAt: position.streamSequence + 1)
+    }
+
+    /// Why the stream is not the one `position` followed, or nil when it is.
+    private func streamWentBackwards(_ info: StreamInfo, from position: ReplicaPosition) async throws -> String? {
+        guard position.streamSequence > 0 else { return nil }
+        if info.state.lastSequence < position.streamSequence {
+            return "the stream \(names.stream) ends at sequence \(info.state.lastSequence), before this replica's position \(position.streamSequence) (txid \(position.txid)): it was deleted or recreated"
+        }
+        guard info.state.messages > 0, position.streamSequence >= info.state.firstSequence else { return nil }
+        let message: StoredMessage
+        do {
+            message = try await jetStream.getMessage(stream: names.stream, sequence: position.streamSequence)
+        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
+            return nil
+        }
+        let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
+        if chunk.token > position.token || chunk.txid > position.txid {
+            return "the stream \(names.stream) holds txid \(chunk.txid) of epoch \(chunk.token) at sequence \(position.streamSequence), where this replica applied txid \(position.txid) of epoch \(position.token): it was recreated"
+        }
+        return nil
     }
 
     private func recreateConsumer(startingAt sequence: UInt64) async throws {
@@ -363,7 +427,7 @@ actor ApplierCore {
         try await restore(record, sequence: message.sequence)
     }
 
-    private func restore(_ record: ReplicationRecord, sequence: UInt64) async throws {
+    func restore(_ record: ReplicationRecord, sequence: UInt64) async throws {
         guard let name = record.snapshotName else { throw ReplicationError(.malformedRecord, "snapshot record \(record.txid) has no name") }
         let objectStore = try await jetStream.objectStore(names.snapshotBucket)
         let temporary = configuration.replicaPath + ".restore.\(NUID.next())"
@@ -523,19 +587,29 @@ actor ApplierCore {
     }
 
     func lag() async throws -> ReplicationLag {
-        let info = try await jetStream.streamInfo(names.stream)
         let position = status.position
+        let info: StreamInfo
+        do {
+            info = try await jetStream.streamInfo(names.stream)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+            var lag = ReplicationLag(
+                appliedTxid: position?.txid, streamTxid: nil, txidsBehind: 0, messagesBehind: 0, lastAppliedTransactionTime: position?.transactionTime)
+            lag.streamBehindReplica = "the stream \(names.stream) does not exist (deleted or lost)"
+            return lag
+        }
         var streamTxid: UInt64?
-        if info.state.lastSequence > 0 {
+        if info.state.messages > 0 {
             let last = try await jetStream.getMessage(stream: names.stream, sequence: info.state.lastSequence)
             streamTxid = try RecordChunk(decoding: Array(last.payload.readableBytesView)).txid
         }
         let applied = position?.txid
         let behind = (streamTxid ?? 0) > (applied ?? 0) ? (streamTxid ?? 0) - (applied ?? 0) : 0
         let messages = info.state.lastSequence > (position?.streamSequence ?? 0) ? info.state.lastSequence - (position?.streamSequence ?? 0) : 0
-        return ReplicationLag(
+        var lag = ReplicationLag(
             appliedTxid: applied, streamTxid: streamTxid, txidsBehind: behind, messagesBehind: messages,
             lastAppliedTransactionTime: position?.transactionTime)
+        if let position { lag.streamBehindReplica = try await streamWentBackwards(info, from: position) }
+        return lag
     }
 
     // MARK: - Promotion support

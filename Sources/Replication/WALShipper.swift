@@ -55,6 +55,10 @@ public struct ShipperResumePoint: Sendable, Hashable {
     public var streamSequence: UInt64
     /// The page hashes of the promoted database.
     public var checksum: DatabaseChecksum
+    /// The promoted copy does not continue the stream (it was promoted from this node's own
+    /// copy or a snapshot because the stream expired, was lost or went backwards): the shipper
+    /// publishes an opening snapshot whose txid follows ``txid``, so txids never go backwards.
+    public var startsNewHistory = false
 
     /// Creates a resume point.
     public init(txid: UInt64, streamSequence: UInt64, checksum: DatabaseChecksum) {
@@ -204,6 +208,11 @@ actor ShipperCore {
     private var snapshotNeeded: String?
     private var lastRetentionCheck = ContinuousClock.now
     private var lastSnapshotAt = ContinuousClock.now
+    private let history: ReplicationHistoryStore
+    private var lastHistoryWrite = ContinuousClock.now
+    private var lastHistoryTxid: UInt64 = 0
+    private var pageSize = 0
+    private var commitPages: UInt32 = 0
     private(set) var stopRequested = false
     private(set) var status: ShipperStatus
 
@@ -213,6 +222,7 @@ actor ShipperCore {
         self.token = token
         self.jetStream = jetStream
         self.logger = logger
+        history = ReplicationHistoryStore(configuration: configuration, jetStream: jetStream)
         status = ShipperStatus(
             token: token, lastTxid: 0, lastStreamSequence: 0, checksum: 0, lastShippedAt: nil, snapshots: 0, lastSnapshotTxid: nil,
             lastSnapshotReason: nil, checkpoints: 0, lastError: nil, running: false)
@@ -236,18 +246,22 @@ actor ShipperCore {
         let logger = logger
         let engine = try await io.run { try ShipperEngine(configuration: configuration, logger: logger, resume: resume?.checksum) }
         self.engine = engine
-        if let resume, try await io.run({ engine.resumed }) {
+        if let resume, !resume.startsNewHistory, try await io.run({ engine.resumed }) {
             if try await continueStream(from: resume) {
                 status.running = true
                 logger.info(
                     "WAL shipping continues from the promoted replica (no snapshot)",
                     metadata: ["txid": "\(nextTxid - 1)", "sequence": "\(lastSequence)"])
+                try await recordClaim()
                 return
             }
         }
         var attempts = 0
         while true {
             try await readStreamTail()
+            // Txids never go backwards, also over a stream that lost its records.
+            if let resume { nextTxid = max(nextTxid, resume.txid + 1) }
+            if let newest = try? await history.remoteNewest() { nextTxid = max(nextTxid, newest.record.newest.txid + 1) }
             do {
                 try await snapshot(reason: "shipping starts")
                 break
@@ -259,6 +273,50 @@ actor ShipperCore {
         }
         status.running = true
         logger.info("WAL shipping started", metadata: ["txid": "\(nextTxid - 1)", "sequence": "\(lastSequence)"])
+        try await recordClaim()
+    }
+
+    /// The durable newest record (``ReplicationHistoryStore``) as this shipper knows it.
+    private func historyRecord(event: String) -> ReplicationHistoryRecord {
+        ReplicationHistoryRecord(
+            newest: DatabaseCopy(
+                node: configuration.nodeID, token: token, txid: status.lastTxid, checksum: status.checksum, pageSize: pageSize,
+                commitPages: commitPages, streamSequence: lastSequence),
+            event: event, recordedAt: Date())
+    }
+
+    /// Records the claim in the durable history: required (a promotion whose claim is not
+    /// recorded would leave the record behind the stream's new history). A newer token there
+    /// means a newer active node exists: fenced.
+    private func recordClaim() async throws {
+        var lastError: (any Error)?
+        for attempt in 0..<3 {
+            do {
+                guard try await history.recordNewest(historyRecord(event: HistoryEvent.claim)) else {
+                    throw ReplicationError(.fenced, "the durable replication record holds a newer epoch than this node's \(token)")
+                }
+                lastHistoryWrite = .now
+                lastHistoryTxid = status.lastTxid
+                return
+            } catch let error as ReplicationError where error.code == .fenced {
+                throw error
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(100 << attempt))
+            }
+        }
+        throw ReplicationError(.io, "cannot write the durable replication record: \(lastError.map { "\($0)" } ?? "unknown error")")
+    }
+
+    /// Best-effort update of the durable newest record (snapshots, final markers, progress).
+    private func recordProgress(event: String) async {
+        do {
+            try await history.recordNewest(historyRecord(event: event))
+            lastHistoryWrite = .now
+            lastHistoryTxid = status.lastTxid
+        } catch {
+            logger.warning("cannot update the durable replication record", metadata: ["event": "\(event)", "error": "\(error)"])
+        }
     }
 
     /// Continues the stream from the promoted replica: when the stream still ends where
@@ -288,6 +346,8 @@ actor ShipperCore {
         nextTxid += 1
         status.lastTxid = claim.txid
         status.checksum = claim.checksumAfter
+        pageSize = claim.pageSize
+        commitPages = claim.commitPages
         status.lastError = nil
         // The previous active node's snapshots stay valid; the next one is due by the usual
         // rules (interval, messages since, retention), taken in the background.
@@ -308,7 +368,15 @@ actor ShipperCore {
             nextTxid = 1
             return
         }
-        let message = try await jetStream.getMessage(stream: names.stream, sequence: lastSequence)
+        let message: StoredMessage
+        do {
+            message = try await jetStream.getMessage(stream: names.stream, sequence: lastSequence)
+        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
+            // Every record expired (nobody shipped for longer than the retention): the next
+            // expectation is still the last sequence; txids continue from the durable record.
+            nextTxid = 1
+            return
+        }
         let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
         guard chunk.token <= token else {
             throw ReplicationError(.fenced, "the stream already holds records of token \(chunk.token), newer than this node's \(token)")
@@ -352,6 +420,9 @@ actor ShipperCore {
     /// Checkpoints and retention snapshots, when nothing is waiting to be shipped.
     func idleWork() async throws {
         guard let engine else { return }
+        if status.lastTxid != lastHistoryTxid, ContinuousClock.now - lastHistoryWrite >= .seconds(5) {
+            await recordProgress(event: HistoryEvent.progress)
+        }
         let shippedFrames = try await io.run { engine.shippedFramesInGeneration }
         if shippedFrames >= configuration.checkpointAfterFrames {
             try await checkpoint()
@@ -438,6 +509,8 @@ actor ShipperCore {
         nextTxid += 1
         status.lastTxid = record.txid
         status.checksum = record.checksumAfter
+        pageSize = record.pageSize
+        commitPages = record.commitPages
         status.lastShippedAt = Date()
         status.lastError = nil
     }
@@ -474,7 +547,7 @@ actor ShipperCore {
         try await objectStore.put(
             name: name, fileAt: path, description: "database of \(configuration.app) at txid \(txid)",
             metadata: [
-                "txid": "\(txid)", "token": "\(token)", "checksum": hex(image.checksum), "page_size": "\(image.pageSize)",
+                "txid": "\(txid)", "token": "\(token)", "node": configuration.nodeID, "checksum": hex(image.checksum), "page_size": "\(image.pageSize)",
                 "commit_pages": "\(image.commitPages)",
             ], chunkSize: min(ObjectStore.defaultChunkSize, maxMessageBytes))
         let record = ReplicationRecord(
@@ -490,7 +563,10 @@ actor ShipperCore {
         status.snapshots += 1
         status.lastSnapshotTxid = txid
         status.lastSnapshotReason = reason
+        pageSize = image.pageSize
+        commitPages = image.commitPages
         logger.info("snapshot published", metadata: ["txid": "\(txid)", "pages": "\(image.commitPages)", "reason": "\(reason)"])
+        if status.running { await recordProgress(event: HistoryEvent.snapshot) }
         await pruneSnapshots()
     }
 
@@ -570,6 +646,9 @@ actor ShipperCore {
             try await publish(marker, subject: names.transactionSubject)
             try await io.run { engine.releaseBarrier() }
             logger.info("final marker published", metadata: ["txid": "\(txid)", "sequence": "\(lastSequence)"])
+            pageSize = state.pageSize
+            commitPages = state.pages
+            await recordProgress(event: HistoryEvent.finalMarker)
             return HandoffReport(
                 txid: txid, markerSequence: lastSequence, checksum: state.checksum, token: token, pageSize: state.pageSize, commitPages: state.pages)
         } catch {

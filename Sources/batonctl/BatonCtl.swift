@@ -16,7 +16,7 @@ struct BatonCtl: AsyncParsableCommand {
         version: BatonVersion.current,
         subcommands: [
             StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
-            ValidateCommand.self,
+            ReplicaCommand.self, ValidateCommand.self,
         ]
     )
 }

@@ -63,6 +63,7 @@ public actor SQLiteReplica: AppReplica {
     /// the database at that marker, so following starts from it instead of a snapshot.
     private var lastHandoff: HandoffReport?
     private var disposed = false
+    private var lastHoldingReport: (txid: UInt64, checksum: UInt64, at: ContinuousClock.Instant)?
 
     /// Creates the replica of an app; nothing runs until ``follow()`` or ``promote(token:)``.
     /// `promotionTimeout` bounds the drain of the stream during promotion.
@@ -132,8 +133,9 @@ public actor SQLiteReplica: AppReplica {
         case .following(let applier):
             let applied = await applier.status()
             status = ReplicationStatus(
-                role: .applying, txid: applied.position?.txid, lagTransactions: lag?.txidsBehind,
-                lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970, lastError: applied.lastError ?? lastError)
+                role: .applying, txid: applied.position?.txid, lagTransactions: lag?.streamBehindReplica == nil ? lag?.txidsBehind : nil,
+                lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970,
+                lastError: applied.lastError ?? lag?.streamBehindReplica.map { "the stream is behind this replica: \($0)" } ?? lastError)
             status.snapshotsRestored = applied.snapshotsRestored
         case .idle:
             status = ReplicationStatus(role: .idle, lastError: lastError)
@@ -204,7 +206,8 @@ public actor SQLiteReplica: AppReplica {
         let startedAt = Date()
         let report: PromotionReport
         do {
-            report = try await ReplicaPromotion.promote(configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout)
+            report = try await ReplicaPromotion.promote(
+                configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout, token: token)
         } catch {
             lastError = "promotion failed: \(error)"
             logger.error("cannot promote the SQLite replica; the database was left untouched", metadata: ["error": "\(error)"])
@@ -349,6 +352,7 @@ public actor SQLiteReplica: AppReplica {
             lagMonitor = Task { [weak self] in
                 while !Task.isCancelled {
                     if let lag = try? await applier.lag() { await self?.noteLag(lag, of: applier) }
+                    await self?.reportHolding(of: applier)
                     try? await Task.sleep(for: .seconds(1))
                 }
             }
@@ -367,6 +371,27 @@ public actor SQLiteReplica: AppReplica {
     private func retryFollow(generation: Int) async {
         guard intent == generation, !disposed else { return }
         try? await serialized { replica in await replica.runFollow(generation: generation) }
+    }
+
+    /// Publishes what this node's replica holds (for `batonctl replica status` and the other
+    /// nodes' promotion decisions): when it changed, at most every 5 seconds, and every minute.
+    private func reportHolding(of applier: WALApplier) async {
+        guard case .following(let current) = mode, current === applier, let position = await applier.status().position else { return }
+        let now = ContinuousClock.now
+        if let last = lastHoldingReport {
+            if last.txid == position.txid, last.checksum == position.checksum, now - last.at < .seconds(60) { return }
+            if now - last.at < .seconds(5) { return }
+        }
+        lastHoldingReport = (position.txid, position.checksum, now)
+        let copy = DatabaseCopy(
+            node: configuration.nodeID, token: position.token, txid: position.txid, checksum: position.checksum, pageSize: position.pageSize,
+            commitPages: position.commitPages, streamSequence: position.streamSequence)
+        do {
+            try await ReplicationHistoryStore(configuration: configuration, jetStream: jetStream).report(
+                NodeHoldingReport(role: "applying", copy: copy, appliedAt: position.appliedAt, reportedAt: Date(), note: lag?.streamBehindReplica))
+        } catch {
+            logger.debug("cannot report the replica's position", metadata: ["error": "\(error)"])
+        }
     }
 
     private func noteLag(_ lag: ReplicationLag, of applier: WALApplier) {
@@ -392,6 +417,7 @@ public actor SQLiteReplica: AppReplica {
             }
             metadata["handoff"] = "\(report.finalMarkerToken.map { "graceful (final marker of epoch \($0))" } ?? "no final marker (crash failover)")"
             if report.discardedIncompleteRecord { metadata["discarded-incomplete-record"] = "true" }
+            if let recovery = report.recovery { metadata["recovery"] = "\(recovery)" }
             logger.notice("promoted the SQLite replica", metadata: metadata)
         }
     }
@@ -413,6 +439,7 @@ public actor SQLiteReplica: AppReplica {
             parts.append(
                 "\(report.recordsAppliedDuringDrain) record(s) / \(report.transactionsAppliedDuringDrain) txid(s) in the stream beyond the applied position, drained")
             if report.discardedIncompleteRecord { parts.append("an incomplete last record was discarded") }
+            if let recovery = report.recovery { parts.append("promoted without the stream: \(recovery)") }
             return parts.joined(separator: "; ")
         }
     }
