@@ -138,6 +138,7 @@ public final class WALApplier: Sendable {
                         positioned = true
                     }
                     _ = try await core.step(expires: .milliseconds(500))
+                    await core.reportHoldingIfDue()
                 } catch {
                     // A stop cancels the loop: whatever it interrupted is no error.
                     if await core.stopRequested { break }
@@ -199,6 +200,8 @@ public final class WALApplier: Sendable {
     }
 
     /// Stops applying (the replica and position stay; the next start continues from them).
+    /// Reports the final position (``ReplicationHistoryStore``) when it changed since the last
+    /// report.
     public func stop() async {
         await core.requestStop()
         watcher.withLockedValue { $0 }?.cancel()
@@ -209,6 +212,7 @@ public final class WALApplier: Sendable {
             task.cancel()
             await task.value
         }
+        await core.reportHoldingIfDue(force: true)
         await core.shutdown()
     }
 }
@@ -238,6 +242,7 @@ actor ApplierCore {
         repositionsAfterReconnect: 0, largestBatchBytes: 0, lastError: nil, running: false)
     /// Records (transactions and snapshots) applied since the core was created.
     private(set) var recordsApplied = 0
+    private var lastReport: (txid: UInt64, checksum: UInt64, note: String?, at: ContinuousClock.Instant)?
 
     init(configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger) {
         self.configuration = configuration
@@ -281,6 +286,30 @@ actor ApplierCore {
     }
 
     var incompleteRecordPending: Bool { assembler.hasIncompleteRecord }
+
+    /// Publishes what the replica holds (``ReplicationHistoryStore/report(_:)``), for
+    /// `batonctl replica status` and the other nodes' promotion decisions: when it changed, at
+    /// most every 5 seconds (`force`: whenever it changed), and every minute regardless.
+    func reportHoldingIfDue(force: Bool = false) async {
+        guard let position = status.position else { return }
+        let now = ContinuousClock.now
+        let note = status.lastError.flatMap { $0.contains("\(ReplicationError.Code.streamBehind)") ? $0 : nil }
+        if let last = lastReport {
+            let changed = last.txid != position.txid || last.checksum != position.checksum || last.note != note
+            if !changed, now - last.at < .seconds(60) { return }
+            if changed, !force, now - last.at < .seconds(5) { return }
+        }
+        lastReport = (position.txid, position.checksum, note, now)
+        let copy = DatabaseCopy(
+            node: configuration.nodeID, token: position.token, txid: position.txid, checksum: position.checksum, pageSize: position.pageSize,
+            commitPages: position.commitPages, streamSequence: position.streamSequence)
+        do {
+            try await ReplicationHistoryStore(configuration: configuration, jetStream: jetStream).report(
+                NodeHoldingReport(role: "applying", copy: copy, appliedAt: position.appliedAt, reportedAt: Date(), note: note))
+        } catch {
+            logger.debug("cannot report the replica's position", metadata: ["error": "\(error)"])
+        }
+    }
 
     private func wake() {
         let pending = waiters

@@ -196,12 +196,14 @@ struct ReplicationHistoryTests {
             // is the final marker's data, is taken as node-a's replica and promoted.
             let refused = try await expectRefusal(c, token: 2, jetStream)
             #expect(refused.contains("empty"), "\(refused)")
+            await app.close()  // the backend is stopped while its node promotes
             let report = try await ReplicaPromotion.promote(configuration: a, jetStream: jetStream, logger: logger, token: 3)
             #expect(report.txid == position.txid && report.recovery != nil, "\(report)")
             let resume: ShipperResumePoint = try #require(report.resumePoint)
             let shipperA = try await WALShipper.start(
                 configuration: a, token: 3, jetStream: jetStream, logger: logger, resumingFrom: resume)
-            try await app.workload(transactions: 5, from: 60, bigEvery: 4)
+            let restarted = try await App(path: a.databasePath)
+            try await restarted.workload(transactions: 5, from: 60, bigEvery: 4)
             let handoff = try await shipperA.stepDown()
             #expect(handoff.txid > position.txid)
 
@@ -212,9 +214,9 @@ struct ReplicationHistoryTests {
                 #expect(final.checksum == handoff.checksum)
                 await applier.stop()
             }
-            try await app.checkpointTruncate()
-            #expect(try logicalDigest(try openImmutable(c.replicaPath)) == (try await app.digest()))
-            await app.close()
+            try await restarted.checkpointTruncate()
+            #expect(try logicalDigest(try openImmutable(c.replicaPath)) == (try await restarted.digest()))
+            await restarted.close()
             await client.close()
         }
     }

@@ -63,7 +63,6 @@ public actor SQLiteReplica: AppReplica {
     /// the database at that marker, so following starts from it instead of a snapshot.
     private var lastHandoff: HandoffReport?
     private var disposed = false
-    private var lastHoldingReport: (txid: UInt64, checksum: UInt64, at: ContinuousClock.Instant)?
 
     /// Creates the replica of an app; nothing runs until ``follow()`` or ``promote(token:)``.
     /// `promotionTimeout` bounds the drain of the stream during promotion.
@@ -352,7 +351,6 @@ public actor SQLiteReplica: AppReplica {
             lagMonitor = Task { [weak self] in
                 while !Task.isCancelled {
                     if let lag = try? await applier.lag() { await self?.noteLag(lag, of: applier) }
-                    await self?.reportHolding(of: applier)
                     try? await Task.sleep(for: .seconds(1))
                 }
             }
@@ -371,27 +369,6 @@ public actor SQLiteReplica: AppReplica {
     private func retryFollow(generation: Int) async {
         guard intent == generation, !disposed else { return }
         try? await serialized { replica in await replica.runFollow(generation: generation) }
-    }
-
-    /// Publishes what this node's replica holds (for `batonctl replica status` and the other
-    /// nodes' promotion decisions): when it changed, at most every 5 seconds, and every minute.
-    private func reportHolding(of applier: WALApplier) async {
-        guard case .following(let current) = mode, current === applier, let position = await applier.status().position else { return }
-        let now = ContinuousClock.now
-        if let last = lastHoldingReport {
-            if last.txid == position.txid, last.checksum == position.checksum, now - last.at < .seconds(60) { return }
-            if now - last.at < .seconds(5) { return }
-        }
-        lastHoldingReport = (position.txid, position.checksum, now)
-        let copy = DatabaseCopy(
-            node: configuration.nodeID, token: position.token, txid: position.txid, checksum: position.checksum, pageSize: position.pageSize,
-            commitPages: position.commitPages, streamSequence: position.streamSequence)
-        do {
-            try await ReplicationHistoryStore(configuration: configuration, jetStream: jetStream).report(
-                NodeHoldingReport(role: "applying", copy: copy, appliedAt: position.appliedAt, reportedAt: Date(), note: lag?.streamBehindReplica))
-        } catch {
-            logger.debug("cannot report the replica's position", metadata: ["error": "\(error)"])
-        }
     }
 
     private func noteLag(_ lag: ReplicationLag, of applier: WALApplier) {
