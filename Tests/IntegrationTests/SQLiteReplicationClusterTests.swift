@@ -351,4 +351,87 @@ struct SQLiteReplicationClusterTests {
             #expect(tokens.last == second.epoch, "tokens in the stream: \(tokens)")
         }
     }
+
+    /// The stream is deleted and the active node crashes while the only other node was stopped
+    /// with an older copy: that node must not publish its older data as the truth. It refuses
+    /// (log line, `batonctl status`), the app stays down, `batonctl replica status` shows what
+    /// each holds, and `batonctl replica promote --force` lets the operator accept its copy.
+    @Test(arguments: NATSServerKind.allCases)
+    func aDeletedStreamAndALostActiveLeaveTheOlderCopyRefusedUntilForced(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-sqlite-history") { cluster in
+            let first = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            let other = first.node == "node-1" ? "node-2" : "node-1"
+            // The passive stops (its applier reports its position); the active writes on.
+            await cluster.nodes[other]!.stop()
+            let stoppedAt = cluster.acks().count
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"]))
+            let jetStream = JetStream(client: client)
+            let kv = try await jetStream.keyValue("baton_itest__replication")
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            let reported = try #require(try await kv.get("\(ReplicationCluster.app).node.\(other)"), "\(other) reported no position")
+            let otherCopy = try decoder.decode(NodeHoldingReport.self, from: Data(reported.value.readableBytesView)).copy
+            // The durable record moves past the stopped node's copy (progress every 5 s).
+            let deadline = ContinuousClock.now + .seconds(20)
+            while true {
+                if let entry = try await kv.get("\(ReplicationCluster.app).newest"),
+                    try decoder.decode(ReplicationHistoryRecord.self, from: Data(entry.value.readableBytesView)).newest.txid > otherCopy.txid
+                {
+                    break
+                }
+                guard ContinuousClock.now < deadline else { throw ClusterTestFailure(description: "the durable record did not pass txid \(otherCopy.txid)") }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let names = ReplicationNames(cluster: "itest", app: ReplicationCluster.app, nodeID: "x")
+            try await jetStream.deleteStream(names.stream)
+            cluster.nodes[first.node]!.signal(SIGKILL)
+            #expect(cluster.acks().count > stoppedAt)
+
+            // The stopped node comes back: it takes the lease and refuses to promote.
+            let restartLog = cluster.directory.appendingPathComponent("\(other)-restart.log").path
+            cluster.nodes[other] = try BatondProcess(
+                node: other, binary: try BatondClusterTests.executable("batond"),
+                config: cluster.directory.appendingPathComponent("\(other).yaml").path, logPath: restartLog,
+                environment: ["BATON_FENCE_KEEPER": try BatondClusterTests.executable("baton-fence-keeper")])
+            var log = ""
+            let refusalDeadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < refusalDeadline {
+                log = (try? String(contentsOfFile: restartLog, encoding: .utf8)) ?? ""
+                if log.contains("refusing to promote older or empty data over newer data") { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let refusal = log.split(separator: "\n").first { $0.contains("refusing to promote older or empty data over newer data") }
+            #expect(refusal != nil, "no refusal on \(other): \(log.suffix(3000))")
+            if let refusal {
+                print("refusal: \(refusal)")
+                #expect(refusal.contains("does not exist") && refusal.contains("\(first.node) holds txid"), "\(refusal)")
+            }
+            let status = try await cluster.batonctl(["status"])
+            #expect(status.output.contains("last promotion on \(other)") && status.output.contains("promotion refused"), "\(status.output)")
+            // Nothing was published and no writer ran on the older copy.
+            await #expect(throws: JetStreamAPIError.self) { _ = try await jetStream.streamInfo(names.stream) }
+            #expect(cluster.acks().allSatisfy { $0.row.epoch <= first.epoch })
+
+            let replicaStatus = try await cluster.batonctl(["replica", "status", ReplicationCluster.app])
+            #expect(replicaStatus.status == 0 && replicaStatus.output.contains("does not exist") && replicaStatus.output.contains(other), "\(replicaStatus.output)")
+            print("batonctl replica status:\n\(replicaStatus.output)")
+            let unforced = try await cluster.batonctl(["replica", "promote", ReplicationCluster.app, other])
+            #expect(unforced.status != 0 && unforced.output.contains("--force") && unforced.output.contains("given up"), "\(unforced.output)")
+            let forced = try await cluster.batonctl(["replica", "promote", ReplicationCluster.app, other, "--force"])
+            #expect(forced.status == 0, "\(forced.output)")
+
+            // At its next attempt the node promotes its copy, and the writer runs on it.
+            let next = try await cluster.waitForWriter(after: first.epoch, on: other, count: 5, timeout: .seconds(30))
+            let state = try await cluster.inspect(other)
+            #expect(state.integrity == "ok")
+            // What the stopped node had applied: every row acknowledged before it stopped, but
+            // for the last few that were still in flight (shipping polls every 50 ms).
+            let kept = cluster.acks().prefix(max(0, stoppedAt - 50))
+            #expect(kept.allSatisfy { state.rows.contains($0.row) }, "rows the stopped node had applied are missing")
+            let promoted = (try? String(contentsOfFile: restartLog, encoding: .utf8)) ?? ""
+            #expect(promoted.contains("forced"), "\(promoted.suffix(2000))")
+            #expect(next.epoch > first.epoch)
+            await client.close()
+        }
+    }
 }

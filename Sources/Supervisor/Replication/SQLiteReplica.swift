@@ -209,6 +209,11 @@ public actor SQLiteReplica: AppReplica {
                 configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout, token: token)
         } catch {
             lastError = "promotion failed: \(error)"
+            if let refusal = error as? ReplicationError, refusal.code == .newerDataElsewhere {
+                // Kept (and shown by `batonctl status`) until a promotion succeeds, also while
+                // this node follows again.
+                promotionSummary = "epoch \(token): promotion refused (older or empty data would replace newer data): \(refusal.message)"
+            }
             logger.error("cannot promote the SQLite replica; the database was left untouched", metadata: ["error": "\(error)"])
             throw error
         }
