@@ -361,14 +361,19 @@ struct SQLiteReplicationClusterTests {
         try await withCluster(kind, prefix: "baton-sqlite-history") { cluster in
             let first = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
             let other = first.node == "node-1" ? "node-2" : "node-1"
-            // The passive stops (its applier reports its position); the active writes on.
-            await cluster.nodes[other]!.stop()
-            let stoppedAt = cluster.acks().count
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"]))
             let jetStream = JetStream(client: client)
             let kv = try await jetStream.keyValue("baton_itest__replication")
             let decoder = JSONDecoder()
             decoder.dateDecodingStrategy = .iso8601
+            // The passive reports what its replica holds.
+            let reportDeadline = ContinuousClock.now + .seconds(15)
+            while try await kv.get("\(ReplicationCluster.app).node.\(other)") == nil, ContinuousClock.now < reportDeadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            // The passive stops; the active writes on.
+            await cluster.nodes[other]!.stop()
+            let stoppedAt = cluster.acks().count
             let reported = try #require(try await kv.get("\(ReplicationCluster.app).node.\(other)"), "\(other) reported no position")
             let otherCopy = try decoder.decode(NodeHoldingReport.self, from: Data(reported.value.readableBytesView)).copy
             // The durable record moves past the stopped node's copy (progress every 5 s).
