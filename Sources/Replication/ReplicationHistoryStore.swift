@@ -153,6 +153,8 @@ public enum HistoryEvent {
     public static let finalMarker = "final marker"
     /// An operator accepted a node's copy (`batonctl replica promote NODE --force`).
     public static let forced = "forced"
+    /// The active node found its stream deleted or lost (it starts a new history above it).
+    public static let streamLost = "stream lost"
 }
 
 /// What a node reports holding for an app.

@@ -371,7 +371,8 @@ actor ApplierCore {
     /// it holds the newest data). A stream that went backwards — it ends before the position,
     /// or holds a record of a newer token or a later txid at the position's sequence — is not
     /// the one the replica followed: its latest snapshot is restored when a newer epoch wrote
-    /// it (a promotion that recovered the history), else the applier waits
+    /// it (a promotion that recovered the history) or the same epoch above the replica's txid
+    /// (the active node re-created a lost stream), else the applier waits
     /// (``ReplicationError/Code/streamBehind``).
     func position() async throws {
         let info: StreamInfo
@@ -387,7 +388,9 @@ actor ApplierCore {
             do {
                 let message = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject)
                 let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
-                newer = chunk.token > current.token
+                // A newer epoch, or the same active node starting a new history above this
+                // replica after its stream was lost.
+                newer = chunk.token > current.token || (chunk.token == current.token && chunk.txid > current.txid)
             } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
                 newer = false
             }

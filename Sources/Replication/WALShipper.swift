@@ -616,6 +616,15 @@ actor ShipperCore {
                     throw ReplicationError(
                         .fenced, "JetStream refused record \(record.txid) of token \(token): the stream moved past sequence \(lastSequence) (\(error.errorDescription))")
                 } catch {
+                    if let missing = error as? JetStreamError, missing.code == .noStreamForSubject, (try? await streamIsGone()) == true {
+                        // Deleted (or lost) under the running active node, which holds the
+                        // newest data: record how far it shipped (so the next history's txids
+                        // follow it), and stop; a new shipper creates the stream and publishes
+                        // a snapshot.
+                        await recordProgress(event: HistoryEvent.streamLost)
+                        throw ReplicationError(
+                            .streamBehind, "the stream \(names.stream) no longer exists (deleted or lost) at txid \(status.lastTxid): \(missing)")
+                    }
                     attempt += 1
                     status.lastError = "\(error)"
                     if stopRequested && attempt >= 3 { throw error }
@@ -623,6 +632,15 @@ actor ShipperCore {
                     try await Task.sleep(for: .milliseconds(min(2000, 50 << min(attempt, 6))))
                 }
             }
+        }
+    }
+
+    private func streamIsGone() async throws -> Bool {
+        do {
+            _ = try await jetStream.streamInfo(names.stream)
+            return false
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
+            return true
         }
     }
 

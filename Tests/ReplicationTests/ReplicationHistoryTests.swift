@@ -221,6 +221,48 @@ struct ReplicationHistoryTests {
         }
     }
 
+    @Test(arguments: NATSServerKind.allCases)
+    func theActiveNodeStartsANewHistoryWhenItsStreamIsDeleted(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: 200_000)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let a = configuration(directory, node: "node-a")
+            let b = configuration(directory, node: "node-b")
+            let app = try await App(path: a.databasePath)
+            let shipper = try await WALShipper.start(configuration: a, token: 1, jetStream: jetStream, logger: logger)
+            let applier = try await WALApplier.start(configuration: b, jetStream: jetStream, logger: logger)
+            try await app.workload(transactions: 10, bigEvery: 4)
+            let before = await shipper.status()
+            _ = try await applier.waitForTxid(before.lastTxid, timeout: .seconds(30))
+            try await jetStream.deleteStream(a.names.stream)
+            try await app.workload(transactions: 3, from: 30, bigEvery: 4)
+            // The shipper finds the stream gone, records how far it shipped, and stops.
+            do {
+                try await shipper.waitUntilStopped()
+                Issue.record("the shipper kept running without its stream")
+            } catch let error as ReplicationError {
+                #expect(error.code == .streamBehind, "\(error)")
+            }
+            let newest = try #require(try await ReplicationHistoryStore(configuration: a, jetStream: jetStream).remoteNewest()).record
+            #expect(newest.event == HistoryEvent.streamLost && newest.newest.txid >= before.lastTxid, "\(newest)")
+            await shipper.stop()
+            // What SQLiteReplica does next: a new shipper of the same epoch re-creates the stream
+            // with a snapshot above everything shipped; the passive restores it and follows.
+            let restarted = try await WALShipper.start(configuration: a, token: 1, jetStream: jetStream, logger: logger)
+            let shipped = await restarted.status()
+            #expect(shipped.lastTxid > newest.newest.txid && shipped.snapshots == 1, "\(shipped)")
+            try await app.workload(transactions: 3, from: 40, bigEvery: 4)
+            let handoff = try await restarted.stepDown()
+            let final = try await applier.waitForFinalMarker(token: 1, timeout: .seconds(30))
+            #expect(final.checksum == handoff.checksum)
+            await applier.stop()
+            try await app.checkpointTruncate()
+            #expect(try logicalDigest(try openImmutable(b.replicaPath)) == (try await app.digest()))
+            await app.close()
+            await client.close()
+        }
+    }
+
     @Test
     func anOperatorForcesAnOlderCopyAndOnlyThatCopyPromotes() async throws {
         try await withNATSServer(.pypi, config: NATSServerConfig(maxPayload: 200_000)) { server in
