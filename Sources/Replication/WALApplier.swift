@@ -242,6 +242,7 @@ actor ApplierCore {
         repositionsAfterReconnect: 0, largestBatchBytes: 0, lastError: nil, running: false)
     /// Records (transactions and snapshots) applied since the core was created.
     private(set) var recordsApplied = 0
+    private var lastConsumerCheck = ContinuousClock.now
     private var lastReport: (txid: UInt64, checksum: UInt64, note: String?, at: ContinuousClock.Instant)?
 
     init(configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger) {
@@ -512,6 +513,17 @@ actor ApplierCore {
         var messages = try await consumer.fetch(batch: configuration.fetchMaxMessages, maxBytes: maxBytes, expires: expires, noWait: true)
         if messages.isEmpty, !noWait {
             messages = try await consumer.fetch(batch: 1, maxBytes: maxBytes, expires: expires)
+        }
+        if messages.isEmpty, ContinuousClock.now - lastConsumerCheck >= .seconds(2) {
+            // A stream deleted or recreated under an idle applier can leave its pulls unanswered
+            // without an error (nats-server 2.9): check that the consumer still exists.
+            lastConsumerCheck = .now
+            do {
+                _ = try await jetStream.consumerInfo(stream: names.stream, name: names.consumer)
+            } catch let error as JetStreamAPIError where error.errorCode == .consumerNotFound || error.errorCode == .streamNotFound {
+                throw ReplicationError(
+                    .streamBehind, "the consumer \(names.consumer) on \(names.stream) is gone (the stream was deleted or recreated): \(error.errorDescription)")
+            }
         }
         let batchBytes = messages.reduce(0) { $0 + PullConsumer.deliveredSize(of: $1.message) }
         status.largestBatchBytes = max(status.largestBatchBytes, batchBytes)

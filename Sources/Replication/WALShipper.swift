@@ -613,6 +613,15 @@ actor ShipperCore {
                     status.lastStreamSequence = ack.sequence
                     break
                 } catch let error as JetStreamAPIError where error.isWrongLastSequence {
+                    if let info = try? await jetStream.streamInfo(names.stream), info.state.lastSequence < lastSequence {
+                        // Not a newer writer (sequences only grow): the stream was recreated
+                        // under this node. A new shipper starts a new history above what was
+                        // shipped (and is fenced there if a newer epoch wrote into it).
+                        await recordProgress(event: HistoryEvent.streamLost)
+                        throw ReplicationError(
+                            .streamBehind,
+                            "the stream \(names.stream) went back to sequence \(info.state.lastSequence) (it was recreated) after this node published \(lastSequence), at txid \(status.lastTxid)")
+                    }
                     throw ReplicationError(
                         .fenced, "JetStream refused record \(record.txid) of token \(token): the stream moved past sequence \(lastSequence) (\(error.errorDescription))")
                 } catch {

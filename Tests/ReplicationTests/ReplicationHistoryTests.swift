@@ -221,8 +221,8 @@ struct ReplicationHistoryTests {
         }
     }
 
-    @Test(arguments: NATSServerKind.allCases)
-    func theActiveNodeStartsANewHistoryWhenItsStreamIsDeleted(kind: NATSServerKind) async throws {
+    @Test(arguments: NATSServerKind.allCases, [false, true])
+    func theActiveNodeStartsANewHistoryWhenItsStreamIsDeleted(kind: NATSServerKind, recreatedEmpty: Bool) async throws {
         try await withNATSServer(kind, config: NATSServerConfig(maxPayload: 200_000)) { server in
             let directory = try TemporaryDirectory()
             let (client, jetStream) = try await connect(server)
@@ -235,6 +235,7 @@ struct ReplicationHistoryTests {
             let before = await shipper.status()
             _ = try await applier.waitForTxid(before.lastTxid, timeout: .seconds(30))
             try await jetStream.deleteStream(a.names.stream)
+            if recreatedEmpty { _ = try await jetStream.createStream(a.streamConfig) }
             try await app.workload(transactions: 3, from: 30, bigEvery: 4)
             // The shipper finds the stream gone, records how far it shipped, and stops.
             do {
