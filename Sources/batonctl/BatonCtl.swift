@@ -9,7 +9,8 @@ struct BatonCtl: AsyncParsableCommand {
         abstract: "Inspect and steer the apps of a Baton cluster.",
         discussion: """
             Every command except validate talks to the nodes' control services over NATS \
-            (subjects baton.<cluster>.*), so it works from any host that can reach NATS. \
+            (subjects baton.<cluster>.*; replica reads and writes Baton's replication bucket \
+            and streams directly), so it works from any host that can reach NATS. \
             Name the servers with --nats (or take them, the credentials and the cluster from \
             a batond config with --config).
             """,

@@ -134,9 +134,15 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "validate"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "replica", "validate"] {
             #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
         }
+        let replicaHelp = try await runBatonctl(["replica", "--help"])
+        #expect(replicaHelp.stdout.contains("  status ") && replicaHelp.stdout.contains("  promote "), "\(replicaHelp.stdout)")
+        let promoteHelp = try await runBatonctl(["replica", "promote", "--help"])
+        #expect(promoteHelp.stdout.contains("--force"), "\(promoteHelp.stdout)")
+        let noNode = try await runBatonctl(["replica", "promote", "web"])
+        #expect(noNode.status == 64, "\(noNode)")
         let version = try await runBatonctl(["--version"])
         #expect(version.stdout == "\(BatonVersion.current)\n")
         let noTarget = try await runBatonctl(["switchover", "web"])
