@@ -97,7 +97,7 @@ public enum StreamView: Sendable, Hashable {
         /// The token and txid of the record stored at this node's position's sequence: nil when
         /// that sequence is not stored (or this node has no position). Tells whether the stream
         /// is the one the replica followed: there, it holds a record the replica applied (or
-        /// rejected as stale), never one of a newer token or a later txid.
+        /// rejected as stale), never one of a newer token or a later txid of the same token.
         public var recordAtLocalSequence: (token: UInt64, txid: UInt64)?
 
         /// Creates a stream state.
@@ -227,7 +227,8 @@ public struct PromotionDecision: Sendable, Hashable {
             return true
         }
         guard let record = state.recordAtLocalSequence else { return false }
-        return record.token <= local.token && record.txid <= local.txid
+        // An older token's record there is a stale writer's, which the replica rejected.
+        return record.token < local.token || (record.token == local.token && record.txid <= local.txid)
     }
 
     /// Decides.

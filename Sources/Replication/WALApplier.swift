@@ -425,7 +425,8 @@ actor ApplierCore {
             return nil
         }
         let chunk = try RecordChunk(decoding: Array(message.payload.readableBytesView))
-        if chunk.token > position.token || chunk.txid > position.txid {
+        // A record of an older token there is a stale writer's, which the replica rejected.
+        if chunk.token > position.token || (chunk.token == position.token && chunk.txid > position.txid) {
             return "the stream \(names.stream) holds txid \(chunk.txid) of epoch \(chunk.token) at sequence \(position.streamSequence), where this replica applied txid \(position.txid) of epoch \(position.token): it was recreated"
         }
         return nil

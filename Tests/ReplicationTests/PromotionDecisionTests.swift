@@ -56,6 +56,7 @@ struct PromotionDecisionTests {
         #expect(decide(local: nil, newest: newest, stream: stream(first: 40, last: 120, lastTxid: 120)) == .drainStream)
         // A stale writer's rejected record at the position's sequence is still this history.
         #expect(decide(local: local, newest: newest, stream: stream(last: 120, lastTxid: 120, atLocal: (2, 7))) == .drainStream)
+        #expect(decide(local: local, newest: newest, stream: stream(last: 120, lastTxid: 120, atLocal: (2, 500))) == .drainStream)
     }
 
     @Test func anExpiredStreamPromotesTheLocalCopyWhenItIsTheNewest() {
