@@ -89,6 +89,10 @@ public struct LeaseStore: Sendable {
     /// time the later one is acknowledged.
     public static let history = 4
 
+    /// The lease bucket's `max_bytes`. JetStream reserves it on the server, which keeps room for
+    /// the lease's writes however full other (limited) streams get.
+    public static let maxBytes: Int64 = 1 << 20
+
     /// The bucket name for an app of a cluster.
     public static func bucketName(cluster: String, app: String) -> String { "baton_\(cluster)_\(app)" }
 
@@ -105,6 +109,9 @@ public struct LeaseStore: Sendable {
     ) async throws -> LeaseStore {
         var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: history, ttl: ttl, replicas: replicas)
         config.description = "Baton lease of app \(app) in cluster \(cluster)"
+        // Reserved on the server (a few records need a few KiB), so streams without limits
+        // cannot take the space a renew needs.
+        config.maxBytes = maxBytes
         let kv = try await bind(jetStream: jetStream, config: config, app: app, logger: logger)
         let store = LeaseStore(kv: kv, app: app, floor: floor, config: config, logger: logger)
         try await store.applyFloor()
