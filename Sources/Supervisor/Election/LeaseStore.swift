@@ -331,8 +331,6 @@ public enum LeaseWriteError: Error, Sendable, Hashable {
 /// What a lease watch reports.
 public enum LeaseWatchEvent: Sendable, Hashable {
     case observed(LeaseObservation)
-    /// The current state was delivered (the key may be absent).
-    case initialStateKnown
 }
 
 /// Lease observations from a KV watch, in order. Every token and revision seen raises the
@@ -368,7 +366,7 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                         // was deleted and recreated under it) is the lifecycle's call.
                         return .observed(.vanished)
                     }
-                    return .initialStateKnown
+                    continue
                 case .entry(let entry):
                     sawInitialValue = true
                     floor.noteRevision(entry.revision)
