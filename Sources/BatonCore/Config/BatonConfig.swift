@@ -217,13 +217,21 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// How long the replication stream keeps records (`retention`, default 24h); a passive node
     /// further behind restores a snapshot first.
     public var retention: Duration
+    /// How long a graceful stepdown's final flush may take, retries included (`flush_timeout`,
+    /// default 15s). Meanwhile the lease is kept and renewed and the backend stays stopped;
+    /// past it the database is set aside and the loss reported.
+    public var flushTimeout: Duration
 
     /// Creates a replica config; the defaults are those of the config file.
-    public init(path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400)) {
+    public init(
+        path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
+        flushTimeout: Duration = .seconds(15)
+    ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
         self.snapshotsKept = snapshotsKept
         self.retention = retention
+        self.flushTimeout = flushTimeout
     }
 }
 

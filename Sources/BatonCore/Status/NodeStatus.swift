@@ -139,6 +139,11 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// Snapshots restored into the replica since the applier started (passive). An old active
     /// node whose database matches its final marker restores none.
     public var snapshotsRestored: Int?
+    /// Databases of this app set aside on this node (`<db>.unshipped-<epoch>-<time>`) because
+    /// they may hold committed transactions that were never shipped (a final flush that gave
+    /// up, an epoch fenced while shipping). Listed while the files exist: removing (or moving)
+    /// one acknowledges it.
+    public var unshippedDatabases: [String]?
 
     /// Creates a replication status.
     public init(
@@ -161,6 +166,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case promotion
         case snapshotsPublished = "snapshots_published"
         case snapshotsRestored = "snapshots_restored"
+        case unshippedDatabases = "unshipped_databases"
     }
 }
 

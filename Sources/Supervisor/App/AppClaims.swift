@@ -33,6 +33,12 @@ public protocol AppReplica: Sendable {
     /// Ships what the WAL still holds and a final marker under `token`, then stops shipping
     /// (graceful demotion: the next node promotes only after applying the marker).
     func flush(token: UInt64) async throws
+    /// The final flush under `token` gave up (``flush(token:)`` kept failing): moves the
+    /// database aside so that no later promotion or restore on this node overwrites the
+    /// transactions it holds that were not shipped, and reports them (log and status).
+    /// Returns where the database went, or nil when nothing had to move (no database, or a
+    /// late flush completed after all). Throws when it could not be moved.
+    func setAside(token: UInt64, reason: String) async throws -> String?
     /// Stops shipping now, as part of fencing; never throws.
     func fence() async
     /// Applies the active node's records to the local replica (passive).

@@ -113,7 +113,8 @@ public actor NodeSupervisor: NodeController {
             let configuration = AppLifecycle.Configuration(
                 node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
                 hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil,
-                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app))
+                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app),
+                flushTimeout: app.sqlite?.flushTimeout ?? SQLiteReplicaConfig(path: "/").flushTimeout)
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let supervisor = AppSupervisor(
@@ -205,6 +206,11 @@ public actor NodeSupervisor: NodeController {
             lastEvents[app] = "gave the lease up (epoch \(token)); it frees at its expiry: \(reason)"
             backendRunning[app] = false
         case .demotionStepFailed(let step, let reason): lastEvents[app] = "stepping down: \(step.rawValue) failed: \(reason)"
+        case .flushRetrying(let token, let attempt, let reason, let giveUpIn):
+            lastEvents[app] =
+                "stepping down (epoch \(token)): final WAL flush attempt \(attempt) failed: \(reason); lease kept, backend stopped, retrying for up to \(AppLifecycle.readable(giveUpIn))"
+        case .flushAbandoned(let token, let attempts, let reason):
+            lastEvents[app] = "stepping down (epoch \(token)): final WAL flush gave up after \(attempts) attempt(s): \(reason); the database is set aside"
         case .fenced(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
