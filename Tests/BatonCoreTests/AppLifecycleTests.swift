@@ -482,11 +482,11 @@ struct AppLifecycleTests {
     @Test func theFlushGivesUpAfterTheFlushTimeoutWithTheLastReason() {
         var harness = Self.flushing()
         #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "disk full", .pending)).count == 1)
-        // The next attempts hang; each times out after 5s, the third one at the give-up time:
-        // the reason is that attempt's.
+        // The next attempts hang (at 0.5s, 6s, 11.5s); each times out after 5s, the last one at
+        // the give-up time (15s): the reason is that attempt's.
         let actions = harness.advanceRenewing(.seconds(15))
-        #expect(actions.filter { $0 == .flushReplica(.epoch(7)) }.count == 2)
-        #expect(actions.contains(.notify(.flushAbandoned(token: 7, attempts: 3, reason: "the attempt did not finish within 5s"))))
+        #expect(actions.filter { $0 == .flushReplica(.epoch(7)) }.count == 3)
+        #expect(actions.contains(.notify(.flushAbandoned(token: 7, attempts: 4, reason: "the attempt did not finish within 5s"))))
         #expect(actions.last == .setAsideDatabase(reason: "the attempt did not finish within 5s", .epoch(7)))
         #expect(!actions.contains { if case .fence = $0 { true } else { false } })
 
@@ -906,6 +906,9 @@ struct AppLifecycleTests {
         var answered: [Stamp] = []
         // The backend or a VIP may still be there: an unconfirmed stop or fence was taken.
         var mayStillRun = false
+        // A final flush was asked for under this token and has neither succeeded nor led to the
+        // database being set aside: a graceful release now would lose what was not shipped.
+        var flushPendingToken: UInt64?
         for _ in 0..<2000 {
             let before = harness.machine
             let event: AppLifecycle.Event
@@ -930,7 +933,8 @@ struct AppLifecycleTests {
                 let outcome: StopOutcome = random.next() % 4 == 0 ? .unconfirmed("KillUnit timed out") : .confirmed
                 let failure: String? = random.next() % 4 == 0 ? "netlink error" : nil
                 event = random.next() % 2 == 0
-                    ? .fenceCompleted(outcome, .pending) : .demotionStepFinished(random.next() % 2 == 0 ? .flushReplica : .releaseAddresses, failure: failure, .pending)
+                    ? .fenceCompleted(outcome, .pending)
+                    : .demotionStepFinished([.flushReplica, .flushReplica, .setAsideDatabase, .releaseAddresses][Int(random.next() % 4)], failure: failure, .pending)
             case 10: event = .releaseFinished(random.next() % 3 == 0 ? .conflict : nil, .pending)
             case 11: event = [.stepdownRequested, .switchoverRequested(to: "node-b"), .healthFailed("x"), .backendFailed("y")][Int(random.next() % 4)]
             case 12: event = random.next() % 2 == 0 ? .natsDisconnected : .natsConnected
@@ -955,12 +959,18 @@ struct AppLifecycleTests {
                 }
             }
             let stale = Harness.droppedAsStale(actions)
+            if case .demotionStepFinished(.flushReplica, nil, _) = event, !stale { flushPendingToken = nil }
+            if case .fenceCompleted = event, !stale { flushPendingToken = nil }  // the replica sets aside at follow
             if case .fenceCompleted(.unconfirmed, _) = event, !stale, before.phase == .fencing { mayStillRun = true }
             if before.held == nil, machine.held != nil { mayStillRun = false }  // a new lease: the keeper is re-armed
             for action in actions {
                 switch action {
                 case .fence:
                     fences += 1
+                case .flushReplica(let stamp):
+                    flushPendingToken = stamp.token
+                case .setAsideDatabase:
+                    flushPendingToken = nil
                 case .runPromotionStep(.startBackend, let stamp), .runPromotionStep(.claimAddresses, let stamp):
                     let token = stamp.token
                     if case .runPromotionStep(.startBackend, _) = action { starts += 1 }
@@ -976,6 +986,11 @@ struct AppLifecycleTests {
                 case .releaseLease:
                     // Never released while the backend or a VIP may still be there.
                     #expect(!mayStillRun, "released after an unconfirmed fence (seed \(seed)): \(event) -> \(actions)")
+                    // Never a graceful release over a flush that neither succeeded nor set the
+                    // database aside (a fence's release is fine: the replica sets aside at follow).
+                    if before.phase != .fencing {
+                        #expect(flushPendingToken == nil, "released with an unfinished flush (seed \(seed)): \(event) -> \(actions)")
+                    }
                 case .disarmFenceKeeper:
                     #expect(!mayStillRun, "disarmed the keeper after an unconfirmed fence (seed \(seed))")
                 default:
