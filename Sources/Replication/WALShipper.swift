@@ -462,7 +462,11 @@ actor ShipperCore {
         }
         let plan: SnapshotCopier.Plan
         do {
-            try await drainForSnapshot()
+            // Before this shipper's first record (its opening snapshot) nothing is drained: the
+            // snapshot covers everything committed, and a fresh engine's page hashes are not the
+            // stream's, so a record drained now would carry a wrong checksum before (a shipper
+            // restarted under the same token, e.g. to retry a final flush, broke every applier).
+            if status.lastTxid > 0 { try await drainForSnapshot() }
             plan = try await io.run { try engine.prepareSnapshot(release: !callerHoldsBarrier) }
         } catch {
             if !callerHoldsBarrier { try? await io.run { if engine.barrierHeld { engine.releaseBarrier() } } }

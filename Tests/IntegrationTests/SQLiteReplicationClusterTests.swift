@@ -56,11 +56,11 @@ private let lockHoldingSidecar = """
     db = sqlite3.connect(path, isolation_level=None, timeout=10)
     db.execute("BEGIN IMMEDIATE")
     rowid = db.execute("INSERT INTO rows(node, epoch, payload) VALUES ('sidecar', 0, randomblob(100))").lastrowid
-    open(ready, "w").write("locked\n")
+    open(ready, "w").write("locked\\n")
     time.sleep(hold)
     db.execute("COMMIT")
     with open(ack, "a") as f:
-        f.write(f"{time.monotonic_ns()} {rowid} sidecar 0\n")
+        f.write(f"{time.monotonic_ns()} {rowid} sidecar 0\\n")
     """
 
 /// One row as the writer acknowledged it (a row id alone is not enough: after a crash failover
@@ -175,6 +175,14 @@ private struct ReplicationCluster {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { $0.hasPrefix("app.db.unshipped-") && !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
             .map { (directory as NSString).appendingPathComponent($0) }
+    }
+
+    /// The last lines of every node's batond log, for a failure message.
+    func logTails(lines: Int = 40) -> String {
+        Self.nodeNames.map { node in
+            let text = (try? String(contentsOfFile: logPath(node), encoding: .utf8)) ?? ""
+            return "--- \(node):\n" + text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+        }.joined(separator: "\n")
     }
 
     /// `PRAGMA integrity_check` and the rows of the database at `path`.
@@ -413,12 +421,19 @@ struct SQLiteReplicationClusterTests {
             cluster.ackLog,
         ]
         process.standardInput = FileHandle.nullDevice
+        let output = cluster.directory.appendingPathComponent("sidecar-\(UUID().uuidString).out")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        defer { try? handle.close() }
+        process.standardOutput = handle
+        process.standardError = handle
         try process.run()
         let deadline = ContinuousClock.now + .seconds(15)
         while !FileManager.default.fileExists(atPath: ready) {
             guard process.isRunning, ContinuousClock.now < deadline else {
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                throw ClusterTestFailure(description: "the sidecar did not get the write lock of \(node)'s database")
+                let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+                throw ClusterTestFailure(description: "the sidecar did not get the write lock of \(node)'s database: \(text)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -452,7 +467,7 @@ struct SQLiteReplicationClusterTests {
             defer { if sidecar.isRunning { kill(sidecar.processIdentifier, SIGKILL) } }
             let started = ContinuousClock.now
             let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "60s"])
-            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)")
+            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)\n\(cluster.logTails())")
             #expect(try await waitForExit(sidecar, timeout: .seconds(20)) == 0)
             // The handover could not end before the sidecar let go of the lock.
             #expect(ContinuousClock.now - started >= .seconds(13), "the switchover finished while the sidecar held the write lock")
@@ -484,7 +499,7 @@ struct SQLiteReplicationClusterTests {
             let sidecar = try await startSidecar(cluster, on: current.node, hold: .seconds(16))
             defer { if sidecar.isRunning { kill(sidecar.processIdentifier, SIGKILL) } }
             let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "60s"])
-            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)")
+            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)\n\(cluster.logTails())")
             _ = try await cluster.waitForWriter(after: current.epoch, on: target, count: 3, timeout: .seconds(20))
             // The sidecar commits into the database that was set aside (its connection follows
             // the renamed files).
