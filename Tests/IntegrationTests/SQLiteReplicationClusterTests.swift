@@ -524,4 +524,46 @@ struct SQLiteReplicationClusterTests {
             #expect(json.output.contains("unshipped_databases"), "\(json.output)")
         }
     }
+
+    /// Issue 10 item 8: `batonctl snapshot APP` reaches the active node, which takes a snapshot
+    /// now under the writer's load: the reply's id is an object in the app's snapshot bucket
+    /// whose metadata carries the same txid, the stream holds its snapshot record, and the size
+    /// is the database's.
+    @Test(arguments: NATSServerKind.allCases)
+    func batonctlSnapshotTakesOneNowOnTheActiveNode(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-sqlite-snapshot") { cluster in
+            let current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            let result = try await cluster.batonctl(["snapshot", ReplicationCluster.app, "--json", "--timeout", "60s"])
+            try #require(result.status == 0, "batonctl snapshot failed: \(result.output)\n\(cluster.logTails())")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any], "\(result.output)")
+            let id = try #require(report["id"] as? String)
+            let txid = try #require((report["txid"] as? NSNumber)?.uint64Value)
+            let bytes = try #require((report["bytes"] as? NSNumber)?.uint64Value)
+            #expect(report["node"] as? String == current.node)
+            #expect((report["epoch"] as? NSNumber)?.uint64Value == current.epoch)
+            #expect(id == "snapshot-\(String(format: "%020llu", txid))-\(current.epoch)", "\(id)")
+            #expect(bytes > 0 && bytes % 4096 == 0, "\(bytes)")
+
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"]))
+            let jetStream = JetStream(client: client)
+            let names = ReplicationNames(cluster: "itest", app: ReplicationCluster.app, nodeID: "x")
+            #expect(report["bucket"] as? String == names.snapshotBucket)
+            let object = try await jetStream.objectStore(names.snapshotBucket).info(id)
+            #expect(object.metadata?["txid"] == "\(txid)", "\(object)")
+            #expect(object.size == bytes, "object \(object.size) bytes, reported \(bytes)")
+            let record = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject)
+            let chunk = try RecordChunk(decoding: Array(record.payload.readableBytesView))
+            #expect(chunk.txid >= txid && chunk.token == current.epoch, "last snapshot record: txid \(chunk.txid), token \(chunk.token)")
+            await client.close()
+
+            // The plain output names the same things; the log says it was asked for.
+            let plain = try await cluster.batonctl(["snapshot", ReplicationCluster.app])
+            #expect(plain.status == 0, "\(plain.output)")
+            #expect(plain.output.hasPrefix("snapshot snapshot-") && plain.output.contains("  txid:   ") && plain.output.contains(" bytes ("), "\(plain.output)")
+            let log = (try? String(contentsOfFile: cluster.logPath(current.node), encoding: .utf8)) ?? ""
+            #expect(log.contains("reason=requested by an operator") && log.contains("snapshot taken on request"))
+            // The writer kept going on the same node.
+            _ = try await cluster.waitForWriter(after: current.epoch - 1, on: current.node, count: cluster.acks().count + 10, timeout: .seconds(10))
+        }
+    }
 }

@@ -45,6 +45,9 @@ public protocol AppReplica: Sendable {
     func follow() async
     /// Failures while shipping that the replica could not recover from: each element is a reason.
     func failures() -> AsyncStream<String>
+    /// Takes a snapshot now, while shipping (this node is active): returns it once published.
+    /// Throws, saying why, when this node does not ship.
+    func snapshotNow() async throws -> SnapshotReport
     /// What the replica does now, for `batonctl status`.
     func status() async -> ReplicationStatus
     /// Stops background work once the app is gone from the config or batond stops.

@@ -315,4 +315,22 @@ public actor NodeSupervisor: NodeController {
         lastEvents[app] = "resumed"
         return ControlReply(ok: true, message: "\(app) resumed on \(config.node.id)")
     }
+
+    public func snapshot(app: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        guard let replica = running.parts.replica else {
+            return ControlReply(ok: false, message: "\(app) has no sqlite section: there is no database to snapshot")
+        }
+        guard await running.supervisor.phase == .active else {
+            return ControlReply(ok: false, message: "\(app) is not active on \(config.node.id): snapshots are taken by the active node")
+        }
+        do {
+            let snapshot = try await replica.snapshotNow()
+            return ControlReply(
+                ok: true, message: "snapshot \(snapshot.id) of \(app) taken on \(config.node.id): txid \(snapshot.txid), \(snapshot.bytes) bytes",
+                snapshot: snapshot)
+        } catch {
+            return ControlReply(ok: false, message: "snapshot of \(app) on \(config.node.id) failed: \(error)")
+        }
+    }
 }

@@ -141,6 +141,18 @@ public actor SQLiteReplica: AppReplica {
 
     public nonisolated func failures() -> AsyncStream<String> { failureStream }
 
+    public func snapshotNow() async throws -> SnapshotReport {
+        guard case .shipping(let shipper) = mode else {
+            throw SQLiteReplicaError(description: "\(configuration.app) does not ship its WAL on \(configuration.nodeID) (not active here, or between roles)")
+        }
+        let snapshot = try await shipper.snapshotNow()
+        logger.notice(
+            "snapshot taken on request", metadata: ["snapshot": "\(snapshot.name)", "txid": "\(snapshot.txid)", "bytes": "\(snapshot.bytes)"])
+        return SnapshotReport(
+            id: snapshot.name, bucket: configuration.names.snapshotBucket, txid: snapshot.txid, epoch: snapshot.token, bytes: snapshot.bytes,
+            node: configuration.nodeID)
+    }
+
     public func status() async -> ReplicationStatus {
         var status: ReplicationStatus
         switch mode {
