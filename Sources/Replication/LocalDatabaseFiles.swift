@@ -67,13 +67,14 @@ public final class LocalDatabaseFiles: Sendable {
         let target = "\(path)\(Self.setAsideMarker)\(token)-\(formatter.string(from: date))"
         return try await io.run {
             guard FileIO.exists(path) || FileIO.exists(path + "-wal") else { return nil }
-            // The -wal first: a database seen without it would lose the transactions in it.
-            for suffix in ["-wal", "-shm", ""] where FileIO.exists(path + suffix) {
-                guard !FileIO.exists(target + suffix) else {
-                    throw ReplicationError(.io, "cannot set \(path + suffix) aside: \(target + suffix) already exists")
-                }
-                try FileIO.rename(path + suffix, target + suffix)
+            // Every name is checked before anything moves, so a -wal is never separated from
+            // its database; the -wal moves first: a database seen without it would lack the
+            // transactions in it.
+            let suffixes = ["-wal", "-shm", ""].filter { FileIO.exists(path + $0) }
+            for suffix in ["-wal", "-shm", ""] where FileIO.exists(target + suffix) {
+                throw ReplicationError(.io, "cannot set \(path) aside: \(target + suffix) already exists")
             }
+            for suffix in suffixes { try FileIO.rename(path + suffix, target + suffix) }
             try FileIO.fsyncDirectory(of: path)
             return target
         }
