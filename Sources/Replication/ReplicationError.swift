@@ -36,6 +36,9 @@ public struct ReplicationError: Error, Hashable, Sendable, CustomStringConvertib
         public static let timeout = Code(name: "timeout")
         /// The component was stopped, or was never started.
         public static let notRunning = Code(name: "notRunning")
+        /// A storage limit was hit: the stream's or snapshot bucket's `max_bytes`, or the
+        /// server's (or account's) JetStream storage. The message names which.
+        public static let storageLimit = Code(name: "storageLimit")
         /// The configuration is not usable.
         public static let invalidConfiguration = Code(name: "invalidConfiguration")
     }

@@ -324,7 +324,7 @@ actor ApplierCore {
     /// Positions the consumer after the persisted position, restoring the latest snapshot
     /// first when there is no usable position.
     func position() async throws {
-        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
+        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration, logger: logger)
         let info = try await jetStream.streamInfo(names.stream)
         let current = status.position
         if current == nil || (info.state.messages > 0 && current!.streamSequence + 1 < info.state.firstSequence) {

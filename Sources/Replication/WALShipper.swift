@@ -229,6 +229,8 @@ actor ShipperCore {
     private var snapshotWaiters: [CheckedContinuation<PublishedSnapshot, any Error>] = []
     private var lastRetentionCheck = ContinuousClock.now
     private var lastSnapshotAt = ContinuousClock.now
+    /// Bytes published since the last snapshot (see ``ReplicationConfiguration/snapshotAfterBytes``).
+    private var bytesSinceSnapshot: Int64 = 0
     private(set) var stopRequested = false
     private(set) var status: ShipperStatus
 
@@ -271,7 +273,7 @@ actor ShipperCore {
     }
 
     func start(resume: ShipperResumePoint?) async throws {
-        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
+        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration, logger: logger)
         objectStore = try await jetStream.objectStore(names.snapshotBucket)
         if let payload = jetStream.client.serverInfo?.maxPayload {
             maxMessageBytes = max(4096, payload - 1024)
@@ -401,6 +403,10 @@ actor ShipperCore {
         if shippedFrames >= configuration.checkpointAfterFrames {
             try await checkpoint()
         }
+        if let limit = configuration.snapshotAfterBytes, bytesSinceSnapshot >= limit {
+            try await snapshot(reason: "\(byteText(bytesSinceSnapshot)) published since the last snapshot (half the stream's max_bytes)")
+            return
+        }
         if lastSequence - anchorSequence >= UInt64(configuration.effectiveSnapshotAfterMessages) {
             try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
             return
@@ -520,6 +526,7 @@ actor ShipperCore {
         let image = try await io.run { try engine.writeSnapshot(plan, to: path) }
         let txid = nextTxid
         let name = "snapshot-\(String(format: "%020llu", txid))-\(token)"
+        try await makeRoomForSnapshot(of: Int64(image.commitPages) * Int64(image.pageSize))
         try await objectStore.put(
             name: name, fileAt: path, description: "database of \(configuration.app) at txid \(txid)",
             metadata: [
@@ -532,6 +539,7 @@ actor ShipperCore {
         try await publish(record, subject: names.snapshotSubject)
         anchorSequence = lastSequence
         lastSnapshotAt = .now
+        bytesSinceSnapshot = 0
         nextTxid += 1
         snapshotNeeded = nil
         status.lastTxid = txid
@@ -562,6 +570,35 @@ actor ShipperCore {
         }
     }
 
+    /// With a bucket `max_bytes`: deletes the oldest snapshots (never the newest) until a new
+    /// one of `size` bytes fits beside the rest; throws ``ReplicationError/Code/storageLimit``
+    /// when it cannot fit even so.
+    private func makeRoomForSnapshot(of size: Int64) async throws {
+        guard let objectStore, let limit = configuration.snapshotBucketMaxBytes else { return }
+        // Chunk subjects and headers cost a little on top of the data.
+        let needed = size + size / 64 + 4096
+        guard needed <= limit else {
+            throw ReplicationError(
+                .storageLimit,
+                "a snapshot of \(byteText(size)) does not fit in the snapshot bucket \(names.snapshotBucket) (max_bytes \(byteText(limit)), sqlite.snapshot_max_bytes): raise it to at least twice the database's size")
+        }
+        var used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
+        guard Int64(used) + needed > limit else { return }
+        let objects = try await objectStore.list().filter { $0.name.hasPrefix("snapshot-") }.sorted { $0.name < $1.name }
+        for stale in objects.dropLast() where Int64(used) + needed > limit {
+            try await objectStore.delete(stale.name)
+            used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
+            logger.notice(
+                "deleted an old snapshot to make room in the snapshot bucket",
+                metadata: ["snapshot": "\(stale.name)", "bucket_bytes": "\(used)", "max_bytes": "\(limit)"])
+        }
+        guard Int64(used) + needed <= limit else {
+            throw ReplicationError(
+                .storageLimit,
+                "the snapshot bucket \(names.snapshotBucket) holds \(byteText(Int64(used))) in its newest snapshot; a new one of \(byteText(size)) does not fit beside it (max_bytes \(byteText(limit)), sqlite.snapshot_max_bytes): raise it to at least twice the database's size")
+        }
+    }
+
     private func pruneSnapshots() async {
         guard let objectStore else { return }
         do {
@@ -589,18 +626,32 @@ actor ShipperCore {
                     let ack = try await jetStream.publish(subject, payload: payload, options: options)
                     lastSequence = ack.sequence
                     status.lastStreamSequence = ack.sequence
+                    bytesSinceSnapshot += Int64(payload.readableBytes)
                     break
                 } catch let error as JetStreamAPIError where error.isWrongLastSequence {
                     throw ReplicationError(
                         .fenced, "JetStream refused record \(record.txid) of token \(token): the stream moved past sequence \(lastSequence) (\(error.errorDescription))")
                 } catch {
                     attempt += 1
-                    status.lastError = "\(error)"
+                    status.lastError = Self.describePublishFailure(error, stream: names.stream)
                     if stopRequested && attempt >= 3 { throw error }
                     logger.warning("publish failed; retrying", metadata: ["txid": "\(record.txid)", "attempt": "\(attempt)", "error": "\(error)"])
                     try await Task.sleep(for: .milliseconds(min(2000, 50 << min(attempt, 6))))
                 }
             }
+        }
+    }
+
+    /// A publish failure in words; storage failures name the limit to change.
+    static func describePublishFailure(_ error: any Error, stream: String) -> String {
+        guard let error = error as? JetStreamAPIError else { return "\(error)" }
+        switch error.errorCode {
+        case .storageResourcesExceeded, .insufficientResources:
+            return "JetStream storage is full (\(error.errorDescription)) while publishing to \(stream): the server's jetstream max_file_store (or the account's limit) is used up, most likely by a stream without max_bytes; give every stream a max_bytes, or raise the limit"
+        case .messageTooLarge:
+            return "a record is larger than the stream \(stream) accepts (\(error.errorDescription)): check the stream's max_msg_size and the server's max_payload"
+        default:
+            return "\(error)"
         }
     }
 
@@ -633,20 +684,63 @@ actor ShipperCore {
     }
 }
 
-/// Creates the app's stream and snapshot bucket when missing (an existing one is used as is).
-func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfiguration) async throws {
+/// Creates the app's stream and snapshot bucket when missing, and brings the limits Baton
+/// manages (the stream's `max_bytes`, `max_age` and `max_msgs`, the bucket's `max_bytes`) of
+/// existing ones to the configuration. JetStream reserves a stream's `max_bytes` on the server
+/// when the stream is created or raised; a server that cannot reserve it refuses, and the
+/// error says which limit to change.
+func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfiguration, logger: Logger? = nil) async throws {
+    let wanted = configuration.streamConfig
     do {
-        try await jetStream.createStream(configuration.streamConfig)
-    } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
-        // Exists with other limits (changed configuration): keep it; the operator owns it.
+        do {
+            try await jetStream.createStream(wanted)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
+            var existing = try await jetStream.streamInfo(wanted.name).config
+            if existing.maxBytes != wanted.maxBytes || existing.maxAge != wanted.maxAge || existing.maxMessages != wanted.maxMessages {
+                logger?.notice(
+                    "applying the configured limits to the replication stream",
+                    metadata: [
+                        "stream": "\(wanted.name)", "max_bytes": "\(existing.maxBytes ?? -1) -> \(wanted.maxBytes ?? -1)",
+                        "max_age": "\(existing.maxAge ?? .zero) -> \(wanted.maxAge ?? .zero)",
+                    ])
+                existing.maxBytes = wanted.maxBytes
+                existing.maxAge = wanted.maxAge
+                existing.maxMessages = wanted.maxMessages
+                _ = try await jetStream.updateStream(existing)
+            }
+        }
+    } catch let error as JetStreamAPIError where error.errorCode == .storageResourcesExceeded || error.errorCode == .insufficientResources {
+        throw ReplicationError(
+            .storageLimit,
+            "JetStream cannot reserve \(byteText(configuration.streamMaxBytes)) for the replication stream \(wanted.name) (\(error.errorDescription)): the server's (or account's) JetStream storage is fully reserved; lower sqlite.stream_max_bytes or raise the server's jetstream max_file_store (or the account's limit)")
     }
+    let bucket = configuration.snapshotBucketConfig
     do {
-        _ = try await jetStream.createObjectStore(
-            ObjectStoreConfig(
-                bucket: configuration.names.snapshotBucket, description: "Baton snapshots of \(configuration.app)",
-                replicas: configuration.streamReplicas))
-    } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
+        do {
+            _ = try await jetStream.createObjectStore(bucket)
+        } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
+            var existing = try await jetStream.streamInfo(bucket.streamConfig.name).config
+            if existing.maxBytes != bucket.streamConfig.maxBytes {
+                logger?.notice(
+                    "applying the configured max_bytes to the snapshot bucket",
+                    metadata: ["bucket": "\(bucket.bucket)", "max_bytes": "\(existing.maxBytes ?? -1) -> \(bucket.streamConfig.maxBytes ?? -1)"])
+                existing.maxBytes = bucket.streamConfig.maxBytes
+                _ = try await jetStream.updateStream(existing)
+            }
+        }
+    } catch let error as JetStreamAPIError where error.errorCode == .storageResourcesExceeded || error.errorCode == .insufficientResources {
+        throw ReplicationError(
+            .storageLimit,
+            "JetStream cannot reserve \(byteText(configuration.snapshotBucketMaxBytes)) for the snapshot bucket \(bucket.bucket) (\(error.errorDescription)): the server's (or account's) JetStream storage is fully reserved; lower sqlite.snapshot_max_bytes or raise the server's jetstream max_file_store (or the account's limit)")
     }
+}
+
+/// A size for messages: "512 MiB", "1.5 GiB", "no limit".
+func byteText(_ bytes: Int64?) -> String {
+    guard let bytes, bytes >= 0 else { return "no limit" }
+    if bytes >= 1 << 30 { return String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
+    if bytes >= 1 << 20 { return String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) }
+    return "\(bytes) bytes"
 }
 
 func nanos(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1e9) }

@@ -11,7 +11,9 @@ struct BatonCtl: AsyncParsableCommand {
             Every command except validate talks to the nodes' control services over NATS \
             (subjects baton.<cluster>.*), so it works from any host that can reach NATS. \
             Name the servers with --nats (or take them, the credentials and the cluster from \
-            a batond config with --config).
+            a batond config with --config; without it, batonctl reads $BATON_CONFIG, else \
+            /etc/baton/baton.yaml when present, else uses nats://127.0.0.1:4222 and cluster \
+            demo). -v says which it used.
             """,
         version: BatonVersion.current,
         subcommands: [

@@ -36,11 +36,14 @@ func batonctlPath() throws -> String {
 /// The blocking reads and the wait run on threads of their own: neither the Swift concurrency
 /// pool nor Dispatch's global queues (which back that pool on Linux and are only as wide as the
 /// machine has cores) may be blocked, since they serve the in-process nodes batonctl talks to.
-func runBatonctl(_ arguments: [String]) async throws -> CommandResult {
+func runBatonctl(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
     let path = try batonctlPath()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output
@@ -220,6 +223,35 @@ struct BatonctlTests {
         let unreachable = try await runBatonctl(["status", "--nats", "nats://127.0.0.1:\(port)"])
         #expect(unreachable.status == 1)
         #expect(unreachable.stderr.hasPrefix("Error: cannot connect to NATS at nats://127.0.0.1:\(port): "), "\(unreachable)")
+    }
+
+    /// Without --config, batonctl takes the servers and the cluster from $BATON_CONFIG (as an
+    /// operator on a node expects), says so with -v, and options still override it.
+    @Test func theConfigComesFromBatonConfigWhenNoneIsGiven() async throws {
+        try await withNATSServer(.pypi) { server in
+            let directory = try makeTemporaryDirectory(prefix: "batonctl-env-config")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let file = directory.appendingPathComponent("baton.yaml").path
+            try """
+                cluster: fromenv
+                node: {id: node-1}
+                nats: {servers: ["\(server.url)"]}
+                apps:
+                  - name: web
+                    lease: {ttl: 3s, renew: 1s}
+                    backend:
+                      process: {command: ["/bin/true"]}
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let status = try await runBatonctl(["status", "--wait", "300ms", "-v"], environment: ["BATON_CONFIG": file])
+            #expect(status.status == 1)
+            #expect(status.stderr.contains("batonctl: config \(file) ($BATON_CONFIG); servers \(server.url); cluster fromenv\n"), "\(status)")
+            #expect(status.stderr.contains("Error: no baton node answered on baton.fromenv.status (is batond running and connected to \(server.url)?)"), "\(status)")
+            let overridden = try await runBatonctl(["status", "--wait", "300ms", "--cluster", "other"], environment: ["BATON_CONFIG": file])
+            #expect(overridden.stderr == "Error: no baton node answered on baton.other.status (is batond running and connected to \(server.url)?)\n", "\(overridden)")
+            let broken = try await runBatonctl(["status"], environment: ["BATON_CONFIG": directory.appendingPathComponent("missing.yaml").path])
+            #expect(broken.status == 1)
+            #expect(broken.stderr.hasPrefix("Error: cannot use $BATON_CONFIG \(directory.appendingPathComponent("missing.yaml").path):"), "\(broken)")
+        }
     }
 
     @Test(arguments: NATSServerKind.allCases)

@@ -1,9 +1,10 @@
 import BatonCore
 import Foundation
 import NATS
+import NIOCore
 import FaultProxy
 import NATSTestSupport
-import Supervisor
+@testable import Supervisor
 import Testing
 
 #if canImport(Glibc)
@@ -123,5 +124,54 @@ struct LeaseStoreTests {
             await client.close()
         }
     }
-}
 
+    /// Two acquisitions conditioned on the same revision that both got stored (what a 2.9
+    /// cluster did in the chaos runs, nats-server #4320; simulated here with an unconditioned
+    /// put): the later writer finds the earlier write first after that revision and does not
+    /// take the lease, the earlier one does.
+    @Test(arguments: NATSServerKind.allCases)
+    func aSecondAcquisitionThatTheServerLetPassIsRefused(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let client = try await connectControlClient(server)
+            let jetStream = JetStream(client: client)
+            let store = try await LeaseStore.open(jetStream: jetStream, cluster: "test", app: "web", ttl: .seconds(30), replicas: 1)
+            let kv = try await jetStream.keyValue(LeaseStore.bucketName(cluster: "test", app: "web"))
+
+            let tokenA = try await store.acquire(as: a, ttl: .seconds(10))
+            // node-b's create, expecting the key to be empty as node-a's did, also stored.
+            let bogus = try await kv.put(LeaseStore.key, value: ByteBuffer(string: #"{"node":"node-b","instance":"i-b","token":0}"#))
+            try await store.verifyAcquisition(revision: tokenA, after: 0)
+            await #expect(throws: LeaseWriteError.conflict) { try await store.verifyAcquisition(revision: bogus, after: 0) }
+
+            // The same over a stale revision (a takeover) and over a delete marker.
+            let marker = try await kv.delete(LeaseStore.key)
+            let tokenB = try await store.acquire(as: b, ttl: .seconds(10))
+            let second = try await kv.put(LeaseStore.key, value: ByteBuffer(string: #"{"node":"node-a","instance":"i-a","token":0}"#))
+            try await store.verifyAcquisition(revision: tokenB, after: marker)
+            await #expect(throws: LeaseWriteError.conflict) { try await store.verifyAcquisition(revision: second, after: marker) }
+            await client.close()
+        }
+    }
+
+    /// The bucket keeps several revisions (the acquisition check needs the earlier of two
+    /// writes), also when it was created with history 1 by an older Baton, and never fewer than
+    /// it has.
+    @Test(arguments: NATSServerKind.allCases)
+    func theBucketKeepsEnoughHistoryForTheAcquisitionCheck(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let client = try await connectControlClient(server)
+            let jetStream = JetStream(client: client)
+            let name = LeaseStore.bucketName(cluster: "test", app: "web")
+            _ = try await jetStream.createKeyValue(KeyValueConfig(bucket: name, history: 1, ttl: .seconds(10)))
+            _ = try await LeaseStore.open(jetStream: jetStream, cluster: "test", app: "web", ttl: .seconds(10), replicas: 1)
+            #expect(try await jetStream.streamInfo("KV_" + name).config.maxMessagesPerSubject == Int64(LeaseStore.history))
+
+            var more = try await jetStream.streamInfo("KV_" + name).config
+            more.maxMessagesPerSubject = 10
+            _ = try await jetStream.updateStream(more)
+            _ = try await LeaseStore.open(jetStream: jetStream, cluster: "test", app: "web", ttl: .seconds(10), replicas: 1)
+            #expect(try await jetStream.streamInfo("KV_" + name).config.maxMessagesPerSubject == 10)
+            await client.close()
+        }
+    }
+}

@@ -153,6 +153,7 @@ public struct JetStream: Sendable {
     private struct MessageGetRequest: Encodable {
         var seq: UInt64?
         var last_by_subj: String?
+        var next_by_subj: String?
     }
 
     private struct MessageGetResponse: Decodable {
@@ -174,6 +175,18 @@ public struct JetStream: Sendable {
     /// Reads the last message on a subject through the stream leader (`STREAM.MSG.GET`).
     public func getLastMessage(stream: String, subject: String) async throws -> StoredMessage {
         try await getMessage(stream: stream, request: MessageGetRequest(last_by_subj: subject))
+    }
+
+    /// Reads the first message on `subject` at or after sequence `sequence` through the stream
+    /// leader (`STREAM.MSG.GET` with `seq` and `next_by_subj`); nil when there is none. The
+    /// leader answers from its applied state, which holds every message up to any write it
+    /// has acknowledged.
+    public func getNextMessage(stream: String, subject: String, fromSequence sequence: UInt64) async throws -> StoredMessage? {
+        do {
+            return try await getMessage(stream: stream, request: MessageGetRequest(seq: max(sequence, 1), next_by_subj: subject))
+        } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound || error.code == 404 {
+            return nil
+        }
     }
 
     private func getMessage(stream: String, request: MessageGetRequest) async throws -> StoredMessage {

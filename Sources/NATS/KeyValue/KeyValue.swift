@@ -121,13 +121,20 @@ public struct KeyValue: Sendable {
     /// returns the new revision. Throws ``KeyValueError/Code/keyExists`` otherwise.
     @discardableResult
     public func create(_ key: String, value: ByteBuffer) async throws -> UInt64 {
+        try await createConditioned(key, value: value).revision
+    }
+
+    /// Like ``create(_:value:)``, and also returns the revision the write was conditioned on:
+    /// 0, or the delete or purge marker it replaced. With ``firstRevision(of:after:)`` a caller
+    /// can check afterwards that its write is the one that directly followed that revision.
+    public func createConditioned(_ key: String, value: ByteBuffer) async throws -> (revision: UInt64, after: UInt64) {
         do {
-            return try await update(key, value: value, revision: 0)
+            return (try await update(key, value: value, revision: 0), 0)
         } catch let error as KeyValueError where error.code == .wrongLastRevision {
             // The last entry may be a delete or purge marker: then replace the marker.
             if let last = try await entry(key), last.operation != .put {
                 do {
-                    return try await update(key, value: value, revision: last.revision)
+                    return (try await update(key, value: value, revision: last.revision), last.revision)
                 } catch let error as KeyValueError where error.code == .wrongLastRevision {
                     throw KeyValueError(.keyExists, "key \"\(key)\" in bucket \(bucket) was created concurrently", revision: nil)
                 }
@@ -135,6 +142,14 @@ public struct KeyValue: Sendable {
             let live = try await entry(key)
             throw KeyValueError(.keyExists, "key \"\(key)\" in bucket \(bucket) already exists", revision: live?.revision)
         }
+    }
+
+    /// The revision of the first entry of `key` stored after `revision` (puts and markers
+    /// alike), read through the stream leader; nil when there is none (or the bucket's history
+    /// no longer holds it).
+    public func firstRevision(of key: String, after revision: UInt64) async throws -> UInt64? {
+        try Self.validateKey(key)
+        return try await jetStream.getNextMessage(stream: streamName, subject: subjectPrefix + key, fromSequence: revision + 1)?.sequence
     }
 
     /// Sets `key` only if its latest revision is `revision` (0: the key holds nothing); returns

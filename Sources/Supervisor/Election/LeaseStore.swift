@@ -48,7 +48,7 @@ public enum LeaseRenewal: Sendable, Hashable {
     case recognized(UInt64)
 }
 
-/// One app's lease in NATS KV: bucket `baton_<cluster>_<app>` (history 1), key `leader`.
+/// One app's lease in NATS KV: bucket `baton_<cluster>_<app>` (history ``history``), key `leader`.
 /// Acquire is a create (or an update over the stale revision a passive node waited out), renew
 /// an update on the last revision, release a delete on the last revision — all compare-and-set,
 /// so two nodes can never both succeed. The bucket's TTL only collects garbage: no node relies
@@ -83,6 +83,16 @@ public struct LeaseStore: Sendable {
         self.logger = logger
     }
 
+    /// How many revisions of the key the bucket keeps. More than one, so that an acquisition
+    /// can check it was the write that directly followed the revision it was conditioned on
+    /// (see ``acquire(as:ttl:replacing:)``): with one, the earlier of two writes is gone by the
+    /// time the later one is acknowledged.
+    public static let history = 4
+
+    /// The lease bucket's `max_bytes`. JetStream reserves it on the server, which keeps room for
+    /// the lease's writes however full other (limited) streams get.
+    public static let maxBytes: Int64 = 1 << 20
+
     /// The bucket name for an app of a cluster.
     public static func bucketName(cluster: String, app: String) -> String { "baton_\(cluster)_\(app)" }
 
@@ -92,12 +102,16 @@ public struct LeaseStore: Sendable {
     /// The bucket's TTL (max_age) only ever grows: a bucket whose TTL is shorter than `ttl` is
     /// raised to it; a longer one is kept, because another node (or this node before a config
     /// change) may hold the lease under a longer ttl, and a shorter max_age would make its key
-    /// expire under it. Other differences (replicas, description) are updated in place.
+    /// expire under it. The history likewise only grows (at least ``history``). Other
+    /// differences (replicas, description) are updated in place.
     public static func open(
         jetStream: JetStream, cluster: String, app: String, ttl: Duration, replicas: Int, floor: TokenFloor = TokenFloor(), logger: Logger? = nil
     ) async throws -> LeaseStore {
-        var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: 1, ttl: ttl, replicas: replicas)
+        var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: history, ttl: ttl, replicas: replicas)
         config.description = "Baton lease of app \(app) in cluster \(cluster)"
+        // Reserved on the server (a few records need a few KiB), so streams without limits
+        // cannot take the space a renew needs.
+        config.maxBytes = maxBytes
         let kv = try await bind(jetStream: jetStream, config: config, app: app, logger: logger)
         let store = LeaseStore(kv: kv, app: app, floor: floor, config: config, logger: logger)
         try await store.applyFloor()
@@ -115,6 +129,9 @@ public struct LeaseStore: Sendable {
                 logger?.notice(
                     "the lease bucket keeps its longer TTL: another node may hold the lease under a longer ttl",
                     metadata: ["app": "\(app)", "bucket_ttl": "\(current.configString)", "config_ttl": "\(ttl.configString)"])
+            }
+            if let current = existing.maxMessagesPerSubject, let mine = wanted.maxMessagesPerSubject, current > mine {
+                wanted.maxMessagesPerSubject = current
             }
             if wanted != existing {
                 _ = try await jetStream.updateStream(wanted)
@@ -162,45 +179,99 @@ public struct LeaseStore: Sendable {
     /// entry at that revision (the caller waited out its holder's ttl); if that entry is gone
     /// meanwhile (expired or deleted), by creating the key. Returns the new revision (the fencing
     /// token), always above the ``floor``; the floor is on disk before this returns.
+    ///
+    /// Before it returns, the acquisition is checked against the stream: the first entry of the
+    /// key after the revision the write was conditioned on must be this write. A clustered
+    /// nats-server that lets two compare-and-sets with the same expectation both pass (2.9.x,
+    /// nats-server #4320) stores them one after the other; the later writer finds the earlier
+    /// one there and gets ``LeaseWriteError/conflict`` instead of a second lease. The leader
+    /// answers the read from its applied state, which holds both writes once it has
+    /// acknowledged the later one.
     public func acquire(as holder: LeaseHolder, ttl: Duration? = nil, replacing: UInt64? = nil) async throws(LeaseWriteError) -> UInt64 {
         let record = LeaseRecord(node: holder.node, instance: holder.instance, token: 0, ttl: ttl)
-        var token = try await write(record, replacing: replacing)
+        // The floor as it was before this write: the watch notes this node's own write as soon
+        // as it is stored, which must not make the write look "below the floor".
         let highest = floor.highest
-        if token <= highest {
-            // The bucket went back behind the floor without this node noticing (recreated
-            // between two watches): the key is ours at a revision that must not be a token.
-            // Move the stream past the floor (this removes only our own fresh write and older
-            // ones) and create the key again.
-            logger?.warning(
-                "acquired at a revision below the token floor (the bucket was recreated); moving it past the floor",
-                metadata: ["app": "\(app)", "revision": "\(token)", "floor": "\(highest)"])
-            do {
-                _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
-            } catch {
-                throw .unavailable("cannot move the lease bucket past the token floor \(highest): \(error)")
-            }
-            token = try await write(record, replacing: nil)
-            guard token > highest else { throw .unavailable("the lease bucket stays below the token floor \(highest) (revision \(token))") }
+        let write = try await self.write(record, replacing: replacing)
+        if write.revision <= highest {
+            try await writeLandedAtOrBelowTheFloor(write.revision, floor: highest)
         }
+        let token = write.revision
         do {
             try await floor.raise(to: token)
         } catch {
             throw .unavailable("cannot keep the token floor: \(error)")
         }
+        try await verifyAcquisition(revision: token, after: write.after)
         return token
     }
 
-    private func write(_ record: LeaseRecord, replacing: UInt64?) async throws(LeaseWriteError) -> UInt64 {
+    /// The acquiring write got a revision at or below a token or revision this node saw
+    /// before. If the stream is behind the floor, the bucket was deleted and recreated without
+    /// this node noticing: it is moved past the floor (a purge below floor + 1, which removes this
+    /// write and anything older) and the acquisition gives up for now (`unavailable`: the
+    /// lifecycle waits a ttl), so that a node that took the lease in the recreated bucket below
+    /// the floor — its entry is gone with the purge — fences before this node takes the lease.
+    /// Otherwise the stream is ahead: a later write superseded this one (a conflict).
+    private func writeLandedAtOrBelowTheFloor(_ revision: UInt64, floor highest: UInt64) async throws(LeaseWriteError) -> Never {
+        let lastSequence: UInt64
+        do {
+            lastSequence = try await kv.jetStream.streamInfo(kv.streamName).state.lastSequence
+        } catch {
+            throw .unavailable("acquired at revision \(revision), at or below the token floor \(highest), and could not read the bucket: \(error)")
+        }
+        guard lastSequence < highest else {
+            logger?.notice(
+                "the acquiring write was superseded: a later revision of the lease was already seen",
+                metadata: ["app": "\(app)", "revision": "\(revision)", "floor": "\(highest)"])
+            throw .conflict
+        }
+        logger?.warning(
+            "acquired at a revision below the token floor (the bucket was recreated); moving it past the floor and trying again after a ttl",
+            metadata: ["app": "\(app)", "revision": "\(revision)", "floor": "\(highest)"])
+        do {
+            _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
+        } catch {
+            throw .unavailable("cannot move the lease bucket past the token floor \(highest): \(error)")
+        }
+        throw .unavailable("the lease bucket was behind the token floor \(highest) (recreated); moved it past the floor")
+    }
+
+    /// Checks that the write at `revision`, conditioned on the key being at `after`, is the
+    /// first entry of the key after `after`; throws ``LeaseWriteError/conflict`` when another
+    /// write got there first (the server let both compare-and-sets pass).
+    func verifyAcquisition(revision: UInt64, after: UInt64) async throws(LeaseWriteError) {
+        let first: UInt64?
+        do {
+            first = try await kv.firstRevision(of: Self.key, after: after)
+        } catch {
+            throw .unavailable("acquired at revision \(revision) but could not check the acquisition: \(error)")
+        }
+        guard first == revision else {
+            logger?.error(
+                "NATS accepted two acquisitions of the lease: this node's compare-and-set over revision \(after) passed, but revision \(first.map(String.init) ?? "none") got there first; not taking the lease (a nats-server that lets two compare-and-sets pass: 2.9.x clusters, nats-server #4320)",
+                metadata: ["app": "\(app)", "revision": "\(revision)"])
+            throw .conflict
+        }
+    }
+
+    private func write(_ record: LeaseRecord, replacing: UInt64?) async throws(LeaseWriteError) -> (revision: UInt64, after: UInt64) {
         if let replacing {
             do {
-                return try await kv.update(Self.key, value: try encode(record), revision: replacing)
+                return (try await kv.update(Self.key, value: try encode(record), revision: replacing), replacing)
             } catch let error as KeyValueError where error.code == .wrongLastRevision {
                 // Renewed (then create fails too), or gone: try a create.
             } catch {
                 throw .unavailable("\(error)")
             }
         }
-        return try await write { try await kv.create(Self.key, value: try encode(record)) }
+        do {
+            return try await kv.createConditioned(Self.key, value: try encode(record))
+        } catch let error as KeyValueError where error.code == .keyExists || error.code == .wrongLastRevision {
+            throw .conflict
+        } catch {
+            throw .unavailable("\(error)")
+        }
     }
 
     /// Renews a held lease at `revision`.
@@ -280,8 +351,6 @@ public enum LeaseWriteError: Error, Sendable, Hashable {
 /// What a lease watch reports.
 public enum LeaseWatchEvent: Sendable, Hashable {
     case observed(LeaseObservation)
-    /// The current state was delivered (the key may be absent).
-    case initialStateKnown
 }
 
 /// Lease observations from a KV watch, in order. Every token and revision seen raises the
@@ -317,7 +386,7 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                         // was deleted and recreated under it) is the lifecycle's call.
                         return .observed(.vanished)
                     }
-                    return .initialStateKnown
+                    continue
                 case .entry(let entry):
                     sawInitialValue = true
                     floor.noteRevision(entry.revision)

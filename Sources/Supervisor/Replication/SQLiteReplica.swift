@@ -93,9 +93,10 @@ public actor SQLiteReplica: AppReplica {
     }
 
     /// The replication settings of `app` on this node: `sqlite.path` is the database, the
-    /// node's `state_dir` holds the replica and its position, `retention` is the stream's
-    /// `max_age`, `snapshot_interval` and `snapshots` drive the snapshot bucket, and
-    /// `nats.replicas` the JetStream replicas.
+    /// node's `state_dir` holds the replica and its position, `retention` and
+    /// `stream_max_bytes` are the stream's `max_age` and `max_bytes`, `snapshot_interval`,
+    /// `snapshots` and `snapshot_max_bytes` drive the snapshot bucket, and `nats.replicas` the
+    /// JetStream replicas.
     public static func configuration(app: AppConfig, sqlite: SQLiteReplicaConfig, config: BatonConfig) -> ReplicationConfiguration {
         var configuration = ReplicationConfiguration(
             cluster: config.cluster, app: app.name, nodeID: config.node.id, databasePath: sqlite.path, stateDirectory: config.node.stateDirectory)
@@ -103,6 +104,8 @@ public actor SQLiteReplica: AppReplica {
         configuration.streamMaxAge = sqlite.retention
         configuration.snapshotsToKeep = sqlite.snapshotsKept
         configuration.snapshotInterval = sqlite.snapshotInterval
+        configuration.streamMaxBytes = sqlite.streamMaxBytes
+        configuration.snapshotBucketMaxBytes = sqlite.snapshotMaxBytes
         return configuration
     }
 
