@@ -30,6 +30,22 @@ public struct ShipperStatus: Sendable, Hashable {
     public var running: Bool
 }
 
+/// A snapshot a shipper published (``WALShipper/snapshotNow()``).
+public struct PublishedSnapshot: Sendable, Hashable {
+    /// The Object Store object's name, `snapshot-<txid>-<token>`.
+    public var name: String
+    /// The transaction id of its snapshot record.
+    public var txid: UInt64
+    /// The fencing token it was published under.
+    public var token: UInt64
+    /// The database's size in the snapshot: pages × page size.
+    public var bytes: UInt64
+    /// The database's size in pages.
+    public var pages: UInt32
+    /// The snapshot record's stream sequence.
+    public var sequence: UInt64
+}
+
 /// What a graceful stepdown shipped.
 public struct HandoffReport: Sendable, Hashable {
     /// The last transaction id before the marker (the marker repeats it).
@@ -176,6 +192,13 @@ public final class WALShipper: Sendable {
         }
     }
 
+    /// Takes a snapshot now (the shipping loop takes it next, between two records, so it is
+    /// ordered with them) and returns it once published. Throws when the shipper stops first or
+    /// the snapshot fails (then the loop ends with that error, like any snapshot failure).
+    public func snapshotNow() async throws -> PublishedSnapshot {
+        try await core.requestSnapshot(reason: "requested by an operator", wake: { [watcher] in watcher.wake() })
+    }
+
     /// Stops shipping without a final marker (for a crash-like stop or after fencing).
     public func stop() async {
         await core.requestStop()
@@ -202,6 +225,8 @@ actor ShipperCore {
     private var anchorSequence: UInt64 = 0
     private var maxMessageBytes = 1024 * 1024
     private var snapshotNeeded: String?
+    /// Callers of ``requestSnapshot(reason:wake:)`` waiting for the next snapshot.
+    private var snapshotWaiters: [CheckedContinuation<PublishedSnapshot, any Error>] = []
     private var lastRetentionCheck = ContinuousClock.now
     private var lastSnapshotAt = ContinuousClock.now
     /// Bytes published since the last snapshot (see ``ReplicationConfiguration/snapshotAfterBytes``).
@@ -222,7 +247,26 @@ actor ShipperCore {
 
     func requestStop() { stopRequested = true }
 
+    /// Asks the loop for a snapshot and waits until it is published.
+    func requestSnapshot(reason: String, wake: @Sendable () -> Void) async throws -> PublishedSnapshot {
+        guard status.running, !stopRequested, engine != nil else {
+            throw ReplicationError(.notRunning, "the shipper of token \(token) is not running")
+        }
+        if snapshotNeeded == nil { snapshotNeeded = reason }
+        return try await withCheckedThrowingContinuation { continuation in
+            snapshotWaiters.append(continuation)
+            wake()
+        }
+    }
+
+    private func finishSnapshotWaiters(_ result: Result<PublishedSnapshot, any Error>) {
+        let waiters = snapshotWaiters
+        snapshotWaiters = []
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
     func failed(_ error: any Error) {
+        finishSnapshotWaiters(.failure(error))
         status.lastError = "\(error)"
         status.running = false
         logger.error("WAL shipping stopped", metadata: ["error": "\(error)"])
@@ -321,6 +365,7 @@ actor ShipperCore {
     }
 
     func shutdown() async {
+        finishSnapshotWaiters(.failure(ReplicationError(.notRunning, "the shipper of token \(token) stopped before the snapshot was taken")))
         if let engine {
             try? await io.run { engine.close() }
         }
@@ -468,7 +513,11 @@ actor ShipperCore {
         }
         let plan: SnapshotCopier.Plan
         do {
-            try await drainForSnapshot()
+            // Before this shipper's first record (its opening snapshot) nothing is drained: the
+            // snapshot covers everything committed, and a fresh engine's page hashes are not the
+            // stream's, so a record drained now would carry a wrong checksum before (a shipper
+            // restarted under the same token, e.g. to retry a final flush, broke every applier).
+            if status.lastTxid > 0 { try await drainForSnapshot() }
             plan = try await io.run { try engine.prepareSnapshot(release: !callerHoldsBarrier) }
         } catch {
             if !callerHoldsBarrier { try? await io.run { if engine.barrierHeld { engine.releaseBarrier() } } }
@@ -499,6 +548,11 @@ actor ShipperCore {
         status.lastSnapshotTxid = txid
         status.lastSnapshotReason = reason
         logger.info("snapshot published", metadata: ["txid": "\(txid)", "pages": "\(image.commitPages)", "reason": "\(reason)"])
+        finishSnapshotWaiters(
+            .success(
+                PublishedSnapshot(
+                    name: name, txid: txid, token: token, bytes: UInt64(image.commitPages) * UInt64(image.pageSize), pages: image.commitPages,
+                    sequence: lastSequence)))
         await pruneSnapshots()
     }
 

@@ -17,7 +17,7 @@ struct BatonCtl: AsyncParsableCommand {
             """,
         version: BatonVersion.current,
         subcommands: [
-            StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
+            StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
             ValidateCommand.self,
         ]
     )

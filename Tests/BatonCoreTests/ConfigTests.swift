@@ -185,7 +185,7 @@ struct ConfigTests {
                   - address: 2001:DB8:0:0::10/64
                     interface: eth0
                     announce: {count: 3, interval: 100ms, refresh: 10s}
-                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m}
+                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s}
               - name: web
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
@@ -200,7 +200,8 @@ struct ConfigTests {
                 announce: AnnounceConfig(count: 3, interval: .milliseconds(100), refresh: .seconds(10))),
         ])
         #expect(db.vips[1].cidr == "2001:db8::10/64")
-        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600)))
+        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40)))
+        #expect(SQLiteReplicaConfig(path: "/x.db").flushTimeout == .seconds(15))
         #expect(config.apps[1].vips == [VIPConfig(address: "10.0.0.5", prefixLength: 32, isIPv6: false, interface: "br-lan")])
         #expect(config.apps[1].sqlite == nil)
     }
@@ -479,6 +480,14 @@ struct ConfigTests {
                 backend: {process: {command: [/bin/true], stop_timeout: 0s}}
             """,
             #"test.yaml:7:61: apps[0].backend.process.stop_timeout: must be positive, got 0s"#),
+        .app(
+            "zero flush timeout", """
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/web/app.db, flush_timeout: 0s}
+            """,
+            #"test.yaml:8:56: apps[0].sqlite.flush_timeout: must be positive, got 0s"#),
         // Missing keys.
         .app(
             "lease without ttl", """

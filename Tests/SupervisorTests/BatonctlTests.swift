@@ -137,7 +137,7 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "validate"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "validate"] {
             #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
         }
         let version = try await runBatonctl(["--version"])
@@ -251,6 +251,50 @@ struct BatonctlTests {
             let broken = try await runBatonctl(["status"], environment: ["BATON_CONFIG": directory.appendingPathComponent("missing.yaml").path])
             #expect(broken.status == 1)
             #expect(broken.stderr.hasPrefix("Error: cannot use $BATON_CONFIG \(directory.appendingPathComponent("missing.yaml").path):"), "\(broken)")
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func snapshotGoesToTheActiveNodeAndPrintsIdTxidAndSize(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let nodes = try await TwoNodes.start(server)
+            let common = ["--nats", server.url, "--cluster", "test", "--wait", "2s"]
+            let taken = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(taken.status == 0, "\(taken)")
+            #expect(taken.stdout == """
+                snapshot snapshot-00000000000000000120-7 of web on node-a (epoch 7)
+                  txid:   120
+                  size:   3670016 bytes (3.5 MiB)
+                  bucket: BATON_test_web_SNAPSHOTS
+
+                """)
+            #expect(nodes.a.calls == [.snapshot("web")])
+            #expect(nodes.b.calls.isEmpty)
+
+            let json = try await runBatonctl(["snapshot", "web", "--json"] + common)
+            #expect(json.status == 0, "\(json)")
+            let report = try JSONDecoder().decode(SnapshotReport.self, from: Data(json.stdout.utf8))
+            #expect(report.id == "snapshot-00000000000000000120-7" && report.txid == 120 && report.bytes == 3_670_016 && report.node == "node-a")
+
+            // No sqlite section: said before any node is asked.
+            let noDatabase = try await runBatonctl(["snapshot", "api"] + common)
+            #expect(noDatabase.status == 1)
+            #expect(noDatabase.stderr == "Error: api has no sqlite section on any node (node-a): there is no database to snapshot\n")
+            // The active node refuses (the snapshot failed there): its reason is shown.
+            nodes.a.refuse("snapshot of web on node-a failed: the app's writer kept the write lock; cannot take a snapshot")
+            let refused = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(refused.status == 1)
+            #expect(
+                refused.stderr
+                    == "Error: node-a did not take a snapshot of web: snapshot of web on node-a failed: the app's writer kept the write lock; cannot take a snapshot\n")
+            nodes.a.refuse(nil)
+            // No active node.
+            nodes.a.update("web") { $0.role = .passive }
+            let noActive = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(noActive.status == 1)
+            #expect(noActive.stderr == "Error: no node reports web active (node-a passive, node-b passive)\n", "\(noActive)")
+            #expect(nodes.a.calls.count == 3 && nodes.b.calls.isEmpty)
+            await nodes.stop()
         }
     }
 
