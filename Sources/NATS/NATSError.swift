@@ -9,7 +9,7 @@ public struct NATSError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidURL, invalidSubject, invalidQueueGroup, invalidHeader, maxPayloadExceeded
             case notConnected, connectionClosed, connectionLost, connectionFailed, authorizationViolation
             case timeout, noResponders, reconnectBufferExceeded, protocolError, serverError
-            case tlsFailure, invalidCredentials, headersNotSupported, cancelled
+            case tlsFailure, invalidCredentials, headersNotSupported, cancelled, permissionViolation
         }
         fileprivate let base: Base
         public var description: String { base.rawValue }
@@ -52,6 +52,10 @@ public struct NATSError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let headersNotSupported = Code(base: .headersNotSupported)
         /// The calling task was cancelled.
         public static let cancelled = Code(base: .cancelled)
+        /// The server's permissions for this user deny a publish or subscription the operation
+        /// needs (`-ERR 'Permissions Violation for Publish to "..."'`); the message names the
+        /// subject.
+        public static let permissionViolation = Code(base: .permissionViolation)
     }
 
     /// What kind of failure this is.

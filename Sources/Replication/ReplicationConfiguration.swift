@@ -18,8 +18,13 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     /// The stream's `max_msgs` (nil: no limit). A passive node that falls further behind
     /// restores a snapshot.
     public var streamMaxMessages: Int64?
-    /// The stream's `max_bytes` (nil: no limit).
+    /// The stream's `max_bytes` (nil: no limit). The oldest records go when it is full, and
+    /// the shipper takes a snapshot before half of it is written since the last one, so a
+    /// passive node always finds a snapshot plus the records after it. JetStream reserves it.
     public var streamMaxBytes: Int64?
+    /// The snapshot bucket's `max_bytes` (nil: no limit). Old snapshots are pruned (down to
+    /// one) to make room for a new one. JetStream reserves it.
+    public var snapshotBucketMaxBytes: Int64?
     /// The stream's `max_age` (nil: no limit).
     public var streamMaxAge: Duration?
     /// How many snapshots the bucket keeps.
@@ -91,6 +96,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         if let snapshotInterval, snapshotInterval <= .zero {
             throw ReplicationError(.invalidConfiguration, "the snapshot interval must be positive")
         }
+        for (name, value) in [("the stream's max bytes", streamMaxBytes), ("the snapshot bucket's max bytes", snapshotBucketMaxBytes)] {
+            if let value, value < 1 { throw ReplicationError(.invalidConfiguration, "\(name) must be positive, not \(value)") }
+        }
         guard snapshotsToKeep >= 1 else { throw ReplicationError(.invalidConfiguration, "snapshots to keep must be at least 1") }
         guard fetchMaxBytes >= 1, fetchMaxMessages >= 1 else {
             throw ReplicationError(.invalidConfiguration, "the applier's fetch limits must be at least 1")
@@ -112,6 +120,16 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         config.allowDirect = true
         return config
     }
+
+    var snapshotBucketConfig: ObjectStoreConfig {
+        ObjectStoreConfig(
+            bucket: names.snapshotBucket, description: "Baton snapshots of \(app)", maxBytes: snapshotBucketMaxBytes, replicas: streamReplicas)
+    }
+
+    /// Bytes published since the last snapshot after which the shipper takes one: half the
+    /// stream's `max_bytes`, so the stream never drops the records a passive node needs after
+    /// the last snapshot.
+    var snapshotAfterBytes: Int64? { streamMaxBytes.map { Swift.max(1, $0 / 2) } }
 }
 
 /// Stream, subject, bucket and consumer names of one app's replication.

@@ -41,6 +41,9 @@ public struct ReplicationError: Error, Hashable, Sendable, CustomStringConvertib
         public static let newerDataElsewhere = Code(name: "newerDataElsewhere")
         /// The WAL stream is behind this replica (it was deleted, recreated or lost records).
         public static let streamBehind = Code(name: "streamBehind")
+        /// A storage limit was hit: the stream's or snapshot bucket's `max_bytes`, or the
+        /// server's (or account's) JetStream storage. The message names which.
+        public static let storageLimit = Code(name: "storageLimit")
         /// The configuration is not usable.
         public static let invalidConfiguration = Code(name: "invalidConfiguration")
     }

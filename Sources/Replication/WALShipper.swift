@@ -30,6 +30,22 @@ public struct ShipperStatus: Sendable, Hashable {
     public var running: Bool
 }
 
+/// A snapshot a shipper published (``WALShipper/snapshotNow()``).
+public struct PublishedSnapshot: Sendable, Hashable {
+    /// The Object Store object's name, `snapshot-<txid>-<token>`.
+    public var name: String
+    /// The transaction id of its snapshot record.
+    public var txid: UInt64
+    /// The fencing token it was published under.
+    public var token: UInt64
+    /// The database's size in the snapshot: pages × page size.
+    public var bytes: UInt64
+    /// The database's size in pages.
+    public var pages: UInt32
+    /// The snapshot record's stream sequence.
+    public var sequence: UInt64
+}
+
 /// What a graceful stepdown shipped.
 public struct HandoffReport: Sendable, Hashable {
     /// The last transaction id before the marker (the marker repeats it).
@@ -180,6 +196,13 @@ public final class WALShipper: Sendable {
         }
     }
 
+    /// Takes a snapshot now (the shipping loop takes it next, between two records, so it is
+    /// ordered with them) and returns it once published. Throws when the shipper stops first or
+    /// the snapshot fails (then the loop ends with that error, like any snapshot failure).
+    public func snapshotNow() async throws -> PublishedSnapshot {
+        try await core.requestSnapshot(reason: "requested by an operator", wake: { [watcher] in watcher.wake() })
+    }
+
     /// Stops shipping without a final marker (for a crash-like stop or after fencing).
     public func stop() async {
         await core.requestStop()
@@ -206,6 +229,8 @@ actor ShipperCore {
     private var anchorSequence: UInt64 = 0
     private var maxMessageBytes = 1024 * 1024
     private var snapshotNeeded: String?
+    /// Callers of ``requestSnapshot(reason:wake:)`` waiting for the next snapshot.
+    private var snapshotWaiters: [CheckedContinuation<PublishedSnapshot, any Error>] = []
     private var lastRetentionCheck = ContinuousClock.now
     private var lastSnapshotAt = ContinuousClock.now
     private let history: ReplicationHistoryStore
@@ -213,6 +238,8 @@ actor ShipperCore {
     private var lastHistoryTxid: UInt64 = 0
     private var pageSize = 0
     private var commitPages: UInt32 = 0
+    /// Bytes published since the last snapshot (see ``ReplicationConfiguration/snapshotAfterBytes``).
+    private var bytesSinceSnapshot: Int64 = 0
     private(set) var stopRequested = false
     private(set) var status: ShipperStatus
 
@@ -230,14 +257,33 @@ actor ShipperCore {
 
     func requestStop() { stopRequested = true }
 
+    /// Asks the loop for a snapshot and waits until it is published.
+    func requestSnapshot(reason: String, wake: @Sendable () -> Void) async throws -> PublishedSnapshot {
+        guard status.running, !stopRequested, engine != nil else {
+            throw ReplicationError(.notRunning, "the shipper of token \(token) is not running")
+        }
+        if snapshotNeeded == nil { snapshotNeeded = reason }
+        return try await withCheckedThrowingContinuation { continuation in
+            snapshotWaiters.append(continuation)
+            wake()
+        }
+    }
+
+    private func finishSnapshotWaiters(_ result: Result<PublishedSnapshot, any Error>) {
+        let waiters = snapshotWaiters
+        snapshotWaiters = []
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
     func failed(_ error: any Error) {
+        finishSnapshotWaiters(.failure(error))
         status.lastError = "\(error)"
         status.running = false
         logger.error("WAL shipping stopped", metadata: ["error": "\(error)"])
     }
 
     func start(resume: ShipperResumePoint?) async throws {
-        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration)
+        try await ensureStreamAndBucket(jetStream: jetStream, configuration: configuration, logger: logger)
         objectStore = try await jetStream.objectStore(names.snapshotBucket)
         if let payload = jetStream.client.serverInfo?.maxPayload {
             maxMessageBytes = max(4096, payload - 1024)
@@ -387,6 +433,7 @@ actor ShipperCore {
     }
 
     func shutdown() async {
+        finishSnapshotWaiters(.failure(ReplicationError(.notRunning, "the shipper of token \(token) stopped before the snapshot was taken")))
         if let engine {
             try? await io.run { engine.close() }
         }
@@ -426,6 +473,10 @@ actor ShipperCore {
         let shippedFrames = try await io.run { engine.shippedFramesInGeneration }
         if shippedFrames >= configuration.checkpointAfterFrames {
             try await checkpoint()
+        }
+        if let limit = configuration.snapshotAfterBytes, bytesSinceSnapshot >= limit {
+            try await snapshot(reason: "\(byteText(bytesSinceSnapshot)) published since the last snapshot (half the stream's max_bytes)")
+            return
         }
         if lastSequence - anchorSequence >= UInt64(configuration.effectiveSnapshotAfterMessages) {
             try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
@@ -535,7 +586,11 @@ actor ShipperCore {
         }
         let plan: SnapshotCopier.Plan
         do {
-            try await drainForSnapshot()
+            // Before this shipper's first record (its opening snapshot) nothing is drained: the
+            // snapshot covers everything committed, and a fresh engine's page hashes are not the
+            // stream's, so a record drained now would carry a wrong checksum before (a shipper
+            // restarted under the same token, e.g. to retry a final flush, broke every applier).
+            if status.lastTxid > 0 { try await drainForSnapshot() }
             plan = try await io.run { try engine.prepareSnapshot(release: !callerHoldsBarrier) }
         } catch {
             if !callerHoldsBarrier { try? await io.run { if engine.barrierHeld { engine.releaseBarrier() } } }
@@ -544,6 +599,7 @@ actor ShipperCore {
         let image = try await io.run { try engine.writeSnapshot(plan, to: path) }
         let txid = nextTxid
         let name = "snapshot-\(String(format: "%020llu", txid))-\(token)"
+        try await makeRoomForSnapshot(of: Int64(image.commitPages) * Int64(image.pageSize))
         try await objectStore.put(
             name: name, fileAt: path, description: "database of \(configuration.app) at txid \(txid)",
             metadata: [
@@ -556,6 +612,7 @@ actor ShipperCore {
         try await publish(record, subject: names.snapshotSubject)
         anchorSequence = lastSequence
         lastSnapshotAt = .now
+        bytesSinceSnapshot = 0
         nextTxid += 1
         snapshotNeeded = nil
         status.lastTxid = txid
@@ -567,6 +624,11 @@ actor ShipperCore {
         commitPages = image.commitPages
         logger.info("snapshot published", metadata: ["txid": "\(txid)", "pages": "\(image.commitPages)", "reason": "\(reason)"])
         if status.running { await recordProgress(event: HistoryEvent.snapshot) }
+        finishSnapshotWaiters(
+            .success(
+                PublishedSnapshot(
+                    name: name, txid: txid, token: token, bytes: UInt64(image.commitPages) * UInt64(image.pageSize), pages: image.commitPages,
+                    sequence: lastSequence)))
         await pruneSnapshots()
     }
 
@@ -581,6 +643,35 @@ actor ShipperCore {
             case .batch(let batch):
                 try await publish(batch)
             }
+        }
+    }
+
+    /// With a bucket `max_bytes`: deletes the oldest snapshots (never the newest) until a new
+    /// one of `size` bytes fits beside the rest; throws ``ReplicationError/Code/storageLimit``
+    /// when it cannot fit even so.
+    private func makeRoomForSnapshot(of size: Int64) async throws {
+        guard let objectStore, let limit = configuration.snapshotBucketMaxBytes else { return }
+        // Chunk subjects and headers cost a little on top of the data.
+        let needed = size + size / 64 + 4096
+        guard needed <= limit else {
+            throw ReplicationError(
+                .storageLimit,
+                "a snapshot of \(byteText(size)) does not fit in the snapshot bucket \(names.snapshotBucket) (max_bytes \(byteText(limit)), sqlite.snapshot_max_bytes): raise it to at least twice the database's size")
+        }
+        var used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
+        guard Int64(used) + needed > limit else { return }
+        let objects = try await objectStore.list().filter { $0.name.hasPrefix("snapshot-") }.sorted { $0.name < $1.name }
+        for stale in objects.dropLast() where Int64(used) + needed > limit {
+            try await objectStore.delete(stale.name)
+            used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
+            logger.notice(
+                "deleted an old snapshot to make room in the snapshot bucket",
+                metadata: ["snapshot": "\(stale.name)", "bucket_bytes": "\(used)", "max_bytes": "\(limit)"])
+        }
+        guard Int64(used) + needed <= limit else {
+            throw ReplicationError(
+                .storageLimit,
+                "the snapshot bucket \(names.snapshotBucket) holds \(byteText(Int64(used))) in its newest snapshot; a new one of \(byteText(size)) does not fit beside it (max_bytes \(byteText(limit)), sqlite.snapshot_max_bytes): raise it to at least twice the database's size")
         }
     }
 
@@ -611,6 +702,7 @@ actor ShipperCore {
                     let ack = try await jetStream.publish(subject, payload: payload, options: options)
                     lastSequence = ack.sequence
                     status.lastStreamSequence = ack.sequence
+                    bytesSinceSnapshot += Int64(payload.readableBytes)
                     break
                 } catch let error as JetStreamAPIError where error.isWrongLastSequence {
                     if let info = try? await jetStream.streamInfo(names.stream), info.state.lastSequence < lastSequence {
@@ -635,7 +727,7 @@ actor ShipperCore {
                             .streamBehind, "the stream \(names.stream) no longer exists (deleted or lost) at txid \(status.lastTxid): \(missing)")
                     }
                     attempt += 1
-                    status.lastError = "\(error)"
+                    status.lastError = Self.describePublishFailure(error, stream: names.stream)
                     if stopRequested && attempt >= 3 { throw error }
                     logger.warning("publish failed; retrying", metadata: ["txid": "\(record.txid)", "attempt": "\(attempt)", "error": "\(error)"])
                     try await Task.sleep(for: .milliseconds(min(2000, 50 << min(attempt, 6))))
@@ -650,6 +742,19 @@ actor ShipperCore {
             return false
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
             return true
+        }
+    }
+
+    /// A publish failure in words; storage failures name the limit to change.
+    static func describePublishFailure(_ error: any Error, stream: String) -> String {
+        guard let error = error as? JetStreamAPIError else { return "\(error)" }
+        switch error.errorCode {
+        case .storageResourcesExceeded, .insufficientResources:
+            return "JetStream storage is full (\(error.errorDescription)) while publishing to \(stream): the server's jetstream max_file_store (or the account's limit) is used up, most likely by a stream without max_bytes; give every stream a max_bytes, or raise the limit"
+        case .messageTooLarge:
+            return "a record is larger than the stream \(stream) accepts (\(error.errorDescription)): check the stream's max_msg_size and the server's max_payload"
+        default:
+            return "\(error)"
         }
     }
 
@@ -685,20 +790,63 @@ actor ShipperCore {
     }
 }
 
-/// Creates the app's stream and snapshot bucket when missing (an existing one is used as is).
-func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfiguration) async throws {
+/// Creates the app's stream and snapshot bucket when missing, and brings the limits Baton
+/// manages (the stream's `max_bytes`, `max_age` and `max_msgs`, the bucket's `max_bytes`) of
+/// existing ones to the configuration. JetStream reserves a stream's `max_bytes` on the server
+/// when the stream is created or raised; a server that cannot reserve it refuses, and the
+/// error says which limit to change.
+func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfiguration, logger: Logger? = nil) async throws {
+    let wanted = configuration.streamConfig
     do {
-        try await jetStream.createStream(configuration.streamConfig)
-    } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
-        // Exists with other limits (changed configuration): keep it; the operator owns it.
+        do {
+            try await jetStream.createStream(wanted)
+        } catch let error as JetStreamAPIError where error.errorCode == .streamNameInUse {
+            var existing = try await jetStream.streamInfo(wanted.name).config
+            if existing.maxBytes != wanted.maxBytes || existing.maxAge != wanted.maxAge || existing.maxMessages != wanted.maxMessages {
+                logger?.notice(
+                    "applying the configured limits to the replication stream",
+                    metadata: [
+                        "stream": "\(wanted.name)", "max_bytes": "\(existing.maxBytes ?? -1) -> \(wanted.maxBytes ?? -1)",
+                        "max_age": "\(existing.maxAge ?? .zero) -> \(wanted.maxAge ?? .zero)",
+                    ])
+                existing.maxBytes = wanted.maxBytes
+                existing.maxAge = wanted.maxAge
+                existing.maxMessages = wanted.maxMessages
+                _ = try await jetStream.updateStream(existing)
+            }
+        }
+    } catch let error as JetStreamAPIError where error.errorCode == .storageResourcesExceeded || error.errorCode == .insufficientResources {
+        throw ReplicationError(
+            .storageLimit,
+            "JetStream cannot reserve \(byteText(configuration.streamMaxBytes)) for the replication stream \(wanted.name) (\(error.errorDescription)): the server's (or account's) JetStream storage is fully reserved; lower sqlite.stream_max_bytes or raise the server's jetstream max_file_store (or the account's limit)")
     }
+    let bucket = configuration.snapshotBucketConfig
     do {
-        _ = try await jetStream.createObjectStore(
-            ObjectStoreConfig(
-                bucket: configuration.names.snapshotBucket, description: "Baton snapshots of \(configuration.app)",
-                replicas: configuration.streamReplicas))
-    } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
+        do {
+            _ = try await jetStream.createObjectStore(bucket)
+        } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
+            var existing = try await jetStream.streamInfo(bucket.streamConfig.name).config
+            if existing.maxBytes != bucket.streamConfig.maxBytes {
+                logger?.notice(
+                    "applying the configured max_bytes to the snapshot bucket",
+                    metadata: ["bucket": "\(bucket.bucket)", "max_bytes": "\(existing.maxBytes ?? -1) -> \(bucket.streamConfig.maxBytes ?? -1)"])
+                existing.maxBytes = bucket.streamConfig.maxBytes
+                _ = try await jetStream.updateStream(existing)
+            }
+        }
+    } catch let error as JetStreamAPIError where error.errorCode == .storageResourcesExceeded || error.errorCode == .insufficientResources {
+        throw ReplicationError(
+            .storageLimit,
+            "JetStream cannot reserve \(byteText(configuration.snapshotBucketMaxBytes)) for the snapshot bucket \(bucket.bucket) (\(error.errorDescription)): the server's (or account's) JetStream storage is fully reserved; lower sqlite.snapshot_max_bytes or raise the server's jetstream max_file_store (or the account's limit)")
     }
+}
+
+/// A size for messages: "512 MiB", "1.5 GiB", "no limit".
+func byteText(_ bytes: Int64?) -> String {
+    guard let bytes, bytes >= 0 else { return "no limit" }
+    if bytes >= 1 << 30 { return String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
+    if bytes >= 1 << 20 { return String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) }
+    return "\(bytes) bytes"
 }
 
 func nanos(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1e9) }

@@ -502,17 +502,14 @@ func errnoText(_ code: Int32) -> String {
         let entry: UnsafeMutablePointer<passwd>?
         if let number = uid_t(user) {
             entry = getpwuid(number)
-            if entry == nil && groupID == nil {
-                return .failure(SpawnFailure(message: "user \(user) has no passwd entry: set a group explicitly"))
-            }
             if entry == nil {
-                return .success(Identity(uid: number, gid: groupID!, groups: [groupID!], account: nil, label: "uid \(number)"))
+                guard let groupID else { return .failure(SpawnFailure(message: "user \(user) has no passwd entry: set a group explicitly")) }
+                return .success(Identity(uid: number, gid: groupID, groups: [groupID], account: nil, label: "uid \(number)"))
             }
         } else {
             entry = getpwnam(user)
-            if entry == nil { return .failure(SpawnFailure(message: "user \(user) not found")) }
         }
-        let record = entry!.pointee
+        guard let record = entry?.pointee else { return .failure(SpawnFailure(message: "user \(user) not found")) }
         let name = String(cString: record.pw_name)
         let gid = groupID ?? record.pw_gid
         var count: Int32 = 32

@@ -10,10 +10,13 @@ struct ConnectionOptions: ParsableArguments {
     static let defaultServer = "nats://127.0.0.1:4222"
     static let defaultCluster = "demo"
 
+    /// The config batond reads by default, used when present and no --config or $BATON_CONFIG names another.
+    static let defaultConfigPath = "/etc/baton/baton.yaml"
+
     @Option(
         name: .customLong("config"),
         help: ArgumentHelp(
-            "A batond config to take the NATS servers, credentials, TLS files and cluster from (options given here override it).",
+            "A batond config to take the NATS servers, credentials, TLS files and cluster from (options given here override it; default: $BATON_CONFIG, else \(defaultConfigPath) when present).",
             valueName: "file"))
     var configPath: String?
 
@@ -50,7 +53,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("How long to collect the nodes' status replies.", valueName: "duration"))
     var wait = DurationArgument(.milliseconds(500))
 
-    @Flag(name: .shortAndLong, help: "Log NATS client activity to standard error.")
+    @Flag(name: .shortAndLong, help: "Say which config, servers and cluster are used, and log NATS client activity, on standard error.")
     var verbose = false
 
     func validate() throws {
@@ -75,13 +78,53 @@ struct ConnectionOptions: ParsableArguments {
         var clientOptions: NATSClientOptions
     }
 
-    func resolve() throws -> Resolved {
+    /// Where the config comes from: --config, then $BATON_CONFIG, then the default path when
+    /// it exists. An unreadable default is an error unless --nats and --cluster say everything
+    /// it would have said about where the cluster is.
+    enum ConfigSource: Equatable {
+        case option(String)
+        case environment(String)
+        case defaultPath(String)
+        case none
+
+        var path: String? {
+            switch self {
+            case .option(let path), .environment(let path), .defaultPath(let path): path
+            case .none: nil
+            }
+        }
+
+        var origin: String {
+            switch self {
+            case .option: "--config"
+            case .environment: "$BATON_CONFIG"
+            case .defaultPath: "the default config"
+            case .none: "no config"
+            }
+        }
+    }
+
+    func configSource(environment: [String: String] = ProcessInfo.processInfo.environment, defaultPath: String = defaultConfigPath) -> ConfigSource {
+        if let configPath { return .option(configPath) }
+        if let path = environment["BATON_CONFIG"], !path.isEmpty { return .environment(path) }
+        if FileManager.default.fileExists(atPath: defaultPath) { return .defaultPath(defaultPath) }
+        return .none
+    }
+
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment, defaultPath: String = defaultConfigPath) throws -> Resolved {
         var config: BatonConfig?
-        if let configPath {
-            do {
-                config = try BatonConfig.load(path: configPath)
-            } catch {
-                throw CLIError("cannot use --config \(configPath):\n\(error.description)")
+        let source = configSource(environment: environment, defaultPath: defaultPath)
+        if let path = source.path {
+            let skippable = source == .defaultPath(path) && !servers.isEmpty && cluster != nil
+            if skippable && access(path, R_OK) != 0 {
+                if verbose { printError("batonctl: not reading \(path) (not readable); --nats and --cluster say where the cluster is") }
+            } else {
+                do {
+                    config = try BatonConfig.load(path: path)
+                } catch {
+                    let remedy = source == .defaultPath(path) ? "\n(batonctl reads \(path) when no --config is given; give --config FILE, or --nats and --cluster)" : ""
+                    throw CLIError("cannot use \(source.origin) \(path):\n\(error.description)\(remedy)")
+                }
             }
         }
         let servers = !servers.isEmpty ? servers : config?.nats.servers ?? [Self.defaultServer]
@@ -104,7 +147,12 @@ struct ConnectionOptions: ParsableArguments {
             options.tls = NATSTLSOptions(
                 caFile: tls.caPath, certificateFile: tls.clientCertificate?.certificatePath, keyFile: tls.clientCertificate?.keyPath)
         }
-        return Resolved(cluster: cluster ?? config?.cluster ?? Self.defaultCluster, clientOptions: options)
+        let resolved = Resolved(cluster: cluster ?? config?.cluster ?? Self.defaultCluster, clientOptions: options)
+        if verbose {
+            let from = config != nil ? "config \(source.path ?? "") (\(source.origin))" : "no config"
+            printError("batonctl: \(from); servers \(servers.joined(separator: ", ")); cluster \(resolved.cluster)")
+        }
+        return resolved
     }
 
     private static func authentication(_ auth: NATSAuth) throws -> NATSAuthentication {

@@ -71,6 +71,12 @@ enum StatusTable {
             for (node, report) in reports {
                 if let promotion = report.replication?.promotion { lines.append("  last promotion on \(node): \(promotion)") }
             }
+            for (node, report) in reports {
+                for path in report.replication?.unshippedDatabases ?? [] {
+                    lines.append(
+                        "  UNSHIPPED on \(node): \(path) may hold transactions that were never shipped (a final flush gave up, or the node was fenced while shipping); inspect it, then remove it")
+                }
+            }
         }
         let unsupervised = statuses.filter { $0.systemdUnit == nil }.map(\.node)
         if !unsupervised.isEmpty {

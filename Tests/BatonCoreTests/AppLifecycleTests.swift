@@ -70,10 +70,30 @@ private struct Harness {
         case .runPromotionStep(let step, let stamp): return .runPromotionStep(step, strip(stamp))
         case .stopBackend(let stamp): return .stopBackend(strip(stamp))
         case .flushReplica(let stamp): return .flushReplica(strip(stamp))
+        case .setAsideDatabase(let reason, let stamp): return .setAsideDatabase(reason: reason, strip(stamp))
         case .releaseAddresses(let stamp): return .releaseAddresses(strip(stamp))
         case .fence(let stamp): return .fence(strip(stamp))
         default: return action
         }
+    }
+
+    /// Advances by `duration` in 100 ms ticks, answering every renew with success (the lease
+    /// stays ours), and returns the other actions.
+    mutating func advanceRenewing(_ duration: Duration) -> [AppLifecycle.Action] {
+        var collected: [AppLifecycle.Action] = []
+        var left = duration
+        while left > .zero {
+            let step = min(left, .milliseconds(100))
+            left -= step
+            for action in advance(step) {
+                if case .renewLease(let revision, _) = action {
+                    collected += send(.renewSucceeded(revision: revision + 1, sentAt: now, .pending)).filter { if case .armFenceKeeper = $0 { false } else { true } }
+                } else {
+                    collected.append(action)
+                }
+            }
+        }
+        return collected
     }
 
     @discardableResult
@@ -342,16 +362,14 @@ struct AppLifecycleTests {
         // While the VIPs are still up the keeper stays armed: a renew re-arms it.
         #expect(harness.advance(.seconds(1)) == [.renewLease(revision: 7, .epoch(7))])
         #expect(harness.send(.renewSucceeded(revision: 8, sentAt: harness.now, .pending)) == [.armFenceKeeper(token: 7, deadline: harness.now + .milliseconds(2500))])
-        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout", .pending)) == [
-            .notify(.demotionStepFailed(.flushReplica, "NATS timeout")), .releaseAddresses(.epoch(7)),
-        ])
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: nil, .pending)) == [.releaseAddresses(.epoch(7))])
         #expect(Harness.droppedAsStale(harness.send(.demotionStepFinished(.flushReplica, failure: nil, .pending))))  // stale
         #expect(harness.send(.demotionStepFinished(.releaseAddresses, failure: nil, .pending)) == [
             .disarmFenceKeeper, .releaseLease(revision: 8, handoffTo: "node-b", .epoch(7)),
         ])
     }
 
-    @Test func aSlowFlushGoesOnButSlowAddressRemovalFences() {
+    @Test func aSlowFlushIsRetriedThenSetAsideButSlowAddressRemovalFences() {
         var harness = Harness(hasReplica: true, hasAddresses: true)
         harness.send(.natsConnected)
         harness.send(.leaseObserved(.free(handoffTo: nil)))
@@ -361,18 +379,161 @@ struct AppLifecycleTests {
         harness.send(.backendStopped(.confirmed, .pending))
         var sawReleaseAddresses = false
         var fenced = false
-        for _ in 0..<120 {
+        for _ in 0..<300 {
             let actions = harness.advance(.milliseconds(100))
             if let renew = actions.first(where: { if case .renewLease = $0 { true } else { false } }), case .renewLease(let revision, _) = renew {
                 harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now, .pending))
             }
-            if actions.contains(.notify(.demotionStepFailed(.flushReplica, "timed out after 5.0 seconds"))) { #expect(actions.last == .releaseAddresses(.epoch(7))) }
+            if let setAside = actions.first(where: { if case .setAsideDatabase = $0 { true } else { false } }) {
+                // 15s flush timeout, 5s per attempt, 0.5s between attempts: three attempts.
+                #expect(actions.contains(.notify(.flushAbandoned(token: 7, attempts: 3, reason: "the attempt did not finish within 5s"))))
+                #expect(setAside == .setAsideDatabase(reason: "the attempt did not finish within 5s", .epoch(7)))
+                #expect(harness.send(.demotionStepFinished(.setAsideDatabase, failure: nil, .pending)) == [.releaseAddresses(.epoch(7))])
+                sawReleaseAddresses = true
+            }
             if actions.contains(.releaseAddresses(.epoch(7))) { sawReleaseAddresses = true }
             if actions.contains(.fence(.epoch(7))) { fenced = true }
         }
         #expect(sawReleaseAddresses)
         #expect(fenced)
         #expect(harness.send(.fenceCompleted(.confirmed, .pending)).last == .followActive)
+    }
+
+    /// Active with a replica and token 7, switched over to node-b, backend stopped: the first
+    /// flush attempt is out.
+    private static func flushing(hasAddresses: Bool = false) -> Harness {
+        var harness = Harness(hasReplica: true, hasAddresses: hasAddresses)
+        harness.send(.natsConnected)
+        harness.send(.leaseObserved(.free(handoffTo: nil)))
+        harness.send(.acquireSucceeded(revision: 7, sentAt: harness.now, .pending))
+        harness.send(.promotionStepSucceeded(.promoteReplica, .pending))
+        if hasAddresses { harness.send(.promotionStepSucceeded(.claimAddresses, .pending)) }
+        harness.send(.promotionStepSucceeded(.startBackend, .pending))
+        harness.send(.switchoverRequested(to: "node-b"))
+        #expect(harness.send(.backendStopped(.confirmed, .pending)) == [.flushReplica(.epoch(7))])
+        return harness
+    }
+
+    @Test func aFailedFlushKeepsTheLeaseRenewingAndIsRetriedUntilItSucceeds() {
+        var harness = Self.flushing()
+        // Another process holds the write lock: the attempt fails. No release, no VIP change.
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "the app still holds the write lock", .pending)) == [
+            .notify(.flushRetrying(token: 7, attempt: 1, reason: "the app still holds the write lock", giveUpIn: .seconds(15)))
+        ])
+        #expect(harness.machine.phase == .demoting(.flushReplica, .switchover(to: "node-b")))
+        #expect(harness.machine.holdsLease)
+        #expect(harness.advance(.milliseconds(500)) == [.flushReplica(.epoch(7))])
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "publish failed", .pending)) == [
+            .notify(.flushRetrying(token: 7, attempt: 2, reason: "publish failed", giveUpIn: .milliseconds(14_500)))
+        ])
+        // The lease keeps being renewed (and the keeper re-armed) while the flush is retried.
+        #expect(harness.advance(.milliseconds(500)) == [.renewLease(revision: 7, .epoch(7)), .flushReplica(.epoch(7))])
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: harness.now, .pending)) == [.armFenceKeeper(token: 7, deadline: harness.now + .milliseconds(2500))])
+        // Renewing for longer than the ttl: never fenced while the renews go through.
+        for _ in 0..<4 {
+            let actions = harness.advance(.seconds(1))
+            #expect(!actions.contains { if case .fence = $0 { true } else { false } })
+            if case .renewLease(let revision, _)? = actions.first(where: { if case .renewLease = $0 { true } else { false } }) {
+                harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now, .pending))
+            }
+        }
+        #expect(harness.machine.phase == .demoting(.flushReplica, .switchover(to: "node-b")))
+        // The third attempt (sent at 1s) times out at 6s, the fourth goes at 6.5s and succeeds:
+        // only then is the lease released.
+        let timedOut = harness.advance(.seconds(1))
+        #expect(timedOut.contains(.notify(.flushRetrying(token: 7, attempt: 3, reason: "the attempt did not finish within 5s", giveUpIn: .seconds(9)))))
+        if case .renewLease(let revision, _)? = timedOut.first { harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now, .pending)) }
+        #expect(harness.advance(.milliseconds(500)) == [.flushReplica(.epoch(7))])
+        let revision = harness.machine.held!.revision
+        #expect(revision == 13)
+        let actions = harness.send(.demotionStepFinished(.flushReplica, failure: nil, .pending))
+        #expect(actions == [.disarmFenceKeeper, .releaseLease(revision: revision, handoffTo: "node-b", .epoch(7))])
+    }
+
+    @Test func aFlushThatKeepsFailingSetsTheDatabaseAsideBeforeTheLeaseIsReleased() {
+        var harness = Self.flushing()
+        var attempts = 0
+        var setAside: [AppLifecycle.Action] = []
+        for _ in 0..<200 {
+            let actions = harness.advance(.milliseconds(100))
+            setAside += actions.filter { if case .setAsideDatabase = $0 { true } else { false } }
+            if case .renewLease(let revision, _)? = actions.first(where: { if case .renewLease = $0 { true } else { false } }) {
+                harness.send(.renewSucceeded(revision: revision + 1, sentAt: harness.now, .pending))
+            }
+            if harness.machine.awaiting.step != nil, case .demoting(.flushReplica, _) = harness.machine.phase {
+                attempts += 1
+                let answer = harness.send(.demotionStepFinished(.flushReplica, failure: "fenced by JetStream", .pending))
+                setAside += answer.filter { if case .setAsideDatabase = $0 { true } else { false } }
+                #expect(!answer.contains { if case .releaseLease = $0 { true } else { false } })
+            }
+            if case .demoting(.setAsideDatabase, _) = harness.machine.phase { break }
+        }
+        #expect(setAside == [.setAsideDatabase(reason: "fenced by JetStream", .epoch(7))])
+        #expect(attempts > 20)  // one every 0.5s for 15s
+        #expect(harness.machine.holdsLease)
+        // Moving the database aside failed: reported, and the handover goes on.
+        let revision = harness.machine.held!.revision
+        #expect(harness.send(.demotionStepFinished(.setAsideDatabase, failure: "rename: permission denied", .pending)) == [
+            .notify(.demotionStepFailed(.setAsideDatabase, "rename: permission denied")), .disarmFenceKeeper,
+            .releaseLease(revision: revision, handoffTo: "node-b", .epoch(7)),
+        ])
+    }
+
+    @Test func theFlushGivesUpAfterTheFlushTimeoutWithTheLastReason() {
+        var harness = Self.flushing()
+        #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "disk full", .pending)).count == 1)
+        // The next attempts hang (at 0.5s, 6s, 11.5s); each times out after 5s, the last one at
+        // the give-up time (15s): the reason is that attempt's.
+        let actions = harness.advanceRenewing(.seconds(15))
+        #expect(actions.filter { $0 == .flushReplica(.epoch(7)) }.count == 3)
+        #expect(actions.contains(.notify(.flushAbandoned(token: 7, attempts: 4, reason: "the attempt did not finish within 5s"))))
+        #expect(actions.last == .setAsideDatabase(reason: "the attempt did not finish within 5s", .epoch(7)))
+        #expect(!actions.contains { if case .fence = $0 { true } else { false } })
+
+        // A pause between attempts that ends at the give-up time gives up with the last failure.
+        var failing = Self.flushing()
+        var last: [AppLifecycle.Action] = []
+        for _ in 0..<150 {
+            if failing.machine.awaiting.step != nil, case .demoting(.flushReplica, _) = failing.machine.phase {
+                last = failing.send(.demotionStepFinished(.flushReplica, failure: "disk full", .pending))
+            }
+            last += failing.advanceRenewing(.milliseconds(100))
+            if case .demoting(.setAsideDatabase, _) = failing.machine.phase { break }
+        }
+        #expect(last.contains(.setAsideDatabase(reason: "disk full", .epoch(7))))
+    }
+
+    @Test func aLateAnswerOfATimedOutFlushAttemptIsDroppedAndTheRetryDecides() {
+        var harness = Self.flushing()
+        let first = harness.machine.awaiting.step!
+        var actions = harness.advanceRenewing(.seconds(5))
+        #expect(actions == [.notify(.flushRetrying(token: 7, attempt: 1, reason: "the attempt did not finish within 5s", giveUpIn: .seconds(10)))])
+        #expect(Harness.droppedAsStale(harness.sendExactly(.demotionStepFinished(.flushReplica, failure: nil, first))))
+        #expect(harness.machine.phase == .demoting(.flushReplica, .switchover(to: "node-b")))
+        actions = harness.advanceRenewing(.milliseconds(500))
+        #expect(actions == [.flushReplica(.epoch(7))])
+    }
+
+    @Test func losingTheLeaseWhileTheFlushIsRetriedFences() {
+        var harness = Self.flushing()
+        harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout", .pending))
+        let actions = harness.send(.leaseObserved(.held(other, revision: 20, token: 20, ttl: .seconds(3))))
+        #expect(actions.contains(.fence(.epoch(7))))
+        #expect(harness.machine.phase == .fencing)
+        // No more flush attempts or set-aside from the lifecycle: the replica sets its database
+        // aside itself at the next follow (it shipped without a final marker).
+        let later = harness.advance(.seconds(1))
+        #expect(!later.contains { if case .flushReplica = $0 { true } else if case .setAsideDatabase = $0 { true } else { false } })
+    }
+
+    @Test func shutdownDuringFlushRetriesKeepsRetrying() {
+        var harness = Self.flushing()
+        harness.send(.demotionStepFinished(.flushReplica, failure: "NATS timeout", .pending))
+        harness.send(.shutdownRequested)
+        #expect(harness.machine.phase == .demoting(.flushReplica, .shutdown))
+        #expect(harness.advance(.milliseconds(500)) == [.flushReplica(.epoch(7))])
+        let actions = harness.send(.demotionStepFinished(.flushReplica, failure: nil, .pending))
+        #expect(actions == [.disarmFenceKeeper, .releaseLease(revision: 7, handoffTo: nil, .epoch(7))])
     }
 
     @Test func aNewHolderSeenBeforeTheReleaseAnswerEndsTheHandoverWithoutFencing() {
@@ -745,6 +906,9 @@ struct AppLifecycleTests {
         var answered: [Stamp] = []
         // The backend or a VIP may still be there: an unconfirmed stop or fence was taken.
         var mayStillRun = false
+        // A final flush was asked for under this token and has neither succeeded nor led to the
+        // database being set aside: a graceful release now would lose what was not shipped.
+        var flushPendingToken: UInt64?
         for _ in 0..<2000 {
             let before = harness.machine
             let event: AppLifecycle.Event
@@ -769,7 +933,8 @@ struct AppLifecycleTests {
                 let outcome: StopOutcome = random.next() % 4 == 0 ? .unconfirmed("KillUnit timed out") : .confirmed
                 let failure: String? = random.next() % 4 == 0 ? "netlink error" : nil
                 event = random.next() % 2 == 0
-                    ? .fenceCompleted(outcome, .pending) : .demotionStepFinished(random.next() % 2 == 0 ? .flushReplica : .releaseAddresses, failure: failure, .pending)
+                    ? .fenceCompleted(outcome, .pending)
+                    : .demotionStepFinished([.flushReplica, .flushReplica, .setAsideDatabase, .releaseAddresses][Int(random.next() % 4)], failure: failure, .pending)
             case 10: event = .releaseFinished(random.next() % 3 == 0 ? .conflict : nil, .pending)
             case 11: event = [.stepdownRequested, .switchoverRequested(to: "node-b"), .healthFailed("x"), .backendFailed("y")][Int(random.next() % 4)]
             case 12: event = random.next() % 2 == 0 ? .natsDisconnected : .natsConnected
@@ -794,12 +959,18 @@ struct AppLifecycleTests {
                 }
             }
             let stale = Harness.droppedAsStale(actions)
+            if case .demotionStepFinished(.flushReplica, nil, _) = event, !stale { flushPendingToken = nil }
+            if case .fenceCompleted = event, !stale { flushPendingToken = nil }  // the replica sets aside at follow
             if case .fenceCompleted(.unconfirmed, _) = event, !stale, before.phase == .fencing { mayStillRun = true }
             if before.held == nil, machine.held != nil { mayStillRun = false }  // a new lease: the keeper is re-armed
             for action in actions {
                 switch action {
                 case .fence:
                     fences += 1
+                case .flushReplica(let stamp):
+                    flushPendingToken = stamp.token
+                case .setAsideDatabase:
+                    flushPendingToken = nil
                 case .runPromotionStep(.startBackend, let stamp), .runPromotionStep(.claimAddresses, let stamp):
                     let token = stamp.token
                     if case .runPromotionStep(.startBackend, _) = action { starts += 1 }
@@ -815,6 +986,11 @@ struct AppLifecycleTests {
                 case .releaseLease:
                     // Never released while the backend or a VIP may still be there.
                     #expect(!mayStillRun, "released after an unconfirmed fence (seed \(seed)): \(event) -> \(actions)")
+                    // Never a graceful release over a flush that neither succeeded nor set the
+                    // database aside (a fence's release is fine: the replica sets aside at follow).
+                    if before.phase != .fencing {
+                        #expect(flushPendingToken == nil, "released with an unfinished flush (seed \(seed)): \(event) -> \(actions)")
+                    }
                 case .disarmFenceKeeper:
                     #expect(!mayStillRun, "disarmed the keeper after an unconfirmed fence (seed \(seed))")
                 default:

@@ -185,7 +185,7 @@ struct ConfigTests {
                   - address: 2001:DB8:0:0::10/64
                     interface: eth0
                     announce: {count: 3, interval: 100ms, refresh: 10s}
-                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m}
+                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s}
               - name: web
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
@@ -200,9 +200,44 @@ struct ConfigTests {
                 announce: AnnounceConfig(count: 3, interval: .milliseconds(100), refresh: .seconds(10))),
         ])
         #expect(db.vips[1].cidr == "2001:db8::10/64")
-        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600)))
+        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40)))
+        #expect(SQLiteReplicaConfig(path: "/x.db").flushTimeout == .seconds(15))
         #expect(config.apps[1].vips == [VIPConfig(address: "10.0.0.5", prefixLength: 32, isIPv6: false, interface: "br-lan")])
         #expect(config.apps[1].sqlite == nil)
+    }
+
+    @Test("sqlite storage limits take sizes with units; mistakes name the key")
+    func sqliteStorageLimits() throws {
+        let config = try parse(header + """
+              - name: db
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/db/app.db, stream_max_bytes: 512MiB, snapshot_max_bytes: 10 GB}
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/web/app.db, stream_max_bytes: 2G, snapshot_max_bytes: 1073741824}
+              - name: plain
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/plain/app.db}
+            """)
+        #expect(config.apps[0].sqlite?.streamMaxBytes == 512 << 20)
+        #expect(config.apps[0].sqlite?.snapshotMaxBytes == 10_000_000_000)
+        #expect(config.apps[1].sqlite?.streamMaxBytes == 2 << 30)
+        #expect(config.apps[1].sqlite?.snapshotMaxBytes == 1 << 30)
+        #expect(config.apps[2].sqlite?.streamMaxBytes == SQLiteReplicaConfig.defaultStreamMaxBytes)
+        #expect(config.apps[2].sqlite?.snapshotMaxBytes == SQLiteReplicaConfig.defaultSnapshotMaxBytes)
+
+        #expect(errors(header + """
+              - name: db
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/db/app.db, stream_max_bytes: 1 potato, snapshot_max_bytes: 4096}
+            """) == [
+            #"test.yaml:8:58: apps[0].sqlite.stream_max_bytes: expected a size like "512MiB" or "1GiB", got "1 potato" (units: K, M, G, T or KiB, MiB, GiB, TiB for powers of 1024; KB, MB, GB, TB for powers of 1000)"#,
+            #"test.yaml:8:88: apps[0].sqlite.snapshot_max_bytes: must be at least 1MiB, got "4096""#,
+        ])
     }
 
     @Test("VIP mistakes are all reported with their place")
@@ -445,6 +480,14 @@ struct ConfigTests {
                 backend: {process: {command: [/bin/true], stop_timeout: 0s}}
             """,
             #"test.yaml:7:61: apps[0].backend.process.stop_timeout: must be positive, got 0s"#),
+        .app(
+            "zero flush timeout", """
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/web/app.db, flush_timeout: 0s}
+            """,
+            #"test.yaml:8:56: apps[0].sqlite.flush_timeout: must be positive, got 0s"#),
         // Missing keys.
         .app(
             "lease without ttl", """

@@ -46,6 +46,23 @@ private let inspector = """
         print(row[0], row[1], row[2])
     """
 
+/// Another process using the app's database during a handover (a cron job, an operator's
+/// `sqlite3`): takes the write lock with `BEGIN IMMEDIATE`, inserts one row, creates the file
+/// `argv[2]` to say it holds the lock, holds it for `argv[3]` seconds, commits, and only then
+/// appends its row to the acknowledged log `argv[4]` (as node "sidecar", epoch 0).
+private let lockHoldingSidecar = """
+    import sqlite3, sys, time
+    path, ready, hold, ack = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
+    db.execute("BEGIN IMMEDIATE")
+    rowid = db.execute("INSERT INTO rows(node, epoch, payload) VALUES ('sidecar', 0, randomblob(100))").lastrowid
+    open(ready, "w").write("locked\\n")
+    time.sleep(hold)
+    db.execute("COMMIT")
+    with open(ack, "a") as f:
+        f.write(f"{time.monotonic_ns()} {rowid} sidecar 0\\n")
+    """
+
 /// One row as the writer acknowledged it (a row id alone is not enough: after a crash failover
 /// the ids of lost rows are handed out again).
 private struct Row: Hashable, CustomStringConvertible {
@@ -69,6 +86,8 @@ private struct ReplicationCluster {
     let batonctl: String
     /// Rows per transaction of the writer (every fifth transaction writes 8 times as many).
     var rowsPerTransaction = 1
+    /// The app's `sqlite.flush_timeout`, when set.
+    var flushTimeout: String?
     var nodes: [String: BatondProcess] = [:]
 
     var ackLog: String { directory.appendingPathComponent("acks.log").path }
@@ -89,7 +108,7 @@ private struct ReplicationCluster {
                 command: ["/usr/bin/python3", "\(directory.appendingPathComponent("writer.py").path)"]
                 env: {DB_PATH: "\(databasePath(node))", ACK_LOG: "\(ackLog)", ROWS: "\(rowsPerTransaction)"}
                 stop_timeout: 2s
-            sqlite: {path: \(databasePath(node)), snapshot_interval: 1m}
+            sqlite: {path: \(databasePath(node)), snapshot_interval: 1m\(flushTimeout.map { ", flush_timeout: \($0)" } ?? "")}
         """
     }
 
@@ -147,8 +166,29 @@ private struct ReplicationCluster {
 
     /// `PRAGMA integrity_check` and the rows of a node's database.
     func inspect(_ node: String) async throws -> (integrity: String, rows: Set<Row>) {
-        let result = try await run("/usr/bin/python3", [directory.appendingPathComponent("inspect.py").path, databasePath(node)])
-        guard result.status == 0 else { throw ClusterTestFailure(description: "inspecting \(node)'s database failed: \(result.output)") }
+        try await inspect(path: databasePath(node))
+    }
+
+    /// The databases set aside next to a node's database (`app.db.unshipped-<epoch>-<time>`).
+    func setAsideDatabases(_ node: String) -> [String] {
+        let directory = (databasePath(node) as NSString).deletingLastPathComponent
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("app.db.unshipped-") && !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
+            .map { (directory as NSString).appendingPathComponent($0) }
+    }
+
+    /// The last lines of every node's batond log, for a failure message.
+    func logTails(lines: Int = 40) -> String {
+        Self.nodeNames.map { node in
+            let text = (try? String(contentsOfFile: logPath(node), encoding: .utf8)) ?? ""
+            return "--- \(node):\n" + text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
+    /// `PRAGMA integrity_check` and the rows of the database at `path`.
+    func inspect(path: String) async throws -> (integrity: String, rows: Set<Row>) {
+        let result = try await run("/usr/bin/python3", [directory.appendingPathComponent("inspect.py").path, path])
+        guard result.status == 0 else { throw ClusterTestFailure(description: "inspecting \(path) failed: \(result.output)") }
         var lines = result.output.split(separator: "\n")
         let integrity = lines.isEmpty ? "" : String(lines.removeFirst())
         var rows: Set<Row> = []
@@ -187,7 +227,9 @@ private struct ReplicationCluster {
 @Suite("SQLite replication under batond: switchovers, crash failover, stale node", .serialized)
 struct SQLiteReplicationClusterTests {
     private func withCluster(
-        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, _ body: (inout ReplicationCluster) async throws -> Void) async throws {
+        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, flushTimeout: String? = nil,
+        _ body: (inout ReplicationCluster) async throws -> Void
+    ) async throws {
         let batond = try BatondClusterTests.executable("batond")
         let keeper = try BatondClusterTests.executable("baton-fence-keeper")
         let batonctl = try BatondClusterTests.executable("batonctl")
@@ -205,8 +247,10 @@ struct SQLiteReplicationClusterTests {
         }
         try writerBackend.write(to: directory.appendingPathComponent("writer.py"), atomically: true, encoding: .utf8)
         try inspector.write(to: directory.appendingPathComponent("inspect.py"), atomically: true, encoding: .utf8)
+        try lockHoldingSidecar.write(to: directory.appendingPathComponent("sidecar.py"), atomically: true, encoding: .utf8)
         try await withNATSServer(kind) { server in
-            var cluster = ReplicationCluster(directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction)
+            var cluster = ReplicationCluster(
+                directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction, flushTimeout: flushTimeout)
             defer {
                 for node in cluster.nodes.values where node.process.isRunning {
                     kill(node.pid, SIGCONT)
@@ -332,6 +376,17 @@ struct SQLiteReplicationClusterTests {
             }
             #expect(staleLog.contains("fenced"), "the thawed node did not fence itself")
             try await Task.sleep(for: .milliseconds(1500))
+            // Its database, with the rows it never shipped, is set aside, not overwritten.
+            var setAside: [String] = []
+            let setAsideDeadline = ContinuousClock.now + .seconds(10)
+            while setAside.isEmpty, ContinuousClock.now < setAsideDeadline {
+                setAside = cluster.setAsideDatabases(first.node)
+                if setAside.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            try #require(setAside.count == 1, "the fenced node did not set its database aside: \(setAside)")
+            #expect(setAside[0].contains(".unshipped-\(first.epoch)-"), "\(setAside)")
+            let keptAside = try await cluster.inspect(path: setAside[0])
+            #expect(keptAside.integrity == "ok", "\(setAside[0]): \(keptAside.integrity)")
 
             let acknowledged = cluster.acks()
             let state = try await cluster.inspect(other)
@@ -340,6 +395,10 @@ struct SQLiteReplicationClusterTests {
             #expect(!staleRows.isEmpty, "the frozen node's writer committed nothing after the freeze; the test proves less than it should")
             let leaked = staleRows.filter { state.rows.contains($0.row) }
             #expect(leaked.isEmpty, "rows committed on the frozen node reached the new active node: \(leaked.map(\.row))")
+            let unshippedLost = staleRows.filter { !keptAside.rows.contains($0.row) }
+            #expect(unshippedLost.isEmpty, "rows the frozen node committed are in neither database: \(unshippedLost.map(\.row))")
+            let status = try await cluster.batonctl(["status"])
+            #expect(status.output.contains("UNSHIPPED on \(first.node): \(setAside[0])"), "\(status.output)")
             let newer = acknowledged.filter { $0.row.epoch >= second.epoch }
             #expect(newer.allSatisfy { state.rows.contains($0.row) }, "rows of the new active node are missing")
             let beforeFreeze = acknowledged.filter { $0.row.epoch == first.epoch && $0.at < frozenAt - 500_000_000 }
@@ -349,6 +408,162 @@ struct SQLiteReplicationClusterTests {
             _ = try await cluster.waitForWriter(after: second.epoch - 1, on: other, count: newer.count + 10, timeout: .seconds(10))
             let tokens = try await cluster.checkStreamTokens()
             #expect(tokens.last == second.epoch, "tokens in the stream: \(tokens)")
+        }
+    }
+
+    /// Starts the lock-holding sidecar on `node`'s database and returns once it holds the lock.
+    private func startSidecar(_ cluster: ReplicationCluster, on node: String, hold: Duration) async throws -> Process {
+        let ready = cluster.directory.appendingPathComponent("sidecar-\(UUID().uuidString).ready").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [
+            cluster.directory.appendingPathComponent("sidecar.py").path, cluster.databasePath(node), ready, "\(Double(hold.components.seconds))",
+            cluster.ackLog,
+        ]
+        process.standardInput = FileHandle.nullDevice
+        let output = cluster.directory.appendingPathComponent("sidecar-\(UUID().uuidString).out")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        defer { try? handle.close() }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !FileManager.default.fileExists(atPath: ready) {
+            guard process.isRunning, ContinuousClock.now < deadline else {
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+                throw ClusterTestFailure(description: "the sidecar did not get the write lock of \(node)'s database: \(text)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process
+    }
+
+    private func waitForExit(_ process: Process, timeout: Duration) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                kill(process.processIdentifier, SIGKILL)
+                throw ClusterTestFailure(description: "the sidecar did not finish within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    /// Issue 10 item 6: another process holds the write lock (BEGIN IMMEDIATE) through the
+    /// switchover, longer than a flush attempt waits for it (five 2 s barrier waits) but shorter
+    /// than `flush_timeout`. The old
+    /// active node keeps the lease (renewing), retries the final flush, and hands over once the
+    /// lock is free: every acknowledged row — the sidecar's, committed while the backend was
+    /// already stopped, included — is on the new node, and nothing was set aside.
+    @Test(arguments: NATSServerKind.allCases)
+    func aSwitchoverWaitsForAWriteLockHeldLongerThanAFlushAttempt(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-sqlite-lock", flushTimeout: "40s") { cluster in
+            let current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            let target = current.node == "node-1" ? "node-2" : "node-1"
+            let sidecar = try await startSidecar(cluster, on: current.node, hold: .seconds(14))
+            defer { if sidecar.isRunning { kill(sidecar.processIdentifier, SIGKILL) } }
+            let started = ContinuousClock.now
+            let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "60s"])
+            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)\n\(cluster.logTails())")
+            #expect(try await waitForExit(sidecar, timeout: .seconds(20)) == 0)
+            // The handover could not end before the sidecar let go of the lock.
+            #expect(ContinuousClock.now - started >= .seconds(13), "the switchover finished while the sidecar held the write lock")
+            _ = try await cluster.waitForWriter(after: current.epoch, on: target, count: 3, timeout: .seconds(20))
+            let acknowledged = cluster.acks()
+            #expect(acknowledged.contains { $0.row.node == "sidecar" }, "the sidecar's commit was not acknowledged")
+            let state = try await cluster.inspect(target)
+            #expect(state.integrity == "ok", "\(target): \(state.integrity)")
+            let missing = acknowledged.filter { !state.rows.contains($0.row) }
+            #expect(missing.isEmpty, "\(missing.count) of \(acknowledged.count) acknowledged rows missing on \(target): \(missing.prefix(10).map(\.row))")
+            let log = (try? String(contentsOfFile: cluster.logPath(current.node), encoding: .utf8)) ?? ""
+            #expect(log.contains("final WAL flush failed; keeping the lease"), "the old active node did not retry the flush")
+            #expect(log.contains("final WAL marker shipped"))
+            #expect(cluster.setAsideDatabases(current.node).isEmpty)
+            #expect(!log.contains("database set aside"))
+        }
+    }
+
+    /// Issue 10 item 6, giving up: the sidecar holds the lock past `flush_timeout` and past the
+    /// attempt in flight then (which waits up to 10 s for the lock). The old
+    /// active node sets its database aside (it holds the sidecar's row, never shipped) before
+    /// it releases the lease, logs it at critical, and `batonctl status` lists it; no
+    /// acknowledged row is in neither database.
+    @Test(arguments: NATSServerKind.allCases)
+    func aFlushThatGivesUpSetsTheDatabaseAsideAndReportsIt(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-sqlite-giveup", flushTimeout: "2s") { cluster in
+            let current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            let target = current.node == "node-1" ? "node-2" : "node-1"
+            let sidecar = try await startSidecar(cluster, on: current.node, hold: .seconds(16))
+            defer { if sidecar.isRunning { kill(sidecar.processIdentifier, SIGKILL) } }
+            let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "60s"])
+            try #require(switchover.status == 0, "switchover to \(target) failed: \(switchover.output)\n\(cluster.logTails())")
+            _ = try await cluster.waitForWriter(after: current.epoch, on: target, count: 3, timeout: .seconds(20))
+            // The sidecar commits into the database that was set aside (its connection follows
+            // the renamed files).
+            #expect(try await waitForExit(sidecar, timeout: .seconds(20)) == 0)
+            let setAside = cluster.setAsideDatabases(current.node)
+            try #require(setAside.count == 1, "set-aside databases on \(current.node): \(setAside)")
+            #expect(setAside[0].contains(".unshipped-\(current.epoch)-"), "\(setAside)")
+            let acknowledged = cluster.acks()
+            let kept = try await cluster.inspect(path: setAside[0])
+            let promoted = try await cluster.inspect(target)
+            #expect(kept.integrity == "ok" && promoted.integrity == "ok", "\(kept.integrity) / \(promoted.integrity)")
+            let sidecarRows = acknowledged.filter { $0.row.node == "sidecar" }
+            #expect(sidecarRows.count == 1 && sidecarRows.allSatisfy { kept.rows.contains($0.row) }, "the sidecar's row is not in the set-aside database")
+            let lost = acknowledged.filter { !kept.rows.contains($0.row) && !promoted.rows.contains($0.row) }
+            #expect(lost.isEmpty, "acknowledged rows in neither database: \(lost.prefix(10).map(\.row))")
+            let log = (try? String(contentsOfFile: cluster.logPath(current.node), encoding: .utf8)) ?? ""
+            #expect(log.contains("final WAL flush gave up"), "no give-up line in \(current.node)'s log")
+            #expect(log.contains("database set aside"), "no set-aside line in \(current.node)'s log")
+            let status = try await cluster.batonctl(["status"])
+            #expect(status.output.contains("UNSHIPPED on \(current.node): \(setAside[0])"), "\(status.output)")
+            let json = try await cluster.batonctl(["status", "--json"])
+            #expect(json.output.contains("unshipped_databases"), "\(json.output)")
+        }
+    }
+
+    /// Issue 10 item 8: `batonctl snapshot APP` reaches the active node, which takes a snapshot
+    /// now under the writer's load: the reply's id is an object in the app's snapshot bucket
+    /// whose metadata carries the same txid, the stream holds its snapshot record, and the size
+    /// is the database's.
+    @Test(arguments: NATSServerKind.allCases)
+    func batonctlSnapshotTakesOneNowOnTheActiveNode(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-sqlite-snapshot") { cluster in
+            let current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            let result = try await cluster.batonctl(["snapshot", ReplicationCluster.app, "--json", "--timeout", "60s"])
+            try #require(result.status == 0, "batonctl snapshot failed: \(result.output)\n\(cluster.logTails())")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any], "\(result.output)")
+            let id = try #require(report["id"] as? String)
+            let txid = try #require((report["txid"] as? NSNumber)?.uint64Value)
+            let bytes = try #require((report["bytes"] as? NSNumber)?.uint64Value)
+            #expect(report["node"] as? String == current.node)
+            #expect((report["epoch"] as? NSNumber)?.uint64Value == current.epoch)
+            #expect(id == "snapshot-\(String(format: "%020llu", txid))-\(current.epoch)", "\(id)")
+            #expect(bytes > 0 && bytes % 4096 == 0, "\(bytes)")
+
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"]))
+            let jetStream = JetStream(client: client)
+            let names = ReplicationNames(cluster: "itest", app: ReplicationCluster.app, nodeID: "x")
+            #expect(report["bucket"] as? String == names.snapshotBucket)
+            let object = try await jetStream.objectStore(names.snapshotBucket).info(id)
+            #expect(object.metadata?["txid"] == "\(txid)", "\(object)")
+            #expect(object.size == bytes, "object \(object.size) bytes, reported \(bytes)")
+            let record = try await jetStream.getLastMessage(stream: names.stream, subject: names.snapshotSubject)
+            let chunk = try RecordChunk(decoding: Array(record.payload.readableBytesView))
+            #expect(chunk.txid >= txid && chunk.token == current.epoch, "last snapshot record: txid \(chunk.txid), token \(chunk.token)")
+            await client.close()
+
+            // The plain output names the same things; the log says it was asked for.
+            let plain = try await cluster.batonctl(["snapshot", ReplicationCluster.app])
+            #expect(plain.status == 0, "\(plain.output)")
+            #expect(plain.output.hasPrefix("snapshot snapshot-") && plain.output.contains("  txid:   ") && plain.output.contains(" bytes ("), "\(plain.output)")
+            let log = (try? String(contentsOfFile: cluster.logPath(current.node), encoding: .utf8)) ?? ""
+            #expect(log.contains("reason=requested by an operator") && log.contains("snapshot taken on request"))
+            // The writer kept going on the same node.
+            _ = try await cluster.waitForWriter(after: current.epoch - 1, on: current.node, count: cluster.acks().count + 10, timeout: .seconds(10))
         }
     }
 

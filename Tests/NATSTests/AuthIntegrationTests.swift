@@ -42,6 +42,49 @@ struct AuthIntegrationTests {
         }
     }
 
+    /// A request the user's permissions do not allow fails at once with
+    /// ``NATSError/Code/permissionViolation`` naming the subject — not after its timeout — and
+    /// the connection stays usable. A user who may not subscribe to the reply inbox gets the
+    /// same for every request.
+    @Test(arguments: NATSServerKind.allCases)
+    func aDeniedRequestFailsAtOnceAndSaysWhy(kind: NATSServerKind) async throws {
+        var config = NATSServerConfig(jetStream: false)
+        config.extraConfig = """
+            authorization {
+              users: [
+                { user: limited, password: pw, permissions: { publish: { deny: ["forbidden.>"] } } }
+                { user: noinbox, password: pw, permissions: { subscribe: { deny: ["_INBOX.>"] } } }
+              ]
+            }
+            """
+        try await withNATSServer(kind, config: config) { server in
+            var options = testOptions(server)
+            options.authentication = .userPassword(user: "limited", password: "pw")
+            options.requestTimeout = .seconds(20)
+            let client = try NATSClient(options: options, logger: testLogger())
+            try await client.connect()
+            let started = ContinuousClock.now
+            let error = await #expect(throws: NATSError.self) { _ = try await client.request("forbidden.steer") }
+            #expect(error?.code == .permissionViolation)
+            #expect(error?.message == #"permission denied: the NATS server does not let this user publish to "forbidden.steer" (request on "forbidden.steer")"#)
+            #expect(ContinuousClock.now - started < .seconds(10), "the request waited for its timeout")
+            // Still connected and usable.
+            let echo = try await client.subscribe(to: "allowed.echo")
+            try await client.publish("allowed.echo", payload: ByteBuffer(string: "hi"))
+            var messages = echo.makeAsyncIterator()
+            #expect(try await messages.next()?.payload == ByteBuffer(string: "hi"))
+            await client.close()
+
+            options.authentication = .userPassword(user: "noinbox", password: "pw")
+            let deaf = try NATSClient(options: options, logger: testLogger())
+            try await deaf.connect()
+            let denied = await #expect(throws: NATSError.self) { _ = try await deaf.request("anything") }
+            #expect(denied?.code == .permissionViolation)
+            #expect(denied?.message.contains("subscribe to \"_INBOX.") == true, "\(String(describing: denied))")
+            await deaf.close()
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func token(kind: NATSServerKind) async throws {
         var config = NATSServerConfig(jetStream: false)

@@ -1,8 +1,9 @@
 import Foundation
-import NATS
 import NATSTestSupport
 import NIOCore
 import Testing
+
+@testable import NATS
 
 @Suite("JetStream against a real nats-server", .serialized)
 struct JetStreamIntegrationTests {
@@ -177,6 +178,31 @@ struct JetStreamIntegrationTests {
                 _ = try await consumer.fetch(batch: 10, maxBytes: 10_000, expires: .seconds(2))
             }
             #expect(refused?.code == .invalidArgument)
+            await client.close()
+        }
+    }
+
+    /// A 409 that ends one pull request ("Batch Completed", which nats-server 2.11+ sends,
+    /// "Leadership Change", "Exceeded MaxWaiting") is the end of a fetch, not an error; only a
+    /// deleted (or push) consumer is ``JetStreamError/Code/consumerGone`` — which a fetch waiting
+    /// on a consumer deleted under it gets from a real server.
+    @Test(arguments: NATSServerKind.allCases)
+    func onlyAGoneConsumerFailsAFetch(kind: NATSServerKind) async throws {
+        for ending in ["Batch Completed", "Leadership Change", "Exceeded MaxWaiting", "Exceeded MaxRequestExpires of 1s"] {
+            #expect(!PullConsumer.meansConsumerGone(ending), "\(ending)")
+        }
+        #expect(PullConsumer.meansConsumerGone("Consumer Deleted"))
+        #expect(PullConsumer.meansConsumerGone("Consumer is push based"))
+        try await withNATSServer(kind) { server in
+            let client = try await connectedClient(server)
+            let js = JetStream(client: client)
+            try await js.createStream(StreamConfig(name: "GONE", subjects: ["gone.>"]))
+            let consumer = try await js.createPullConsumer(stream: "GONE", config: ConsumerConfig(durableName: "doomed", ackPolicy: .explicit))
+            let waiting = Task { try await consumer.fetch(batch: 10, maxBytes: 1 << 20, expires: .seconds(10)) }
+            try await Task.sleep(for: .milliseconds(300))  // the pull request is at the server
+            try await js.deleteConsumer(stream: "GONE", name: "doomed")
+            let error = await #expect(throws: JetStreamError.self) { _ = try await waiting.value }
+            #expect(error?.code == .consumerGone, "\(String(describing: error))")
             await client.close()
         }
     }

@@ -136,9 +136,12 @@ struct ReplicationHistoryTests {
             let b = configuration(directory, node: "node-b")
             let c = configuration(directory, node: "node-c")
             let d = configuration(directory, node: "node-d")
-            let (app, position) = try await runCluster(jetStream, a, b, c, graceful: false)
-            // The crashed active's claim is the durable record; node-b applied past it.
+            let (app, _) = try await runCluster(jetStream, a, b, c, graceful: false)
+            // The crashed active's claim is the durable record; node-b applied past it, up to
+            // the end of the stream (whatever the shipper published before it stopped).
             let applierB = try await WALApplier.start(configuration: b, jetStream: jetStream, logger: logger)
+            let end = try await jetStream.streamInfo(a.names.stream).state.lastSequence
+            let position = try await applierB.waitForStreamSequence(end, timeout: .seconds(30))
             try await jetStream.deleteStream(a.names.stream)
 
             // The passive does not recreate the stream, and says the stream is behind it.

@@ -36,11 +36,14 @@ func batonctlPath() throws -> String {
 /// The blocking reads and the wait run on threads of their own: neither the Swift concurrency
 /// pool nor Dispatch's global queues (which back that pool on Linux and are only as wide as the
 /// machine has cores) may be blocked, since they serve the in-process nodes batonctl talks to.
-func runBatonctl(_ arguments: [String]) async throws -> CommandResult {
+func runBatonctl(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
     let path = try batonctlPath()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output
@@ -134,7 +137,7 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "replica", "validate"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate"] {
             #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
         }
         let replicaHelp = try await runBatonctl(["replica", "--help"])
@@ -226,6 +229,79 @@ struct BatonctlTests {
         let unreachable = try await runBatonctl(["status", "--nats", "nats://127.0.0.1:\(port)"])
         #expect(unreachable.status == 1)
         #expect(unreachable.stderr.hasPrefix("Error: cannot connect to NATS at nats://127.0.0.1:\(port): "), "\(unreachable)")
+    }
+
+    /// Without --config, batonctl takes the servers and the cluster from $BATON_CONFIG (as an
+    /// operator on a node expects), says so with -v, and options still override it.
+    @Test func theConfigComesFromBatonConfigWhenNoneIsGiven() async throws {
+        try await withNATSServer(.pypi) { server in
+            let directory = try makeTemporaryDirectory(prefix: "batonctl-env-config")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let file = directory.appendingPathComponent("baton.yaml").path
+            try """
+                cluster: fromenv
+                node: {id: node-1}
+                nats: {servers: ["\(server.url)"]}
+                apps:
+                  - name: web
+                    lease: {ttl: 3s, renew: 1s}
+                    backend:
+                      process: {command: ["/bin/true"]}
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let status = try await runBatonctl(["status", "--wait", "300ms", "-v"], environment: ["BATON_CONFIG": file])
+            #expect(status.status == 1)
+            #expect(status.stderr.contains("batonctl: config \(file) ($BATON_CONFIG); servers \(server.url); cluster fromenv\n"), "\(status)")
+            #expect(status.stderr.contains("Error: no baton node answered on baton.fromenv.status (is batond running and connected to \(server.url)?)"), "\(status)")
+            let overridden = try await runBatonctl(["status", "--wait", "300ms", "--cluster", "other"], environment: ["BATON_CONFIG": file])
+            #expect(overridden.stderr == "Error: no baton node answered on baton.other.status (is batond running and connected to \(server.url)?)\n", "\(overridden)")
+            let broken = try await runBatonctl(["status"], environment: ["BATON_CONFIG": directory.appendingPathComponent("missing.yaml").path])
+            #expect(broken.status == 1)
+            #expect(broken.stderr.hasPrefix("Error: cannot use $BATON_CONFIG \(directory.appendingPathComponent("missing.yaml").path):"), "\(broken)")
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func snapshotGoesToTheActiveNodeAndPrintsIdTxidAndSize(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let nodes = try await TwoNodes.start(server)
+            let common = ["--nats", server.url, "--cluster", "test", "--wait", "2s"]
+            let taken = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(taken.status == 0, "\(taken)")
+            #expect(taken.stdout == """
+                snapshot snapshot-00000000000000000120-7 of web on node-a (epoch 7)
+                  txid:   120
+                  size:   3670016 bytes (3.5 MiB)
+                  bucket: BATON_test_web_SNAPSHOTS
+
+                """)
+            #expect(nodes.a.calls == [.snapshot("web")])
+            #expect(nodes.b.calls.isEmpty)
+
+            let json = try await runBatonctl(["snapshot", "web", "--json"] + common)
+            #expect(json.status == 0, "\(json)")
+            let report = try JSONDecoder().decode(SnapshotReport.self, from: Data(json.stdout.utf8))
+            #expect(report.id == "snapshot-00000000000000000120-7" && report.txid == 120 && report.bytes == 3_670_016 && report.node == "node-a")
+
+            // No sqlite section: said before any node is asked.
+            let noDatabase = try await runBatonctl(["snapshot", "api"] + common)
+            #expect(noDatabase.status == 1)
+            #expect(noDatabase.stderr == "Error: api has no sqlite section on any node (node-a): there is no database to snapshot\n")
+            // The active node refuses (the snapshot failed there): its reason is shown.
+            nodes.a.refuse("snapshot of web on node-a failed: the app's writer kept the write lock; cannot take a snapshot")
+            let refused = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(refused.status == 1)
+            #expect(
+                refused.stderr
+                    == "Error: node-a did not take a snapshot of web: snapshot of web on node-a failed: the app's writer kept the write lock; cannot take a snapshot\n")
+            nodes.a.refuse(nil)
+            // No active node.
+            nodes.a.update("web") { $0.role = .passive }
+            let noActive = try await runBatonctl(["snapshot", "web"] + common)
+            #expect(noActive.status == 1)
+            #expect(noActive.stderr == "Error: no node reports web active (node-a passive, node-b passive)\n", "\(noActive)")
+            #expect(nodes.a.calls.count == 3 && nodes.b.calls.isEmpty)
+            await nodes.stop()
+        }
     }
 
     @Test(arguments: NATSServerKind.allCases)

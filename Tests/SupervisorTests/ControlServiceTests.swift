@@ -15,6 +15,7 @@ final class FakeNodeController: NodeController {
         case switchover(String, to: String)
         case pause(String)
         case resume(String)
+        case snapshot(String)
     }
 
     let node: String
@@ -63,6 +64,15 @@ final class FakeNodeController: NodeController {
     }
     func pause(app: String) async -> ControlReply { await record(.pause(app), "paused \(app)") }
     func resume(app: String) async -> ControlReply { await record(.resume(app), "resumed \(app)") }
+    func snapshot(app: String) async -> ControlReply {
+        var reply = await record(.snapshot(app), "snapshot of \(app) taken")
+        if reply.ok {
+            reply.snapshot = SnapshotReport(
+                id: "snapshot-00000000000000000120-7", bucket: "BATON_test_\(app)_SNAPSHOTS", txid: 120, epoch: 7, bytes: 3 * 1024 * 1024 + 512 * 1024,
+                node: node)
+        }
+        return reply
+    }
 }
 
 func appStatus(_ name: String, role: AppStatus.Role = .passive, leader: String? = nil, token: UInt64? = nil, event: String? = nil) -> AppStatus {
@@ -145,7 +155,7 @@ struct ControlServiceTests {
             #expect(infos.allSatisfy { $0.version == BatonVersion.current })
             let endpoints = try #require(infos.first { $0.metadata["node"] == "node-b" }?.endpoints)
             #expect(endpoints.map(\.subject).sorted() == [
-                "baton.test.node.node-b.pause", "baton.test.node.node-b.resume", "baton.test.node.node-b.stepdown",
+                "baton.test.node.node-b.pause", "baton.test.node.node-b.resume", "baton.test.node.node-b.snapshot", "baton.test.node.node-b.stepdown",
                 "baton.test.node.node-b.switchover", "baton.test.status",
             ])
             #expect(endpoints.first { $0.name == "status" }?.queueGroup == "")

@@ -1,8 +1,13 @@
+import AsyncHTTPClient
 import BatonCore
+import Foundation
+import NATSTestSupport
 import NIOCore
 import NIOPosix
-import Supervisor
+import NIOSSL
 import Testing
+
+@testable import Supervisor
 
 /// A loopback TCP server that answers every connection with a fixed HTTP response.
 private final class FixedResponder: ChannelInboundHandler, Sendable {
@@ -15,12 +20,23 @@ private final class FixedResponder: ChannelInboundHandler, Sendable {
     }
 }
 
-private func withHTTPServer<T>(status: String, _ body: (Int) async throws -> T) async throws -> T {
+/// A loopback HTTP server answering `status` to everything; HTTPS with `tls` (the test PKI's
+/// server certificate, for 127.0.0.1).
+private func withHTTPServer<T>(status: String, tls: TestTLSFiles? = nil, _ body: (Int) async throws -> T) async throws -> T {
     let response = "HTTP/1.1 \(status)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    let sslContext = try tls.map { files in
+        try NIOSSLContext(
+            configuration: .makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(files.serverCertificate.path).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: files.serverKey.path, format: .pem))))
+    }
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .childChannelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FixedResponder(response: response)) }
+            channel.eventLoop.makeCompletedFuture {
+                if let sslContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext)) }
+                try channel.pipeline.syncOperations.addHandler(FixedResponder(response: response))
+            }
         }
         .bind(host: "127.0.0.1", port: 0)
         .get()
@@ -49,6 +65,40 @@ struct HealthProberTests {
         }
     }
 
+    /// HTTPS: a server whose certificate chains to a trusted CA is healthy; one the prober cannot
+    /// verify (the system trust store does not know the test CA) is not, and says why.
+    @Test func httpsVerifiesTheServerCertificate() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-health-tls")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let tls = try TestTLSFiles.generate(in: directory)
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        tlsConfiguration.trustRoots = .file(tls.caCertificate.path)
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tlsConfiguration)
+        configuration.redirectConfiguration = .disallow
+        let trusting = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
+        defer { _ = trusting.shutdown() }
+        try await withHTTPServer(status: "200 OK", tls: tls) { port in
+            let endpoint = HTTPEndpoint(url: "https://127.0.0.1:\(port)/healthz", isSecure: true, host: "127.0.0.1", port: port, target: "/healthz")
+            #expect(await HealthProber(probe: .http(endpoint), timeout: .seconds(5), httpClient: trusting).check() == nil)
+            let untrusted = await HealthProber(probe: .http(endpoint), timeout: .seconds(5)).check()
+            #expect(untrusted?.hasPrefix("https://127.0.0.1:\(port)/healthz: ") == true, "\(untrusted ?? "healthy")")
+            #expect(untrusted?.lowercased().contains("certificate") == true, "\(untrusted ?? "healthy")")
+        }
+        try await withHTTPServer(status: "500 Internal Server Error", tls: tls) { port in
+            let endpoint = HTTPEndpoint(url: "https://127.0.0.1:\(port)/", isSecure: true, host: "127.0.0.1", port: port, target: "/")
+            let failure = await HealthProber(probe: .http(endpoint), timeout: .seconds(5), httpClient: trusting).check()
+            #expect(failure == "https://127.0.0.1:\(port)/ answered 500 Internal Server Error")
+        }
+    }
+
+    /// A redirect is not followed: a probe that answers 3xx is not healthy.
+    @Test func redirectsAreNotHealthy() async throws {
+        try await withHTTPServer(status: "302 Found\r\nLocation: http://127.0.0.1:1/") { port in
+            let endpoint = HTTPEndpoint(url: "http://127.0.0.1:\(port)/", isSecure: false, host: "127.0.0.1", port: port, target: "/")
+            #expect(await HealthProber(probe: .http(endpoint), timeout: .seconds(2)).check() == "http://127.0.0.1:\(port)/ answered 302 Found")
+        }
+    }
+
     @Test func tcpNeedsAListener() async throws {
         try await withHTTPServer(status: "200 OK") { port in
             #expect(await HealthProber(probe: .tcp(HostPort(host: "127.0.0.1", port: port)), timeout: .seconds(2)).check() == nil)
@@ -67,6 +117,26 @@ struct HealthProberTests {
         #expect(await HealthProber(probe: .exec(["/bin/sleep", "10"]), timeout: .milliseconds(200)).check() == "/bin/sleep did not finish within 0.2 seconds")
         let missing = await HealthProber(probe: .exec(["/nonexistent/check"]), timeout: .seconds(1)).check()
         #expect(missing != nil)
+    }
+
+    /// A command that times out is killed with everything it started (its process group).
+    @Test func aTimedOutCommandIsKilledWithItsChildren() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-health-exec")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pidFile = directory.appendingPathComponent("child.pid").path
+        let failure = await HealthProber(
+            probe: .exec(["/bin/sh", "-c", "sleep 30 & echo $! > \(pidFile); wait"]), timeout: .milliseconds(500)
+        ).check()
+        #expect(failure == "/bin/sh did not finish within 0.5 seconds")
+        let child = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // The kill is sent before check() returns; the child is a zombie of no one or gone.
+        var gone = false
+        for _ in 0..<100 where !gone {
+            let state = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            gone = state == nil || state == "Z"
+            if !gone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(gone, "the probe's child \(child) still runs")
     }
 
     @Test func verdictsCountConsecutiveFailuresAfterTheGrace() {

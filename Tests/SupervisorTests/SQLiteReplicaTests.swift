@@ -121,9 +121,14 @@ struct SQLiteReplicaTests {
             #expect(status.promotion?.contains("graceful handoff from epoch 1") == true, "\(status.promotion ?? "nil")")
             // The promotion continued the stream: no snapshot before the backend starts.
             #expect(status.snapshotsPublished == 0, "\(status)")
+            let shippedBefore = await b.status().txid ?? 0
             _ = try await sql(databaseB, "INSERT INTO t (v) VALUES ('b1')")
             let deadline = ContinuousClock.now + .seconds(10)
-            while await a.status().txid ?? 0 < (await b.status().txid ?? 0), ContinuousClock.now < deadline {
+            // Until b shipped the insert (the commit returns before the shipper publishes it) and
+            // a applied it.
+            while ContinuousClock.now < deadline {
+                let shipped = await b.status().txid ?? 0
+                if shipped > shippedBefore, await a.status().txid ?? 0 >= shipped { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(await a.status().role == .applying)

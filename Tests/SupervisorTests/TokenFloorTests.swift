@@ -84,15 +84,43 @@ struct TokenFloorTests {
             #expect(third > second)
 
             // 3. Recreated by someone who knows no floor, between two looks of this node: the
-            //    acquire lands low, and is redone above the floor.
+            //    acquire lands low; the bucket is moved past the floor and the acquisition gives
+            //    up for now (another node may hold a lease in the recreated bucket, below the
+            //    floor: it must fence first); the next one lands above the floor.
             try await restarted.release(as: a, token: third, revision: third, handoffTo: nil)
             try await jetStream.deleteKeyValue(bucket)
             _ = try await jetStream.createKeyValue(KeyValueConfig(bucket: bucket, history: 1, ttl: .seconds(30), replicas: 1))
+            await #expect(throws: LeaseWriteError.self) { _ = try await restarted.acquire(as: b, ttl: .seconds(30)) }
+            #expect(try await restarted.kv.entry(LeaseStore.key) == nil)
             let fourth = try await restarted.acquire(as: b, ttl: .seconds(30))
             #expect(fourth > third)
             let entry = try #require(try await restarted.kv.entry(LeaseStore.key))
             #expect(entry.revision == fourth && entry.operation == .put)
             #expect(try await TokenFloor.load(path: path).token == fourth)
+            await client.close()
+        }
+    }
+
+    /// A write that lands at or below a revision seen before while the bucket is *not* behind
+    /// the floor was superseded, not sent to a recreated bucket: a conflict, and nothing is
+    /// purged (a purge there would delete another node's lease under it — the chaos suite saw
+    /// that give two actives on nats-server 2.9.10).
+    @Test(arguments: NATSServerKind.allCases)
+    func aSupersededWriteNeverPurges(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let path = temporaryFloorPath()
+            defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+            let client = try await connectControlClient(server)
+            let store = try await LeaseStore.open(
+                jetStream: JetStream(client: client), cluster: "test", app: "web", ttl: .seconds(30), replicas: 1,
+                floor: try await TokenFloor.load(path: path))
+            let token = try await store.acquire(as: a, ttl: .seconds(30))
+            let next = token + 1
+            store.floor.noteRevision(next)  // as if the watch had already seen the next write
+            await #expect(throws: LeaseWriteError.conflict) { _ = try await store.acquire(as: b, ttl: .seconds(30), replacing: token) }
+            let state = try await store.kv.jetStream.streamInfo(store.kv.streamName).state
+            #expect(state.firstSequence == 1, "the bucket was purged: \(state)")
+            #expect(try await store.kv.entry(LeaseStore.key)?.revision == next)
             await client.close()
         }
     }

@@ -217,13 +217,36 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// How long the replication stream keeps records (`retention`, default 24h); a passive node
     /// further behind restores a snapshot first.
     public var retention: Duration
+    /// The most the replication stream holds (`stream_max_bytes`, default 1 GiB): the oldest
+    /// records go first, and a snapshot is taken before half of it is written since the last
+    /// one. JetStream reserves it on the server.
+    public var streamMaxBytes: Int64
+    /// The most the snapshot bucket holds (`snapshot_max_bytes`, default 4 GiB); old snapshots
+    /// are pruned to make room for a new one. JetStream reserves it on the server.
+    public var snapshotMaxBytes: Int64
+    /// How long a graceful stepdown's final flush may take, retries included (`flush_timeout`,
+    /// default 15s). Meanwhile the lease is kept and renewed and the backend stays stopped;
+    /// past it the database is set aside and the loss reported.
+    public var flushTimeout: Duration
+
+    /// `stream_max_bytes`'s default: 1 GiB.
+    public static let defaultStreamMaxBytes: Int64 = 1 << 30
+    /// `snapshot_max_bytes`'s default: 4 GiB.
+    public static let defaultSnapshotMaxBytes: Int64 = 4 << 30
 
     /// Creates a replica config; the defaults are those of the config file.
-    public init(path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400)) {
+    public init(
+        path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
+        streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
+        flushTimeout: Duration = .seconds(15)
+    ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
         self.snapshotsKept = snapshotsKept
         self.retention = retention
+        self.streamMaxBytes = streamMaxBytes
+        self.snapshotMaxBytes = snapshotMaxBytes
+        self.flushTimeout = flushTimeout
     }
 }
 

@@ -214,6 +214,35 @@ struct ConfigValue {
         return value
     }
 
+    /// A size in bytes: a whole number, optionally with a unit: `K`, `M`, `G`, `T` or `KiB`,
+    /// `MiB`, `GiB`, `TiB` (powers of 1024, as in systemd) or `KB`, `MB`, `GB`, `TB` (powers of
+    /// 1000); `B` or nothing for bytes.
+    func byteSize(atLeast minimum: Int64) -> Int64? {
+        let expectation = "a size like \"512MiB\" or \"1GiB\""
+        guard let text = scalarText(expected: expectation) else { return nil }
+        let compact = text.filter { $0 != " " }
+        let digits = compact.prefix { $0.isASCII && $0.isNumber }
+        let unit = String(compact.dropFirst(digits.count))
+        let multipliers: [String: Int64] = [
+            "": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+            "TiB": 1 << 40, "KB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000, "TB": 1_000_000_000_000,
+        ]
+        guard !digits.isEmpty, let number = Int64(digits), let multiplier = multipliers[unit] else {
+            error("expected \(expectation), got \(quoted(text)) (units: K, M, G, T or KiB, MiB, GiB, TiB for powers of 1024; KB, MB, GB, TB for powers of 1000)")
+            return nil
+        }
+        let (value, overflow) = number.multipliedReportingOverflow(by: multiplier)
+        guard !overflow else {
+            error("\(quoted(text)) is too large")
+            return nil
+        }
+        guard value >= minimum else {
+            error("must be at least \(minimum >= 1 << 20 ? "\(minimum >> 20)MiB" : "\(minimum) bytes"), got \(quoted(text))")
+            return nil
+        }
+        return value
+    }
+
     func bool() -> Bool? {
         guard let text = scalarText(expected: "true or false") else { return nil }
         switch text {

@@ -261,7 +261,7 @@ extension AnnounceConfig: ConfigSection {
 }
 
 extension SQLiteReplicaConfig: ConfigSection {
-    static let keys = ["path", "snapshot_interval", "snapshots", "retention"]
+    static let keys = ["path", "snapshot_interval", "snapshots", "retention", "stream_max_bytes", "snapshot_max_bytes", "flush_timeout"]
 
     init?(fields: ConfigFields) {
         let defaults = SQLiteReplicaConfig(path: "/")
@@ -269,12 +269,19 @@ extension SQLiteReplicaConfig: ConfigSection {
         let snapshotInterval = fields.optional("snapshot_interval", default: defaults.snapshotInterval) { $0.duration(.positive) }
         let snapshotsKept = fields.optional("snapshots", default: defaults.snapshotsKept) { $0.integer(in: 1...100) }
         let retention = fields.optional("retention", default: defaults.retention) { $0.duration(.positive) }
-        guard let path, let snapshotInterval, let snapshotsKept, let retention else { return nil }
+        let streamMaxBytes = fields.optional("stream_max_bytes", default: defaults.streamMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
+        let snapshotMaxBytes = fields.optional("snapshot_max_bytes", default: defaults.snapshotMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
+        let flushTimeout = fields.optional("flush_timeout", default: defaults.flushTimeout) { $0.duration(.positive) }
+        guard let path, let snapshotInterval, let snapshotsKept, let retention, let streamMaxBytes, let snapshotMaxBytes, let flushTimeout else {
+            return nil
+        }
         if path.hasSuffix("/") {
             fields.optional("path")?.error("\(quoted(path)) names a directory; give the database file, like \"/var/lib/myapp/app.db\"")
             return nil
         }
-        self.init(path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention)
+        self.init(
+            path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention,
+            streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout)
     }
 }
 

@@ -110,8 +110,14 @@ public enum DemotionReason: Sendable, Hashable, CustomStringConvertible {
 /// The steps of becoming passive, in order. Steps an app does not use are skipped.
 public enum DemotionStep: String, Sendable, Hashable, CaseIterable {
     case stopBackend
-    /// Ship the WAL tail and the final marker, then stop shipping.
+    /// Ship the WAL tail and the final marker, then stop shipping. A failed or timed-out
+    /// attempt is retried, with the lease still held and renewed, until the configuration's
+    /// `flushTimeout` has passed since the first attempt.
     case flushReplica
+    /// Only when the final flush gave up: move the database (and its `-wal`) aside so that no
+    /// later promotion or restore on this node overwrites the transactions that were not
+    /// shipped, and report the loss. Then the demotion goes on.
+    case setAsideDatabase
     /// Remove the app's virtual IPs.
     case releaseAddresses
     case releaseLease
@@ -154,12 +160,19 @@ public struct AppLifecycle: Sendable {
         public var priorityHoldback: Duration
         /// How soon a failed renew is retried.
         public var renewRetry: Duration
+        /// How long the final flush of a graceful demotion may take in all, retries included
+        /// (`sqlite.flush_timeout`). The lease is kept and renewed meanwhile, the backend stays
+        /// stopped; past it the database is set aside (``DemotionStep/setAsideDatabase``).
+        public var flushTimeout: Duration
+        /// The pause between two attempts of the final flush.
+        public var flushRetry: Duration
 
         /// Creates a configuration; `cooldown` defaults to twice the ttl, `renewRetry` to a
         /// quarter of the renew interval (at most 100 ms).
         public init(
             node: String, instance: String, timing: LeaseTiming, hasHealthCheck: Bool, hasReplica: Bool = false, hasAddresses: Bool = false,
-            stepTimeout: Duration, stopTimeout: Duration, cooldown: Duration? = nil, priorityHoldback: Duration = .zero, renewRetry: Duration? = nil
+            stepTimeout: Duration, stopTimeout: Duration, cooldown: Duration? = nil, priorityHoldback: Duration = .zero, renewRetry: Duration? = nil,
+            flushTimeout: Duration = .seconds(15), flushRetry: Duration = .milliseconds(500)
         ) {
             self.node = node
             self.instance = instance
@@ -172,6 +185,8 @@ public struct AppLifecycle: Sendable {
             self.cooldown = cooldown ?? timing.ttl * 2
             self.priorityHoldback = priorityHoldback
             self.renewRetry = renewRetry ?? min(timing.renew / 4, .milliseconds(100))
+            self.flushTimeout = flushTimeout
+            self.flushRetry = flushRetry
         }
     }
 
@@ -251,8 +266,11 @@ public struct AppLifecycle: Sendable {
         /// Stop the backend gracefully (SIGTERM, then SIGKILL after its stop timeout).
         case stopBackend(Stamp)
         /// Ship the replica's WAL tail and a final marker under the stamp's token, then stop
-        /// shipping.
+        /// shipping. May come again for the same token after a failed attempt.
         case flushReplica(Stamp)
+        /// The final flush gave up: move the database aside (never overwrite it) and report the
+        /// transactions that were not shipped; `reason` says why the flush failed.
+        case setAsideDatabase(reason: String, Stamp)
         /// Remove the app's virtual IPs.
         case releaseAddresses(Stamp)
         /// Kill the backend now (SIGKILL / KillUnit), remove the app's virtual IPs and stop
@@ -275,6 +293,12 @@ public struct AppLifecycle: Sendable {
         case releaseUnconfirmed(token: UInt64, reason: String)
         /// A demotion step did not fully succeed (the demotion goes on).
         case demotionStepFailed(DemotionStep, String)
+        /// An attempt of the final flush failed; the lease is kept (renewed) and the flush is
+        /// tried again until `giveUpIn` has passed.
+        case flushRetrying(token: UInt64, attempt: Int, reason: String, giveUpIn: Duration)
+        /// The final flush did not succeed within the flush timeout: transactions committed
+        /// under `token` may not have been shipped. The database is set aside next.
+        case flushAbandoned(token: UInt64, attempts: Int, reason: String)
         case fenced(token: UInt64, reason: String)
         /// Fencing could not confirm the backend gone or a VIP removed: the lease is not
         /// released; it runs out while the fence keeper kills and removes at its deadline.
@@ -353,6 +377,9 @@ public struct AppLifecycle: Sendable {
     private var releaseAwaitsRenew = false
     private var renewRetryAt: MonotonicInstant?
     private var stepDeadline: MonotonicInstant?
+    /// The final flush under way: when it gives up, the attempts made, and whether the lifecycle
+    /// waits out the pause before the next attempt (no attempt in flight).
+    private var flush: (giveUpAt: MonotonicInstant, attempts: Int, waitingToRetry: Bool, lastFailure: String?)?
 
     /// Creates a passive lifecycle.
     public init(configuration: Configuration, paused: Bool = false) {
@@ -494,6 +521,10 @@ public struct AppLifecycle: Sendable {
         case .demotionStepFinished(let step, let failure, let stamp):
             guard take(stamp, \.step, "\(step.rawValue) result", into: &actions) else { break }
             guard case .demoting(step, let reason) = phase, step != .stopBackend, step != .releaseLease, let lease = held else { break }
+            if step == .flushReplica, let failure {
+                flushAttemptFailed(failure, reason: reason, lease: lease, now: now, into: &actions)
+                break
+            }
             if let failure {
                 actions.append(.notify(.demotionStepFailed(step, failure)))
                 if step == .releaseAddresses {
@@ -714,17 +745,19 @@ public struct AppLifecycle: Sendable {
             switch step {
             case .stopBackend: true
             case .flushReplica: configuration.hasReplica
+            case .setAsideDatabase: false  // only after a flush gave up
             case .releaseAddresses: configuration.hasAddresses
             case .releaseLease: true
             }
         } ?? .releaseLease
         phase = .demoting(next, reason)
+        flush = nil
         switch next {
         case .flushReplica:
-            stepDeadline = now + configuration.stepTimeout
-            let stamp = newStamp()
-            awaiting.step = stamp
-            actions.append(.flushReplica(stamp))
+            flush = (giveUpAt: now + configuration.flushTimeout, attempts: 0, waitingToRetry: false, lastFailure: nil)
+            startFlushAttempt(now: now, into: &actions)
+        case .setAsideDatabase:
+            preconditionFailure("setAsideDatabase follows only a flush that gave up")
         case .releaseAddresses:
             stepDeadline = now + configuration.stepTimeout
             let stamp = newStamp()
@@ -781,6 +814,44 @@ public struct AppLifecycle: Sendable {
         if reason != .shutdown { actions.append(.followActive) }
     }
 
+    /// Sends the next attempt of the final flush, bounded by the step timeout and by the
+    /// flush's give-up time.
+    private mutating func startFlushAttempt(now: MonotonicInstant, into actions: inout [Action]) {
+        guard var current = flush else { return }
+        current.attempts += 1
+        current.waitingToRetry = false
+        flush = current
+        stepDeadline = min(now + configuration.stepTimeout, max(current.giveUpAt, now))
+        let stamp = newStamp()
+        awaiting.step = stamp
+        actions.append(.flushReplica(stamp))
+    }
+
+    /// An attempt of the final flush failed or timed out. Before the give-up time: keep the
+    /// lease (the renews go on), keep the backend stopped, and try again after a pause. After
+    /// it: report the loss and set the database aside before the lease is released, so no later
+    /// promotion on this node overwrites what was not shipped.
+    private mutating func flushAttemptFailed(
+        _ failure: String, reason: DemotionReason, lease: HeldLease, now: MonotonicInstant, into actions: inout [Action]
+    ) {
+        guard var current = flush else { return }
+        if now < current.giveUpAt, !current.waitingToRetry {
+            current.waitingToRetry = true
+            current.lastFailure = failure
+            flush = current
+            stepDeadline = min(now + configuration.flushRetry, current.giveUpAt)
+            actions.append(.notify(.flushRetrying(token: lease.token, attempt: current.attempts, reason: failure, giveUpIn: current.giveUpAt - now)))
+            return
+        }
+        flush = nil
+        actions.append(.notify(.flushAbandoned(token: lease.token, attempts: current.attempts, reason: failure)))
+        phase = .demoting(.setAsideDatabase, reason)
+        stepDeadline = now + configuration.stepTimeout
+        let stamp = newStamp()
+        awaiting.step = stamp
+        actions.append(.setAsideDatabase(reason: failure, stamp))
+    }
+
     private mutating func beginDemotion(_ reason: DemotionReason, now: MonotonicInstant, into actions: inout [Action]) {
         phase = .demoting(.stopBackend, reason)
         stepDeadline = now + configuration.stopTimeout
@@ -793,6 +864,7 @@ public struct AppLifecycle: Sendable {
     private mutating func fence(reason: String, lease: HeldLease, into actions: inout [Action]) {
         phase = .fencing
         stepDeadline = nil
+        flush = nil
         renewRetryAt = nil
         firstUnconfirmedRenewAt = nil
         releaseAwaitsRenew = false
@@ -834,9 +906,18 @@ public struct AppLifecycle: Sendable {
                 case .demoting(.stopBackend, _):
                     fence(reason: "graceful stop did not finish within \(configuration.stopTimeout)", lease: lease, into: &actions)
                 case .demoting(.flushReplica, let reason):
-                    // The handover goes on: the next node promotes what it has and reports the gap.
-                    actions.append(.notify(.demotionStepFailed(.flushReplica, "timed out after \(configuration.stepTimeout)")))
-                    continueDemotion(after: .flushReplica, reason: reason, lease: lease, now: now, into: &actions)
+                    if let current = flush, current.waitingToRetry, now < current.giveUpAt {
+                        startFlushAttempt(now: now, into: &actions)
+                    } else if let current = flush, current.waitingToRetry {
+                        flushAttemptFailed(current.lastFailure ?? "the flush failed", reason: reason, lease: lease, now: now, into: &actions)
+                    } else {
+                        // The attempt's answer is dropped if it comes late (its stamp is stale).
+                        awaiting.step = nil
+                        flushAttemptFailed("the attempt did not finish within \(Self.readable(configuration.stepTimeout))", reason: reason, lease: lease, now: now, into: &actions)
+                    }
+                case .demoting(.setAsideDatabase, let reason):
+                    actions.append(.notify(.demotionStepFailed(.setAsideDatabase, "timed out after \(Self.readable(configuration.stepTimeout))")))
+                    continueDemotion(after: .setAsideDatabase, reason: reason, lease: lease, now: now, into: &actions)
                 case .demoting(.releaseAddresses, _):
                     fence(reason: "removing the virtual IPs did not finish within \(configuration.stepTimeout)", lease: lease, into: &actions)
                 default:
@@ -857,7 +938,7 @@ public struct AppLifecycle: Sendable {
     }
 
     /// A duration for a log line, to the millisecond: `1.204s`, `650ms`.
-    static func readable(_ duration: Duration) -> String {
+    public static func readable(_ duration: Duration) -> String {
         let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         return Duration.milliseconds(milliseconds).configString
     }

@@ -24,9 +24,6 @@ public struct LeaseTiming: Sendable, Hashable {
         self.skew = skew
     }
 
-    /// The end of the lease for a renew (or acquire) sent at `sent`.
-    public func validUntil(sentAt sent: MonotonicInstant) -> MonotonicInstant { sent + ttl }
-
     /// When fencing must start for a lease last renewed by a write sent at `sent`.
     public func fenceAt(sentAt sent: MonotonicInstant) -> MonotonicInstant { sent + ttl - fenceBudget }
 

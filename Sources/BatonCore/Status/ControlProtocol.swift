@@ -8,6 +8,8 @@ public enum ControlCommand: String, Codable, Sendable, Hashable, CaseIterable {
     case pause
     /// Undo ``pause``.
     case resume
+    /// Take an Object Store snapshot of the app's SQLite database now (on the active node).
+    case snapshot
 }
 
 /// The body of a command request: `{"app": "web"}`, or `{"app": "web", "to": "node-b"}` for a

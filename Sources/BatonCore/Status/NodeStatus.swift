@@ -100,11 +100,40 @@ extension AppStatus.Role {
 public struct ControlReply: Codable, Sendable, Hashable {
     public var ok: Bool
     public var message: String
+    /// The snapshot a ``ControlCommand/snapshot`` took.
+    public var snapshot: SnapshotReport?
 
     /// Creates a reply.
-    public init(ok: Bool, message: String) {
+    public init(ok: Bool, message: String, snapshot: SnapshotReport? = nil) {
         self.ok = ok
         self.message = message
+        self.snapshot = snapshot
+    }
+}
+
+/// A snapshot of an app's SQLite database in its Object Store bucket (`batonctl snapshot`).
+public struct SnapshotReport: Codable, Sendable, Hashable {
+    /// The object's name in the snapshot bucket (`snapshot-<txid>-<epoch>`): its id.
+    public var id: String
+    /// The bucket that holds it.
+    public var bucket: String
+    /// The transaction id of the snapshot record: the snapshot holds every transaction up to it.
+    public var txid: UInt64
+    /// The fencing token (epoch) it was taken under.
+    public var epoch: UInt64
+    /// The database's size in it, in bytes (pages × page size).
+    public var bytes: UInt64
+    /// The node that took it.
+    public var node: String
+
+    /// Creates a report.
+    public init(id: String, bucket: String, txid: UInt64, epoch: UInt64, bytes: UInt64, node: String) {
+        self.id = id
+        self.bucket = bucket
+        self.txid = txid
+        self.epoch = epoch
+        self.bytes = bytes
+        self.node = node
     }
 }
 
@@ -139,6 +168,11 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// Snapshots restored into the replica since the applier started (passive). An old active
     /// node whose database matches its final marker restores none.
     public var snapshotsRestored: Int?
+    /// Databases of this app set aside on this node (`<db>.unshipped-<epoch>-<time>`) because
+    /// they may hold committed transactions that were never shipped (a final flush that gave
+    /// up, an epoch fenced while shipping). Listed while the files exist: removing (or moving)
+    /// one acknowledges it.
+    public var unshippedDatabases: [String]?
 
     /// Creates a replication status.
     public init(
@@ -161,6 +195,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case promotion
         case snapshotsPublished = "snapshots_published"
         case snapshotsRestored = "snapshots_restored"
+        case unshippedDatabases = "unshipped_databases"
     }
 }
 

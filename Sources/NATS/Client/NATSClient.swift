@@ -907,7 +907,52 @@ extension NATSClient: NATSConnectionDelegate {
 
     func connection(_ connection: ObjectIdentifier, receivedError text: String) {
         logger.warning("server error", metadata: ["error": "\(text)"])
-        state.withLockedValue { $0.emit(.serverError(text)) }
+        let denied = Self.permissionViolation(text)
+        let failed: [PendingRequest] = state.withLockedValue { state in
+            state.emit(.serverError(text))
+            guard let denied else { return [] }
+            // A denied publish fails the requests sent to that subject; a denied subscription
+            // to the reply inbox fails every request (no reply can arrive). Without this they
+            // would wait for their timeout and say nothing about why.
+            let inboxDenied = denied.operation == .subscription && state.requestInboxSid.flatMap { state.subscriptions[$0]?.subject } == denied.subject
+            let tokens = state.requests.compactMap { token, request in
+                (inboxDenied || (denied.operation == .publish && request.subject == denied.subject)) && request.sentOn == connection ? token : nil
+            }
+            return tokens.compactMap { state.requests.removeValue(forKey: $0) }
+        }
+        guard let denied else { return }
+        for request in failed {
+            request.timeout?.cancel()
+            let what = denied.operation == .publish ? "publish to" : "subscribe to"
+            request.continuation.resume(
+                throwing: NATSError(
+                    .permissionViolation,
+                    "permission denied: the NATS server does not let this user \(what) \"\(denied.subject)\" (request on \"\(request.subject)\")"))
+        }
+    }
+
+    /// The operation and subject of a `Permissions Violation for Publish to "x"` (or
+    /// `Subscription to "x"`) error.
+    struct PermissionViolation: Equatable {
+        enum Operation { case publish, subscription }
+        var operation: Operation
+        var subject: String
+    }
+
+    static func permissionViolation(_ text: String) -> PermissionViolation? {
+        let lower = text.lowercased()
+        let operation: PermissionViolation.Operation
+        if lower.contains("permissions violation for publish to") {
+            operation = .publish
+        } else if lower.contains("permissions violation for subscription to") {
+            operation = .subscription
+        } else {
+            return nil
+        }
+        guard let open = text.firstIndex(of: "\"") else { return nil }
+        let rest = text[text.index(after: open)...]
+        guard let close = rest.firstIndex(of: "\"") else { return nil }
+        return PermissionViolation(operation: operation, subject: String(rest[..<close]))
     }
 
     func connection(_ connection: ObjectIdentifier, writabilityChanged writable: Bool) {

@@ -29,6 +29,8 @@ public struct JetStreamErrorCode: RawRepresentable, Hashable, Sendable, CustomSt
     public static let insufficientResources = JetStreamErrorCode(rawValue: 10023)
     /// `discard: new` limit reached (maximum messages, bytes or per-subject messages).
     public static let streamStoreFailed = JetStreamErrorCode(rawValue: 10077)
+    /// The server's (or account's) JetStream storage cannot hold or reserve this much.
+    public static let storageResourcesExceeded = JetStreamErrorCode(rawValue: 10047)
     /// The stream denies deletes or purges.
     public static let streamPurgeNotAllowed = JetStreamErrorCode(rawValue: 10083)
 }

@@ -82,9 +82,15 @@ public struct PullConsumer: Sendable {
                         }
                         return messages
                     }
-                    if messages.isEmpty {
-                        throw JetStreamError(.consumerGone, "fetch from consumer \(name) on \(stream) failed: \(text)")
+                    if Self.meansConsumerGone(text) {
+                        if messages.isEmpty {
+                            throw JetStreamError(.consumerGone, "fetch from consumer \(name) on \(stream) failed: \(text)")
+                        }
+                        return messages
                     }
+                    // Anything else ends this pull request, not the consumer: "Batch Completed"
+                    // (nats-server 2.11+ ends requests with it), "Leadership Change", "Exceeded
+                    // MaxWaiting", ... The caller pulls again.
                     return messages
                 default:
                     if messages.isEmpty {
@@ -99,6 +105,13 @@ public struct PullConsumer: Sendable {
             }
         }
         return messages
+    }
+
+    /// Whether a 409 status of a pull request says the consumer itself is gone or unusable
+    /// for pulls (as opposed to this one request ending).
+    static func meansConsumerGone(_ description: String) -> Bool {
+        let lower = description.lowercased()
+        return lower.contains("consumer deleted") || lower.contains("push based")
     }
 
     /// The consumer's configuration and progress.

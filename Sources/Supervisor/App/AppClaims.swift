@@ -33,12 +33,21 @@ public protocol AppReplica: Sendable {
     /// Ships what the WAL still holds and a final marker under `token`, then stops shipping
     /// (graceful demotion: the next node promotes only after applying the marker).
     func flush(token: UInt64) async throws
+    /// The final flush under `token` gave up (``flush(token:)`` kept failing): moves the
+    /// database aside so that no later promotion or restore on this node overwrites the
+    /// transactions it holds that were not shipped, and reports them (log and status).
+    /// Returns where the database went, or nil when nothing had to move (no database, or a
+    /// late flush completed after all). Throws when it could not be moved.
+    func setAside(token: UInt64, reason: String) async throws -> String?
     /// Stops shipping now, as part of fencing; never throws.
     func fence() async
     /// Applies the active node's records to the local replica (passive).
     func follow() async
     /// Failures while shipping that the replica could not recover from: each element is a reason.
     func failures() -> AsyncStream<String>
+    /// Takes a snapshot now, while shipping (this node is active): returns it once published.
+    /// Throws, saying why, when this node does not ship.
+    func snapshotNow() async throws -> SnapshotReport
     /// What the replica does now, for `batonctl status`.
     func status() async -> ReplicationStatus
     /// Stops background work once the app is gone from the config or batond stops.

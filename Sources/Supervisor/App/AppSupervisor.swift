@@ -120,7 +120,9 @@ public actor AppSupervisor {
             await runClock(until: nil)
             if lifecycle.phase != .stopped {
                 apply(.shutdownRequested)
-                let limit = MonotonicClock.now() + lifecycle.configuration.stopTimeout + lifecycle.configuration.timing.ttl
+                // The final flush may retry for up to flushTimeout (the lease is renewed meanwhile).
+                let configuration = lifecycle.configuration
+                let limit = MonotonicClock.now() + configuration.stopTimeout + configuration.flushTimeout + configuration.stepTimeout + configuration.timing.ttl
                 await Task { await self.runClock(until: limit) }.value
             }
             group.cancelAll()
@@ -273,6 +275,16 @@ public actor AppSupervisor {
                     self.apply(.demotionStepFinished(.flushReplica, failure: "\(error)", stamp))
                 }
             }
+        case .setAsideDatabase(let reason, let stamp):
+            Task { [replica] in
+                guard self.isCurrentStep(stamp) else { return }
+                do {
+                    _ = try await replica?.setAside(token: stamp.token, reason: reason)
+                    self.apply(.demotionStepFinished(.setAsideDatabase, failure: nil, stamp))
+                } catch {
+                    self.apply(.demotionStepFinished(.setAsideDatabase, failure: "\(error)", stamp))
+                }
+            }
         case .releaseAddresses(let stamp):
             Task { [addresses] in
                 guard self.isCurrentStep(stamp) else { return }
@@ -325,6 +337,14 @@ public actor AppSupervisor {
             logger.warning("lease release did not go through; it frees at its expiry", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .demotionStepFailed(let step, let reason):
             logger.error("demotion step failed; going on", metadata: ["step": "\(step.rawValue)", "reason": "\(reason)"])
+        case .flushRetrying(let token, let attempt, let reason, let giveUpIn):
+            logger.warning(
+                "final WAL flush failed; keeping the lease (renewing) with the backend stopped and trying again",
+                metadata: ["epoch": "\(token)", "attempt": "\(attempt)", "reason": "\(reason)", "gives-up-in": "\(AppLifecycle.readable(giveUpIn))"])
+        case .flushAbandoned(let token, let attempts, let reason):
+            logger.critical(
+                "final WAL flush gave up: transactions committed under this epoch may not have been shipped; the database is set aside, then the lease is released",
+                metadata: ["epoch": "\(token)", "attempts": "\(attempts)", "reason": "\(reason)"])
         case .fenced(let token, let reason): logger.error("fenced", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .fenceUnconfirmed(let token, let reason):
             logger.critical(

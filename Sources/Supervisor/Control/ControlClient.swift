@@ -157,8 +157,7 @@ public struct ControlClient: Sendable {
         defer { watcher.cancel() }
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        var outcome: HandoverOutcome?
-        while outcome == nil {
+        while true {
             var verdict = tracker.withLock { $0.verdict }
             if case .confirmWith(let holder, let token) = verdict {
                 // Ask the new holder whether it runs the app now.
@@ -173,17 +172,17 @@ public struct ControlClient: Sendable {
             }
             switch verdict {
             case .finished(let result):
-                outcome = result
+                await lease.stop()
+                return result
             case .waiting, .confirmWith:
                 if clock.now >= deadline {
-                    outcome = tracker.withLock { $0.timedOut(after: timeout) }
-                } else {
-                    try? await Task.sleep(for: min(pollInterval, max(.zero, deadline - clock.now)))
+                    let result = tracker.withLock { $0.timedOut(after: timeout) }
+                    await lease.stop()
+                    return result
                 }
+                try? await Task.sleep(for: min(pollInterval, max(.zero, deadline - clock.now)))
             }
         }
-        await lease.stop()
-        return outcome!
     }
 }
 

@@ -15,6 +15,7 @@ import NATS
 /// | `switchover` | `baton.<cluster>.node.<node>.switchover`  | `q`         | ``ControlRequest`` with `to` | ``ControlReply`` |
 /// | `pause`      | `baton.<cluster>.node.<node>.pause`       | `q`         | ``ControlRequest`` | ``ControlReply`` |
 /// | `resume`     | `baton.<cluster>.node.<node>.resume`      | `q`         | ``ControlRequest`` | ``ControlReply`` |
+/// | `snapshot`   | `baton.<cluster>.node.<node>.snapshot`    | `q`         | ``ControlRequest`` | ``ControlReply`` with `snapshot` |
 ///
 /// The status endpoint has no queue group, so one request is answered by every node of the
 /// cluster. A command whose body is not a valid request is answered with micro service error
@@ -73,7 +74,7 @@ public final class ControlService: Sendable {
         let config = MicroServiceConfig(
             name: serviceName,
             version: BatonVersion.current,
-            description: "Baton node control: status, stepdown, switchover, pause, resume",
+            description: "Baton node control: status, stepdown, switchover, pause, resume, snapshot",
             metadata: ["cluster": cluster, "node": node]
         )
         let micro = try await MicroService.start(client: client, config: config, logger: logger)
@@ -134,6 +135,7 @@ public final class ControlService: Sendable {
         case .switchover: reply = await controller.switchover(app: body.app, to: body.to ?? "")
         case .pause: reply = await controller.pause(app: body.app)
         case .resume: reply = await controller.resume(app: body.app)
+        case .snapshot: reply = await controller.snapshot(app: body.app)
         }
         return try MicroResponse(json: reply)
     }

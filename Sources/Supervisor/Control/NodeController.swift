@@ -12,4 +12,7 @@ public protocol NodeController: Sendable {
     func pause(app: String) async -> ControlReply
     /// Resumes the app on this node.
     func resume(app: String) async -> ControlReply
+    /// Takes a snapshot of the app's SQLite database now, when the app is active on this node
+    /// and has a `sqlite:` section; the reply carries the ``SnapshotReport``.
+    func snapshot(app: String) async -> ControlReply
 }

@@ -89,6 +89,10 @@ public struct LeaseStore: Sendable {
     /// time the later one is acknowledged.
     public static let history = 4
 
+    /// The lease bucket's `max_bytes`. JetStream reserves it on the server, which keeps room for
+    /// the lease's writes however full other (limited) streams get.
+    public static let maxBytes: Int64 = 1 << 20
+
     /// The bucket name for an app of a cluster.
     public static func bucketName(cluster: String, app: String) -> String { "baton_\(cluster)_\(app)" }
 
@@ -105,6 +109,9 @@ public struct LeaseStore: Sendable {
     ) async throws -> LeaseStore {
         var config = KeyValueConfig(bucket: bucketName(cluster: cluster, app: app), history: history, ttl: ttl, replicas: replicas)
         config.description = "Baton lease of app \(app) in cluster \(cluster)"
+        // Reserved on the server (a few records need a few KiB), so streams without limits
+        // cannot take the space a renew needs.
+        config.maxBytes = maxBytes
         let kv = try await bind(jetStream: jetStream, config: config, app: app, logger: logger)
         let store = LeaseStore(kv: kv, app: app, floor: floor, config: config, logger: logger)
         try await store.applyFloor()
@@ -182,23 +189,12 @@ public struct LeaseStore: Sendable {
     /// acknowledged the later one.
     public func acquire(as holder: LeaseHolder, ttl: Duration? = nil, replacing: UInt64? = nil) async throws(LeaseWriteError) -> UInt64 {
         let record = LeaseRecord(node: holder.node, instance: holder.instance, token: 0, ttl: ttl)
-        var write = try await self.write(record, replacing: replacing)
+        // The floor as it was before this write: the watch notes this node's own write as soon
+        // as it is stored, which must not make the write look "below the floor".
         let highest = floor.highest
+        let write = try await self.write(record, replacing: replacing)
         if write.revision <= highest {
-            // The bucket went back behind the floor without this node noticing (recreated
-            // between two watches): the key is ours at a revision that must not be a token.
-            // Move the stream past the floor (this removes only our own fresh write and older
-            // ones) and create the key again.
-            logger?.warning(
-                "acquired at a revision below the token floor (the bucket was recreated); moving it past the floor",
-                metadata: ["app": "\(app)", "revision": "\(write.revision)", "floor": "\(highest)"])
-            do {
-                _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
-            } catch {
-                throw .unavailable("cannot move the lease bucket past the token floor \(highest): \(error)")
-            }
-            write = try await self.write(record, replacing: nil)
-            guard write.revision > highest else { throw .unavailable("the lease bucket stays below the token floor \(highest) (revision \(write.revision))") }
+            try await writeLandedAtOrBelowTheFloor(write.revision, floor: highest)
         }
         let token = write.revision
         do {
@@ -208,6 +204,37 @@ public struct LeaseStore: Sendable {
         }
         try await verifyAcquisition(revision: token, after: write.after)
         return token
+    }
+
+    /// The acquiring write got a revision at or below a token or revision this node saw
+    /// before. If the stream is behind the floor, the bucket was deleted and recreated without
+    /// this node noticing: it is moved past the floor (a purge below floor + 1, which removes this
+    /// write and anything older) and the acquisition gives up for now (`unavailable`: the
+    /// lifecycle waits a ttl), so that a node that took the lease in the recreated bucket below
+    /// the floor — its entry is gone with the purge — fences before this node takes the lease.
+    /// Otherwise the stream is ahead: a later write superseded this one (a conflict).
+    private func writeLandedAtOrBelowTheFloor(_ revision: UInt64, floor highest: UInt64) async throws(LeaseWriteError) -> Never {
+        let lastSequence: UInt64
+        do {
+            lastSequence = try await kv.jetStream.streamInfo(kv.streamName).state.lastSequence
+        } catch {
+            throw .unavailable("acquired at revision \(revision), at or below the token floor \(highest), and could not read the bucket: \(error)")
+        }
+        guard lastSequence < highest else {
+            logger?.notice(
+                "the acquiring write was superseded: a later revision of the lease was already seen",
+                metadata: ["app": "\(app)", "revision": "\(revision)", "floor": "\(highest)"])
+            throw .conflict
+        }
+        logger?.warning(
+            "acquired at a revision below the token floor (the bucket was recreated); moving it past the floor and trying again after a ttl",
+            metadata: ["app": "\(app)", "revision": "\(revision)", "floor": "\(highest)"])
+        do {
+            _ = try await kv.jetStream.purgeStream(kv.streamName, upToSequence: highest + 1)
+        } catch {
+            throw .unavailable("cannot move the lease bucket past the token floor \(highest): \(error)")
+        }
+        throw .unavailable("the lease bucket was behind the token floor \(highest) (recreated); moved it past the floor")
     }
 
     /// Checks that the write at `revision`, conditioned on the key being at `after`, is the
@@ -324,8 +351,6 @@ public enum LeaseWriteError: Error, Sendable, Hashable {
 /// What a lease watch reports.
 public enum LeaseWatchEvent: Sendable, Hashable {
     case observed(LeaseObservation)
-    /// The current state was delivered (the key may be absent).
-    case initialStateKnown
 }
 
 /// Lease observations from a KV watch, in order. Every token and revision seen raises the
@@ -361,7 +386,7 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                         // was deleted and recreated under it) is the lifecycle's call.
                         return .observed(.vanished)
                     }
-                    return .initialStateKnown
+                    continue
                 case .entry(let entry):
                     sawInitialValue = true
                     floor.noteRevision(entry.revision)

@@ -1,22 +1,52 @@
+import AsyncHTTPClient
 import BatonCore
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Subprocess
 
-/// Runs one health probe (HTTP GET answering 2xx, TCP connect, or a command exiting 0), bounded
-/// by a timeout. Never blocks the calling thread.
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// Runs one health probe (HTTP or HTTPS GET answering 2xx, TCP connect, or a command exiting
+/// 0), bounded by a timeout. Never blocks the calling thread.
+///
+/// HTTP probes use AsyncHTTPClient (HTTPS verifies the certificate against the system's trust
+/// store; redirects are not followed: a 3xx is unhealthy); command probes run through
+/// swift-subprocess in a process group of their own, which is killed whole when the timeout
+/// passes.
 public struct HealthProber: Sendable {
     public let probe: HealthProbe
     public let timeout: Duration
     let group: any EventLoopGroup
+    let httpClient: HTTPClient
 
     /// Creates a prober.
     public init(probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.init(probe: probe, timeout: timeout, group: group, httpClient: Self.sharedHTTPClient)
+    }
+
+    /// Creates a prober that makes its HTTP requests with `httpClient` (tests: one that trusts
+    /// a test CA).
+    init(probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, httpClient: HTTPClient) {
         self.probe = probe
         self.timeout = timeout
         self.group = group
+        self.httpClient = httpClient
     }
+
+    /// One client for every probe of the process: no redirects, no connection reuse (a probe
+    /// should see a fresh connect, as a client would).
+    static let sharedHTTPClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.connectionPool = .init(idleTimeout: .seconds(1), concurrentHTTP1ConnectionsPerHostSoftLimit: 8)
+        configuration.maximumUsesPerConnection = 1
+        return HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
+    }()
 
     /// Runs the probe once: nil when healthy, otherwise what went wrong.
     public func check() async -> String? {
@@ -27,7 +57,6 @@ public struct HealthProber: Sendable {
                 try? await channel.close()
                 return nil
             case .http(let endpoint):
-                if endpoint.isSecure { return "https health checks are not supported; use http or tcp" }
                 return try await httpGet(endpoint)
             case .exec(let command):
                 return try await exec(command)
@@ -45,111 +74,49 @@ public struct HealthProber: Sendable {
     }
 
     private func httpGet(_ endpoint: HTTPEndpoint) async throws -> String? {
-        let eventLoop = group.next()
-        let collector = ResponseCollector(promise: eventLoop.makePromise(of: String?.self))
-        let channel: any Channel
+        var request = HTTPClientRequest(url: endpoint.url)
+        request.method = .GET
+        request.headers.add(name: "User-Agent", value: "batond")
+        let response: HTTPClientResponse
         do {
-            channel = try await ClientBootstrap(group: eventLoop)
-                .connectTimeout(.nanoseconds(timeout.totalNanoseconds))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
-                }
-                .connect(host: endpoint.host, port: endpoint.port)
-                .get()
+            response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.totalNanoseconds))
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
+            return "\(endpoint) gave no answer within \(timeout)"
         } catch {
-            collector.finish(nil)
-            throw error
+            return "\(endpoint): \(error)"
         }
-        let request = "GET \(endpoint.target) HTTP/1.1\r\nHost: \(endpoint.host):\(endpoint.port)\r\nUser-Agent: batond\r\nConnection: close\r\n\r\n"
-        try await channel.writeAndFlush(ByteBuffer(string: request))
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.totalNanoseconds)) { channel.close(promise: nil) }
-        defer { timer.cancel() }
-        guard let statusLine = try await collector.statusLine.get() else {
-            try? await channel.close()
-            return "\(endpoint) gave no HTTP status line within \(timeout)"
-        }
-        try? await channel.close()
-        let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let code = Int(parts[1]) else {
-            return "\(endpoint) answered \"\(statusLine)\", not HTTP"
-        }
-        return (200..<300).contains(code) ? nil : "\(endpoint) answered \(statusLine.dropFirst(parts[0].count + 1))"
+        // Read (and drop) at most a little of the body, so the connection closes cleanly.
+        _ = try? await response.body.collect(upTo: 64 * 1024)
+        let status = response.status
+        return (200..<300).contains(status.code) ? nil : "\(endpoint) answered \(status.code) \(status.reasonPhrase)"
     }
 
     private func exec(_ command: [String]) async throws -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        let status: Int32? = try await withCheckedThrowingContinuation { continuation in
-            let once = NIOLockedValueBox(false)
-            process.terminationHandler = { finished in
-                if once.withLockedValue({ let first = !$0; $0 = true; return first }) {
-                    continuation.resume(returning: finished.terminationStatus)
-                }
+        let timeout = timeout
+        let status: TerminationStatus? = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
+            group.addTask {
+                var options = PlatformOptions()
+                // A group of its own: the timeout kills the command and whatever it started.
+                options.processGroupID = 0
+                options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(100))]
+                return try await Subprocess.run(
+                    .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst())), platformOptions: options,
+                    input: .none, output: .discarded, error: .discarded
+                ).terminationStatus
             }
-            do {
-                try process.run()
-            } catch {
-                if once.withLockedValue({ let first = !$0; $0 = true; return first }) {
-                    continuation.resume(throwing: error)
-                }
-                return
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
             }
-            let pid = process.processIdentifier
-            group.next().scheduleTask(in: .nanoseconds(timeout.totalNanoseconds)) {
-                if once.withLockedValue({ let first = !$0; $0 = true; return first }) {
-                    kill(pid, SIGKILL)
-                    continuation.resume(returning: nil)
-                }
-            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
         guard let status else { return "\(command[0]) did not finish within \(timeout)" }
-        return status == 0 ? nil : "\(command[0]) exited with status \(status)"
-    }
-}
-
-/// Collects the first line of an HTTP response.
-private final class ResponseCollector: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    private let buffer = NIOLockedValueBox(ByteBuffer())
-    private let promise: NIOLockedValueBox<EventLoopPromise<String?>?>
-    let statusLine: EventLoopFuture<String?>
-
-    init(promise: EventLoopPromise<String?>) {
-        self.promise = NIOLockedValueBox(promise)
-        self.statusLine = promise.futureResult
-    }
-
-    /// Completes the result once; later calls do nothing.
-    func finish(_ line: String?) {
-        promise.withLockedValue { $0?.succeed(line); $0 = nil }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        let line: String? = buffer.withLockedValue { collected in
-            collected.writeBuffer(&incoming)
-            guard let newline = collected.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-            let length = newline - collected.readerIndex
-            return collected.getString(at: collected.readerIndex, length: length)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        switch status {
+        case .exited(0): return nil
+        case .exited(let code): return "\(command[0]) exited with status \(code)"
+        case .signaled(let signal): return "\(command[0]) was killed by signal \(signal)"
         }
-        if let line { finish(line) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        finish(nil)
-        context.fireChannelInactive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        finish(nil)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.withLockedValue { $0?.fail(error); $0 = nil }
-        context.close(promise: nil)
     }
 }

@@ -186,12 +186,22 @@ public actor NodeRegistry {
 
     // MARK: - Helpers
 
+    /// The registry bucket's `max_bytes`: room for thousands of nodes' entries.
+    static let maxBytes: Int64 = 16 << 20
+
     static func openBucket(jetStream: JetStream, cluster: String, interval: Duration, replicas: Int) async throws -> KeyValue {
         var config = KeyValueConfig(bucket: bucketName(cluster: cluster), history: 1, ttl: bucketTTL(interval: interval), replicas: replicas)
         config.description = "Baton node registry of cluster \(cluster): one entry per running batond"
+        // Reserved on the server, so streams without limits cannot take its space.
+        config.maxBytes = maxBytes
         do {
             return try await jetStream.createKeyValue(config)
         } catch let error as KeyValueError where error.code == .bucketConfigConflict {
+            var existing = try await jetStream.streamInfo(config.streamConfig.name).config
+            if existing.maxBytes != config.streamConfig.maxBytes {
+                existing.maxBytes = config.streamConfig.maxBytes
+                _ = try await jetStream.updateStream(existing)
+            }
             return try await jetStream.keyValue(config.bucket)
         }
     }

@@ -113,7 +113,8 @@ public actor NodeSupervisor: NodeController {
             let configuration = AppLifecycle.Configuration(
                 node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
                 hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil,
-                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app))
+                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app),
+                flushTimeout: app.sqlite?.flushTimeout ?? SQLiteReplicaConfig(path: "/").flushTimeout)
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let supervisor = AppSupervisor(
@@ -205,6 +206,11 @@ public actor NodeSupervisor: NodeController {
             lastEvents[app] = "gave the lease up (epoch \(token)); it frees at its expiry: \(reason)"
             backendRunning[app] = false
         case .demotionStepFailed(let step, let reason): lastEvents[app] = "stepping down: \(step.rawValue) failed: \(reason)"
+        case .flushRetrying(let token, let attempt, let reason, let giveUpIn):
+            lastEvents[app] =
+                "stepping down (epoch \(token)): final WAL flush attempt \(attempt) failed: \(reason); lease kept, backend stopped, retrying for up to \(AppLifecycle.readable(giveUpIn))"
+        case .flushAbandoned(let token, let attempts, let reason):
+            lastEvents[app] = "stepping down (epoch \(token)): final WAL flush gave up after \(attempts) attempt(s): \(reason); the database is set aside"
         case .fenced(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
@@ -308,5 +314,23 @@ public actor NodeSupervisor: NodeController {
         await running.supervisor.send(.resumeRequested)
         lastEvents[app] = "resumed"
         return ControlReply(ok: true, message: "\(app) resumed on \(config.node.id)")
+    }
+
+    public func snapshot(app: String) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        guard let replica = running.parts.replica else {
+            return ControlReply(ok: false, message: "\(app) has no sqlite section: there is no database to snapshot")
+        }
+        guard await running.supervisor.phase == .active else {
+            return ControlReply(ok: false, message: "\(app) is not active on \(config.node.id): snapshots are taken by the active node")
+        }
+        do {
+            let snapshot = try await replica.snapshotNow()
+            return ControlReply(
+                ok: true, message: "snapshot \(snapshot.id) of \(app) taken on \(config.node.id): txid \(snapshot.txid), \(snapshot.bytes) bytes",
+                snapshot: snapshot)
+        } catch {
+            return ControlReply(ok: false, message: "snapshot of \(app) on \(config.node.id) failed: \(error)")
+        }
     }
 }

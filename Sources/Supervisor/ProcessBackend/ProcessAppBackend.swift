@@ -180,10 +180,9 @@ public struct HealthCheckFailed: Error, CustomStringConvertible {
 }
 
 extension FenceKeeperClaims {
-    /// The claims of `app` a fence keeper releases: its VIPs, and its unit for a systemd backend.
+    /// The claims of `app` a process backend's fence keeper releases besides the process: its
+    /// VIPs. (A systemd backend's keeper claims come from ``SystemdAppBackend/Configuration``.)
     public init(app: AppConfig) {
-        var units: [Unit] = []
-        if case .systemd(let systemd) = app.backend { units.append(Unit(name: systemd.unit, bus: systemd.bus.rawValue)) }
-        self.init(addresses: app.vips.map { Address(cidr: $0.cidr, interface: $0.interface) }, units: units)
+        self.init(addresses: app.vips.map { Address(cidr: $0.cidr, interface: $0.interface) })
     }
 }

@@ -21,6 +21,12 @@ import Replication
 ///   database diverged.
 /// - Fencing (``fence()``): shipping stops at once; JetStream's expected-sequence checks reject
 ///   anything a stale shipper still tries to publish.
+/// - Unshipped transactions are never overwritten: when a final flush gave up
+///   (``setAside(token:reason:)``), or this node shipped under an epoch that ended without a
+///   final marker (fenced, flush failed), the database is renamed to
+///   `<db>.unshipped-<epoch>-<time>` (see ``LocalDatabaseFiles``) before the next follow or
+///   promotion, logged at critical, and listed in ``status()`` while the file exists.
+/// - At the first operation, temporary files a crash left in the state directory are removed.
 ///
 /// **First start of an app.** When the stream holds nothing, there is nothing to promote: an
 /// existing database at `sqlite.path` is used as it is (it becomes the first snapshot), and a
@@ -62,6 +68,14 @@ public actor SQLiteReplica: AppReplica {
     /// The final marker this node published at its last graceful stepdown: its database is
     /// the database at that marker, so following starts from it instead of a snapshot.
     private var lastHandoff: HandoffReport?
+    /// The epoch of the last shipper this node ran while it ended without a final marker (or
+    /// still runs): its database may hold transactions nobody else has. Cleared by a final
+    /// marker or by setting the database aside.
+    private var unconfirmedShippingToken: UInt64?
+    /// The last txid the shipper of ``unconfirmedShippingToken`` published, when known.
+    private var lastShippedTxid: UInt64?
+    private let files: LocalDatabaseFiles
+    private var leftoversChecked = false
     private var disposed = false
 
     /// Creates the replica of an app; nothing runs until ``follow()`` or ``promote(token:)``.
@@ -75,12 +89,14 @@ public actor SQLiteReplica: AppReplica {
         logger[metadataKey: "app"] = "\(configuration.app)"
         self.logger = logger
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
+        files = LocalDatabaseFiles(configuration: configuration)
     }
 
     /// The replication settings of `app` on this node: `sqlite.path` is the database, the
-    /// node's `state_dir` holds the replica and its position, `retention` is the stream's
-    /// `max_age`, `snapshot_interval` and `snapshots` drive the snapshot bucket, and
-    /// `nats.replicas` the JetStream replicas.
+    /// node's `state_dir` holds the replica and its position, `retention` and
+    /// `stream_max_bytes` are the stream's `max_age` and `max_bytes`, `snapshot_interval`,
+    /// `snapshots` and `snapshot_max_bytes` drive the snapshot bucket, and `nats.replicas` the
+    /// JetStream replicas.
     public static func configuration(app: AppConfig, sqlite: SQLiteReplicaConfig, config: BatonConfig) -> ReplicationConfiguration {
         var configuration = ReplicationConfiguration(
             cluster: config.cluster, app: app.name, nodeID: config.node.id, databasePath: sqlite.path, stateDirectory: config.node.stateDirectory)
@@ -88,6 +104,8 @@ public actor SQLiteReplica: AppReplica {
         configuration.streamMaxAge = sqlite.retention
         configuration.snapshotsToKeep = sqlite.snapshotsKept
         configuration.snapshotInterval = sqlite.snapshotInterval
+        configuration.streamMaxBytes = sqlite.streamMaxBytes
+        configuration.snapshotBucketMaxBytes = sqlite.snapshotMaxBytes
         return configuration
     }
 
@@ -103,6 +121,11 @@ public actor SQLiteReplica: AppReplica {
         try await serialized { replica in try await replica.runFlush(token: token, generation: generation) }
     }
 
+    public func setAside(token: UInt64, reason: String) async throws -> String? {
+        _ = nextIntent()
+        return try await serialized { replica in try await replica.runSetAside(token: token, reason: reason) }
+    }
+
     public func fence() async {
         _ = nextIntent()
         followRetry?.cancel()
@@ -111,6 +134,7 @@ public actor SQLiteReplica: AppReplica {
         shipperWatch?.cancel()
         logger.warning("fenced: WAL shipping stopped", metadata: ["epoch": "\(shipper.token)"])
         await shipper.stop()
+        await noteShipped(by: shipper)
     }
 
     public func follow() async {
@@ -119,6 +143,18 @@ public actor SQLiteReplica: AppReplica {
     }
 
     public nonisolated func failures() -> AsyncStream<String> { failureStream }
+
+    public func snapshotNow() async throws -> SnapshotReport {
+        guard case .shipping(let shipper) = mode else {
+            throw SQLiteReplicaError(description: "\(configuration.app) does not ship its WAL on \(configuration.nodeID) (not active here, or between roles)")
+        }
+        let snapshot = try await shipper.snapshotNow()
+        logger.notice(
+            "snapshot taken on request", metadata: ["snapshot": "\(snapshot.name)", "txid": "\(snapshot.txid)", "bytes": "\(snapshot.bytes)"])
+        return SnapshotReport(
+            id: snapshot.name, bucket: configuration.names.snapshotBucket, txid: snapshot.txid, epoch: snapshot.token, bytes: snapshot.bytes,
+            node: configuration.nodeID)
+    }
 
     public func status() async -> ReplicationStatus {
         var status: ReplicationStatus
@@ -140,6 +176,8 @@ public actor SQLiteReplica: AppReplica {
             status = ReplicationStatus(role: .idle, lastError: lastError)
         }
         status.promotion = promotionSummary
+        let setAside = await files.setAsideDatabases()
+        if !setAside.isEmpty { status.unshippedDatabases = setAside }
         return status
     }
 
@@ -158,6 +196,7 @@ public actor SQLiteReplica: AppReplica {
         }
         failureContinuation.finish()
         await queue?.value
+        await files.close()
     }
 
     // MARK: - Operations (run one at a time)
@@ -186,6 +225,7 @@ public actor SQLiteReplica: AppReplica {
     private func runPromote(token: UInt64, generation: Int) async throws {
         try checkIntent(generation, "promotion")
         followRetry?.cancel()
+        await removeLeftoversOnce()
         switch mode {
         case .shipping(let shipper) where shipper.token == token && fencedToken != token:
             return  // already promoted under this token
@@ -201,6 +241,8 @@ public actor SQLiteReplica: AppReplica {
             break
         }
         try checkIntent(generation, "promotion")
+        // Never move a replica over a database that may hold transactions nobody else has.
+        try await setAsideUnconfirmedShipping(reason: "an earlier epoch of this node ended without a final marker")
         lastHandoff = nil
         let startedAt = Date()
         let report: PromotionReport
@@ -244,6 +286,7 @@ public actor SQLiteReplica: AppReplica {
     private func startShipping(_ shipper: WALShipper) {
         mode = .shipping(shipper)
         shippingToken = shipper.token
+        unconfirmedShippingToken = shipper.token
         lastError = nil
         shipperWatch = Task { [weak self] in
             do {
@@ -261,6 +304,7 @@ public actor SQLiteReplica: AppReplica {
         guard case .shipping(let current) = mode, current === shipper else { return }
         mode = .idle
         await shipper.stop()
+        await noteShipped(by: shipper)
         if let replicationError = error as? ReplicationError, replicationError.code == .fenced {
             fencedToken = shipper.token
             lastError = "fenced: \(replicationError.message)"
@@ -320,10 +364,12 @@ public actor SQLiteReplica: AppReplica {
         do {
             let handoff = try await shipper.stepDown()
             lastHandoff = handoff
+            unconfirmedShippingToken = nil
             lastError = nil
             logger.notice(
                 "final WAL marker shipped", metadata: ["epoch": "\(token)", "txid": "\(handoff.txid)", "sequence": "\(handoff.markerSequence)"])
         } catch {
+            await noteShipped(by: shipper)
             lastError = "final flush failed: \(error)"
             if let replicationError = error as? ReplicationError, replicationError.code == .fenced { fencedToken = token }
             logger.error("cannot ship the final WAL marker", metadata: ["epoch": "\(token)", "error": "\(error)"])
@@ -333,6 +379,7 @@ public actor SQLiteReplica: AppReplica {
 
     private func runFollow(generation: Int) async {
         guard intent == generation, !disposed else { return }
+        await removeLeftoversOnce()
         switch mode {
         case .following:
             return
@@ -343,6 +390,8 @@ public actor SQLiteReplica: AppReplica {
         case .idle:
             break
         }
+        // A failure is logged and retried by the next promotion, which refuses to go on.
+        try? await setAsideUnconfirmedShipping(reason: "the epoch ended without a final marker (fenced, or the final flush failed)")
         do {
             let applier = try await WALApplier.start(
                 configuration: configuration, jetStream: jetStream, logger: logger, adoptingLocalDatabaseAt: lastHandoff)
@@ -368,6 +417,80 @@ public actor SQLiteReplica: AppReplica {
                 guard !Task.isCancelled else { return }
                 await self?.retryFollow(generation: generation)
             }
+        }
+    }
+
+    /// See ``AppReplica/setAside(token:reason:)``. A flush that completed late (its final marker
+    /// is this node's last handoff) leaves nothing to set aside.
+    private func runSetAside(token: UInt64, reason: String) async throws -> String? {
+        followRetry?.cancel()
+        if let handoff = lastHandoff, handoff.token == token {
+            logger.notice("the final flush completed after all; nothing to set aside", metadata: ["epoch": "\(token)", "txid": "\(handoff.txid)"])
+            return nil
+        }
+        if case .shipping(let shipper) = mode {
+            mode = .idle
+            shipperWatch?.cancel()
+            await shipper.stop()
+            await noteShipped(by: shipper)
+        }
+        unconfirmedShippingToken = token
+        return try await setAsideUnconfirmedShipping(reason: "the final flush gave up: \(reason)")
+    }
+
+    /// Sets the database aside when this node's last shipping epoch ended without a final
+    /// marker. Returns the new path (nil: nothing to do or no database).
+    @discardableResult
+    private func setAsideUnconfirmedShipping(reason: String) async throws -> String? {
+        guard let token = unconfirmedShippingToken else { return nil }
+        if case .shipping(let shipper) = mode, shipper.token == token { return nil }
+        do {
+            guard let path = try await files.setAside(token: token) else {
+                unconfirmedShippingToken = nil
+                return nil
+            }
+            unconfirmedShippingToken = nil
+            lastHandoff = nil
+            lastError = "database set aside at \(path): transactions committed under epoch \(token) after the last shipped txid\(lastShippedTxid.map { " \($0)" } ?? "") may be missing from the cluster"
+            logger.critical(
+                "database set aside: it may hold transactions committed under this epoch that were never shipped; no later promotion overwrites it",
+                metadata: [
+                    "epoch": "\(token)", "last-shipped-txid": "\(lastShippedTxid.map { "\($0)" } ?? "unknown")",
+                    "not-shipped": "any transaction after txid \(lastShippedTxid.map { "\($0)" } ?? "?") committed under epoch \(token)",
+                    "set-aside": "\(path)", "database": "\(configuration.databasePath)", "reason": "\(reason)",
+                ])
+            return path
+        } catch {
+            lastError = "cannot set the database aside: \(error)"
+            logger.critical(
+                "cannot set aside a database that may hold unshipped transactions; promotion on this node is refused until it is",
+                metadata: ["epoch": "\(token)", "database": "\(configuration.databasePath)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func noteShipped(by shipper: WALShipper) async {
+        let shipped = await shipper.status().lastTxid
+        if shipped > 0 { lastShippedTxid = shipped }
+    }
+
+    /// Removes temporary files a crash left (once, before the first shipper or applier).
+    private func removeLeftoversOnce() async {
+        guard !leftoversChecked else { return }
+        leftoversChecked = true
+        do {
+            let removed = try await files.removeLeftovers()
+            if !removed.isEmpty {
+                logger.notice("removed temporary files left by an earlier crash", metadata: ["files": "\(removed.joined(separator: ", "))"])
+            }
+        } catch {
+            logger.warning("cannot remove temporary files left by an earlier crash", metadata: ["error": "\(error)"])
+        }
+        let setAside = await files.setAsideDatabases()
+        if !setAside.isEmpty {
+            logger.error(
+                "databases set aside with transactions that were never shipped are still present; remove them once handled",
+                metadata: ["files": "\(setAside.joined(separator: ", "))"])
         }
     }
 
