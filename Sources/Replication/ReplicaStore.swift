@@ -59,6 +59,10 @@ final class ReplicaStore: @unchecked Sendable {
     /// Applies a transaction record that follows the position, verifying both checksums.
     func apply(_ record: ReplicationRecord, sequence: UInt64) throws {
         guard let position, var checksum else { throw ReplicationError(.gap, "no replica to apply record \(record.txid) to") }
+        // The page-hash table (8 bytes per page: 8 MiB at 4 GiB) is updated in place, not
+        // copied per record: drop the stored reference while the local copy is mutated.
+        self.checksum = nil
+        defer { if self.checksum == nil, self.position != nil { self.checksum = checksum } }
         guard record.pageSize == position.pageSize else {
             throw ReplicationError(.gap, "record \(record.txid) has page size \(record.pageSize), the replica \(position.pageSize)")
         }

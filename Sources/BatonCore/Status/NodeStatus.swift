@@ -139,6 +139,45 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// Snapshots restored into the replica since the applier started (passive). An old active
     /// node whose database matches its final marker restores none.
     public var snapshotsRestored: Int?
+    /// The snapshot restore in progress on a passive node (its initial sync, or a
+    /// resynchronisation), nil when none runs.
+    public var sync: Sync?
+
+    /// A snapshot restore in progress.
+    public struct Sync: Codable, Sendable, Hashable {
+        /// True for the initial sync of a new or empty standby, false for a resynchronisation.
+        public var initial: Bool
+        /// The transaction id the snapshot holds.
+        public var txid: UInt64
+        /// `downloading` or `verifying`.
+        public var phase: String
+        /// Bytes downloaded so far.
+        public var bytesDone: UInt64
+        /// The snapshot's size (0 until known).
+        public var bytesTotal: UInt64
+        /// Download rate since the restore started, in bytes per second.
+        public var bytesPerSecond: Double
+
+        /// Creates a sync report.
+        public init(initial: Bool, txid: UInt64, phase: String, bytesDone: UInt64, bytesTotal: UInt64, bytesPerSecond: Double) {
+            self.initial = initial
+            self.txid = txid
+            self.phase = phase
+            self.bytesDone = bytesDone
+            self.bytesTotal = bytesTotal
+            self.bytesPerSecond = bytesPerSecond
+        }
+
+        /// Percent downloaded (0 while the size is unknown).
+        public var percent: Double { bytesTotal > 0 ? min(100, Double(bytesDone) * 100 / Double(bytesTotal)) : 0 }
+
+        enum CodingKeys: String, CodingKey {
+            case initial, txid, phase
+            case bytesDone = "bytes_done"
+            case bytesTotal = "bytes_total"
+            case bytesPerSecond = "bytes_per_second"
+        }
+    }
 
     /// Creates a replication status.
     public init(
@@ -161,6 +200,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case promotion
         case snapshotsPublished = "snapshots_published"
         case snapshotsRestored = "snapshots_restored"
+        case sync
     }
 }
 
