@@ -91,19 +91,7 @@ enum StatusTable {
     /// during a snapshot restore `initial sync 41% (105.0 of 256.0 MiB, 98.2 MiB/s) to txid 90`.
     static func replicaText(_ replication: ReplicationStatus) -> String {
         var parts: [String] = []
-        if let sync = replication.sync {
-            let what = sync.initial ? "initial sync" : "resync"
-            let mib = 1_048_576.0
-            if sync.phase == "verifying" {
-                parts.append("\(what) verifying " + String(format: "%.1f MiB", Double(sync.bytesTotal) / mib) + " of txid \(sync.txid)")
-            } else {
-                parts.append(
-                    "\(what) "
-                        + String(
-                            format: "%.0f%% (%.1f of %.1f MiB, %.1f MiB/s)", sync.percent, Double(sync.bytesDone) / mib, Double(sync.bytesTotal) / mib,
-                            sync.bytesPerSecond / mib) + " to txid \(sync.txid)")
-            }
-        }
+        if let sync = replication.sync { parts.append(sync.text) }
         switch replication.role {
         case .shipping: parts.append("shipping txid \(replication.txid.map(String.init) ?? "?")")
         case .applying:

@@ -229,3 +229,41 @@ extension ReplicationIntegrationTests.App {
         return try await thread.run { try database.scalar(sql) }
     }
 }
+
+extension ReplicationIntegrationTests {
+    /// Promotion reads the replica once (instead of twice) when the drain wrote no page; a
+    /// replica changed on disk after the applier stopped is still refused.
+    @Test(arguments: [NATSServerKind.pypi])
+    func aReplicaChangedOnDiskIsNotPromoted(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: Self.maxPayload)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let app = try await App(path: directory.file("a/app.db"))
+            let active = configuration(directory, node: "node-a", database: app.path)
+            let passive = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
+            let shipper = try await WALShipper.start(configuration: active, token: 3, jetStream: jetStream, logger: logger)
+            let applier = try await WALApplier.start(configuration: passive, jetStream: jetStream, logger: logger)
+            try await app.workload(transactions: 10)
+            _ = try await shipper.stepDown()
+            _ = try await applier.waitForFinalMarker(token: 3, timeout: .seconds(30))
+            await applier.stop()
+            // One byte of a page in the middle of the replica changes behind Baton's back.
+            let fd = open(passive.replicaPath, O_RDWR)
+            #expect(fd >= 0)
+            var byte: UInt8 = 0
+            #expect(pread(fd, &byte, 1, 4096 + 100) == 1)
+            byte ^= 0xFF
+            #expect(pwrite(fd, &byte, 1, 4096 + 100) == 1)
+            close(fd)
+            do {
+                _ = try await ReplicaPromotion.promote(configuration: passive, jetStream: jetStream, logger: logger)
+                Issue.record("a replica that differs from its position was promoted")
+            } catch let error as ReplicationError {
+                #expect(error.code == .checksumMismatch, "\(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: passive.databasePath))
+            await app.close()
+            await client.close()
+        }
+    }
+}

@@ -171,6 +171,19 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         /// Percent downloaded (0 while the size is unknown).
         public var percent: Double { bytesTotal > 0 ? min(100, Double(bytesDone) * 100 / Double(bytesTotal)) : 0 }
 
+        /// `initial sync 41% (105.0 of 256.0 MiB, 98.2 MiB/s) to txid 90`, or
+        /// `resync verifying 256.0 MiB of txid 90`, for `batonctl status`.
+        public var text: String {
+            let what = initial ? "initial sync" : "resync"
+            let mib = 1_048_576.0
+            if phase == "verifying" {
+                return "\(what) verifying " + String(format: "%.1f MiB", Double(bytesTotal) / mib) + " of txid \(txid)"
+            }
+            return "\(what) "
+                + String(format: "%.0f%% (%.1f of %.1f MiB, %.1f MiB/s)", percent, Double(bytesDone) / mib, Double(bytesTotal) / mib, bytesPerSecond / mib)
+                + " to txid \(txid)"
+        }
+
         enum CodingKeys: String, CodingKey {
             case initial, txid, phase
             case bytesDone = "bytes_done"
