@@ -382,8 +382,8 @@ public struct ObjectStore: Sendable {
         var chunks = 0
         if info.size > 0 || info.chunks > 0 {
             do {
-                try await jetStream.readToEnd(
-                    stream: streamName, filter: chunkSubject(for: info.nuid), deliverPolicy: .all, stallTimeout: stallTimeout, what: "reading \(what)"
+                try await jetStream.readPulled(
+                    stream: streamName, filter: chunkSubject(for: info.nuid), stallTimeout: stallTimeout, what: "reading \(what)"
                 ) { message in
                     let chunk = message.payload
                     chunks += 1
