@@ -353,7 +353,9 @@ extension JetStream {
                     lastConsumerSequence = 0
                     if nextStreamSequence == nil, info.numPending == 0 { break }
                 }
-                let messages = try await consumer!.fetch(batch: 256, maxBytes: maxBytes, expires: .seconds(1))
+                // The object's chunks are all stored before its meta: take what is there
+                // (`no_wait`) instead of waiting out an expiry for a last, partial batch.
+                let messages = try await consumer!.fetch(batch: 256, maxBytes: maxBytes, noWait: true)
                 var restart = messages.isEmpty
                 for message in messages {
                     guard message.metadata.consumerSequence == lastConsumerSequence + 1 else {
