@@ -23,7 +23,7 @@
 //   - Litestream: `litestream replicate` to a file replica of the same database, then
 //     `litestream restore -o` timed (its peak RSS from /usr/bin/time).
 // Usage: ReplicationBenchmark size --server PATH [--sizes 100,1024,4096] [--work DIR]
-//        [--litestream PATH]
+//        [--litestream PATH]   (a PATH that is not an executable skips Litestream)
 
 import CBatonProcess
 import CSQLite
@@ -274,7 +274,8 @@ struct SizeResult {
         func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
         return "| \(megabytes) MB | \(f(initialSync, 2)) s | \(f(mb / max(initialSync, 1e-9), 0)) MB/s | \(f(switchover * 1000, 0)) ms | "
             + "\(f(crashFailover * 1000, 0)) ms | \(f(rssA, 0)) / \(f(rssB, 0)) MiB | \(f(Double(natsStore) / 1_048_576, 0)) MiB | \(slowConsumers) | "
-            + "\(f(litestreamRestore, 2)) s (\(f(mb / max(litestreamRestore, 1e-9), 0)) MB/s, \(f(litestreamRSS, 0)) MiB) | \(f(openingSnapshot, 2)) s | \(f(fill, 1)) s |"
+            + (litestreamRestore > 0 ? "\(f(litestreamRestore, 2)) s (\(f(mb / litestreamRestore, 0)) MB/s, \(f(litestreamRSS, 0)) MiB)" : "not run")
+            + " | \(f(openingSnapshot, 2)) s | \(f(fill, 1)) s |"
     }
 }
 
