@@ -92,7 +92,7 @@ public enum ReplicaPromotion {
             let replicaPath = configuration.replicaPath
             let databasePath = configuration.databasePath
             let verified = try await core.io.run {
-                let table = try store.verifyFile()
+                let table = try store.verifiedChecksum()
                 try quickCheck(replicaPath)
                 store.closeFile()
                 try moveIntoPlace(replicaPath, databasePath)
