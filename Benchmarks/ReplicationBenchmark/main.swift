@@ -317,6 +317,14 @@ struct Options: Sendable {
           --markdown PATH        also write the report to PATH
           --time-limit S         kill everything and exit after S seconds (default 1800)
           -h, --help             this text
+
+        SUBCOMMANDS:
+          switchover --server PATH [--sizes 20,200] [--modes legacy,fast]
+                                 graceful switchover cost at database sizes (one process)
+          size --server PATH [--sizes 100,1024,4096] [--work DIR] [--litestream PATH]
+                                 initial sync, switchover, crash failover, each node's peak RSS
+                                 (nodes in processes of their own), NATS storage, and Litestream's
+                                 restore of the same database (see Size.swift)
         """
 
     static func parse(_ arguments: [String]) throws -> Options {
@@ -428,11 +436,19 @@ func installKillers(timeLimit: Int) {
 
 /// A child process with its output in a log file.
 final class Child: @unchecked Sendable {
-    let process = Process()
+    let process: Process
     let name: String
     let logPath: String
 
+    /// A process configured elsewhere (the caller runs it).
+    init(process: Process, name: String, logPath: String) {
+        self.process = process
+        self.name = name
+        self.logPath = logPath
+    }
+
     init(name: String, executable: String, arguments: [String], logPath: String) throws {
+        process = Process()
         self.name = name
         self.logPath = logPath
         process.executableURL = URL(fileURLWithPath: executable)
@@ -1004,6 +1020,14 @@ func benchmarkMain(options: Options) async -> Int32 {
 
 if CommandLine.arguments.count >= 2, CommandLine.arguments[1] == "switchover" {
     exit(await switchoverMain(arguments: Array(CommandLine.arguments.dropFirst(2))))
+}
+
+if CommandLine.arguments.count >= 2, CommandLine.arguments[1] == "size" {
+    exit(await sizeMain(arguments: Array(CommandLine.arguments.dropFirst(2))))
+}
+
+if CommandLine.arguments.count >= 2, CommandLine.arguments[1] == "node" {
+    await nodeMain(arguments: Array(CommandLine.arguments.dropFirst(2)))
 }
 
 if CommandLine.arguments.count >= 2, ["ship", "apply"].contains(CommandLine.arguments[1]) {

@@ -155,7 +155,7 @@ public enum ReplicaPromotion {
         let replicaPath = configuration.replicaPath
         let databasePath = configuration.databasePath
         return try await core.io.run {
-            let table = try store.verifyFile()
+            let table = try store.verifiedChecksum()
             try quickCheck(replicaPath)
             store.closeFile()
             try moveIntoPlace(replicaPath, databasePath)

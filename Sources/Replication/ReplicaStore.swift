@@ -20,6 +20,9 @@ final class ReplicaStore: @unchecked Sendable {
     private(set) var checksum: DatabaseChecksum?
     /// The file was changed after the position was persisted (a crash mid-apply).
     private(set) var fileAheadOfPosition = false
+    /// The page hashes were computed by reading the whole file (load, snapshot install, local
+    /// adoption) and no page was written since: ``verifiedChecksum()`` need not read it again.
+    private(set) var checksumReadFromFile = false
     private var fd: Int32 = -1
 
     init(replicaPath: String, positionPath: String) {
@@ -54,11 +57,16 @@ final class ReplicaStore: @unchecked Sendable {
         checksum = computed
         let fileSize = try FileIO.size(fd, path: replicaPath)
         fileAheadOfPosition = computed.value != stored.checksum || fileSize != Int(stored.commitPages) * stored.pageSize
+        checksumReadFromFile = !fileAheadOfPosition
     }
 
     /// Applies a transaction record that follows the position, verifying both checksums.
     func apply(_ record: ReplicationRecord, sequence: UInt64) throws {
         guard let position, var checksum else { throw ReplicationError(.gap, "no replica to apply record \(record.txid) to") }
+        // The page-hash table (8 bytes per page: 8 MiB at 4 GiB) is updated in place, not
+        // copied per record: drop the stored reference while the local copy is mutated.
+        self.checksum = nil
+        defer { if self.checksum == nil, self.position != nil { self.checksum = checksum } }
         guard record.pageSize == position.pageSize else {
             throw ReplicationError(.gap, "record \(record.txid) has page size \(record.pageSize), the replica \(position.pageSize)")
         }
@@ -71,6 +79,7 @@ final class ReplicaStore: @unchecked Sendable {
         }
         let pageSize = record.pageSize
         let lockPage = DatabaseChecksum.lockPage(pageSize: pageSize)
+        checksumReadFromFile = false
         for page in record.pages where page.pageNumber != lockPage && page.pageNumber <= record.commitPages {
             try page.data.withUnsafeBytes { buffer throws in
                 try FileIO.pwrite(fd, buffer, offset: Int(page.pageNumber - 1) * pageSize, path: replicaPath)
@@ -126,6 +135,7 @@ final class ReplicaStore: @unchecked Sendable {
         keep = true
         checksum = computed
         fileAheadOfPosition = false
+        checksumReadFromFile = true
         try persist(
             ReplicaPosition(
                 txid: record.txid, streamSequence: sequence, checksum: computed.value, token: max(record.token, position?.token ?? 0),
@@ -168,12 +178,28 @@ final class ReplicaStore: @unchecked Sendable {
         fd = candidate
         checksum = table
         fileAheadOfPosition = false
+        checksumReadFromFile = true
         try persist(
             ReplicaPosition(
                 txid: handoff.txid, streamSequence: handoff.markerSequence, checksum: table.value, token: max(handoff.token, nodeToken),
                 pageSize: handoff.pageSize, commitPages: handoff.commitPages, transactionTime: Date(), appliedAt: Date(),
                 finalMarkerToken: handoff.token))
         return true
+    }
+
+    /// The replica's page hashes proven equal to the position: read from the file again, unless
+    /// they were read from it whole (``load()``, a snapshot install, a local adoption) and no
+    /// page was written since, which saves promotion a second pass over the database (the
+    /// switchover case: the drain applies only the final marker). Position-only advances (a
+    /// final marker, a snapshot record the replica already holds) write no page.
+    func verifiedChecksum() throws -> DatabaseChecksum {
+        guard let position else { throw ReplicationError(.noSnapshot, "there is no replica") }
+        if checksumReadFromFile, !fileAheadOfPosition, let checksum, checksum.value == position.checksum,
+            checksum.pageCount == Int(position.commitPages), checksum.pageSize == position.pageSize
+        {
+            return checksum
+        }
+        return try verifyFile()
     }
 
     /// Re-reads the replica file and compares it with the position; returns its page hashes.

@@ -32,6 +32,9 @@ public struct ApplierStatus: Sendable, Hashable {
     /// Times this node's own database did not match its final marker (it diverged) and a
     /// snapshot was restored instead.
     public var localDatabasesDiverged: Int = 0
+    /// The snapshot restore in progress (an initial sync of a new or empty standby, or a
+    /// resynchronisation), nil when none runs.
+    public var sync: SyncProgress? = nil
     /// The latest error (cleared by the next success).
     public var lastError: String?
     /// Whether the applying loop runs.
@@ -465,11 +468,20 @@ actor ApplierCore {
         guard let name = record.snapshotName else { throw ReplicationError(.malformedRecord, "snapshot record \(record.txid) has no name") }
         let objectStore = try await jetStream.objectStore(names.snapshotBucket)
         let temporary = configuration.replicaPath + ".restore.\(NUID.next())"
+        let what = status.position == nil ? "initial sync" : "resynchronisation"
+        status.sync = SyncProgress(initial: status.position == nil, snapshot: name, txid: record.txid, now: .now)
+        defer { status.sync = nil }
+        logger.info("\(what): restoring snapshot", metadata: ["txid": "\(record.txid)", "snapshot": "\(name)"])
         do {
-            try await objectStore.get(name, toFile: temporary)
+            // The snapshot streams to the file one chunk at a time (a fixed amount of memory
+            // whatever its size); progress goes to the status and, every few seconds, the log.
+            try await objectStore.get(name, toFile: temporary) { [weak self] info, written in
+                await self?.noteSyncProgress(bytesDone: written, bytesTotal: info.size)
+            }
         } catch let error as ObjectStoreError where error.code == .objectNotFound {
             throw ReplicationError(.noSnapshot, "snapshot \(name) of record \(record.txid) is no longer in the bucket")
         }
+        status.sync?.verifying(now: .now)
         let store = store
         do {
             try await io.run { try store.install(snapshotFile: temporary, record: record, sequence: sequence) }
@@ -480,8 +492,28 @@ actor ApplierCore {
         status.position = try await io.run { store.position }
         status.snapshotsRestored += 1
         recordsApplied += 1
-        logger.info("snapshot restored", metadata: ["txid": "\(record.txid)", "snapshot": "\(name)"])
+        var metadata: Logger.Metadata = ["txid": "\(record.txid)", "snapshot": "\(name)"]
+        if let sync = status.sync {
+            let finished = ContinuousClock.now
+            let seconds = Double((finished - sync.startedAt).components.seconds) + Double((finished - sync.startedAt).components.attoseconds) / 1e18
+            metadata["bytes"] = "\(sync.bytesTotal)"
+            metadata["took"] = "\(String(format: "%.2f", seconds))s"
+            metadata["rate"] = "\(String(format: "%.1f", seconds > 0 ? Double(sync.bytesTotal) / seconds / 1_048_576 : 0)) MiB/s"
+        }
+        logger.info("\(what): snapshot restored; applying the stream after it", metadata: metadata)
         wake()
+    }
+
+    /// Records the download progress of the running restore; logs a line every few seconds.
+    private func noteSyncProgress(bytesDone: UInt64, bytesTotal: UInt64) {
+        guard var sync = status.sync else { return }
+        let due = sync.update(bytesDone: bytesDone, bytesTotal: bytesTotal, now: .now)
+        status.sync = sync
+        if due {
+            logger.info(
+                "\(sync.initial ? "initial sync" : "resynchronisation"): \(sync.summary)",
+                metadata: ["snapshot": "\(sync.snapshot)", "bytes-done": "\(bytesDone)", "bytes-total": "\(bytesTotal)"])
+        }
     }
 
     /// The `max_bytes` of each pull request: the configured bound, raised when one message of

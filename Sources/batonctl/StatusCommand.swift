@@ -93,12 +93,16 @@ enum StatusTable {
         return report.role == .active ? "down" : "stopped"
     }
 
-    /// `shipping txid 120`, `applied txid 118, 2 behind, last commit 0.4s ago`, with the error.
+    /// `shipping txid 120`, `applied txid 118, 2 behind, last commit 0.4s ago`, with the error;
+    /// during a snapshot restore `initial sync 41% (105.0 of 256.0 MiB, 98.2 MiB/s) to txid 90`.
     static func replicaText(_ replication: ReplicationStatus) -> String {
         var parts: [String] = []
+        if let sync = replication.sync { parts.append(sync.text) }
         switch replication.role {
         case .shipping: parts.append("shipping txid \(replication.txid.map(String.init) ?? "?")")
-        case .applying: parts.append("applied txid \(replication.txid.map(String.init) ?? "?")")
+        case .applying:
+            // A new standby has applied nothing until its initial sync is done.
+            if replication.txid != nil || replication.sync == nil { parts.append("applied txid \(replication.txid.map(String.init) ?? "?")") }
         case .idle: parts.append("idle")
         }
         if let lag = replication.lagTransactions { parts.append("\(lag) behind") }

@@ -234,9 +234,13 @@ struct FastPromotionTests {
             #expect(try engine.beginBarrier())
             return try engine.prepareSnapshot(release: true)
         }
-        // A transaction far longer than the old generation: it overwrites the old end offset.
+        let planned = try await app.digest()
+        // A transaction far longer than the old generation: it overwrites the old end offset
+        // (and the frames the plan's overlay points at: the copy takes those pages from the
+        // database file, where the checkpoint had put them).
         try await app.run("INSERT INTO items(note, body) VALUES ('after the reset', randomblob(300000))")
         let image = try await thread.run { try engine.writeSnapshot(plan, to: directory.file("snapshot.db")) }
+        #expect(try logicalDigest(openImmutable(directory.file("snapshot.db"))) == planned)
         let walHeader = try WALHeader(parsing: Array(try readFile(app.path + "-wal").prefix(WALHeader.size)))
         #expect(walHeader.checkpointSequence == (plan.header?.checkpointSequence ?? 0) &+ 1, "the app's commit did not reset the WAL")
         let next = try await thread.run { () throws -> ShipperEngine.PollOutcome in try engine.poll() }

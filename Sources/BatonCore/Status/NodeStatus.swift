@@ -173,6 +173,58 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// up, an epoch fenced while shipping). Listed while the files exist: removing (or moving)
     /// one acknowledges it.
     public var unshippedDatabases: [String]?
+    /// The snapshot restore in progress on a passive node (its initial sync, or a
+    /// resynchronisation), nil when none runs.
+    public var sync: Sync?
+
+    /// A snapshot restore in progress.
+    public struct Sync: Codable, Sendable, Hashable {
+        /// True for the initial sync of a new or empty standby, false for a resynchronisation.
+        public var initial: Bool
+        /// The transaction id the snapshot holds.
+        public var txid: UInt64
+        /// `downloading` or `verifying`.
+        public var phase: String
+        /// Bytes downloaded so far.
+        public var bytesDone: UInt64
+        /// The snapshot's size (0 until known).
+        public var bytesTotal: UInt64
+        /// Download rate since the restore started, in bytes per second.
+        public var bytesPerSecond: Double
+
+        /// Creates a sync report.
+        public init(initial: Bool, txid: UInt64, phase: String, bytesDone: UInt64, bytesTotal: UInt64, bytesPerSecond: Double) {
+            self.initial = initial
+            self.txid = txid
+            self.phase = phase
+            self.bytesDone = bytesDone
+            self.bytesTotal = bytesTotal
+            self.bytesPerSecond = bytesPerSecond
+        }
+
+        /// Percent downloaded (0 while the size is unknown).
+        public var percent: Double { bytesTotal > 0 ? min(100, Double(bytesDone) * 100 / Double(bytesTotal)) : 0 }
+
+        /// `initial sync 41% (105.0 of 256.0 MiB, 98.2 MiB/s) to txid 90`, or
+        /// `resync verifying 256.0 MiB of txid 90`, for `batonctl status`.
+        public var text: String {
+            let what = initial ? "initial sync" : "resync"
+            let mib = 1_048_576.0
+            if phase == "verifying" {
+                return "\(what) verifying " + String(format: "%.1f MiB", Double(bytesTotal) / mib) + " of txid \(txid)"
+            }
+            return "\(what) "
+                + String(format: "%.0f%% (%.1f of %.1f MiB, %.1f MiB/s)", percent, Double(bytesDone) / mib, Double(bytesTotal) / mib, bytesPerSecond / mib)
+                + " to txid \(txid)"
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case initial, txid, phase
+            case bytesDone = "bytes_done"
+            case bytesTotal = "bytes_total"
+            case bytesPerSecond = "bytes_per_second"
+        }
+    }
 
     /// Creates a replication status.
     public init(
@@ -196,6 +248,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case snapshotsPublished = "snapshots_published"
         case snapshotsRestored = "snapshots_restored"
         case unshippedDatabases = "unshipped_databases"
+        case sync
     }
 }
 

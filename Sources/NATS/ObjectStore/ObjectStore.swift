@@ -309,15 +309,32 @@ public struct ObjectStore: Sendable {
     /// Reads object `name` into the file at `path`. The bytes go to a temporary file next to it
     /// that replaces `path` only once the object has been verified; on any failure `path` is left
     /// as it was.
+    ///
+    /// The object streams through one chunk at a time: memory use does not grow with its size.
+    /// `progress`, when given, is called once the object's meta is known (with 0 bytes) and
+    /// after every chunk written, with the bytes written so far; the meta's
+    /// ``ObjectInfo/size`` is the total.
     @discardableResult
-    public func get(_ name: String, toFile path: String) async throws -> ObjectInfo {
+    public func get(
+        _ name: String, toFile path: String, progress: (@Sendable (_ info: ObjectInfo, _ bytesWritten: UInt64) async -> Void)? = nil
+    ) async throws -> ObjectInfo {
         try Self.validateName(name)
         let temporary = "\(path).\(NUID.next()).partial"
         let fd = try await ObjectFileIO.createForWriting(temporary)
         let info: ObjectInfo
+        var written: UInt64 = 0
+        var current: ObjectInfo?
         do {
-            info = try await read(name, begin: { _ in }) { chunk in
+            info = try await read(
+                name,
+                begin: { info in
+                    current = info
+                    await progress?(info, 0)
+                }
+            ) { chunk in
                 try await ObjectFileIO.writeAll(fd, chunk, path: temporary)
+                written += UInt64(chunk.readableBytes)
+                if let progress, let current { await progress(current, written) }
             }
         } catch {
             await ObjectFileIO.discard(fd, temporary: temporary)
@@ -365,8 +382,8 @@ public struct ObjectStore: Sendable {
         var chunks = 0
         if info.size > 0 || info.chunks > 0 {
             do {
-                try await jetStream.readToEnd(
-                    stream: streamName, filter: chunkSubject(for: info.nuid), deliverPolicy: .all, stallTimeout: stallTimeout, what: "reading \(what)"
+                try await jetStream.readPulled(
+                    stream: streamName, filter: chunkSubject(for: info.nuid), stallTimeout: stallTimeout, what: "reading \(what)"
                 ) { message in
                     let chunk = message.payload
                     chunks += 1

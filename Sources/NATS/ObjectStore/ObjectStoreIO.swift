@@ -308,6 +308,86 @@ extension JetStream {
     }
 }
 
+// MARK: - Reading an object's chunks with bounded memory
+
+extension JetStream {
+    /// Bytes of chunks in flight to the reader of an object: one pull request's `max_bytes`.
+    static let objectReadMaxBytes = 4 * 1024 * 1024
+
+    /// Reads every message on `filter` that the stream holds when the read starts, in stream
+    /// order, with an ephemeral pull consumer (`ack_policy: none`), calling `onMessage` for each,
+    /// then removes the consumer. The end is the message with no more pending.
+    ///
+    /// Each pull request is bounded by ``objectReadMaxBytes`` (raised to one max_payload
+    /// message when that is larger) and the next is sent only after `onMessage` took the
+    /// batch, so a reader slower than the network holds at most one batch: a push consumer's
+    /// flow control lets the server run up to 32 MiB ahead. A consumer-sequence gap (messages
+    /// lost with a connection) or a pull request that brought nothing recreates the consumer
+    /// after the last message read. Throws ``ObjectStoreError/Code/readStalled`` when nothing
+    /// arrives for `stallTimeout` (the messages were purged under the reader, or the server
+    /// went away for longer than that).
+    func readPulled(
+        stream: String, filter: String, stallTimeout: Duration, what: String, _ onMessage: (JetStreamMessage) async throws -> Void
+    ) async throws {
+        let maxBytes = max(Self.objectReadMaxBytes, (client.serverInfo?.maxPayload ?? 1024 * 1024) + 4096)
+        var consumer: PullConsumer?
+        var lastConsumerSequence: UInt64 = 0
+        var nextStreamSequence: UInt64?
+        var done = false
+        var lastProgress = ContinuousClock.now
+        func remove(_ consumer: PullConsumer?) async {
+            guard let consumer else { return }
+            try? await deleteConsumer(stream: stream, name: consumer.name)
+        }
+        do {
+            while !done {
+                if consumer == nil {
+                    var config = ConsumerConfig(
+                        name: "objread\(NUID.next())", deliverPolicy: nextStreamSequence.map { .byStartSequence($0) } ?? .all, ackPolicy: .none,
+                        filterSubject: filter)
+                    config.memoryStorage = true
+                    config.replicas = 1
+                    config.inactiveThreshold = .seconds(60)
+                    let info = try await createConsumer(stream: stream, config: config)
+                    consumer = PullConsumer(jetStream: self, stream: stream, name: info.name)
+                    lastConsumerSequence = 0
+                    if nextStreamSequence == nil, info.numPending == 0 { break }
+                }
+                // The object's chunks are all stored before its meta: take what is there
+                // (`no_wait`) instead of waiting out an expiry for a last, partial batch.
+                let messages = try await consumer!.fetch(batch: 256, maxBytes: maxBytes, noWait: true)
+                var restart = messages.isEmpty
+                for message in messages {
+                    guard message.metadata.consumerSequence == lastConsumerSequence + 1 else {
+                        restart = true
+                        break
+                    }
+                    lastConsumerSequence = message.metadata.consumerSequence
+                    try await onMessage(message)
+                    nextStreamSequence = message.metadata.streamSequence + 1
+                    lastProgress = .now
+                    if message.metadata.pending == 0 {
+                        done = true
+                        break
+                    }
+                }
+                if restart, !done {
+                    if ContinuousClock.now - lastProgress > stallTimeout {
+                        throw ObjectStoreError(.readStalled, "\(what): nothing arrived for \(stallTimeout) before the end")
+                    }
+                    let old = consumer
+                    consumer = nil
+                    await remove(old)
+                }
+            }
+        } catch {
+            await remove(consumer)
+            throw error
+        }
+        await remove(consumer)
+    }
+}
+
 // MARK: - Files
 
 /// Blocking file operations, run on NIO's shared thread pool so they never block the

@@ -172,6 +172,11 @@ public actor SQLiteReplica: AppReplica {
                 lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970,
                 lastError: applied.lastError ?? lag?.streamBehindReplica.map { "the stream is behind this replica: \($0)" } ?? lastError)
             status.snapshotsRestored = applied.snapshotsRestored
+            status.sync = applied.sync.map {
+                ReplicationStatus.Sync(
+                    initial: $0.initial, txid: $0.txid, phase: $0.phase.rawValue, bytesDone: $0.bytesDone, bytesTotal: $0.bytesTotal,
+                    bytesPerSecond: $0.bytesPerSecond)
+            }
         case .idle:
             status = ReplicationStatus(role: .idle, lastError: lastError)
         }
