@@ -99,6 +99,39 @@ public final class LocalDatabaseFiles: Sendable {
     }
 
     /// Stops the file thread.
+    /// `<state_dir>/<app>.handoff.json`: the final marker this node shipped at its last
+    /// graceful stepdown, kept across a restart of batond.
+    public var handoffPath: String { (configuration.stateDirectory as NSString).appendingPathComponent("\(configuration.app).handoff.json") }
+
+    /// Keeps the final marker this node shipped (atomically, fsynced), so that after a restart
+    /// it still makes its replica from its own database — which is the database at that marker
+    /// — instead of restoring a snapshot and replaying the stream (chaos finding R2). nil
+    /// removes it (the node ships again: its database moves on from the marker).
+    public func persistHandoff(_ handoff: HandoffReport?) async throws {
+        let path = handoffPath
+        let directory = configuration.stateDirectory
+        let bytes = try handoff.map { Array(try JSONEncoder().encode($0)) }
+        try await io.run {
+            guard let bytes else {
+                try FileIO.removeIfExists(path)
+                return
+            }
+            try FileIO.makeDirectory(directory)
+            try FileIO.writeAtomically(bytes, to: path)
+        }
+    }
+
+    /// The final marker kept by ``persistHandoff(_:)``, nil when there is none or it cannot be
+    /// read (then the replica is made the usual way; the applier checks any marker against the
+    /// database's checksum before it adopts the database anyway).
+    public func persistedHandoff() async -> HandoffReport? {
+        let path = handoffPath
+        return try? await io.run {
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            return try JSONDecoder().decode(HandoffReport.self, from: data)
+        }
+    }
+
     public func close() async {
         await io.shutdown()
     }

@@ -47,7 +47,7 @@ public struct PublishedSnapshot: Sendable, Hashable {
 }
 
 /// What a graceful stepdown shipped.
-public struct HandoffReport: Sendable, Hashable {
+public struct HandoffReport: Codable, Sendable, Hashable {
     /// The last transaction id before the marker (the marker repeats it).
     public var txid: UInt64
     /// The marker's stream sequence.

@@ -171,4 +171,57 @@ struct SQLiteReplicaTests {
             await client.close()
         }
     }
+
+    /// A node that stepped down gracefully and whose batond then restarted (SIGTERM restart)
+    /// still makes its replica from its own database, which is the database at the final marker
+    /// it shipped (kept in `<state_dir>/<app>.handoff.json`), instead of restoring the first
+    /// snapshot and replaying the whole stream (chaos finding R2).
+    @Test(arguments: NATSServerKind.allCases)
+    func aRestartedNodeAdoptsItsOwnDatabaseAtItsFinalMarker(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-sqlite-restart")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withNATSServer(kind) { server in
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
+            var logger = Logger(label: "sqlite-replica-test")
+            logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
+            func replica(_ node: String) throws -> SQLiteReplica {
+                let config = Self.config(directory: directory, node: node, port: server.port)
+                return try SQLiteReplica(
+                    configuration: SQLiteReplica.configuration(app: config.apps[0], sqlite: config.apps[0].sqlite!, config: config),
+                    jetStream: JetStream(client: client), logger: logger)
+            }
+            let a = try replica("node-a")
+            let b = try replica("node-b")
+            await b.follow()
+            try await a.promote(token: 1)  // first start: the opening snapshot
+            let databaseA = a.configuration.databasePath
+            _ = try await sql(databaseA, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('a1'), ('a2')")
+            try await a.flush(token: 1)
+            let handoffFile = directory.appendingPathComponent("node-a/state/ledger.handoff.json").path
+            #expect(FileManager.default.fileExists(atPath: handoffFile))
+            await a.dispose()  // batond of node-a stops here ...
+            try await b.promote(token: 2)
+            _ = try await sql(b.configuration.databasePath, "INSERT INTO t (v) VALUES ('b1')")
+
+            let restarted = try replica("node-a")  // ... and starts again
+            await restarted.follow()
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline {
+                let shipped = await b.status().txid ?? 0
+                if shipped > 0, await restarted.status().txid ?? 0 >= shipped { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let status = await restarted.status()
+            #expect(status.txid == (await b.status().txid), "\(status)")
+            #expect(status.snapshotsRestored == 0, "the restarted node restored a snapshot: \(status)")
+            // Promoted again, the node ships anew: the kept marker goes.
+            try await b.flush(token: 2)
+            try await restarted.promote(token: 3)
+            #expect(try await sql(databaseA, "SELECT v FROM t ORDER BY id") == ["a1", "a2", "b1"])
+            #expect(!FileManager.default.fileExists(atPath: handoffFile))
+            await restarted.dispose()
+            await b.dispose()
+            await client.close()
+        }
+    }
 }

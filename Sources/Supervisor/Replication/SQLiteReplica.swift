@@ -249,6 +249,7 @@ public actor SQLiteReplica: AppReplica {
         // Never move a replica over a database that may hold transactions nobody else has.
         try await setAsideUnconfirmedShipping(reason: "an earlier epoch of this node ended without a final marker")
         lastHandoff = nil
+        try? await files.persistHandoff(nil)
         let startedAt = Date()
         let report: PromotionReport
         do {
@@ -369,6 +370,11 @@ public actor SQLiteReplica: AppReplica {
         do {
             let handoff = try await shipper.stepDown()
             lastHandoff = handoff
+            do {
+                try await files.persistHandoff(handoff)
+            } catch {
+                logger.warning("cannot keep the final marker in the state directory; after a restart this node restores a snapshot", metadata: ["error": "\(error)"])
+            }
             unconfirmedShippingToken = nil
             lastError = nil
             logger.notice(
@@ -397,6 +403,11 @@ public actor SQLiteReplica: AppReplica {
         }
         // A failure is logged and retried by the next promotion, which refuses to go on.
         try? await setAsideUnconfirmedShipping(reason: "the epoch ended without a final marker (fenced, or the final flush failed)")
+        if lastHandoff == nil, unconfirmedShippingToken == nil, let kept = await files.persistedHandoff() {
+            // batond restarted since this node's last graceful stepdown.
+            logger.info("found this node's last final marker in the state directory", metadata: ["epoch": "\(kept.token)", "txid": "\(kept.txid)"])
+            lastHandoff = kept
+        }
         do {
             let applier = try await WALApplier.start(
                 configuration: configuration, jetStream: jetStream, logger: logger, adoptingLocalDatabaseAt: lastHandoff)
@@ -456,6 +467,7 @@ public actor SQLiteReplica: AppReplica {
             }
             unconfirmedShippingToken = nil
             lastHandoff = nil
+            try? await files.persistHandoff(nil)
             lastError = "database set aside at \(path): transactions committed under epoch \(token) after the last shipped txid\(lastShippedTxid.map { " \($0)" } ?? "") may be missing from the cluster"
             logger.critical(
                 "database set aside: it may hold transactions committed under this epoch that were never shipped; no later promotion overwrites it",
