@@ -189,8 +189,8 @@ func batondConfig(node: String, cluster: String, servers: [String], stateDirecto
                     stop_timeout: 2s
 
             """
-        if let vip = app.vip { text += "        vip: {address: \(vip)/24, interface: eth0}\n" }
-        if let path = app.sqlitePath { text += "        sqlite: {path: \"\(path)\"}\n" }
+        if let vip = app.vip { text += "    vip: {address: \(vip)/24, interface: eth0}\n" }
+        if let path = app.sqlitePath { text += "    sqlite: {path: \"\(path)\"}\n" }
     }
     return text
 }
