@@ -44,6 +44,11 @@ struct BatonChaos: AsyncParsableCommand {
             valueName: "mode"))
     var network = "netns"
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "app-1's backend writes SQLite under load (Baton replicates it; acknowledged rows and integrity_check are checked); with --no-sqlite-app it is a heartbeat backend like the others.")
+    var sqliteApp = true
+
     @Option(help: ArgumentHelp("After a fault ends, every app must run again within this (default: 10 s + 10 ttl).", valueName: "duration"))
     var livenessBound: String?
 
@@ -119,7 +124,7 @@ struct BatonChaos: AsyncParsableCommand {
         let plan = RunPlan(
             seed: seed, faults: faults, maximum: maximum, ttl: ttl, liveness: liveness, appCount: apps, binaries: binaries,
             runDirectory: runDirectory, syncInterval: syncInterval, continueAfterViolation: continueAfterViolation, kinds: chosen, batondLogLevel: batondLogLevel,
-            network: network)
+            network: network, sqliteApp: sqliteApp)
         let outcome: RunOutcome
         do {
             outcome = try await ChaosRun(plan: plan).run()
@@ -137,7 +142,7 @@ struct BatonChaos: AsyncParsableCommand {
         say(outcome.table)
         say("")
         say("baton-chaos: seed \(seed); heartbeat resolution 5 ms (an overlap shorter than one heartbeat period can go unseen)")
-        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps) --network \(network.rawValue)\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
+        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps) --network \(network.rawValue)\(sqliteApp ? "" : " --no-sqlite-app")\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
             + (natsServer.map { " --nats-server \($0)" } ?? "") + (syncInterval.map { " --sync-interval \($0)" } ?? "")
             + (livenessBound.map { " --liveness-bound \($0)" } ?? "")
         if outcome.violations.isEmpty {

@@ -25,6 +25,8 @@ struct RunPlan: Sendable {
     var batondLogLevel: String
     /// Where the nodes and servers live.
     var network: NetworkMode
+    /// Whether app-1 writes SQLite.
+    var sqliteApp: Bool
 }
 
 /// `--network`: every process on loopback, or nodes, servers and the VIP prober in network
@@ -210,7 +212,7 @@ final class ChaosRun: @unchecked Sendable {
     // MARK: - Set-up
 
     /// The app whose backend writes SQLite under load (app-1; app-0 when there is only one).
-    var sqliteApp: String? { appNames.count > 1 ? appNames[1] : appNames.first }
+    var sqliteApp: String? { plan.sqliteApp ? (appNames.count > 1 ? appNames[1] : appNames.first) : nil }
     /// The app with a VIP (app-0, netns runs only).
     var vipApp: String? { plan.network == .netns ? appNames.first : nil }
 
