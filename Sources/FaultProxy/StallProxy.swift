@@ -2,7 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A TCP proxy on loopback in front of one server, that can stall every connection through it:
+/// A TCP proxy (on loopback unless told otherwise) in front of one server, that can stall every connection through it:
 /// while stalled nothing is read on either side, so bytes wait in the kernel's buffers and
 /// arrive when it resumes — what a client sees of a server that is stopped (SIGSTOP), without
 /// signalling a child process (a stopped child makes Foundation's `Process` machinery trip).
