@@ -17,7 +17,7 @@ import Glibc
 struct BatonChaos: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baton-chaos",
-        abstract: "Random fault injection against a local Baton cluster, with a split-brain and liveness checker.",
+        abstract: "Random fault injection against a local Baton cluster, with a split-brain, VIP, SQLite and liveness checker.",
         discussion: """
             Exit status: 0 no violation; 1 a violation (evidence kept, its directory printed); \
             2 the run could not be set up; 3 the run's time bound passed.
@@ -72,7 +72,7 @@ struct BatonChaos: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Comma-separated fault kinds to draw from (default all but nats-quorum-loss): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
+            "Comma-separated fault kinds to draw from (default all but nats-quorum-loss; node-cut, node-cut-oneway, nats-cut and loss need --network netns): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
             valueName: "kinds"))
     var kinds: String?
 
