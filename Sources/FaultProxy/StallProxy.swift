@@ -2,11 +2,13 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A TCP proxy on loopback in front of one server, that can stall every connection through it:
+/// A TCP proxy (on loopback unless told otherwise) in front of one server, that can stall every connection through it:
 /// while stalled nothing is read on either side, so bytes wait in the kernel's buffers and
 /// arrive when it resumes — what a client sees of a server that is stopped (SIGSTOP), without
 /// signalling a child process (a stopped child makes Foundation's `Process` machinery trip).
 public final class StallProxy: Sendable {
+    /// The address clients connect to.
+    public let host: String
     /// The port clients connect to.
     public let port: Int
     private let listener: any Channel
@@ -17,20 +19,25 @@ public final class StallProxy: Sendable {
         var channels: [ObjectIdentifier: any Channel] = [:]
     }
 
-    /// Starts a proxy on a free loopback port that forwards to `127.0.0.1:targetPort`.
-    public static func start(targetPort: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> StallProxy {
+    /// Starts a proxy on a free port of `listenHost` (loopback by default) that forwards to
+    /// `targetHost:targetPort`.
+    public static func start(
+        targetPort: Int, targetHost: String = "127.0.0.1", listenHost: String = "127.0.0.1",
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> StallProxy {
         let state = NIOLockedValueBox(State())
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { inbound in
-                inbound.pipeline.addHandler(ClientSide(targetPort: targetPort, state: state))
+                inbound.pipeline.addHandler(ClientSide(targetHost: targetHost, targetPort: targetPort, state: state))
             }
-            .bind(host: "127.0.0.1", port: 0).get()
-        return StallProxy(port: listener.localAddress?.port ?? 0, listener: listener, state: state)
+            .bind(host: listenHost, port: 0).get()
+        return StallProxy(host: listenHost, port: listener.localAddress?.port ?? 0, listener: listener, state: state)
     }
 
-    private init(port: Int, listener: any Channel, state: NIOLockedValueBox<State>) {
+    private init(host: String, port: Int, listener: any Channel, state: NIOLockedValueBox<State>) {
+        self.host = host
         self.port = port
         self.listener = listener
         self.state = state
@@ -39,8 +46,8 @@ public final class StallProxy: Sendable {
     /// How many connections (client and server sides together) are open through the proxy.
     public var openChannels: Int { state.withLockedValue { $0.channels.count } }
 
-    /// `nats://127.0.0.1:PORT` of the proxy.
-    public var url: String { "nats://127.0.0.1:\(port)" }
+    /// `nats://HOST:PORT` of the proxy.
+    public var url: String { "nats://\(host):\(port)" }
 
     /// Stops reading on every connection (and on those accepted from now on) until ``resume()``.
     public func stall() async throws {
@@ -80,10 +87,12 @@ public final class StallProxy: Sendable {
 /// (unless the proxy is stalled).
 private final class ClientSide: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
+    let targetHost: String
     let targetPort: Int
     let state: NIOLockedValueBox<StallProxy.State>
 
-    init(targetPort: Int, state: NIOLockedValueBox<StallProxy.State>) {
+    init(targetHost: String, targetPort: Int, state: NIOLockedValueBox<StallProxy.State>) {
+        self.targetHost = targetHost
         self.targetPort = targetPort
         self.state = state
     }
@@ -94,7 +103,7 @@ private final class ClientSide: ChannelInboundHandler, Sendable {
         ClientBootstrap(group: inbound.eventLoop)
             .channelOption(.autoRead, value: false)
             .channelInitializer { outbound in outbound.pipeline.addHandler(Relay(peer: inbound)) }
-            .connect(host: "127.0.0.1", port: targetPort)
+            .connect(host: targetHost, port: targetPort)
             .flatMap { outbound in
                 let stalled = state.withLockedValue { state in
                     state.channels[ObjectIdentifier(inbound)] = inbound

@@ -8,14 +8,16 @@ import Glibc
 #endif
 
 /// `baton-chaos`: starts a 3-server NATS JetStream cluster, three batond nodes and several apps
-/// on loopback, injects seeded random faults one at a time, and checks the evidence the apps'
-/// backends leave: no two backends of an app ran at once, fencing tokens only grew, and every
-/// app ran again within a bound after each fault.
+/// (in network namespaces on one bridge, or on loopback), injects seeded random faults one at a
+/// time, and checks the evidence the apps' backends leave: no two backends of an app ran at
+/// once, fencing tokens only grew, the VIP never answered from two MACs, no acknowledged SQLite
+/// row was lost on a graceful handover and `integrity_check` held, and every app ran again within
+/// a bound after each fault.
 @main
 struct BatonChaos: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baton-chaos",
-        abstract: "Random fault injection against a local Baton cluster, with a split-brain and liveness checker.",
+        abstract: "Random fault injection against a local Baton cluster, with a split-brain, VIP, SQLite and liveness checker.",
         discussion: """
             Exit status: 0 no violation; 1 a violation (evidence kept, its directory printed); \
             2 the run could not be set up; 3 the run's time bound passed.
@@ -33,8 +35,19 @@ struct BatonChaos: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The apps' lease ttl (renew, fence budget and skew are derived).", valueName: "duration"))
     var ttl = "1s"
 
-    @Option(help: "How many apps.")
+    @Option(help: "How many apps (app-0 has the VIP in netns runs, app-1 writes SQLite).")
     var apps = 3
+
+    @Option(
+        help: ArgumentHelp(
+            "netns: nodes, servers and a VIP prober in network namespaces on one bridge, with nftables partitions, one-way cuts and packet loss (root, nft); loopback: every process on 127.0.0.1, no VIP, no nftables faults.",
+            valueName: "mode"))
+    var network = "netns"
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "app-1's backend writes SQLite under load (Baton replicates it; acknowledged rows and integrity_check are checked); with --no-sqlite-app it is a heartbeat backend like the others.")
+    var sqliteApp = true
 
     @Option(help: ArgumentHelp("After a fault ends, every app must run again within this (default: 10 s + 10 ttl).", valueName: "duration"))
     var livenessBound: String?
@@ -59,7 +72,7 @@ struct BatonChaos: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Comma-separated fault kinds to draw from (default all but nats-quorum-loss): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
+            "Comma-separated fault kinds to draw from (default all but nats-quorum-loss; node-cut, node-cut-oneway, nats-cut and loss need --network netns): \(FaultKind.allCases.map(\.shortName).joined(separator: ", ")).",
             valueName: "kinds"))
     var kinds: String?
 
@@ -80,11 +93,15 @@ struct BatonChaos: AsyncParsableCommand {
         let maximum = try duration.map(parseDuration)
         let bound = try timeLimit.map(parseDuration) ?? (maximum.map { $0 + .seconds(120) } ?? (.seconds(120) + .seconds(45) * faults))
 
-        var chosen = FaultKind.allCases.filter { $0 != .natsQuorumLoss }
+        guard let network = NetworkMode(rawValue: network) else { throw ValidationError("--network is netns or loopback, not \(network)") }
+        var chosen = FaultKind.allCases.filter { $0 != .natsQuorumLoss && (network == .netns || !$0.needsNamespaces) }
         if let kinds {
             chosen = try kinds.split(separator: ",").map { name in
                 guard let kind = FaultKind.allCases.first(where: { $0.shortName == name }) else {
                     throw ValidationError("unknown fault kind \(name); known: \(FaultKind.allCases.map(\.shortName).joined(separator: ", "))")
+                }
+                guard network == .netns || !kind.needsNamespaces else {
+                    throw ValidationError("fault kind \(name) needs --network netns")
                 }
                 return kind
             }
@@ -97,31 +114,35 @@ struct BatonChaos: AsyncParsableCommand {
         }
         let runDirectory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         say("baton-chaos: run directory \(runDirectory)")
-        say("baton-chaos: \(faults) faults, ttl \(self.ttl), \(apps) apps, nats-server \(binaries.nats), bound \(bound)")
+        say("baton-chaos: \(faults) faults, ttl \(self.ttl), \(apps) apps, network \(network.rawValue), nats-server \(binaries.nats), bound \(bound)")
 
         installTermination(runDirectory: runDirectory, bound: bound)
         try Checker.selfTest(directory: runDirectory)
-        say("baton-chaos: the checker's self-test found the planted overlap, backwards and shared epochs")
+        try Checker.selfTestDataChecks(directory: runDirectory)
+        say("baton-chaos: the checker's self-test found the planted overlap, backwards and shared epochs, VIP answers from two MACs, lost SQLite rows, a hole and a failed integrity check")
 
         let plan = RunPlan(
             seed: seed, faults: faults, maximum: maximum, ttl: ttl, liveness: liveness, appCount: apps, binaries: binaries,
-            runDirectory: runDirectory, syncInterval: syncInterval, continueAfterViolation: continueAfterViolation, kinds: chosen, batondLogLevel: batondLogLevel)
+            runDirectory: runDirectory, syncInterval: syncInterval, continueAfterViolation: continueAfterViolation, kinds: chosen, batondLogLevel: batondLogLevel,
+            network: network, sqliteApp: sqliteApp)
         let outcome: RunOutcome
         do {
             outcome = try await ChaosRun(plan: plan).run()
         } catch {
             ProcessTable.killAll(runDirectory: runDirectory)
+            await NetLab.destroy(runDirectory: runDirectory)
             say("baton-chaos: the run failed: \(error)")
             say("baton-chaos: logs kept in \(runDirectory)")
             throw ExitCode(2)
         }
         ProcessTable.killAll(runDirectory: runDirectory)
+        await NetLab.destroy(runDirectory: runDirectory)
 
         say("")
         say(outcome.table)
         say("")
         say("baton-chaos: seed \(seed); heartbeat resolution 5 ms (an overlap shorter than one heartbeat period can go unseen)")
-        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps)\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
+        let replay = "scripts/chaos --seed \(seed) --faults \(faults) --ttl \(self.ttl) --apps \(apps) --network \(network.rawValue)\(sqliteApp ? "" : " --no-sqlite-app")\(debianNats ? " --debian-nats" : "")\(kinds.map { " --kinds \($0)" } ?? "")"
             + (natsServer.map { " --nats-server \($0)" } ?? "") + (syncInterval.map { " --sync-interval \($0)" } ?? "")
             + (livenessBound.map { " --liveness-bound \($0)" } ?? "")
         if outcome.violations.isEmpty {
@@ -134,7 +155,8 @@ struct BatonChaos: AsyncParsableCommand {
         } else {
             say("baton-chaos: \(outcome.violations.count) VIOLATION(S):")
             for violation in outcome.violations.prefix(50) { say("  \(violation)") }
-            say("baton-chaos: evidence kept in \(runDirectory) (evidence/<app>.log: `mono-ns kind node epoch pid`; faults.log; node-*.log)")
+            say(
+                "baton-chaos: evidence kept in \(runDirectory) (evidence/<app>.log: `mono-ns kind node epoch pid`; evidence/app-1.acks and .inventory: the SQLite app's acknowledged commits and the rows present at each start; evidence/vip.log: ARP requests and replies; faults.log; node-*.log)")
             say("baton-chaos: replay the fault schedule with: \(replay) --keep")
             throw ExitCode(1)
         }
@@ -177,6 +199,7 @@ struct BatonChaos: AsyncParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
                 ProcessTable.killAll(runDirectory: runDirectory)
+                NetLab.destroyBlocking(runDirectory: runDirectory)
                 say("baton-chaos: interrupted; every process killed; logs kept in \(runDirectory)")
                 Glibc.exit(130)
             }
@@ -186,6 +209,7 @@ struct BatonChaos: AsyncParsableCommand {
         let deadline = DispatchTime.now() + .nanoseconds(Int(bound.components.seconds * 1_000_000_000))
         DispatchQueue.global().asyncAfter(deadline: deadline) {
             ProcessTable.killAll(runDirectory: runDirectory)
+            NetLab.destroyBlocking(runDirectory: runDirectory)
             say("baton-chaos: the run's time bound (\(bound)) passed; every process killed; logs kept in \(runDirectory)")
             Glibc.exit(3)
         }

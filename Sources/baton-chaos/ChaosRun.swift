@@ -23,6 +23,17 @@ struct RunPlan: Sendable {
     var kinds: [FaultKind]
     /// batond's log level.
     var batondLogLevel: String
+    /// Where the nodes and servers live.
+    var network: NetworkMode
+    /// Whether app-1 writes SQLite.
+    var sqliteApp: Bool
+}
+
+/// `--network`: every process on loopback, or nodes, servers and the VIP prober in network
+/// namespaces on one bridge (partitions, one-way cuts and packet loss with nftables, the VIP app).
+enum NetworkMode: String, Sendable {
+    case loopback
+    case netns
 }
 
 struct RunOutcome {
@@ -60,6 +71,20 @@ enum FaultKind: String, CaseIterable, Sendable {
     case stepdown = "stepdown"
     case reload = "SIGHUP reload"
     case restart = "SIGTERM restart"
+    /// netns only: every packet between a node and NATS dropped, both ways.
+    case nodeCut = "node cut from NATS (nft)"
+    /// netns only: only the packets from NATS to the node, or only those from the node, dropped.
+    case nodeCutOneWay = "node cut one way (nft)"
+    /// netns only: a server's traffic with its peers dropped (both ways, or one way).
+    case natsCut = "nats cut from peers (nft)"
+    /// netns only: 10–60 % of a node's or a server's packets dropped at random, both ways.
+    case loss = "packet loss (nft)"
+
+    /// Kinds that need `--network netns`.
+    var needsNamespaces: Bool { [.nodeCut, .nodeCutOneWay, .natsCut, .loss].contains(self) }
+
+    /// Graceful operations: a handover during one of these must lose no acknowledged SQLite row.
+    var isGraceful: Bool { [.switchover, .stepdown, .restart].contains(self) }
 
     /// A short name for `--kinds`.
     var shortName: String {
@@ -76,6 +101,10 @@ enum FaultKind: String, CaseIterable, Sendable {
         case .stepdown: "stepdown"
         case .reload: "reload"
         case .restart: "restart"
+        case .nodeCut: "node-cut"
+        case .nodeCutOneWay: "node-cut-oneway"
+        case .natsCut: "nats-cut"
+        case .loss: "loss"
         }
     }
 
@@ -83,6 +112,7 @@ enum FaultKind: String, CaseIterable, Sendable {
         switch self {
         case .batondKill, .batondStopShort, .batondStopLong, .natsKill, .natsStop, .stall: 3
         case .switchover, .stepdown, .reload, .restart, .natsRolling, .natsQuorumLoss: 1
+        case .nodeCut, .nodeCutOneWay, .natsCut, .loss: 2
         }
     }
 }
@@ -99,6 +129,10 @@ final class ChaosRun: @unchecked Sendable {
     var random: SeededGenerator
     var client: NATSClient?
     let faultLog: FileHandle
+    /// The namespaces of a netns run.
+    var lab: NetLab?
+    /// The VIP prober (netns runs).
+    var prober: Child?
 
     init(plan: RunPlan) throws {
         self.plan = plan
@@ -142,9 +176,22 @@ final class ChaosRun: @unchecked Sendable {
         ProcessTable.killAll(runDirectory: plan.runDirectory)
         for proxy in nodes.flatMap(\.proxies) { await proxy.close() }
         try? await Task.sleep(for: .milliseconds(200))
+        if lab != nil { await NetLab.destroy(runDirectory: plan.runDirectory) }
 
         let checker = Checker(evidenceDirectory: evidenceDirectory, apps: appNames)
         var violations = checker.safetyViolations(faults: records)
+        var summaries: [String] = []
+        if let sqliteApp {
+            let sqlite = SQLiteCheck(evidenceDirectory: evidenceDirectory, app: sqliteApp, runs: checker.runs[sqliteApp] ?? [], faults: records)
+            violations += sqlite.violations
+            summaries.append(sqlite.summary)
+        }
+        if let vipApp, let lab {
+            let names = Dictionary(uniqueKeysWithValues: (1...3).map { (NetLab.nodeMAC($0), "node-\($0)") })
+            let vip = VIPCheck(path: "\(evidenceDirectory)/vip.log", app: vipApp, address: lab.vipAddress, macNames: names, faults: records)
+            violations += vip.violations
+            summaries.append(vip.summary)
+        }
         for record in records where record.recovered == nil {
             violations.append(
                 Violation(
@@ -155,6 +202,7 @@ final class ChaosRun: @unchecked Sendable {
         var table = report(faults: records, checker: checker, apps: appNames, violations: violations)
         if stoppedEarly { table += "\n(stopped injecting at the first liveness violation)" }
         if !incidents.isEmpty { table += "\nincidents (not violations): " + incidents.joined(separator: "; ") }
+        for summary in summaries { table += "\n" + summary }
         for (app, runs) in checker.runs.sorted(by: { $0.key < $1.key }) {
             table += "\n\(app): \(runs.count) backend runs, epochs \(runs.first?.epoch ?? 0)…\(runs.map(\.epoch).max() ?? 0)"
         }
@@ -163,26 +211,66 @@ final class ChaosRun: @unchecked Sendable {
 
     // MARK: - Set-up
 
+    /// The app whose backend writes SQLite under load (app-1; app-0 when there is only one).
+    var sqliteApp: String? { plan.sqliteApp ? (appNames.count > 1 ? appNames[1] : appNames.first) : nil }
+    /// The app with a VIP (app-0, netns runs only).
+    var vipApp: String? { plan.network == .netns ? appNames.first : nil }
+
+    /// The apps of `node`'s config.
+    private func appSpecs(node: String, heartbeat: String, sqlite: String) throws -> [AppSpec] {
+        try appNames.map { app in
+            var spec = AppSpec(name: app, script: heartbeat, env: ["CHAOS_LOG": "\(evidenceDirectory)/\(app).log"])
+            if app == vipApp, let lab { spec.vip = lab.vipAddress }
+            if app == sqliteApp {
+                let directory = "\(plan.runDirectory)/\(node)-db"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                spec.script = sqlite
+                spec.sqlitePath = "\(directory)/\(app).db"
+                spec.env["CHAOS_DB"] = "\(directory)/\(app).db"
+                spec.env["CHAOS_ACKS"] = "\(evidenceDirectory)/\(app).acks"
+                spec.env["CHAOS_INVENTORY"] = "\(evidenceDirectory)/\(app).inventory"
+            }
+            return spec
+        }
+    }
+
     private func setUp() async throws {
         let directory = plan.runDirectory
         let backend = "\(directory)/backend.py"
         try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
-        let clientPorts = try (0..<3).map { _ in try reserveLoopbackPort() }
-        let routePorts = try (0..<3).map { _ in try reserveLoopbackPort() }
-        for index in 0..<3 {
-            let server = try NATSServerNode(
-                name: "nats-\(index + 1)", clientPort: clientPorts[index], routePort: routePorts[index],
-                peerRoutePorts: routePorts.enumerated().filter { $0.offset != index }.map(\.element), binary: plan.binaries.nats,
-                directory: directory, syncInterval: plan.syncInterval)
-            try server.start()
-            servers.append(server)
-        }
-        for server in servers {
-            guard await waitUntil(.seconds(20), { portAccepts(server.clientPort) }) else {
-                throw ChaosError("\(server.name) did not listen on \(server.clientPort); see \(server.logPath)")
+        let sqlite = "\(directory)/sqlite_backend.py"
+        try sqliteBackend.write(toFile: sqlite, atomically: true, encoding: .utf8)
+        if plan.network == .netns {
+            let lab = try NetLab.plan(runDirectory: directory)
+            self.lab = lab
+            try await lab.setUp()
+            log("network: namespaces \(lab.namespaces.joined(separator: " ")) on \(lab.subnet).0/24 (bridge in \(lab.bridgeNamespace)); proxies and this process on \(lab.rootAddress) (\(lab.rootInterface)); VIP \(lab.vipAddress)")
+            for index in 1...3 {
+                servers.append(
+                    try NATSServerNode(
+                        name: "nats-\(index)", host: lab.serverAddress(index), clientPort: 4222, routePort: 6222,
+                        peerRoutes: (1...3).filter { $0 != index }.map { "\(lab.serverAddress($0)):6222" }, binary: plan.binaries.nats,
+                        directory: directory, syncInterval: plan.syncInterval, launcher: lab.launcher(lab.serverNamespace(index)),
+                        namespace: lab.serverNamespace(index)))
+            }
+        } else {
+            let clientPorts = try (0..<3).map { _ in try reserveLoopbackPort() }
+            let routePorts = try (0..<3).map { _ in try reserveLoopbackPort() }
+            for index in 0..<3 {
+                servers.append(
+                    try NATSServerNode(
+                        name: "nats-\(index + 1)", clientPort: clientPorts[index], routePort: routePorts[index],
+                        peerRoutes: routePorts.enumerated().filter { $0.offset != index }.map { "127.0.0.1:\($0.element)" },
+                        binary: plan.binaries.nats, directory: directory, syncInterval: plan.syncInterval))
             }
         }
-        var options = NATSClientOptions(servers: servers.map { "nats://127.0.0.1:\($0.clientPort)" })
+        for server in servers { try server.start() }
+        for server in servers {
+            guard await waitUntil(.seconds(20), { portAccepts(server.clientPort, host: server.host) }) else {
+                throw ChaosError("\(server.name) did not listen on \(server.host):\(server.clientPort); see \(server.logPath)")
+            }
+        }
+        var options = NATSClientOptions(servers: servers.map { "nats://\($0.host):\($0.clientPort)" })
         options.retryOnFailedInitialConnect = true
         options.maxReconnectRounds = nil
         options.requestTimeout = .seconds(1)
@@ -191,26 +279,43 @@ final class ChaosRun: @unchecked Sendable {
         for index in 1...3 {
             let id = "node-\(index)"
             var proxies: [StallProxy] = []
-            for server in servers { proxies.append(try await StallProxy.start(targetPort: server.clientPort)) }
+            for server in servers {
+                proxies.append(try await StallProxy.start(targetPort: server.clientPort, targetHost: server.host, listenHost: lab?.rootAddress ?? "127.0.0.1"))
+            }
             let configPath = "\(directory)/\(id).yaml"
             try batondConfig(
-                node: id, cluster: "chaos", servers: proxies.map(\.url), stateDirectory: "\(directory)/\(id)-state", apps: appNames,
-                lease: LeaseSettings(ttl: plan.ttl), backend: backend, evidenceDirectory: evidenceDirectory
+                node: id, cluster: "chaos", servers: proxies.map(\.url), stateDirectory: "\(directory)/\(id)-state",
+                apps: try appSpecs(node: id, heartbeat: backend, sqlite: sqlite), lease: LeaseSettings(ttl: plan.ttl)
             ).write(toFile: configPath, atomically: true, encoding: .utf8)
+            let namespace = lab?.nodeNamespace(index)
             let node = BatondNode(
                 id: id, binary: plan.binaries.batond, keeper: plan.binaries.keeper, configPath: configPath, logPath: "\(directory)/\(id).log",
-                proxies: proxies, logLevel: plan.batondLogLevel)
+                proxies: proxies, logLevel: plan.batondLogLevel, launcher: namespace.map { lab!.launcher($0) } ?? [], namespace: namespace)
             try node.start()
             nodes.append(node)
         }
         for node in nodes {
-            log("\(node.id) reaches " + zip(node.proxies, servers).map { "\($0.1.name) through :\($0.0.port)" }.joined(separator: ", "))
+            log("\(node.id) reaches " + zip(node.proxies, servers).map { "\($0.1.name) through \($0.0.host):\($0.0.port)" }.joined(separator: ", "))
         }
-        log("cluster up: nats \(servers.map { "\($0.name)=\($0.clientPort)" }.joined(separator: " ")); nodes node-1..3; apps \(appNames.joined(separator: " "))")
+        if let lab {
+            try startProber(lab)
+            log("VIP prober: ARP requests for \(lab.vipAddress) every 5 ms from \(lab.clientNamespace); node MACs " + (1...3).map { "node-\($0)=\(NetLab.nodeMAC($0))" }.joined(separator: " "))
+        }
+        log("cluster up: nats \(servers.map { "\($0.name)=\($0.host):\($0.clientPort)" }.joined(separator: " ")); nodes node-1..3; apps \(appNames.joined(separator: " "))"
+            + (vipApp.map { " (\($0) with the VIP)" } ?? "") + (sqliteApp.map { " (\($0) writes SQLite)" } ?? ""))
         guard await waitForAllApps(after: monotonicNow(), bound: .seconds(90)) != nil else {
             throw ChaosError("not every app started within 90 s of the cluster's start; see the node logs in \(directory)")
         }
         log("every app runs")
+    }
+
+    private func startProber(_ lab: NetLab) throws {
+        let script = "\(plan.runDirectory)/vip_prober.py"
+        try vipProber.write(toFile: script, atomically: true, encoding: .utf8)
+        prober = try Child(
+            name: "vip-prober", executable: lab.ipPath,
+            arguments: ["netns", "exec", lab.clientNamespace, "/usr/bin/python3", script, "eth0", lab.vipAddress, "\(evidenceDirectory)/vip.log"],
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], logPath: "\(plan.runDirectory)/vip-prober.log")
     }
 
     // MARK: - Observation
@@ -296,6 +401,10 @@ final class ChaosRun: @unchecked Sendable {
             log("\(node.id) was not running; restarting it")
             try node.start()
         }
+        if let prober, !prober.isRunning, let lab {
+            incidents.append("the VIP prober exited before fault #\(records.count + 1) (see vip-prober.log); restarted")
+            try startProber(lab)
+        }
     }
 
     /// The node running `app` now (by its latest heartbeat).
@@ -347,6 +456,24 @@ final class ChaosRun: @unchecked Sendable {
         return (node, "\(node.id) (passive for \(app))")
     }
 
+    /// Picks a server for a server fault: half the time the leader of a random app's lease
+    /// stream (asked from JetStream), otherwise a random one.
+    private func pickServer() async -> (NATSServerNode, String) {
+        let leaderWanted = Bool.random(using: &random)
+        let app = appNames[Int.random(in: 0..<appNames.count, using: &random)]
+        let server = servers[Int.random(in: 0..<servers.count, using: &random)]
+        if leaderWanted, let leader = await streamLeader(app: app) {
+            return (leader, "\(leader.name) (leader of KV_baton_chaos_\(app))")
+        }
+        return (server, leaderWanted ? "\(server.name) (the leader lookup failed; a random server)" : server.name)
+    }
+
+    /// The namespace of a node or server (netns runs; every netns kind is refused in loopback runs).
+    private func namespace(_ namespace: String?) throws -> (NetLab, String) {
+        guard let lab, let namespace else { throw ChaosError("an nftables fault needs --network netns") }
+        return (lab, namespace)
+    }
+
     private func inject(_ kind: FaultKind, index: Int) async throws -> FaultRecord {
         let ttlMilliseconds = Double(plan.ttl.components.seconds) * 1000 + Double(plan.ttl.components.attoseconds) / 1e15
         var record = FaultRecord(index: index, kind: kind.rawValue, target: "", start: monotonicNow(), end: 0, recovered: nil, note: "")
@@ -371,16 +498,8 @@ final class ChaosRun: @unchecked Sendable {
             node.signal(SIGCONT)
             record.note = "stopped \(pause)"
         case .natsKill, .natsStop:
-            let leaderWanted = Bool.random(using: &random)
-            let app = appNames[Int.random(in: 0..<appNames.count, using: &random)]
-            let other = servers[Int.random(in: 0..<servers.count, using: &random)]
-            var server = other
-            if leaderWanted, let leader = await streamLeader(app: app) {
-                server = leader
-                record.target = "\(leader.name) (leader of KV_baton_chaos_\(app))"
-            } else {
-                record.target = leaderWanted ? "\(server.name) (the leader lookup failed; a random server)" : server.name
-            }
+            let (server, target) = await pickServer()
+            record.target = target
             if kind == .natsKill {
                 let downFor = milliseconds(200...2000)
                 record.start = monotonicNow()
@@ -459,6 +578,53 @@ final class ChaosRun: @unchecked Sendable {
                 await node.child?.killHard()
             }
             try node.start()
+        case .nodeCut, .nodeCutOneWay:
+            let (node, target) = pickNode()
+            let (lab, namespace) = try self.namespace(node.namespace)
+            let direction = kind == .nodeCut ? "both ways" : (Bool.random(using: &random) ? "NATS→node dropped" : "node→NATS dropped")
+            let pause = milliseconds(ttlMilliseconds * 0.5...ttlMilliseconds * 3)
+            record.target = target
+            record.start = monotonicNow()
+            try await lab.drop(
+                in: namespace, input: direction != "node→NATS dropped" ? "ip saddr \(lab.rootAddress) drop" : nil,
+                output: direction != "NATS→node dropped" ? "ip daddr \(lab.rootAddress) drop" : nil)
+            try await Task.sleep(for: pause)
+            try await lab.heal(namespace)
+            record.note = "\(direction) for \(pause)"
+        case .natsCut:
+            let (server, target) = await pickServer()
+            let (lab, namespace) = try self.namespace(server.namespace)
+            let peers = servers.filter { $0 !== server }.map(\.host).joined(separator: ", ")
+            let direction = ["both ways", "from peers dropped", "to peers dropped"][Int.random(in: 0..<3, using: &random)]
+            let pause = milliseconds(500...4000)
+            record.target = target
+            record.start = monotonicNow()
+            try await lab.drop(
+                in: namespace, input: direction != "to peers dropped" ? "ip saddr { \(peers) } drop" : nil,
+                output: direction != "from peers dropped" ? "ip daddr { \(peers) } drop" : nil)
+            try await Task.sleep(for: pause)
+            try await lab.heal(namespace)
+            record.note = "\(direction) for \(pause)"
+        case .loss:
+            let percent = Int.random(in: 10...60, using: &random)
+            let pause = milliseconds(1000...4000)
+            let namespaceOf: String?
+            if Bool.random(using: &random) {
+                let (node, target) = pickNode()
+                record.target = target
+                namespaceOf = node.namespace
+            } else {
+                let (server, target) = await pickServer()
+                record.target = target
+                namespaceOf = server.namespace
+            }
+            let (lab, namespace) = try self.namespace(namespaceOf)
+            record.start = monotonicNow()
+            let rule = "meta l4proto tcp numgen random mod 100 < \(percent) drop"
+            try await lab.drop(in: namespace, input: rule, output: rule)
+            try await Task.sleep(for: pause)
+            try await lab.heal(namespace)
+            record.note = "\(percent) % of TCP packets dropped both ways for \(pause)"
         }
         record.end = monotonicNow()
         return record

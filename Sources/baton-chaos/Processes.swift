@@ -147,6 +147,13 @@ final class Child: @unchecked Sendable {
         if isRunning { kill(pid, signal) }
     }
 
+    /// The exit status once the process exited normally (nil while it runs, or if a signal
+    /// ended it).
+    var exitCode: Int32? {
+        guard !isRunning, let raw = status.withLockedValue({ $0 }), raw & 0x7F == 0 else { return nil }
+        return (raw >> 8) & 0xFF
+    }
+
     /// Waits up to `timeout` for the process to exit; true if it did.
     func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
@@ -192,15 +199,15 @@ func reserveLoopbackPort() throws -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-func portAccepts(_ port: Int) -> Bool {
+/// Whether something accepts TCP connections on `host`:`port` (loopback by default).
+func portAccepts(_ port: Int, host: String = "127.0.0.1") -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_addr.s_addr = inet_addr(host)
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0
