@@ -23,6 +23,9 @@ public struct ApplierStatus: Sendable, Hashable {
     public var resynchronisations: Int
     /// Times the consumer was positioned again after the NATS connection came back.
     public var repositionsAfterReconnect: Int
+    /// Times the consumer was positioned again because the server ended a pull request early
+    /// (``NATS/JetStreamError/Code/pullRequestEnded``, e.g. `409 Batch Completed`).
+    public var repositionsAfterEndedPulls: Int = 0
     /// The most bytes one pull request brought (subjects, headers and payloads, as the server
     /// counts them against the request's `max_bytes`).
     public var largestBatchBytes: Int
@@ -543,9 +546,19 @@ actor ApplierCore {
         }
         guard let consumer else { throw ReplicationError(.notRunning, "the consumer is not positioned") }
         let maxBytes = fetchMaxBytes
-        var messages = try await consumer.fetch(batch: configuration.fetchMaxMessages, maxBytes: maxBytes, expires: expires, noWait: true)
-        if messages.isEmpty, !noWait {
-            messages = try await consumer.fetch(batch: 1, maxBytes: maxBytes, expires: expires)
+        var messages: [JetStreamMessage]
+        do {
+            messages = try await consumer.fetch(batch: configuration.fetchMaxMessages, maxBytes: maxBytes, expires: expires, noWait: true)
+            if messages.isEmpty, !noWait {
+                messages = try await consumer.fetch(batch: 1, maxBytes: maxBytes, expires: expires)
+            }
+        } catch let error as JetStreamError where error.code == .pullRequestEnded {
+            // Messages meant for that request may never reach us (they would come back only
+            // after the ack wait): read on from the applied position with a new consumer.
+            logger.debug("pull request ended early; repositioning the consumer", metadata: ["detail": "\(error)"])
+            status.repositionsAfterEndedPulls += 1
+            try await position()
+            return 0
         }
         if messages.isEmpty, ContinuousClock.now - lastConsumerCheck >= .seconds(2) {
             // A stream deleted or recreated under an idle applier can leave its pulls unanswered

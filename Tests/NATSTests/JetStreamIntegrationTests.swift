@@ -182,10 +182,11 @@ struct JetStreamIntegrationTests {
         }
     }
 
-    /// A 409 that ends one pull request ("Batch Completed", which nats-server 2.11+ sends,
-    /// "Leadership Change", "Exceeded MaxWaiting") is the end of a fetch, not an error; only a
-    /// deleted (or push) consumer is ``JetStreamError/Code/consumerGone`` — which a fetch waiting
-    /// on a consumer deleted under it gets from a real server.
+    /// A 409 that ends one pull request ("Batch Completed", which a clustered nats-server 2.11+
+    /// sends, "Leadership Change", "Exceeded MaxWaiting") is ``JetStreamError/Code/pullRequestEnded``
+    /// (the consumer is still there); only a deleted (or push) consumer is
+    /// ``JetStreamError/Code/consumerGone`` — which a fetch waiting on a consumer deleted under
+    /// it gets from a real server.
     @Test(arguments: NATSServerKind.allCases)
     func onlyAGoneConsumerFailsAFetch(kind: NATSServerKind) async throws {
         for ending in ["Batch Completed", "Leadership Change", "Exceeded MaxWaiting", "Exceeded MaxRequestExpires of 1s"] {

@@ -73,6 +73,12 @@ public struct JetStreamError: Error, Hashable, Sendable, CustomStringConvertible
         public static let invalidName = Code(name: "invalidName")
         /// A consumer was deleted or stopped answering.
         public static let consumerGone = Code(name: "consumerGone")
+        /// The server ended a pull request with a status other than "no messages" or
+        /// "timeout" before any message arrived (for example `409 Batch Completed` on a
+        /// clustered nats-server 2.11+). The consumer is still there, but messages the server
+        /// meant for that request may be in flight to it: a reader that must not skip any
+        /// repositions the consumer before pulling again.
+        public static let pullRequestEnded = Code(name: "pullRequestEnded")
         /// The operation was given an invalid argument.
         public static let invalidArgument = Code(name: "invalidArgument")
     }

@@ -89,8 +89,10 @@ public struct PullConsumer: Sendable {
                         return messages
                     }
                     // Anything else ends this pull request, not the consumer: "Batch Completed"
-                    // (nats-server 2.11+ ends requests with it), "Leadership Change", "Exceeded
-                    // MaxWaiting", ... The caller pulls again.
+                    // (clustered nats-server 2.11+), "Leadership Change", "Exceeded MaxWaiting".
+                    if messages.isEmpty {
+                        throw JetStreamError(.pullRequestEnded, "the pull request to consumer \(name) on \(stream) ended: \(text)")
+                    }
                     return messages
                 default:
                     if messages.isEmpty {
