@@ -49,6 +49,16 @@ struct SQLiteReplicaTests {
             nats: NATSConfig(servers: ["nats://127.0.0.1:\(port)"], replicas: 1), apps: [app])
     }
 
+    /// The replica of the test app on `node`, its files under `directory`.
+    private static func replica(_ node: String, directory: URL, server: NATSServerProcess, client: NATSClient) throws -> SQLiteReplica {
+        var logger = Logger(label: "sqlite-replica-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
+        let config = config(directory: directory, node: node, port: server.port)
+        return try SQLiteReplica(
+            configuration: SQLiteReplica.configuration(app: config.apps[0], sqlite: config.apps[0].sqlite!, config: config),
+            jetStream: JetStream(client: client), logger: logger)
+    }
+
     @Test("the sqlite section, the node's state_dir and nats.replicas map to the replication configuration")
     func configurationMapping() throws {
         let directory = URL(fileURLWithPath: "/var/lib/baton-test")
@@ -87,14 +97,7 @@ struct SQLiteReplicaTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         try await withNATSServer(kind) { server in
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
-            var logger = Logger(label: "sqlite-replica-test")
-            logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
-            func replica(_ node: String) throws -> SQLiteReplica {
-                let config = Self.config(directory: directory, node: node, port: server.port)
-                return try SQLiteReplica(
-                    configuration: SQLiteReplica.configuration(app: config.apps[0], sqlite: config.apps[0].sqlite!, config: config),
-                    jetStream: JetStream(client: client), logger: logger)
-            }
+            func replica(_ node: String) throws -> SQLiteReplica { try Self.replica(node, directory: directory, server: server, client: client) }
             let a = try replica("node-a")
             let b = try replica("node-b")
             let databaseA = a.configuration.databasePath
@@ -182,14 +185,7 @@ struct SQLiteReplicaTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         try await withNATSServer(kind) { server in
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
-            var logger = Logger(label: "sqlite-replica-test")
-            logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
-            func replica(_ node: String) throws -> SQLiteReplica {
-                let config = Self.config(directory: directory, node: node, port: server.port)
-                return try SQLiteReplica(
-                    configuration: SQLiteReplica.configuration(app: config.apps[0], sqlite: config.apps[0].sqlite!, config: config),
-                    jetStream: JetStream(client: client), logger: logger)
-            }
+            func replica(_ node: String) throws -> SQLiteReplica { try Self.replica(node, directory: directory, server: server, client: client) }
             let a = try replica("node-a")
             let b = try replica("node-b")
             await b.follow()
