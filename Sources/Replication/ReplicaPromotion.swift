@@ -62,15 +62,20 @@ public struct PromotionReport: Sendable, Hashable {
 
 /// Turns this node's replica into the app's database, before the backend starts.
 public enum ReplicaPromotion {
-    /// Drains the stream into the replica, verifies the replica's checksum and
-    /// `PRAGMA quick_check`, then moves it over ``ReplicationConfiguration/databasePath``
+    /// Drains the stream into the replica, verifies the replica's checksum (and, with
+    /// ``ReplicationConfiguration/promotionReadsReplica``, re-reads the file and runs
+    /// `PRAGMA quick_check`), then moves it over ``ReplicationConfiguration/databasePath``
     /// (removing stale `-wal`, `-shm` and `-journal` files first).
+    ///
+    /// `handover` is what the applier that just stopped returned: with it the replica's page
+    /// hashes are not computed again by reading the file.
     ///
     /// The applier of this app must be stopped first (they share the durable consumer and the
     /// replica). The backend must not be running. Throws when the replica cannot be proven
     /// equal to the stream's end; the app's database is untouched then.
     public static func promote(
-        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60), token: UInt64 = .max
+        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60), token: UInt64 = .max,
+        handover: ReplicaHandover? = nil
     ) async throws -> PromotionReport {
         try configuration.validate()
         var logger = logger
@@ -79,7 +84,7 @@ public enum ReplicaPromotion {
         let history = ReplicationHistoryStore(configuration: configuration, jetStream: jetStream)
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         do {
-            try await core.load()
+            try await core.load(handover: handover)
             var decision = try await gatherInputs(configuration: configuration, jetStream: jetStream, core: core, history: history, token: token)
             var plan = decision.plan
             // An old active node keeps no replica: its database at `sqlite.path` may be the
@@ -149,14 +154,16 @@ public enum ReplicaPromotion {
         }
     }
 
-    /// Verifies the replica (checksum, `quick_check`) and moves it over the app's database.
+    /// Verifies the replica (checksum; file and `quick_check` when configured) and moves it over
+    /// the app's database.
     private static func verifyAndMove(configuration: ReplicationConfiguration, core: ApplierCore) async throws -> DatabaseChecksum {
         let store = core.store
         let replicaPath = configuration.replicaPath
         let databasePath = configuration.databasePath
+        let readsReplica = configuration.promotionReadsReplica
         return try await core.io.run {
-            let table = try store.verifiedChecksum()
-            try quickCheck(replicaPath)
+            let table = try store.verifiedChecksum(readingFile: readsReplica)
+            if readsReplica { try quickCheck(replicaPath) }
             store.closeFile()
             try moveIntoPlace(replicaPath, databasePath)
             try store.forget()

@@ -58,6 +58,12 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     public var fetchMaxBytes: Int = 4 * 1024 * 1024
     /// The applier's pull requests ask for at most this many messages.
     public var fetchMaxMessages: Int = 256
+    /// Whether a promotion re-reads the whole replica file (its page hashes against the
+    /// position) and runs `PRAGMA quick_check` before moving it into place. Off, a promotion
+    /// right after the applier stopped takes the page hashes the applier verified against the
+    /// active node's checksum of every record it applied, and reads nothing: its cost does not
+    /// grow with the database (`sqlite.promotion_check: checksums`, the default).
+    public var promotionReadsReplica: Bool = false
 
     /// Creates a configuration with default tuning.
     public init(cluster: String, app: String, nodeID: String, databasePath: String, stateDirectory: String) {
@@ -80,6 +86,18 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         if let snapshotAfterMessages { return max(1, snapshotAfterMessages) }
         if let max = streamMaxMessages, max > 0 { return Swift.max(1, Int(max / 2)) }
         return 100_000
+    }
+
+    /// Whether a passive node starting over (a new node, or one whose database was set aside
+    /// after a fence) would restore a new snapshot sooner than it replays the `messages`
+    /// (`bytes` in all) published since the last one. Replaying costs about 256 KiB of writing
+    /// per message (each record is an fsync of the replica and one of its position), restoring
+    /// the database's size, counted as at least 64 MiB so that a small database is not
+    /// snapshotted every few records.
+    static func snapshotIsCheaperThanReplay(messages: UInt64, bytes: Int64, databaseBytes: Int64) -> Bool {
+        let replay = Int64(clamping: messages).multipliedReportingOverflow(by: 256 * 1024)
+        guard !replay.overflow else { return true }
+        return replay.partialValue.addingReportingOverflow(bytes).partialValue >= Swift.max(databaseBytes, 64 << 20)
     }
 
     /// Throws ``ReplicationError/Code/invalidConfiguration`` when the names are not

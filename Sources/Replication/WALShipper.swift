@@ -482,6 +482,15 @@ actor ShipperCore {
             try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
             return
         }
+        let published = try await io.run { engine.publishedState }
+        if lastSequence > anchorSequence,
+            ReplicationConfiguration.snapshotIsCheaperThanReplay(
+                messages: lastSequence - anchorSequence, bytes: bytesSinceSnapshot, databaseBytes: Int64(published.pages) * Int64(published.pageSize))
+        {
+            try await snapshot(
+                reason: "\(lastSequence - anchorSequence) messages (\(byteText(bytesSinceSnapshot))) since the last snapshot: restoring a new one is cheaper than replaying them")
+            return
+        }
         if let interval = configuration.snapshotInterval, ContinuousClock.now - lastSnapshotAt >= interval {
             try await snapshot(reason: "the last snapshot is older than \(interval)")
             return

@@ -228,6 +228,21 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// default 15s). Meanwhile the lease is kept and renewed and the backend stays stopped;
     /// past it the database is set aside and the loss reported.
     public var flushTimeout: Duration
+    /// What a promotion checks before the replica becomes the app's database
+    /// (`promotion_check`, default `checksums`).
+    public var promotionCheck: PromotionCheck
+
+    /// What a promotion checks before the replica becomes the app's database.
+    public enum PromotionCheck: String, Sendable, Hashable {
+        /// The replica's page hashes, which the passive node verified against the active node's
+        /// checksum of every transaction as it applied it: no read of the file, so a promotion
+        /// costs the same at every database size.
+        case checksums
+        /// Also read the whole replica file again (its hashes against the position) and run
+        /// `PRAGMA quick_check`: catches a replica file changed behind Baton's back, at a cost
+        /// that grows with the database (about 0.5 s per GB measured).
+        case full
+    }
 
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
@@ -238,7 +253,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15)
+        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
@@ -247,6 +262,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
         self.streamMaxBytes = streamMaxBytes
         self.snapshotMaxBytes = snapshotMaxBytes
         self.flushTimeout = flushTimeout
+        self.promotionCheck = promotionCheck
     }
 }
 
