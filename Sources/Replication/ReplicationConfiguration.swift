@@ -25,6 +25,10 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     /// The snapshot bucket's `max_bytes` (nil: no limit). Old snapshots are pruned (down to
     /// one) to make room for a new one. JetStream reserves it.
     public var snapshotBucketMaxBytes: Int64?
+    /// Whether the shipper raises the snapshot bucket's `max_bytes` to twice a snapshot's size
+    /// (rounded up to a GiB) when a snapshot would not fit, instead of failing; it never lowers
+    /// it. On when `snapshot_max_bytes` is not set (or `auto`).
+    public var snapshotBucketGrows: Bool = false
     /// The stream's `max_age` (nil: no limit).
     public var streamMaxAge: Duration?
     /// How many snapshots the bucket keeps.
@@ -86,6 +90,14 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         if let snapshotAfterMessages { return max(1, snapshotAfterMessages) }
         if let max = streamMaxMessages, max > 0 { return Swift.max(1, Int(max / 2)) }
         return 100_000
+    }
+
+    /// The bucket `max_bytes` a growing snapshot bucket (``snapshotBucketGrows``) needs for a
+    /// snapshot of `size` bytes: room for it and the next one, in whole GiB.
+    static func grownSnapshotBucketLimit(forSnapshotOf size: Int64) -> Int64 {
+        let gib: Int64 = 1 << 30
+        let wanted = 2 * (size + size / 64 + 4096)
+        return (wanted + gib - 1) / gib * gib
     }
 
     /// Whether a passive node starting over (a new node, or one whose database was set aside

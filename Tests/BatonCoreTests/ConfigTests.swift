@@ -204,6 +204,8 @@ struct ConfigTests {
             db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40), promotionCheck: .full))
         #expect(SQLiteReplicaConfig(path: "/x.db").flushTimeout == .seconds(15))
         #expect(SQLiteReplicaConfig(path: "/x.db").promotionCheck == .checksums)
+        #expect(db.sqlite?.snapshotMaxBytesGrows == true)
+        #expect(SQLiteReplicaConfig(path: "/x.db", snapshotMaxBytes: 8 << 30).snapshotMaxBytesGrows == false)
         #expect(config.apps[1].vips == [VIPConfig(address: "10.0.0.5", prefixLength: 32, isIPv6: false, interface: "br-lan")])
         #expect(config.apps[1].sqlite == nil)
     }
@@ -223,7 +225,15 @@ struct ConfigTests {
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
                 sqlite: {path: /var/lib/plain/app.db}
+              - name: auto
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/auto/app.db, snapshot_max_bytes: auto}
             """)
+        #expect(config.apps[0].sqlite?.snapshotMaxBytesGrows == false)
+        #expect(config.apps[2].sqlite?.snapshotMaxBytesGrows == true)
+        #expect(config.apps[3].sqlite?.snapshotMaxBytesGrows == true)
+        #expect(config.apps[3].sqlite?.snapshotMaxBytes == SQLiteReplicaConfig.defaultSnapshotMaxBytes)
         #expect(config.apps[0].sqlite?.streamMaxBytes == 512 << 20)
         #expect(config.apps[0].sqlite?.snapshotMaxBytes == 10_000_000_000)
         #expect(config.apps[1].sqlite?.streamMaxBytes == 2 << 30)

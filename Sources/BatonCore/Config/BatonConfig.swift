@@ -224,6 +224,10 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// The most the snapshot bucket holds (`snapshot_max_bytes`, default 4 GiB); old snapshots
     /// are pruned to make room for a new one. JetStream reserves it on the server.
     public var snapshotMaxBytes: Int64
+    /// Whether the snapshot bucket grows past ``snapshotMaxBytes`` to twice a snapshot's size
+    /// when the database outgrows it: when `snapshot_max_bytes` is not set, or `auto`. A
+    /// configured size is a hard limit.
+    public var snapshotMaxBytesGrows: Bool
     /// How long a graceful stepdown's final flush may take, retries included (`flush_timeout`,
     /// default 15s). Meanwhile the lease is kept and renewed and the backend stays stopped;
     /// past it the database is set aside and the loss reported.
@@ -253,7 +257,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums
+        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
@@ -263,6 +267,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
         self.snapshotMaxBytes = snapshotMaxBytes
         self.flushTimeout = flushTimeout
         self.promotionCheck = promotionCheck
+        self.snapshotMaxBytesGrows = snapshotMaxBytesGrows ?? (snapshotMaxBytes == Self.defaultSnapshotMaxBytes)
     }
 }
 

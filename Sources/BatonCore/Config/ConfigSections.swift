@@ -270,7 +270,16 @@ extension SQLiteReplicaConfig: ConfigSection {
         let snapshotsKept = fields.optional("snapshots", default: defaults.snapshotsKept) { $0.integer(in: 1...100) }
         let retention = fields.optional("retention", default: defaults.retention) { $0.duration(.positive) }
         let streamMaxBytes = fields.optional("stream_max_bytes", default: defaults.streamMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
-        let snapshotMaxBytes = fields.optional("snapshot_max_bytes", default: defaults.snapshotMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
+        var snapshotMaxBytes: Int64? = defaults.snapshotMaxBytes
+        var snapshotMaxBytesGrows = true
+        if let value = fields.optional("snapshot_max_bytes") {
+            if case .scalar(let scalar) = value.node, scalar.string == "auto" {
+                snapshotMaxBytes = defaults.snapshotMaxBytes
+            } else {
+                snapshotMaxBytes = value.byteSize(atLeast: 1 << 20)
+                snapshotMaxBytesGrows = false
+            }
+        }
         let flushTimeout = fields.optional("flush_timeout", default: defaults.flushTimeout) { $0.duration(.positive) }
         var promotionCheck: PromotionCheck? = defaults.promotionCheck
         if let value = fields.optional("promotion_check") {
@@ -291,7 +300,8 @@ extension SQLiteReplicaConfig: ConfigSection {
         }
         self.init(
             path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention,
-            streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout, promotionCheck: promotionCheck)
+            streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout, promotionCheck: promotionCheck,
+            snapshotMaxBytesGrows: snapshotMaxBytesGrows)
     }
 }
 

@@ -106,6 +106,7 @@ public actor SQLiteReplica: AppReplica {
         configuration.snapshotInterval = sqlite.snapshotInterval
         configuration.streamMaxBytes = sqlite.streamMaxBytes
         configuration.snapshotBucketMaxBytes = sqlite.snapshotMaxBytes
+        configuration.snapshotBucketGrows = sqlite.snapshotMaxBytesGrows
         configuration.promotionReadsReplica = sqlite.promotionCheck == .full
         return configuration
     }
