@@ -1,6 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Baton's version for this build (scripts/package sets it from the git tag/commit); without it
+// the base version in Sources/CBatonVersion/version.c.
+let batonVersionSettings: [CSetting] = Context.environment["BATON_VERSION"].map { [.define("BATON_VERSION", to: "\"\($0)\"")] } ?? []
+
 let package = Package(
     name: "baton",
     platforms: [.macOS(.v15)],
@@ -35,7 +39,11 @@ let package = Package(
         ),
         .target(
             name: "BatonCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["CBatonVersion", .product(name: "Yams", package: "Yams")]
+        ),
+        .target(
+            name: "CBatonVersion",
+            cSettings: batonVersionSettings
         ),
         .testTarget(
             name: "BatonCoreTests",
