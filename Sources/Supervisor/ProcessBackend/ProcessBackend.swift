@@ -511,9 +511,14 @@ public enum FenceKeeperLocator {
     /// The environment variable that names it.
     public static let environmentVariable = "BATON_FENCE_KEEPER"
 
+    /// Where a packaged install keeps the keeper, relative to the directory of `batond`
+    /// (`/usr/bin/batond` → `/usr/libexec/baton/baton-fence-keeper`).
+    public static let libexecRelativePath = "../libexec/baton"
+
     /// `explicitPath` when given, else `$BATON_FENCE_KEEPER`, else `baton-fence-keeper` in the
-    /// directory of the running executable. Throws ``ProcessBackendError/Code/keeperNotFound``
-    /// with what was looked at when it is missing or not executable.
+    /// directory of the running executable, else in `../libexec/baton/` from there (the Debian
+    /// package's layout). Throws ``ProcessBackendError/Code/keeperNotFound`` with what was
+    /// looked at when it is missing or not executable.
     public static func locate(explicitPath: String? = nil) throws -> String {
         let path: String
         let origin: String
@@ -526,14 +531,22 @@ public enum FenceKeeperLocator {
         } else {
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             let directory = (executable as NSString).deletingLastPathComponent
-            path = (directory as NSString).appendingPathComponent(executableName)
-            origin = "looked up next to \(executable)"
+            let besides = (directory as NSString).appendingPathComponent(executableName)
+            let libexec = ((directory as NSString).appendingPathComponent(libexecRelativePath) as NSString)
+                .appendingPathComponent(executableName)
+            if access(besides, F_OK) != 0, access(libexec, F_OK) == 0 {
+                path = (libexec as NSString).standardizingPath
+                origin = "looked up in \(libexecRelativePath) from \(executable)"
+            } else {
+                path = besides
+                origin = "looked up next to \(executable), then in \(libexecRelativePath) from there"
+            }
         }
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw ProcessBackendError(
                 .keeperNotFound,
-                "fence keeper not found: \(path) (\(origin)) does not exist; install \(executableName) next to batond or set \(environmentVariable)"
+                "fence keeper not found: \(path) (\(origin)) does not exist; install \(executableName) next to batond or in \(libexecRelativePath) from it, or set \(environmentVariable)"
             )
         }
         guard (info.st_mode & S_IFMT) == S_IFREG, access(path, X_OK) == 0 else {
