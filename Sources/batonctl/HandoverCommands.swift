@@ -20,7 +20,7 @@ struct StepdownCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long to wait for another node to run the app.", valueName: "duration"))
     var timeout = DurationArgument(.seconds(30))
 
-    @Argument(help: ArgumentHelp("The app to step down.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app to step down.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {
@@ -49,13 +49,13 @@ struct SwitchoverCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(help: ArgumentHelp("The node to move the app to.", valueName: "node"))
+    @Option(help: ArgumentHelp("The node to move the app to.", valueName: "node"), completion: ClusterCompletion.nodes)
     var to: String
 
     @Option(help: ArgumentHelp("How long to wait for the target to run the app.", valueName: "duration"))
     var timeout = DurationArgument(.seconds(30))
 
-    @Argument(help: ArgumentHelp("The app to move.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app to move.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {

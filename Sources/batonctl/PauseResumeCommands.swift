@@ -18,7 +18,7 @@ struct PauseCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long to wait for each node's answer.", valueName: "duration"))
     var timeout = DurationArgument(.seconds(10))
 
-    @Argument(help: ArgumentHelp("The app to pause.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app to pause.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {
@@ -41,7 +41,7 @@ struct ResumeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long to wait for each node's answer.", valueName: "duration"))
     var timeout = DurationArgument(.seconds(10))
 
-    @Argument(help: ArgumentHelp("The app to resume.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app to resume.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {

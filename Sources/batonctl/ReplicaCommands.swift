@@ -35,7 +35,7 @@ struct ReplicaStatusCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Argument(help: ArgumentHelp("The app.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {
@@ -68,10 +68,10 @@ struct ReplicaPromoteCommand: AsyncParsableCommand {
     @Flag(help: "Required: confirms that data newer than NODE's copy may be given up.")
     var force = false
 
-    @Argument(help: ArgumentHelp("The app.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
-    @Argument(help: ArgumentHelp("The node whose copy becomes the truth.", valueName: "node"))
+    @Argument(help: ArgumentHelp("The node whose copy becomes the truth.", valueName: "node"), completion: ClusterCompletion.nodes)
     var node: String
 
     func run() async throws {

@@ -25,7 +25,7 @@ struct SnapshotCommand: AsyncParsableCommand {
     @Flag(help: "Print the snapshot as JSON.")
     var json = false
 
-    @Argument(help: ArgumentHelp("The app whose database to snapshot.", valueName: "app"))
+    @Argument(help: ArgumentHelp("The app whose database to snapshot.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String
 
     func run() async throws {

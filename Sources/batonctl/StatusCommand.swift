@@ -17,7 +17,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print the nodes' status replies as JSON instead of tables.")
     var json = false
 
-    @Argument(help: ArgumentHelp("Show only this app.", valueName: "app"))
+    @Argument(help: ArgumentHelp("Show only this app.", valueName: "app"), completion: ClusterCompletion.apps)
     var app: String?
 
     func run() async throws {
