@@ -65,6 +65,9 @@ def synopsis_of(argument):
 def command_lines(command, path, depth):
     out = []
     visible = [a for a in command.get("arguments", []) if a.get("shouldDisplay", True)]
+    if depth > 0:
+        # --help and --version are listed once, for the command itself.
+        visible = [a for a in visible if not set(names_of(a)) & {"--help", "--version"}]
     name = " ".join(path)
     if depth > 0:
         out.append(".SS " + esc(name))
@@ -73,8 +76,8 @@ def command_lines(command, path, depth):
     out.append(".PP" if depth > 0 else ".SH SYNOPSIS")
     synopsis = " ".join(synopsis_of(a) for a in visible)
     subcommands = [c for c in command.get("subcommands", []) if c.get("shouldDisplay", True)]
-    if subcommands and not visible:
-        synopsis = "<subcommand>"
+    if subcommands:
+        synopsis = "<subcommand> [<options>]"
     out.append(".B " + esc(name))
     if synopsis:
         out.append(esc(synopsis))
@@ -154,6 +157,9 @@ def reference_page(path, name, section, date, version):
     summary = title.split(" - ", 1)[1] if " - " in title else title
     out.append(esc(name) + " \\- " + esc(summary))
     i += 1
+    # What comes before the first section speaks about the Markdown file itself.
+    while i < len(lines) and not lines[i].startswith("## "):
+        i += 1
     paragraph = []
 
     def flush():
@@ -185,10 +191,11 @@ def reference_page(path, name, section, date, version):
                 i += 1
                 item.append(lines[i].strip())
             text = " ".join(item)
-            match = re.match(r"`([^`]+)`(.*)", text)
+            match = re.match(r"((?:`[^`]+`(?:, )?)+)(.*)", text)
             if match:
-                out.append(".TP\n.B " + esc(match.group(1)))
-                out.append(inline(match.group(2).lstrip(" :—-").strip()))
+                keys = re.findall(r"`([^`]+)`", match.group(1))
+                out.append(".TP\n.B " + esc(", ".join(keys)))
+                out.append(inline(match.group(2).lstrip(" :").strip()))
             else:
                 out.append(".IP \\(bu 2\n" + inline(text))
         elif not line.strip():

@@ -519,23 +519,26 @@ public enum FenceKeeperLocator {
     /// directory of the running executable, else in `../libexec/baton/` from there (the Debian
     /// package's layout). Throws ``ProcessBackendError/Code/keeperNotFound`` with what was
     /// looked at when it is missing or not executable.
-    public static func locate(explicitPath: String? = nil) throws -> String {
+    /// `runningExecutable` stands for the running executable's path (tests; `$BATON_FENCE_KEEPER` is
+    /// then not consulted).
+    public static func locate(explicitPath: String? = nil, runningExecutable: String? = nil) throws -> String {
         let path: String
         let origin: String
         if let explicitPath {
             path = explicitPath
             origin = "configured"
-        } else if let fromEnvironment = ProcessInfo.processInfo.environment[environmentVariable], !fromEnvironment.isEmpty {
+        } else if runningExecutable == nil, let fromEnvironment = ProcessInfo.processInfo.environment[environmentVariable], !fromEnvironment.isEmpty {
             path = fromEnvironment
             origin = "named by \(environmentVariable)"
         } else {
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let executable =
+                runningExecutable ?? (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             let directory = (executable as NSString).deletingLastPathComponent
             let besides = (directory as NSString).appendingPathComponent(executableName)
             let libexec = ((directory as NSString).appendingPathComponent(libexecRelativePath) as NSString)
                 .appendingPathComponent(executableName)
             if access(besides, F_OK) != 0, access(libexec, F_OK) == 0 {
-                path = (libexec as NSString).standardizingPath
+                path = URL(fileURLWithPath: libexec).standardized.path
                 origin = "looked up in \(libexecRelativePath) from \(executable)"
             } else {
                 path = besides
