@@ -194,12 +194,11 @@ struct PackageInstallTests {
 
                 // The app runs here (its backend under the installed fence keeper), and the
                 // installed batonctl sees it through the default /etc/baton/baton.yaml.
-                var status = SystemdCommandResult(status: -1, output: "")
+                var status = try await run("/usr/bin/batonctl", ["status", "--json"])
                 let deadline = ContinuousClock.now + .seconds(20)
-                while ContinuousClock.now < deadline {
-                    status = try await run("/usr/bin/batonctl", ["status", "--json"])
-                    if status.status == 0, status.output.contains("\"role\" : \"active\"") { break }
+                while ContinuousClock.now < deadline, !(status.status == 0 && status.output.contains("\"role\" : \"active\"")) {
                     try await Task.sleep(for: .milliseconds(200))
+                    status = try await run("/usr/bin/batonctl", ["status", "--json"])
                 }
                 #expect(status.output.contains("\"role\" : \"active\"") && status.output.contains(appName), "\(status)\n\(logTail())")
                 let keepers = try await run("/usr/bin/pgrep", ["-f", "/usr/libexec/baton/baton-fence-keeper"])
