@@ -29,11 +29,17 @@ struct PackageInstallTests {
     /// Runs `dpkg ARGUMENTS` the way a machine booted with systemd would see it (a private mount
     /// namespace with /run/systemd/system), with `systemctl` replaced by a shim that logs its
     /// arguments to `systemctlLog`: the maintainer scripts' systemctl calls are what is checked.
+    /// A /usr/sbin/policy-rc.d that refuses every action (as Docker images ship, and this machine
+    /// may have) is replaced by one that allows them, in that namespace only.
     static func dpkg(_ arguments: [String], shimDirectory: String, systemctlLog: String) async throws -> SystemdCommandResult {
         let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
+        let policy = "\(shimDirectory)/policy-rc.d"
+        try "#!/bin/sh\nexit 0\n".write(toFile: policy, atomically: true, encoding: .utf8)
+        chmod(policy, 0o755)
+        let allow = "if [ -e /usr/sbin/policy-rc.d ]; then mount --bind '\(policy)' /usr/sbin/policy-rc.d; fi"
         return try await runOnThread(
             "/usr/bin/unshare",
-            ["--mount", "/bin/sh", "-c", "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec dpkg \(quoted)"],
+            ["--mount", "/bin/sh", "-c", "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && \(allow) && exec dpkg \(quoted)"],
             environment: ["PATH": "\(shimDirectory):/usr/sbin:/usr/bin:/sbin:/bin", "BATON_TEST_SYSTEMCTL_LOG": systemctlLog])
     }
 
@@ -85,7 +91,7 @@ struct PackageInstallTests {
     @Test func installRunRemovePurge() async throws {
         let deb = try Self.requirePackage()
         let before = try await Self.packageStatus()
-        guard !before.contains("installed") && !before.contains("config-files") else {
+        guard before == "not-installed" else {
             throw PackageTestFailure(description: "a baton package is already on this machine (\(before)); remove it (dpkg -P baton) to run this test")
         }
         let directory = try makeTemporaryDirectory(prefix: "baton-package")
@@ -147,7 +153,7 @@ struct PackageInstallTests {
             let man = try await run("/usr/bin/man", ["-l", page], environment: ["MANPAGER": "cat", "MANWIDTH": "100", "MAN_KEEP_FORMATTING": ""])
             #expect(man.status == 0, "man -l \(page): \(man)")
             #expect(man.output.contains(phrase) && man.output.contains("NAME"), "man -l \(page) lacks \(phrase):\n\(man.output.prefix(2000))")
-            #expect(!man.output.contains("warning"), "man -l \(page): \(man.output.prefix(2000))")
+            #expect(!man.output.contains("troff:"), "man -l \(page) warns: \(man.output.prefix(2000))")
         }
 
         // bash completion: subcommands at once.
@@ -174,12 +180,23 @@ struct PackageInstallTests {
                 let log = "\(systemd.directory)/batond.log"
                 try systemd.writeUnit("batond.service", unit)
                 // What differs under the test manager: no journal (output to a file), the user
-                // bus, and StateDirectory= (a user manager would put it under ~/.local/state;
-                // /var/lib/baton comes from the package).
+                // bus, StateDirectory= (a user manager would put it under ~/.local/state;
+                // /var/lib/baton comes from the package), and the sandboxing that needs a mount
+                // or UTS namespace per unit, which this manager (itself in an unshared mount
+                // namespace, without systemd as PID 1) cannot set up: the unit's processes fail
+                // with 226/NAMESPACE. Capabilities, NoNewPrivileges and the seccomp filters stay.
                 let dropIn = "\(systemd.unitDirectory)/batond.service.d"
                 try files.createDirectory(atPath: dropIn, withIntermediateDirectories: true)
                 try """
                     [Service]
+                    ProtectSystem=no
+                    ProtectHome=no
+                    PrivateTmp=no
+                    ProtectKernelTunables=no
+                    ProtectKernelModules=no
+                    ProtectKernelLogs=no
+                    ProtectControlGroups=no
+                    ProtectHostname=no
                     StateDirectory=
                     Environment=DBUS_SESSION_BUS_ADDRESS=\(systemd.busAddress)
                     StandardOutput=append:\(log)
@@ -190,7 +207,11 @@ struct PackageInstallTests {
                 let reload = try await systemd.systemctl(["daemon-reload"])
                 try #require(reload.status == 0, "\(reload)")
                 let start = try await systemd.systemctl(["start", "batond.service"])
-                try #require(start.status == 0, "systemctl start: \(start)\n\(logTail())\n\(systemd.logTail())")
+                if start.status != 0 {
+                    let status = try await systemd.systemctl(["status", "batond.service", "--no-pager", "-l"])
+                    Issue.record("systemctl start: \(start)\n\(status)\n\(logTail())\n\(systemd.logTail())")
+                    return
+                }
 
                 // The app runs here (its backend under the installed fence keeper), and the
                 // installed batonctl sees it through the default /etc/baton/baton.yaml.
