@@ -524,7 +524,7 @@ struct ProcessBackendTests {
         await #expect(
             throws: ProcessBackendError(
                 .keeperNotFound,
-                "fence keeper not found: /baton-no-such-dir/baton-fence-keeper (configured) does not exist; install baton-fence-keeper next to batond or set BATON_FENCE_KEEPER"
+                "fence keeper not found: /baton-no-such-dir/baton-fence-keeper (configured) does not exist; install baton-fence-keeper next to batond or in ../libexec/baton from it, or set BATON_FENCE_KEEPER"
             )
         ) {
             try await backend.arm(token: 1, deadline: MonotonicClock.now() + .seconds(10))
