@@ -237,6 +237,15 @@ struct PackageInstallTests {
             }
         }
 
+        // Upgrade (the same package again): the operator's config stays, a running batond would
+        // be restarted (try-restart leaves a stopped one stopped), nothing is enabled.
+        try Data().write(to: URL(fileURLWithPath: systemctlLog))
+        let upgrade = try await dpkg(["-i", deb], shimDirectory: shims, systemctlLog: systemctlLog)
+        try #require(upgrade.status == 0, "dpkg -i again: \(upgrade)")
+        #expect(calls().contains("try-restart batond.service") && !calls().contains("enable"), "systemctl calls: \(calls())")
+        #expect(try String(contentsOfFile: "/etc/baton/baton.yaml", encoding: .utf8).contains("cluster: pkgtest"), "the edited config was replaced")
+        #expect(!upgrade.output.contains("is not enabled or started"), "\(upgrade.output)")
+
         // Remove: binaries gone, config and state kept, daemon-reload.
         try Data().write(to: URL(fileURLWithPath: systemctlLog))
         let remove = try await dpkg(["-r", "baton"], shimDirectory: shims, systemctlLog: systemctlLog)
