@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonHTTP
 import Foundation
 import Logging
 import NATS
@@ -82,6 +83,7 @@ struct Batond: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        BatondMetrics.bootstrap()
         var logger = Logger(label: "batond")
         let serviceManager = ServiceManagerLink(logger: logger)
 
@@ -115,9 +117,30 @@ struct Batond: AsyncParsableCommand {
         }
         let service = BatondService(
             configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service),
+            .init(
+                service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+        ]
+        if let http = loaded.http {
+            // A server that cannot listen (address in use, TLS files) stops batond with the
+            // reason: the apps step down gracefully, like on SIGTERM.
+            let server: BatonHTTPServer
+            do {
+                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster), logger: logger)
+                let application = try server.application { [logger] port in
+                    logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
+                }
+                services.append(.init(service: application, failureTerminationBehavior: .gracefullyShutdownGroup))
+            } catch {
+                printError("batond: \(error)")
+                throw ExitCode(1)
+            }
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch is NodeRegistrationRefused {

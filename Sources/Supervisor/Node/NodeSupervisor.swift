@@ -184,6 +184,7 @@ public actor NodeSupervisor: NodeController {
     }
 
     private func record(_ app: String, _ notice: AppBackendNotice) {
+        if case .backendRestarted = notice { AppMetrics.backendRestarted(app: app, node: config.node.id) }
         lastEvents[app] = notice.description
         switch notice {
         case .backendDown: backendRunning[app] = false
