@@ -116,6 +116,8 @@ let package = Package(
             dependencies: [
                 "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy",
                 .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "WSCore", package: "swift-websocket"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(

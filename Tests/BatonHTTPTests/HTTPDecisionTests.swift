@@ -56,7 +56,7 @@ struct AppCheckTests {
     }
 
     @Test("max_lag must be a non-negative number")
-    func maxLagParameter() {
+    func maxLagParameter() throws {
         #expect(try AppCheck.maxLag(nil).get() == nil)
         #expect(try AppCheck.maxLag("0").get() == 0)
         #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLag("-1").get() }

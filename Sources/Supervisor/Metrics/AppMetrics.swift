@@ -57,8 +57,34 @@ struct AppMetrics: Sendable {
         timeToFence = Gauge(label: BatonMetricName.timeToFence, dimensions: dimensions)
         vipsPresent = Gauge(label: BatonMetricName.vipsPresent, dimensions: dimensions)
         vipsPresent.record(0)
+        // Every labelled series exists from the start (at zero), so `increase()` and alert rules
+        // see the first event, and a dashboard lists every series.
         renewFailures.increment(by: 0)
+        for cause in TransitionTally.FenceCause.allCases {
+            Counter(label: BatonMetricName.fencingEvents, dimensions: dimensions + [("cause", cause.rawValue)]).increment(by: 0)
+        }
+        for outcome in ["active", "failed"] {
+            Counter(label: BatonMetricName.failovers, dimensions: dimensions + [("outcome", outcome)]).increment(by: 0)
+        }
+        for kind in ["stepdown", "switchover"] {
+            for outcome in ["released", "release_unconfirmed", "fenced"] {
+                Counter(label: BatonMetricName.switchovers, dimensions: dimensions + [("kind", kind), ("outcome", outcome)]).increment(by: 0)
+            }
+        }
+        for result in ["healthy", "unhealthy"] {
+            Counter(label: BatonMetricName.healthChecks, dimensions: dimensions + [("result", result)]).increment(by: 0)
+        }
+        Counter(label: BatonMetricName.backendRestarts, dimensions: dimensions).increment(by: 0)
+        for step in Self.steps {
+            _ = Metrics.Timer(label: BatonMetricName.stepDuration, dimensions: dimensions + [("step", step)])
+        }
     }
+
+    /// The `step` labels of ``BatonMetricName/stepDuration``.
+    static let steps = [
+        "lease", "promote_replica", "claim_addresses", "start_backend", "await_healthy", "stop_backend", "flush_replica", "release_addresses",
+        "release_lease",
+    ]
 
     func renewed(after duration: Duration, failed: Bool) {
         renewDuration.recordNanoseconds(Self.nanoseconds(duration))
