@@ -272,6 +272,15 @@ struct BatondHTTPTests {
         }
     }
 
+    /// The shipped alert rules pass Prometheus's own checker.
+    @Test
+    func alertRulesPassPromtool() throws {
+        let promtool = try Integration.requireExecutable("promtool", remedy: "`apt-get install prometheus` (or run scripts/install-prerequisites)")
+        let rules = repositoryRoot.appendingPathComponent("examples/prometheus/baton-alerts.yml").path
+        let result = try runCommand(promtool, ["check", "rules", rules])
+        #expect(result.status == 0 && result.output.contains("SUCCESS: 5 rules found"), "\(result.output)")
+    }
+
     /// Metric names in a Prometheus text exposition.
     static func metricNames(in exposition: String) -> Set<String> {
         var names = Set<String>()
