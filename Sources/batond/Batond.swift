@@ -33,6 +33,13 @@ struct Batond: AsyncParsableCommand {
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
             else after a few seconds without heartbeat).
+
+            With an http: section in the config it serves HTTP on http.listen: the live web \
+            page (/), /healthz, /status (JSON, as batonctl status --json), /metrics \
+            (Prometheus), load-balancer checks /apps/APP/active, /passive and \
+            /replica?max_lag=N (200 or 503), and POST /apps/APP/switchover?to=NODE, /stepdown, \
+            /pause and /resume with "Authorization: Bearer TOKEN" (the token of \
+            http.control_token_file; refused without one).
             """,
         version: BatonVersion.current)
 
