@@ -261,14 +261,71 @@ struct BatondHTTPTests {
                 }
                 #expect(try await cdp.evaluate("document.querySelectorAll('[data-app=\"beat\"] tr[data-node]').length.toString()") == "2")
                 _ = try await cdp.evaluate("window.batonMarker = 'kept'; 'set'")
+                let requested = ContinuousClock.now
                 let accepted = try await cluster.post("node-1", "/apps/beat/switchover?to=\(passive)", token: HTTPCluster.token)
                 #expect(accepted.status == 202, "\(accepted)")
                 try await waitUntil("the page showing \(passive) active", timeout: .seconds(20)) {
                     try await cdp.evaluate(shown) == passive
                 }
+                print("live page: showed \(passive) active \(ContinuousClock.now - requested) after the switchover request (polled every 100 ms)")
                 #expect(try await cdp.evaluate("window.batonMarker ?? 'reloaded'") == "kept", "the page was reloaded")
                 #expect(try await cdp.evaluate("document.querySelector('[data-app=\"beat\"] tr[data-node=\"\(active)\"] [data-field=\"role\"]').textContent") == "passive")
             }
+        }
+    }
+
+    /// `http.tls` serves HTTPS with the configured certificate; a token file that cannot be read
+    /// stops batond at start with the file's name.
+    @Test
+    func httpsAndAnUnreadableTokenFile() async throws {
+        let curl = try Integration.requireExecutable("curl", remedy: "`apt-get install curl` (or run scripts/install-prerequisites)")
+        let batond = try BatondClusterTests.executable("batond")
+        let keeper = try BatondClusterTests.executable("baton-fence-keeper")
+        let directory = try makeTemporaryDirectory(prefix: "baton-https")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let tls = try TestTLSFiles.generate(in: directory)
+        try await withNATSServer(.pypi) { server in
+            func config(_ name: String, http: String) throws -> String {
+                let path = directory.appendingPathComponent("\(name).yaml").path
+                try """
+                cluster: itest
+                node: {id: \(name), state_dir: \(directory.appendingPathComponent(name).path)}
+                nats: {servers: ["nats://127.0.0.1:\(server.port)"]}
+                http: \(http)
+                apps:
+                  - name: beat
+                    lease: {ttl: 2s}
+                    backend: {process: {command: ["/bin/sleep", "600"]}}
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+                return path
+            }
+            // A token file that does not exist: batond refuses to start and names it.
+            let missing = directory.appendingPathComponent("no-such.token").path
+            let refused = try BatondProcess(
+                node: "node-x", binary: batond, config: try config("node-x", http: "{listen: \"127.0.0.1:\(try reserveLoopbackPort())\", control_token_file: \(missing)}"),
+                logPath: directory.appendingPathComponent("node-x.log").path, environment: ["BATON_FENCE_KEEPER": keeper])
+            try await waitUntil("batond exiting on an unreadable token file", timeout: .seconds(20)) { !refused.process.isRunning }
+            #expect(refused.process.terminationStatus == 1)
+            let refusal = try String(contentsOfFile: refused.logPath, encoding: .utf8)
+            #expect(refusal.contains("http.control_token_file: cannot read \(missing)"), "\(refusal.suffix(800))")
+
+            // HTTPS with the test CA's server certificate (SANs 127.0.0.1, localhost).
+            let port = try reserveLoopbackPort()
+            let node = try BatondProcess(
+                node: "node-1", binary: batond,
+                config: try config("node-1", http: "{listen: \"127.0.0.1:\(port)\", tls: {cert: \(tls.serverCertificate.path), key: \(tls.serverKey.path)}}"),
+                logPath: directory.appendingPathComponent("node-1.log").path, environment: ["BATON_FENCE_KEEPER": keeper])
+            defer { if node.process.isRunning { kill(node.pid, SIGKILL) } }
+            var answer = ""
+            try await waitUntil("https://127.0.0.1:\(port)/apps/beat/active answering 200", timeout: .seconds(30)) {
+                answer = try runCommand(curl, ["-sS", "--cacert", tls.caCertificate.path, "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:\(port)/apps/beat/active"]).output
+                return answer == "200"
+            }
+            let plain = try runCommand(curl, ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
+            #expect(plain.output != "200", "plain HTTP must not be served on a TLS listener: \(plain.output)")
+            let untrusted = try runCommand(curl, ["-sS", "-o", "/dev/null", "https://127.0.0.1:\(port)/healthz"])
+            #expect(untrusted.status != 0, "curl without the CA must not trust the certificate")
+            await node.stop()
         }
     }
 
