@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Testing
 
 @Suite("Config: http section")
@@ -62,6 +63,22 @@ struct HTTPConfigTests {
         #expect(found.contains { $0.hasPrefix("test.yaml:7:8: http.tls:") && $0.contains("missing required key \"key\"") }, "\(found)")
         #expect(found.contains { $0.hasPrefix("test.yaml:8:23: http.control_token_file:") && $0.contains("absolute path") }, "\(found)")
         #expect(found.contains { $0.contains("unknown key \"listne\"; did you mean \"listen\"?") }, "\(found)")
+    }
+
+    @Test("the example configs turn the HTTP server on")
+    func examples() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        for file in ["examples/baton.yaml", "examples/systemd/baton.yaml"] {
+            #expect(try BatonConfig.load(path: root + "/" + file).http == HTTPConfig(host: "127.0.0.1", port: 9180), "\(file)")
+        }
+    }
+
+    @Test("a changed http section needs a restart; a reload reports it")
+    func reloadNeedsRestart() throws {
+        let old = try outcome("http: {listen: \"127.0.0.1:9180\"}").get()
+        let new = try outcome("http: {listen: \"127.0.0.1:9181\"}").get()
+        #expect(changedApps(from: old, to: new).restartRequired == ["http"])
+        #expect(changedApps(from: old, to: old).restartRequired.isEmpty)
     }
 
     @Test("listen: ports out of range, an empty host and an unbracketed IPv6 address are refused")
