@@ -230,7 +230,7 @@ public struct BatonHTTPServer: Sendable {
                 try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 quiet = .zero
             }
-            try? await Task.sleep(for: eventInterval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: eventInterval) }
             quiet += eventInterval
         }
     }

@@ -124,11 +124,14 @@ struct Batond: AsyncParsableCommand {
         }
         let service = BatondService(
             configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+        // A service group shuts its services down in reverse order, one after the other: batond's
+        // own service comes last in the list so that SIGTERM steps the apps down at once (a
+        // managed systemd unit stopped ahead of batond must not be restarted meanwhile), while
+        // the HTTP server and the metrics go on answering until the apps are down.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: service),
             .init(
                 service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
-                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
         ]
         if let http = loaded.http {
             // A server that cannot listen (address in use, TLS files) stops batond with the
@@ -145,6 +148,7 @@ struct Batond: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+        services.append(.init(service: service))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

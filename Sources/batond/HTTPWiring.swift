@@ -78,7 +78,7 @@ struct MetricsSampler: Service {
                     if let status = await withTimeLimit(.seconds(2), { await node.status() }) {
                         Self.record(status, node: nodeID)
                     }
-                    try? await Task.sleep(for: .seconds(1))
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
                 }
             }
             await group.waitForAll()
