@@ -109,7 +109,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BatonHTTPTests",
-            dependencies: ["BatonHTTP", "BatonCore"]
+            dependencies: ["BatonHTTP", "BatonCore", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "IntegrationTests",
