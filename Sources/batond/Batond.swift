@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonHTTP
 import Foundation
 import Logging
 import NATS
@@ -32,6 +33,13 @@ struct Batond: AsyncParsableCommand {
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
             else after a few seconds without heartbeat).
+
+            With an http: section in the config it serves HTTP on http.listen: the live web \
+            page (/), /healthz, /status (JSON, as batonctl status --json), /metrics \
+            (Prometheus), load-balancer checks /apps/APP/active, /passive and \
+            /replica?max_lag=N (200 or 503), and POST /apps/APP/switchover?to=NODE, /stepdown, \
+            /pause and /resume with "Authorization: Bearer TOKEN" (the token of \
+            http.control_token_file; refused without one).
             """,
         version: BatonVersion.current)
 
@@ -82,6 +90,7 @@ struct Batond: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        BatondMetrics.bootstrap()
         var logger = Logger(label: "batond")
         let serviceManager = ServiceManagerLink(logger: logger)
 
@@ -115,9 +124,34 @@ struct Batond: AsyncParsableCommand {
         }
         let service = BatondService(
             configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+        // A service group shuts its services down in reverse order, one after the other: batond's
+        // own service comes last in the list so that SIGTERM steps the apps down at once (a
+        // managed systemd unit stopped ahead of batond must not be restarted meanwhile), while
+        // the HTTP server and the metrics go on answering until the apps are down.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(
+                service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
+        ]
+        if let http = loaded.http {
+            // A server that cannot listen (address in use, TLS files) stops batond with the
+            // reason: the apps step down gracefully, like on SIGTERM.
+            let server: BatonHTTPServer
+            do {
+                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster), logger: logger)
+                let application = try server.application { [logger] port in
+                    logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
+                }
+                services.append(.init(service: application, failureTerminationBehavior: .gracefullyShutdownGroup))
+            } catch {
+                printError("batond: \(error)")
+                throw ExitCode(1)
+            }
+        }
+        services.append(.init(service: service))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch is NodeRegistrationRefused {

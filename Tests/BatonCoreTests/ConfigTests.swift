@@ -466,10 +466,10 @@ struct ConfigTests {
             #"test.yaml:4:6: apps: expected a list of apps, got an empty value"#),
         Broken(
             "a list at the top", "- cluster: demo\n",
-            #"test.yaml:1:1: expected a mapping with cluster, node, nats and apps, got a list"#),
+            #"test.yaml:1:1: expected a mapping with cluster, node, nats, apps and http, got a list"#),
         Broken(
             "an empty file", "# nothing here\n",
-            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats and apps"#),
+            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats, apps and http"#),
         // Bad durations.
         .app(
             "duration without a unit", """

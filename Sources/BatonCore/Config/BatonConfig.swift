@@ -12,13 +12,16 @@ public struct BatonConfig: Sendable, Hashable {
     public var nats: NATSConfig
     /// The supervised apps, in file order; names are unique.
     public var apps: [AppConfig]
+    /// batond's HTTP server (`http:`), off when nil.
+    public var http: HTTPConfig?
 
     /// Creates a config (without validation).
-    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig]) {
+    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil) {
         self.cluster = cluster
         self.node = node
         self.nats = nats
         self.apps = apps
+        self.http = http
     }
 
     /// The app called `name`, if any.

@@ -28,6 +28,9 @@ public actor AppSupervisor {
     private var passiveTransition: Task<Void, Never>?
     private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
     private nonisolated let lastTickNanoseconds: Atomic<Int64>
+    /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
+    private let metrics: AppMetrics
+    private var tally = TransitionTally()
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
 
     /// Creates a supervisor. Nothing happens until ``run()``.
@@ -49,6 +52,7 @@ public actor AppSupervisor {
         logger[metadataKey: "app"] = "\(app)"
         self.logger = logger
         self.lastTickNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
+        self.metrics = AppMetrics(app: app, node: configuration.node)
     }
 
     /// When the clock loop last ran on this actor (it wakes at least every second while the
@@ -150,6 +154,7 @@ public actor AppSupervisor {
             if Task.isCancelled { return }
             lastTickNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
             apply(.tick)
+            metrics.lease(lifecycle.held, timing: lifecycle.configuration.timing, now: MonotonicClock.now())
         }
     }
 
@@ -192,10 +197,12 @@ public actor AppSupervisor {
         switch action {
         case .acquireLease(let replacing, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            tally.acquiring(takeover: replacing != nil)
+            Task { [store, metrics] in
                 let sentAt = MonotonicClock.now()
                 do {
                     let revision = try await store.acquire(as: holder, ttl: ttl, replacing: replacing)
+                    metrics.step("lease", took: MonotonicClock.now() - sentAt)
                     self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt, stamp))
                 } catch {
                     self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
@@ -203,20 +210,25 @@ public actor AppSupervisor {
             }
         case .renewLease(let revision, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            Task { [store, metrics] in
                 let sentAt = MonotonicClock.now()
                 do {
-                    switch try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision) {
+                    let outcome = try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision)
+                    metrics.renewed(after: MonotonicClock.now() - sentAt, failed: false)
+                    switch outcome {
                     case .renewed(let newRevision): self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt, stamp))
                     case .recognized(let newRevision): self.apply(.renewRecognized(revision: newRevision, stamp))
                     }
                 } catch {
+                    metrics.renewed(after: MonotonicClock.now() - sentAt, failed: true)
                     self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
                 }
             }
         case .releaseLease(let revision, let handoffTo, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            Task { [store, metrics] in
+                let started = MonotonicClock.now()
+                defer { metrics.step("release_lease", took: MonotonicClock.now() - started) }
                 do {
                     try await store.release(as: holder, token: stamp.token, ttl: ttl, revision: revision, handoffTo: handoffTo)
                     self.apply(.releaseFinished(nil, stamp))
@@ -240,13 +252,14 @@ public actor AppSupervisor {
             let armed = fenceKeeperUpdates
             let passive = passiveTransition
             let token = stamp.token
-            Task { [backend, addresses, replica] in
+            Task { [backend, addresses, replica, metrics] in
                 await armed?.value
                 await passive?.value
                 guard self.isCurrentStep(stamp) else {
                     self.logger.debug("promotion step superseded before it ran", metadata: ["step": "\(step.rawValue)", "stamp": "\(stamp)"])
                     return
                 }
+                let started = MonotonicClock.now()
                 do {
                     switch step {
                     case .promoteReplica: try await replica?.promote(token: token)
@@ -254,20 +267,28 @@ public actor AppSupervisor {
                     case .startBackend: try await backend.start(token: token)
                     case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
                     }
+                    metrics.step(Self.metricName(step), took: MonotonicClock.now() - started)
+                    if step == .claimAddresses, addresses != nil { metrics.vips(1) }
+                    if step == .awaitHealthy { metrics.health(healthy: true) }
                     self.apply(.promotionStepSucceeded(step, stamp))
                 } catch {
+                    if step == .awaitHealthy { metrics.health(healthy: false) }
                     self.apply(.promotionStepFailed(step, "\(error)", stamp))
                 }
             }
         case .stopBackend(let stamp):
-            Task { [backend] in
+            Task { [backend, metrics] in
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
                 let outcome = await backend.stop()
+                metrics.step("stop_backend", took: MonotonicClock.now() - started)
                 self.apply(.backendStopped(outcome, stamp))
             }
         case .flushReplica(let stamp):
-            Task { [replica] in
+            Task { [replica, metrics] in
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
+                defer { metrics.step("flush_replica", took: MonotonicClock.now() - started) }
                 do {
                     try await replica?.flush(token: stamp.token)
                     self.apply(.demotionStepFinished(.flushReplica, failure: nil, stamp))
@@ -286,10 +307,13 @@ public actor AppSupervisor {
                 }
             }
         case .releaseAddresses(let stamp):
-            Task { [addresses] in
+            Task { [addresses, metrics] in
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
                 do {
                     try await addresses?.release()
+                    metrics.step("release_addresses", took: MonotonicClock.now() - started)
+                    metrics.vips(0)
                     self.apply(.demotionStepFinished(.releaseAddresses, failure: nil, stamp))
                 } catch {
                     // The lifecycle fences: the VIPs go the hard way, or the lease is not released.
@@ -299,14 +323,14 @@ public actor AppSupervisor {
         case .fence(let stamp):
             // Not gated on being current: fencing is never superseded by anything but another
             // fence, and runs at once, beside whatever step is in flight.
-            Task { [backend, addresses, replica] in
+            Task { [backend, addresses, replica, metrics] in
                 async let backendFenced = backend.fence()
                 async let addressesFenced = addresses?.fence()
                 async let replicaFenced: Void? = replica?.fence()
                 let (backendOutcome, addressesOutcome, _) = await (backendFenced, addressesFenced, replicaFenced)
                 var problems: [String] = []
                 if case .unconfirmed(let why) = backendOutcome { problems.append("backend: \(why)") }
-                if case .unconfirmed(let why)? = addressesOutcome { problems.append("virtual IPs: \(why)") }
+                if case .unconfirmed(let why)? = addressesOutcome { problems.append("virtual IPs: \(why)") } else { metrics.vips(0) }
                 self.apply(.fenceCompleted(problems.isEmpty ? .confirmed : .unconfirmed(problems.joined(separator: "; ")), stamp))
             }
         case .followActive:
@@ -317,14 +341,25 @@ public actor AppSupervisor {
                 await replica?.follow()
             }
         case .notify(let notification):
-            log(notification)
-            notificationsContinuation?.yield(notification)
+            report(notification)
         }
     }
 
     private func report(_ notification: AppLifecycle.Notification) {
         log(notification)
+        if case .demoting(.healthFailed) = notification { metrics.health(healthy: false) }
+        metrics.record(tally.observe(notification))
         notificationsContinuation?.yield(notification)
+    }
+
+    /// A promotion step's `step` label in ``BatonMetricName/stepDuration``.
+    private static func metricName(_ step: PromotionStep) -> String {
+        switch step {
+        case .promoteReplica: "promote_replica"
+        case .claimAddresses: "claim_addresses"
+        case .startBackend: "start_backend"
+        case .awaitHealthy: "await_healthy"
+        }
     }
 
     private func log(_ notification: AppLifecycle.Notification) {

@@ -66,8 +66,8 @@ public actor NodeSupervisor: NodeController {
     }
 
     /// Applies a new config: starts added apps, stops removed ones, restarts changed ones (each
-    /// stepped down gracefully first), leaves the rest alone. Node, NATS and cluster changes
-    /// need a restart of batond; they are reported and not applied.
+    /// stepped down gracefully first), leaves the rest alone. Node, NATS, cluster and HTTP
+    /// changes need a restart of batond; they are reported and not applied.
     @discardableResult
     public func reload(_ newConfig: BatonConfig) async -> ConfigChanges {
         let changes = changedApps(from: config, to: newConfig)
@@ -79,6 +79,7 @@ public actor NodeSupervisor: NodeController {
         applied.cluster = config.cluster
         applied.node = config.node
         applied.nats = config.nats
+        applied.http = config.http
         config = applied
         for name in changes.changed + changes.added {
             if let app = newConfig.app(named: name) { await startApp(app) }
@@ -184,6 +185,7 @@ public actor NodeSupervisor: NodeController {
     }
 
     private func record(_ app: String, _ notice: AppBackendNotice) {
+        if case .backendRestarted = notice { AppMetrics.backendRestarted(app: app, node: config.node.id) }
         lastEvents[app] = notice.description
         switch notice {
         case .backendDown: backendRunning[app] = false
