@@ -7,15 +7,16 @@ import NIOCore
 /// ``BatonPermissions`` set, made so that it changes nothing on the server.
 ///
 /// - A publish goes to a concrete subject under the rule (`*` and `>` replaced by
-///   ``probeToken``) as a request, with a body and headers that every receiver refuses: a stream
+///   ``probeToken``), without a reply subject, with a body and headers that every receiver
+///   refuses: a stream
 ///   publish carries `Nats-Expected-Stream: _baton_permission_probe` (JetStream rejects it
 ///   unstored); a stream or consumer create names another stream than its subject (refused
 ///   before anything is looked at); a purge is filtered to a subject that holds no message;
 ///   consumer subjects name the consumer `_baton_permission_probe`, which never exists.
 /// - A subscription is made on the rule's subject and removed at once.
 ///
-/// The server answers a denied one with a permissions violation naming the subject; anything
-/// else (an error reply, no responders, a timeout) means the permission is there.
+/// The server answers a denied one with a permissions violation naming the subject at once;
+/// without one, the permission is there.
 public struct PermissionProbe: Sendable, Hashable, CustomStringConvertible {
     /// Publish or subscribe.
     public enum Operation: String, Sendable, Hashable {
@@ -40,11 +41,13 @@ public struct PermissionProbe: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(operation.rawValue) \(subject) (\(rule.purpose))" }
 
-    /// The probes of every rule of `permissions`, publishes first, in the set's order.
+    /// The probes of every rule of `permissions`, in the set's order, subscriptions first: the
+    /// first is the role's reply inbox, without which no request (and so no publish probe) can
+    /// be answered.
     public static func plan(_ permissions: BatonPermissions) -> [PermissionProbe] {
-        permissions.publish.map(publishProbe) + permissions.subscribe.map {
+        permissions.subscribe.map {
             PermissionProbe(operation: .subscribe, subject: $0.subject, payload: "", headers: [:], rule: $0)
-        }
+        } + permissions.publish.map(publishProbe)
     }
 
     /// `subject` with every `*` and `>` token replaced by ``probeToken``.
@@ -61,11 +64,10 @@ public struct PermissionProbe: Sendable, Hashable, CustomStringConvertible {
         var headers: [String: String] = [:]
         if subject.hasPrefix(api) {
             let verb = subject.dropFirst(api.count)
-            let mismatchedStream = "{\"name\":\"\(probeToken)\",\"stream_name\":\"\(probeToken)\",\"config\":{\"durable_name\":\"\(probeToken)\"}}"
-            if verb.hasPrefix("STREAM.CREATE.") || verb.hasPrefix("STREAM.UPDATE.") || verb.hasPrefix("CONSUMER.CREATE.")
-                || verb.hasPrefix("CONSUMER.DURABLE.CREATE.")
-            {
-                payload = mismatchedStream
+            if verb.hasPrefix("STREAM.CREATE.") || verb.hasPrefix("STREAM.UPDATE.") {
+                payload = "{\"name\":\"\(probeToken)\"}"
+            } else if verb.hasPrefix("CONSUMER.CREATE.") || verb.hasPrefix("CONSUMER.DURABLE.CREATE.") {
+                payload = "{\"stream_name\":\"\(probeToken)\"}"
             } else if verb.hasPrefix("STREAM.PURGE.") {
                 // Filtered to a subject without messages: purges nothing.
                 payload = "{\"filter\":\"\(rule.probeFilter ?? probeToken)\"}"
@@ -93,14 +95,18 @@ public struct PermissionProbeDenied: Error, Sendable, Hashable, CustomStringConv
 
 /// Runs a probe plan over a connected client.
 public enum PermissionProber {
-    /// Runs `probes` one after the other and returns the first the server refused, or nil.
+    /// Makes every probe of `probes` (publishes without a reply subject, subscriptions removed
+    /// again), then one flush, and returns the first probe in plan order the server refused, or
+    /// nil. The server answers a denied publish or subscription with `-ERR` at once, before the
+    /// PONG of the flush, so nothing waits for replies (a JetStream API subject of a stream that
+    /// does not exist yet answers no one on nats-server 2.9).
     ///
-    /// - Parameters:
-    ///   - timeout: how long a publish probe waits for an answer; one that gets none counts as
-    ///     allowed (the server reports a denial at once).
-    public static func firstDenied(_ probes: [PermissionProbe], client: NATSClient, timeout: Duration = .seconds(2), logger: Logger) async throws
+    /// - Parameter timeout: bounds the flush.
+    public static func firstDenied(_ probes: [PermissionProbe], client: NATSClient, timeout: Duration = .seconds(5), logger: Logger) async throws
         -> PermissionProbeDenied?
     {
+        let events = client.events()
+        var subscriptions: [NATSSubscription] = []
         for probe in probes {
             switch probe.operation {
             case .publish:
@@ -110,43 +116,38 @@ public enum PermissionProber {
                     for (name, value) in probe.headers.sorted(by: { $0.key < $1.key }) { built.append(name: name, value: value) }
                     headers = built
                 }
-                do {
-                    _ = try await client.request(probe.subject, payload: ByteBuffer(string: probe.payload), headers: headers, timeout: timeout)
-                } catch let error as NATSError where error.code == .permissionViolation {
-                    return PermissionProbeDenied(probe: probe, serverError: error.message)
-                } catch let error as NATSError where error.code == .noResponders || error.code == .timeout {
-                    logger.trace("permission probe: allowed", metadata: ["probe": "\(probe)", "answer": "\(error.code)"])
-                }
+                try await client.publish(probe.subject, payload: ByteBuffer(string: probe.payload), headers: headers)
             case .subscribe:
-                // A denied subscription is answered with -ERR before the PONG of the flush that
-                // follows it, so the error is in `events` by the time the flush returns.
-                let events = client.events()
-                let subscription = try await client.subscribe(to: probe.subject)
-                try await client.flush(timeout: timeout)
-                try? await subscription.unsubscribe()
-                if let denial = await Self.subscriptionDenial(of: probe.subject, in: events) {
-                    return PermissionProbeDenied(probe: probe, serverError: denial)
-                }
+                subscriptions.append(try await client.subscribe(to: probe.subject))
             }
         }
+        try await client.flush(timeout: timeout)
+        for subscription in subscriptions { try? await subscription.unsubscribe() }
+        let errors = await Self.bufferedServerErrors(events)
+        for probe in probes {
+            let refusal = errors.first { text in
+                probe.operation == .publish
+                    ? NATSClient.isPublishDenial(text, subject: probe.subject) : NATSClient.isSubscriptionDenial(text, subject: probe.subject)
+            }
+            if let refusal { return PermissionProbeDenied(probe: probe, serverError: refusal) }
+        }
+        logger.trace("permission probe: every rule allowed", metadata: ["probes": "\(probes.count)", "server_errors": "\(errors)"])
         return nil
     }
 
-    /// The permissions violation for a subscription to `subject` among the events already
-    /// buffered in `events` (it waits for nothing more).
-    private static func subscriptionDenial(of subject: String, in events: AsyncStream<NATSConnectionEvent>) async -> String? {
-        let drained = Task { () -> String? in
+    /// The server errors among the events already buffered in `events`; ends the stream.
+    private static func bufferedServerErrors(_ events: AsyncStream<NATSConnectionEvent>) async -> [String] {
+        let reader = Task { () -> [String] in
+            var errors: [String] = []
             for await event in events {
-                if case .serverError(let text) = event, NATSClient.isSubscriptionDenial(text, subject: subject) {
-                    return text
-                }
+                if case .serverError(let text) = event { errors.append(text) }
             }
-            return nil
+            return errors
         }
         // Everything the server sent before the flush's PONG is buffered already; give the
         // reading task a moment to take it, then end the stream.
-        try? await Task.sleep(for: .milliseconds(50))
-        drained.cancel()
-        return await drained.value
+        try? await Task.sleep(for: .milliseconds(100))
+        reader.cancel()
+        return await reader.value
     }
 }
