@@ -240,3 +240,71 @@ struct PermissionProbeIntegrationTests {
         }
     }
 }
+
+@Suite("batonctl permissions: the built binary", .serialized)
+struct BatonctlPermissionsCommandTests {
+    @Test(arguments: NATSServerKind.allCases)
+    func printsABlockNATSServerAcceptsForTheConfigsApps(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-permissions-cli")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("baton.yaml")
+        try """
+            cluster: shop
+            node: {id: node-1, state_dir: \(directory.path)}
+            nats: {servers: ["nats://127.0.0.1:4222"]}
+            apps:
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: ["/bin/true"]}}
+              - name: orders
+                lease: {ttl: 3s}
+                backend: {process: {command: ["/bin/true"]}}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let printed = try await runBatonctl(["permissions", "--config", config.path, "--role", "node", "--role", "operator", "--role", "observer"])
+        try #require(printed.status == 0, "\(printed)")
+        let text = printed.stdout
+        for expected in [
+            "user: \"baton-node\"", "password: $BATON_NODE_PASSWORD", "user: \"baton-operator\"", "user: \"baton-observer\"",
+            "\"$KV.baton_shop_web.>\"", "\"$KV.baton_shop_orders.>\"", "\"baton.shop.node.*.switchover\"", "allow_responses: true",
+        ] {
+            #expect(text.contains(expected), "\(expected) missing")
+        }
+        #expect(text.components(separatedBy: "allow_responses").count == 2, "only the node answers requests")
+        // A real nats-server runs with the block as printed (the password variables defined
+        // in the file here; in production they come from its environment), and enforces it.
+        let variables = "BATON_NODE_PASSWORD: \"n\"\nBATON_OPERATOR_PASSWORD: \"o\"\nBATON_OBSERVER_PASSWORD: \"b\"\n"
+        try await withNATSServer(kind, config: NATSServerConfig(extraConfig: variables + text)) { server in
+            var options = NATSClientOptions(servers: [server.url])
+            options.authentication = .userPassword(user: "baton-observer", password: "b")
+            options.inboxPrefix = BatonPermissions.inboxPrefix(cluster: "shop", role: .observer)
+            let client = try await NATSClient.connect(options: options)
+            do {
+                _ = try await client.request(ControlSubjects(cluster: "shop").status, timeout: .seconds(2))
+                Issue.record("nobody answers status here")
+            } catch let error as NATSError {
+                #expect(error.code == .noResponders, "the observer may ask for status: \(error)")
+            }
+            do {
+                _ = try await client.request(ControlSubjects(cluster: "shop").command(.pause, node: "node-1"), timeout: .seconds(2))
+                Issue.record("the observer could send pause")
+            } catch let error as NATSError {
+                #expect(error.code == .permissionViolation && error.message.contains("baton.shop.node.node-1.pause"), "\(error)")
+            }
+            await client.close()
+        }
+
+        // One role with a literal password, and the JWT claim.
+        let literal = try await runBatonctl(["permissions", "--cluster", "shop", "--app", "web", "--role", "observer", "--user", "eve", "--password", "s3cret"])
+        #expect(literal.stdout.contains("user: \"eve\"") && literal.stdout.contains("password: \"s3cret\""), "\(literal)")
+        let json = try await runBatonctl(["permissions", "--cluster", "shop", "--app", "web", "--role", "node", "--format", "json"])
+        #expect(json.status == 0 && json.stdout.contains("\"pub\"") && json.stdout.contains("\"resp\""), "\(json)")
+
+        // What is missing is named.
+        let noApps = try await runBatonctl(["permissions", "--cluster", "shop", "--role", "node"], environment: ["BATON_CONFIG": ""])
+        #expect(noApps.status == 1 && noApps.stderr.contains("no apps"), "\(noApps)")
+        let noRole = try await runBatonctl(["permissions", "--cluster", "shop", "--app", "web"])
+        #expect(noRole.status == 64 && noRole.stderr.contains("name a role"), "\(noRole)")
+        let twoJSON = try await runBatonctl(["permissions", "--cluster", "shop", "--app", "web", "--role", "node", "--role", "observer", "--format", "json"])
+        #expect(twoJSON.status == 64, "\(twoJSON)")
+    }
+}
