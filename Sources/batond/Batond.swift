@@ -31,7 +31,9 @@ struct Batond: AsyncParsableCommand {
             If another live batond already runs with the same node.id (on this host or another), \
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
-            else after a few seconds without heartbeat).
+            else after a few seconds without heartbeat). Before registering, it checks that its \
+            NATS user has every permission of the node role (batonctl permissions --role node) \
+            and, if one is missing, names the first and exits with status 4.
             """,
         version: BatonVersion.current)
 
