@@ -308,3 +308,68 @@ struct BatonctlPermissionsCommandTests {
         #expect(twoJSON.status == 64, "\(twoJSON)")
     }
 }
+
+@Suite("NATS permission roles in a user JWT (operator mode)", .serialized)
+struct BatonPermissionsJWTTests {
+    /// A user of `setup`'s account whose JWT carries `role`'s permissions as
+    /// `batonctl permissions --format json` prints them.
+    private static func user(_ role: BatonRole, of setup: OperatorModeSetup) throws -> NATSCredentials {
+        let json = try BatonPermissions(role: role, cluster: "jwt", apps: ["web"]).jwtPermissionsJSON()
+        let claim = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        var members: [(String, String)] = []
+        for key in ["pub", "sub", "resp"] {
+            guard let value = claim[key] else { continue }
+            members.append((key, String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes]), as: UTF8.self)))
+        }
+        members += [("subs", "-1"), ("data", "-1"), ("payload", "-1"), ("type", JWTMinter.json("user")), ("version", "2")]
+        let key = NKeyPair.generate(.user)
+        let jwt = JWTMinter.encode(subject: key.publicKey, name: "baton-\(role.rawValue)", nats: members, signer: setup.accountKey)
+        return NATSCredentials(jwt: jwt, nkey: key)
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func theJSONClaimGrantsTheRoleAndNoMore(kind: NATSServerKind) async throws {
+        let setup = OperatorModeSetup(jetStream: true)
+        let node = try Self.user(.node, of: setup)
+        let observer = try Self.user(.observer, of: setup)
+        let nodePlan = PermissionProbe.plan(try BatonPermissions(role: .node, cluster: "jwt", apps: ["web"]))
+        let logger = Logger(label: "jwt-test")
+        // The node role's JWT is about 6 KiB per app: more than the default 4 KiB control line
+        // its CONNECT must fit in (the README says so).
+        try await withNATSServer(kind, config: NATSServerConfig(extraConfig: setup.serverConfig() + "max_control_line: 65536\n")) { server in
+            func connect(_ credentials: NATSCredentials, _ role: BatonRole) async throws -> NATSClient {
+                var options = NATSClientOptions(servers: [server.url])
+                options.authentication = .credentials(credentials)
+                options.inboxPrefix = BatonPermissions.inboxPrefix(cluster: "jwt", role: role)
+                return try await NATSClient.connect(options: options)
+            }
+            let nodeClient = try await connect(node, .node)
+            let denied = try await PermissionProber.firstDenied(nodePlan, client: nodeClient, logger: logger)
+            #expect(denied == nil, "\(String(describing: denied))")
+            // It works for real: the node creates its lease bucket and writes the key.
+            let kv = try await JetStream(client: nodeClient).createKeyValue(KeyValueConfig(bucket: LeaseStore.bucketName(cluster: "jwt", app: "web")))
+            _ = try await kv.create("leader", value: ByteBuffer(string: "node-1"))
+            await nodeClient.close()
+
+            let observerClient = try await connect(observer, .observer)
+            let refused = try await PermissionProber.firstDenied(nodePlan, client: observerClient, logger: logger)
+            #expect(refused?.probe.rule.subject == "\(BatonPermissions.inboxPrefix(cluster: "jwt", role: .node)).>", "\(String(describing: refused))")
+            // The observer reads the lease but cannot write it or send a command.
+            let seen = try await JetStream(client: observerClient).keyValue(LeaseStore.bucketName(cluster: "jwt", app: "web")).get("leader")
+            #expect(seen.map { String(buffer: $0.value) } == "node-1")
+            do {
+                _ = try await JetStream(client: observerClient).publish("$KV.\(LeaseStore.bucketName(cluster: "jwt", app: "web")).leader")
+                Issue.record("the observer wrote the lease key")
+            } catch let error as NATSError {
+                #expect(error.code == .permissionViolation, "\(error)")
+            }
+            do {
+                _ = try await observerClient.request(ControlSubjects(cluster: "jwt").command(.stepdown, node: "node-1"), timeout: .seconds(2))
+                Issue.record("the observer sent stepdown")
+            } catch let error as NATSError {
+                #expect(error.code == .permissionViolation, "\(error)")
+            }
+            await observerClient.close()
+        }
+    }
+}
