@@ -85,7 +85,10 @@ struct BatonPermissionsTests {
         let control = ControlSubjects(cluster: "prod")
         #expect(!observer.allowResponses && !operatorSet.allowResponses)
         for rule in observer.publish {
-            for forbidden in ["$KV.", "$O.", "$JS.ACK.", "baton.prod.node.", ".STREAM.CREATE.", ".STREAM.UPDATE.", ".STREAM.PURGE.", ".STREAM.DELETE.", ".wal."] {
+            for forbidden in [
+                "$KV.", "$O.", "$JS.ACK.", "baton.prod.node.", ".STREAM.CREATE.", ".STREAM.UPDATE.", ".STREAM.PURGE.", ".STREAM.DELETE.", ".wal.",
+                ".CONSUMER.DELETE.", ".CONSUMER.DURABLE.",
+            ] {
                 #expect(!rule.subject.contains(forbidden), "observer may publish to \(rule.subject)")
             }
         }
@@ -97,6 +100,7 @@ struct BatonPermissionsTests {
         // The operator's one write: the newest record of an app (`replica promote --force`).
         let writes = operatorSet.publish.filter { $0.subject.hasPrefix("$KV.") || $0.subject.hasPrefix("$O.") || $0.subject.contains(".STREAM.") && !$0.subject.contains(".STREAM.INFO.") && !$0.subject.contains(".STREAM.MSG.GET.") }
         #expect(writes.map(\.subject) == ["$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).*.newest"])
+        #expect(!operatorSet.publish.contains { $0.subject.contains(".CONSUMER.DELETE.") }, "batonctl could delete the nodes' consumers")
         #expect(allows(operatorSet.publish, "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).\(ReplicationHistoryStore.newestKey(app: "web"))"))
         #expect(!allows(operatorSet.publish, "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).\(ReplicationHistoryStore.nodeKey(app: "web", node: "n"))"))
         // batonctl's replies come to its inbox prefix, which both batonctl roles may read.

@@ -172,7 +172,8 @@ public struct BatonPermissions: Sendable, Hashable {
         }
 
         /// The JetStream API of one stream: reading (info, gets, consumers to read or watch
-        /// through), and for `.write` creating, updating and purging it too. Never deleting it.
+        /// through), and for `.write` creating, updating and purging it, durable consumers,
+        /// acks and deleting consumers too. Never deleting the stream.
         ///
         /// `subjects` is the stream's subject prefix (its subjects are `<subjects>.>`).
         mutating func stream(_ stream: String, subjects: String, what: String, access: Access) {
@@ -194,10 +195,13 @@ public struct BatonPermissions: Sendable, Hashable {
             publish("\(api).CONSUMER.CREATE.\(stream)", "\(what): create a consumer")
             publish("\(api).CONSUMER.CREATE.\(stream).>", "\(what): create a named consumer")
             publish("\(api).CONSUMER.INFO.\(stream).>", "\(what): consumer info")
-            publish("\(api).CONSUMER.DELETE.\(stream).>", "\(what): delete a consumer it made")
             publish("\(api).CONSUMER.MSG.NEXT.\(stream).>", "\(what): pull messages")
             publish("\(JetStreamNames.flowControlPrefix).\(stream).>", "\(what): answer flow control")
             if access == .write {
+                // Deleting consumers only for the node: a batonctl role could otherwise delete the
+                // nodes' lease watches (their own ephemeral consumers expire when idle; the
+                // client's best-effort delete of them is then refused, harmlessly).
+                publish("\(api).CONSUMER.DELETE.\(stream).>", "\(what): delete a consumer it made")
                 publish("\(api).CONSUMER.DURABLE.CREATE.\(stream).>", "\(what): create a durable consumer")
                 publish("\(JetStreamNames.ackPrefix).\(stream).>", "\(what): acknowledge messages")
             }
