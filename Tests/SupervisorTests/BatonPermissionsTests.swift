@@ -377,3 +377,21 @@ struct BatonPermissionsJWTTests {
         }
     }
 }
+
+@Suite("Who asked: the requester in control commands")
+struct ControlRequesterTests {
+    @Test func describesWhatIsKnownAndTravelsInTheRequest() throws {
+        let full = ControlRequester(natsUser: "alice", client: "batonctl", host: "ops-1", localUser: "root", pid: 42)
+        #expect(full.description == "nats user alice (batonctl, root@ops-1, pid 42)")
+        #expect(ControlRequester(credentials: "/etc/baton/ops.creds", host: "ops-2").description == "credentials /etc/baton/ops.creds (ops-2)")
+        #expect(ControlRequester().description == "unauthenticated or unnamed NATS user")
+
+        let request = ControlRequest(app: "web", to: "node-2", requester: full)
+        let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        #expect(json.contains("\"nats_user\":\"alice\"") && json.contains("\"local_user\":\"root\""), "\(json)")
+        #expect(try JSONDecoder().decode(ControlRequest.self, from: Data(json.utf8)) == request)
+        // A request of an older batonctl has no requester.
+        let old = try JSONDecoder().decode(ControlRequest.self, from: Data(#"{"app":"web"}"#.utf8))
+        #expect(old.requester == nil && old.app == "web")
+    }
+}
