@@ -17,7 +17,7 @@ struct PermissionsCommand: AsyncParsableCommand {
             Bucket and stream names hold the cluster and the app in one subject token, which NATS \
             wildcards cannot match in part, so the set lists the cluster's apps: they come from \
             the batond config (--config, else $BATON_CONFIG, else /etc/baton/baton.yaml when \
-            present) and from --app. Regenerate and reload the server's config before adding an \
+            present and of the same cluster) and from --app. Regenerate and reload the server's config before adding an \
             app to the cluster.
 
             --format conf prints a whole nats-server authorization block with one user per \
@@ -69,14 +69,19 @@ struct PermissionsCommand: AsyncParsableCommand {
     func run() async throws {
         var loaded: BatonConfig?
         let environment = ProcessInfo.processInfo.environment
-        let path = config ?? environment["BATON_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (FileManager.default.fileExists(atPath: ConnectionOptions.defaultConfigPath) && cluster == nil ? ConnectionOptions.defaultConfigPath : nil)
+        let explicit = config ?? environment["BATON_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = explicit ?? (FileManager.default.fileExists(atPath: ConnectionOptions.defaultConfigPath) ? ConnectionOptions.defaultConfigPath : nil)
         if let path {
             do {
                 loaded = try BatonConfig.load(path: path)
             } catch {
                 throw CLIError("cannot use the config \(path):\n\(error.description)")
             }
+        }
+        if let cluster, let other = loaded, other.cluster != cluster {
+            // Its apps belong to another cluster: never mix them into this one's set.
+            if let explicit { throw CLIError("--cluster \(cluster) is not the cluster of \(explicit) (\(other.cluster)): give one or the other") }
+            loaded = nil
         }
         guard let cluster = cluster ?? loaded?.cluster else {
             throw CLIError("no cluster: give --cluster NAME, or --config FILE of a batond of the cluster")

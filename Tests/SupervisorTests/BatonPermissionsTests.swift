@@ -395,3 +395,24 @@ struct ControlRequesterTests {
         #expect(old.requester == nil && old.app == "web")
     }
 }
+
+extension BatonctlPermissionsCommandTests {
+    @Test func aConfigOfAnotherClusterIsNeverMixedIn() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-permissions-other")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("baton.yaml")
+        try """
+            cluster: shop
+            node: {id: node-1, state_dir: \(directory.path)}
+            nats: {servers: ["nats://127.0.0.1:4222"]}
+            apps:
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: ["/bin/true"]}}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let mismatch = try await runBatonctl(["permissions", "--config", config.path, "--cluster", "bank", "--role", "node"])
+        #expect(mismatch.status == 1 && mismatch.stderr.contains("--cluster bank is not the cluster of \(config.path) (shop)"), "\(mismatch)")
+        let fromEnvironment = try await runBatonctl(["permissions", "--role", "observer"], environment: ["BATON_CONFIG": config.path])
+        #expect(fromEnvironment.status == 0 && fromEnvironment.stdout.contains("\"$JS.API.STREAM.INFO.KV_baton_shop_web\""), "\(fromEnvironment)")
+    }
+}
