@@ -98,7 +98,8 @@ public enum PermissionProber {
     /// Makes every probe of `probes` (publishes without a reply subject, subscriptions removed
     /// again), then one flush, and returns the first probe in plan order the server refused, or
     /// nil. The server answers a denied publish or subscription with `-ERR` at once, before the
-    /// PONG of the flush, so nothing waits for replies (a JetStream API subject of a stream that
+    /// PONG of the flush (the client records it as a connection event before it handles the
+    /// PONG), so nothing waits for replies (a JetStream API subject of a stream that
     /// does not exist yet answers no one on nats-server 2.9).
     ///
     /// - Parameter timeout: bounds the flush.
@@ -135,7 +136,9 @@ public enum PermissionProber {
         return nil
     }
 
-    /// The server errors among the events already buffered in `events`; ends the stream.
+    /// The server errors among the events already buffered in `events`; ends the stream. The
+    /// reading task is cancelled at once: a cancelled `AsyncStream` still hands out what it
+    /// buffered before it ends, so this waits for nothing.
     private static func bufferedServerErrors(_ events: AsyncStream<NATSConnectionEvent>) async -> [String] {
         let reader = Task { () -> [String] in
             var errors: [String] = []
@@ -144,9 +147,6 @@ public enum PermissionProber {
             }
             return errors
         }
-        // Everything the server sent before the flush's PONG is buffered already; give the
-        // reading task a moment to take it, then end the stream.
-        try? await Task.sleep(for: .milliseconds(100))
         reader.cancel()
         return await reader.value
     }
