@@ -32,7 +32,9 @@ struct Batond: AsyncParsableCommand {
             If another live batond already runs with the same node.id (on this host or another), \
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
-            else after a few seconds without heartbeat).
+            else after a few seconds without heartbeat). Before registering, it checks that its \
+            NATS user has every permission of the node role (batonctl permissions --role node) \
+            and, if one is missing, names the first and exits with status 4.
 
             With an http: section in the config it serves HTTP on http.listen: the live web \
             page (/), /healthz, /status (JSON, as batonctl status --json), /metrics \
@@ -158,11 +160,17 @@ struct Batond: AsyncParsableCommand {
             // Already logged with what to do. A distinct status, so that systemd does not restart
             // into the same refusal (RestartPreventExitStatus= in units/batond.service).
             throw ExitCode(Self.duplicateNodeExitCode)
+        } catch is PermissionProbeDenied {
+            // Already logged, naming the subject. Restarting cannot grant it.
+            throw ExitCode(Self.missingPermissionExitCode)
         }
     }
 
     /// The exit status when another live batond runs with this node id.
     static let duplicateNodeExitCode: Int32 = 3
+
+    /// The exit status when the NATS user lacks a permission of the node role.
+    static let missingPermissionExitCode: Int32 = 4
 
     /// `--release-claims`: the release without the daemon, one line per claim on stdout.
     private func runReleaseClaims() async throws {
@@ -207,6 +215,9 @@ func natsOptions(_ config: BatonConfig, purpose: String? = nil) throws -> NATSCl
     options.name = "batond \(config.node.id)" + (purpose.map { " \($0)" } ?? "")
     options.retryOnFailedInitialConnect = true
     options.requestTimeout = .seconds(2)
+    // Replies come to the node role's own inboxes, which its NATS permissions allow
+    // (`batonctl permissions --role node`).
+    options.inboxPrefix = BatonPermissions.inboxPrefix(cluster: config.cluster, role: .node)
     switch config.nats.auth {
     case .none: break
     case .credentials(let path): options.authentication = .credentialsFile(path: path)
@@ -259,6 +270,9 @@ struct BatondService: Service {
             serviceManager.stopping()
             return
         }
+        // Before anything is written: every subject class the node role needs must be allowed,
+        // else batond refuses to start and names the first one it cannot use.
+        try await probePermissions()
         // Claim the node id before touching any app (no app starts, no VIP, unit or epoch file
         // is cleaned up): a second batond with this node id stops here.
         if let info = client.serverInfo,
@@ -295,6 +309,26 @@ struct BatondService: Service {
         await client.close()
         await replicationClient.close()
         logger.info("stopped")
+    }
+
+    /// Probes every rule of the node role's NATS permissions for this cluster and its apps (see
+    /// ``PermissionProbe``); throws ``PermissionProbeDenied`` (logged as critical) for the first
+    /// the server refuses. Apps added by a later reload are not probed.
+    private func probePermissions() async throws {
+        let config = await node.currentConfig
+        let permissions = try BatonPermissions(role: .node, cluster: config.cluster, apps: config.apps.map(\.name))
+        serviceManager.status("checking NATS permissions")
+        let probes = PermissionProbe.plan(permissions)
+        let started = ContinuousClock.now
+        if let denied = try await PermissionProber.firstDenied(probes, client: client, logger: logger) {
+            logger.critical("\(denied.description); refusing to start (exit status \(Batond.missingPermissionExitCode))")
+            serviceManager.status("refused to start: NATS denies \(denied.probe.operation.rawValue) on \(denied.probe.rule.subject)")
+            serviceManager.stopping()
+            await client.close()
+            await replicationClient.close()
+            throw denied
+        }
+        logger.debug("NATS permissions checked", metadata: ["probes": "\(probes.count)", "took": "\(ContinuousClock.now - started)"])
     }
 
     /// Registers this instance under its node id in the node registry, retrying while NATS or

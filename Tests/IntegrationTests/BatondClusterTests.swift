@@ -17,7 +17,7 @@ func monotonicNow() -> Int64 {
 
 /// The test backend: writes "monotonic-ns node epoch" to a shared log every 5 ms while it runs,
 /// so the log shows exactly when each epoch's backend was alive, even if it is SIGKILLed.
-private let heartbeatBackend = """
+let heartbeatBackend = """
     import os, sys, time
     fd = os.open(os.environ["HEARTBEAT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     node, epoch = os.environ["BATON_NODE"], os.environ["BATON_EPOCH"]
@@ -27,7 +27,7 @@ private let heartbeatBackend = """
     """
 
 /// Reads the heartbeat log: per epoch, the node and its first and last heartbeat.
-private struct Heartbeats {
+struct Heartbeats {
     struct Run: CustomStringConvertible {
         var node: String
         var epoch: UInt64

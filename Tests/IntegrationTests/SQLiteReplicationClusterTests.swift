@@ -88,7 +88,12 @@ private struct ReplicationCluster {
     var rowsPerTransaction = 1
     /// The app's `sqlite.flush_timeout`, when set.
     var flushTimeout: String?
+    /// The NATS user batond connects as, and the one batonctl uses (none: no authorization).
+    var nodeUser: PermissionUser?
+    var batonctlUser: PermissionUser?
     var nodes: [String: BatondProcess] = [:]
+    /// The nats-server's log.
+    var serverLog: URL?
 
     var ackLog: String { directory.appendingPathComponent("acks.log").path }
     func databasePath(_ node: String) -> String { directory.appendingPathComponent(node).appendingPathComponent("data/app.db").path }
@@ -98,7 +103,7 @@ private struct ReplicationCluster {
         """
         cluster: itest
         node: {id: \(node), state_dir: \(directory.appendingPathComponent(node).appendingPathComponent("state").path)}
-        nats: {servers: ["nats://127.0.0.1:\(port)"]}
+        nats: {servers: ["nats://127.0.0.1:\(port)"]\(nodeUser.map { ", \($0.configKeys)" } ?? "")}
         apps:
           - name: \(Self.app)
             priority: 100
@@ -161,7 +166,7 @@ private struct ReplicationCluster {
     }
 
     func batonctl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        try await run(batonctl, arguments + ["--nats", "nats://127.0.0.1:\(port)", "--cluster", "itest"])
+        try await run(batonctl, arguments + ["--nats", "nats://127.0.0.1:\(port)", "--cluster", "itest"] + (batonctlUser?.batonctlArguments ?? []))
     }
 
     /// `PRAGMA integrity_check` and the rows of a node's database.
@@ -227,7 +232,8 @@ private struct ReplicationCluster {
 @Suite("SQLite replication under batond: switchovers, crash failover, stale node", .serialized)
 struct SQLiteReplicationClusterTests {
     private func withCluster(
-        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, flushTimeout: String? = nil,
+        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, flushTimeout: String? = nil, authorization: String? = nil,
+        nodeUser: PermissionUser? = nil, batonctlUser: PermissionUser? = nil,
         _ body: (inout ReplicationCluster) async throws -> Void
     ) async throws {
         let batond = try BatondClusterTests.executable("batond")
@@ -248,9 +254,11 @@ struct SQLiteReplicationClusterTests {
         try writerBackend.write(to: directory.appendingPathComponent("writer.py"), atomically: true, encoding: .utf8)
         try inspector.write(to: directory.appendingPathComponent("inspect.py"), atomically: true, encoding: .utf8)
         try lockHoldingSidecar.write(to: directory.appendingPathComponent("sidecar.py"), atomically: true, encoding: .utf8)
-        try await withNATSServer(kind) { server in
+        try await withNATSServer(kind, config: NATSServerConfig(extraConfig: authorization)) { server in
             var cluster = ReplicationCluster(
-                directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction, flushTimeout: flushTimeout)
+                directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction, flushTimeout: flushTimeout,
+                nodeUser: nodeUser, batonctlUser: batonctlUser)
+            cluster.serverLog = server.logFile
             defer {
                 for node in cluster.nodes.values where node.process.isRunning {
                     kill(node.pid, SIGCONT)
@@ -529,6 +537,78 @@ struct SQLiteReplicationClusterTests {
     /// now under the writer's load: the reply's id is an object in the app's snapshot bucket
     /// whose metadata carries the same txid, the stream holds its snapshot record, and the size
     /// is the database's.
+    /// Replication under least privilege: batond with only the node role's NATS permissions,
+    /// batonctl with the operator's (and the observer's, which may look but not act).
+    @Test(arguments: NATSServerKind.allCases)
+    func underTheNodeRoleSwitchoversAndACrashKeepEveryAcknowledgedRow(kind: NATSServerKind) async throws {
+        let node = PermissionUser(role: "node", cluster: "itest", user: "itest-node", password: "node-secret")
+        let operatorUser = PermissionUser(role: "operator", cluster: "itest", user: "itest-operator", password: "operator-secret")
+        let observer = PermissionUser(role: "observer", cluster: "itest", user: "itest-observer", password: "observer-secret")
+        let authorization = try await PermissionUser.authorization([node, operatorUser, observer], apps: [ReplicationCluster.app])
+        try await withCluster(
+            kind, prefix: "baton-sqlite-perms", authorization: authorization, nodeUser: node, batonctlUser: operatorUser
+        ) { cluster in
+            var current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            var handedOverAt = ContinuousClock.now
+            for round in 1...3 {
+                try await Task.sleep(until: handedOverAt + .milliseconds(2200))
+                let target = current.node == "node-1" ? "node-2" : "node-1"
+                let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "30s"])
+                try #require(switchover.status == 0, "round \(round): switchover to \(target) failed: \(switchover.output)")
+                handedOverAt = .now
+                let next = try await cluster.waitForWriter(after: current.epoch, on: target, count: 3, timeout: .seconds(20))
+                let acknowledged = cluster.acks()
+                let state = try await cluster.inspect(target)
+                #expect(state.integrity == "ok", "round \(round): \(target): \(state.integrity)")
+                let missing = acknowledged.filter { !state.rows.contains($0.row) }
+                #expect(missing.isEmpty, "round \(round): \(missing.count) of \(acknowledged.count) acknowledged rows missing on \(target)")
+                current = next
+            }
+            // The operator's replication commands.
+            let snapshot = try await cluster.batonctl(["snapshot", ReplicationCluster.app, "--timeout", "60s"])
+            #expect(snapshot.status == 0 && snapshot.output.hasPrefix("snapshot snapshot-"), "\(snapshot.output)")
+            let replica = try await cluster.batonctl(["replica", "status", ReplicationCluster.app])
+            #expect(replica.status == 0 && replica.output.contains("newest record: txid"), "\(replica.output)")
+
+            // The observer looks, but cannot snapshot nor write the newest record.
+            var watcher = cluster
+            watcher.batonctlUser = observer
+            let seen = try await watcher.batonctl(["replica", "status", ReplicationCluster.app])
+            #expect(seen.status == 0 && seen.output.contains("newest record: txid"), "\(seen.output)")
+            let refused = try await watcher.batonctl(["snapshot", ReplicationCluster.app])
+            #expect(refused.status != 0 && refused.output.contains("permission denied"), "\(refused.output)")
+            var options = NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"])
+            options.authentication = .userPassword(user: observer.user, password: observer.password)
+            options.inboxPrefix = "_INBOX.baton.itest.ctl"
+            let client = try await NATSClient.connect(options: options)
+            let history = ReplicationHistoryStore.bucket(cluster: "itest")
+            do {
+                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryStore.newestKey(app: ReplicationCluster.app))")
+                Issue.record("the observer wrote the newest record")
+            } catch let error as NATSError {
+                #expect(error.code == .permissionViolation, "\(error)")
+            }
+            await client.close()
+
+            // kill -9 of the active node: the survivor promotes a verified copy under the node role.
+            cluster.nodes[current.node]!.signal(SIGKILL)
+            let survivor = current.node == "node-1" ? "node-2" : "node-1"
+            _ = try await cluster.waitForWriter(after: current.epoch, on: survivor, count: 3, timeout: .seconds(15))
+            let acknowledged = cluster.acks()
+            let state = try await cluster.inspect(survivor)
+            #expect(state.integrity == "ok", "\(survivor): \(state.integrity)")
+            let old = acknowledged.filter { $0.row.epoch < current.epoch }
+            #expect(old.allSatisfy { state.rows.contains($0.row) }, "rows of earlier epochs (handed over gracefully) are missing")
+            let present = acknowledged.filter { $0.row.epoch == current.epoch }.map { state.rows.contains($0.row) }
+            #expect(present.dropFirst(present.prefix { $0 }.count).allSatisfy { !$0 }, "rows of the crashed epoch are missing in the middle")
+
+            let violations = ((try? String(contentsOf: cluster.serverLog!, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                $0.contains("Violation") && $0.contains(node.user)
+            }
+            #expect(violations.isEmpty, "the node role was denied something: \(violations.prefix(5))")
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func batonctlSnapshotTakesOneNowOnTheActiveNode(kind: NATSServerKind) async throws {
         try await withCluster(kind, prefix: "baton-sqlite-snapshot") { cluster in

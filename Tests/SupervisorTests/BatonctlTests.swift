@@ -137,7 +137,7 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate", "permissions"] {
             #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
         }
         let replicaHelp = try await runBatonctl(["replica", "--help"])

@@ -11,10 +11,14 @@ public struct ControlClient: Sendable {
     /// The subjects of the cluster.
     public let subjects: ControlSubjects
 
-    /// Creates a control client for `cluster`.
-    public init(client: NATSClient, cluster: String) {
+    /// Who sends the commands, put into every command request (the control service logs it).
+    public var requester: ControlRequester?
+
+    /// Creates a control client for `cluster`; `requester` describes the sender in every command.
+    public init(client: NATSClient, cluster: String, requester: ControlRequester? = nil) {
         self.client = client
         self.subjects = ControlSubjects(cluster: cluster)
+        self.requester = requester
     }
 
     /// The replies to one status request.
@@ -88,7 +92,7 @@ public struct ControlClient: Sendable {
     ///   not a ``ControlReply``; the client's error for anything else.
     public func send(_ command: ControlCommand, app: String, to target: String? = nil, node: String, timeout: Duration) async throws -> ControlReply {
         let subject = subjects.command(command, node: node)
-        let body = ByteBuffer(bytes: try JSONEncoder().encode(ControlRequest(app: app, to: target)))
+        let body = ByteBuffer(bytes: try JSONEncoder().encode(ControlRequest(app: app, to: target, requester: requester)))
         let reply: NATSMessage
         do {
             reply = try await client.request(subject, payload: body, timeout: timeout)

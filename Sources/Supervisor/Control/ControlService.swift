@@ -128,7 +128,11 @@ public final class ControlService: Sendable {
             let known = apps.isEmpty ? "it runs no apps" : "it runs \(apps.sorted().joined(separator: ", "))"
             throw MicroServiceError(code: 404, description: "node \(node) has no app \"\(body.app)\" (\(known))")
         }
-        logger.info("control command", metadata: ["command": "\(command.rawValue)", "app": "\(body.app)", "to": "\(body.to ?? "")"])
+        // Every command changes something: say who asked (self-reported by the sender).
+        let requester = body.requester?.description ?? "unnamed sender (no requester in the request)"
+        logger.notice(
+            "control command \(command.rawValue) \(body.app)\(body.to.map { " to \($0)" } ?? "") requested by \(requester)",
+            metadata: ["command": "\(command.rawValue)", "app": "\(body.app)", "to": "\(body.to ?? "")", "requester": "\(requester)"])
         let reply: ControlReply
         switch command {
         case .stepdown: reply = await controller.stepdown(app: body.app)
