@@ -41,16 +41,27 @@ let package = Package(
             name: "BatonCoreTests",
             dependencies: ["BatonCore"]
         ),
+        // The control protocol's two ends (service, client) and the lease bucket's record and
+        // store: everything batonctl needs, without the backends' C libraries.
         .target(
-            name: "Supervisor",
+            name: "Control",
             dependencies: [
                 "BatonCore",
                 "NATS",
-                "Netlink",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The executors of a node's apps: process and systemd backends, their fence keepers,
+        // health probes.
+        .target(
+            name: "Backends",
+            dependencies: [
+                "BatonCore",
                 "FenceKeeper",
                 "CBatonProcess",
                 "Systemd",
-                "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -59,10 +70,26 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),
+        .target(
+            name: "Supervisor",
+            dependencies: [
+                "BatonCore",
+                "NATS",
+                "Control",
+                "Backends",
+                "Netlink",
+                "FenceKeeper",
+                "Systemd",
+                "Replication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -76,6 +103,8 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 "NATS",
+                "Control",
+                "Backends",
                 "Supervisor",
                 "Systemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -118,7 +147,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["NATS", "Supervisor", "BatonCore"],
+            dependencies: ["NATS", "Supervisor", "Control", "Backends", "BatonCore"],
             path: "Benchmarks/FailoverBenchmark"
         ),
         .executableTarget(
@@ -195,7 +224,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "Replication",
+                "Control", "BatonCore", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -2,6 +2,8 @@ import BatonCore
 import Foundation
 import Logging
 import NATS
+import Backends
+import Control
 import Supervisor
 
 /// Errors setting up an app's backend.

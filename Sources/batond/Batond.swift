@@ -4,6 +4,8 @@ import Foundation
 import Logging
 import NATS
 import ServiceLifecycle
+import Backends
+import Control
 import Supervisor
 import Systemd
 import UnixSignals

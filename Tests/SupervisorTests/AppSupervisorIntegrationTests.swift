@@ -4,6 +4,8 @@ import Logging
 import NATS
 import NATSTestSupport
 import NIOConcurrencyHelpers
+import Backends
+import Control
 import Supervisor
 import Testing
 

@@ -5,6 +5,8 @@ import Logging
 import NIOPosix
 import Testing
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 #if canImport(Glibc)
