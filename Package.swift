@@ -35,7 +35,7 @@ let package = Package(
         ),
         .target(
             name: "BatonCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["FenceKeeper", .product(name: "Yams", package: "Yams")]
         ),
         .testTarget(
             name: "BatonCoreTests",

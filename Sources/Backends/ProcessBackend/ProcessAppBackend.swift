@@ -22,16 +22,28 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     private nonisolated let noticeStream: AsyncStream<AppBackendNotice>
     private let noticeContinuation: AsyncStream<AppBackendNotice>.Continuation
 
-    /// Creates the backend of `app` on `node`.
+    /// Creates the backend of `app` on `node`, running `config` (which replaces the plan's
+    /// process section: tests run other commands under an app's config).
     public init(app: AppConfig, node: String, process config: ProcessBackendConfig, keeperPath: String? = nil, logger: Logger) {
+        var plan = AppPlan(app: app, node: node)
+        plan.backend = .process(config)
+        self.init(plan: plan, keeperPath: keeperPath, logger: logger)
+    }
+
+    /// Creates the backend of a plan whose ``AppPlan/backend`` is a process (a plan with another
+    /// backend runs nothing: it is a programming error, trapped).
+    public init(plan: AppPlan, keeperPath: String? = nil, logger: Logger) {
+        guard case .process(let config) = plan.backend else {
+            preconditionFailure("ProcessAppBackend(plan:) for app \(plan.app), whose backend is \(plan.backend)")
+        }
         self.process = ProcessBackend(
-            configuration: .init(app: app.name, node: node, process: config, keeperPath: keeperPath, claims: FenceKeeperClaims(app: app)),
+            configuration: .init(app: plan.app, node: plan.node, process: config, keeperPath: keeperPath, claims: plan.keeperClaims),
             logger: logger)
-        self.health = app.health
-        self.prober = app.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
-        self.restarts = RestartTracker(policy: config.restart)
+        self.health = plan.health
+        self.prober = plan.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
+        self.restarts = RestartTracker(policy: plan.restart)
         var logger = logger
-        logger[metadataKey: "app"] = "\(app.name)"
+        logger[metadataKey: "app"] = "\(plan.app)"
         self.logger = logger
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self, bufferingPolicy: .bufferingNewest(16))
         (noticeStream, noticeContinuation) = AsyncStream.makeStream(of: AppBackendNotice.self, bufferingPolicy: .bufferingNewest(16))
@@ -177,12 +189,4 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
 public struct HealthCheckFailed: Error, CustomStringConvertible {
     public var reason: String
     public var description: String { "health check failed: \(reason)" }
-}
-
-extension FenceKeeperClaims {
-    /// The claims of `app` a process backend's fence keeper releases besides the process: its
-    /// VIPs. (A systemd backend's keeper claims come from ``SystemdAppBackend/Configuration``.)
-    public init(app: AppConfig) {
-        self.init(addresses: app.vips.map { Address(cidr: $0.cidr, interface: $0.interface) })
-    }
 }

@@ -229,6 +229,8 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// past it the database is set aside and the loss reported.
     public var flushTimeout: Duration
 
+    /// `flush_timeout`'s default: 15 s.
+    public static let defaultFlushTimeout: Duration = .seconds(15)
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
     /// `snapshot_max_bytes`'s default: 4 GiB.
@@ -238,7 +240,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15)
+        flushTimeout: Duration = defaultFlushTimeout
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
