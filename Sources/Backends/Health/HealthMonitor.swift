@@ -21,3 +21,21 @@ func monitorHealth(
         }
     }
 }
+
+/// Probes a backend that was just started until the first probe passes, one probe every
+/// `health.interval`: the wait both backends run for ``AppBackend/waitUntilHealthy(token:)``.
+/// Returns on the first healthy probe; throws ``HealthCheckFailed`` with `stopped` (what ended
+/// the wait, such as `unit web.service stopped before it was healthy`) and the last probe's
+/// failure once `isCurrent` says the run it waits for is over, and `CancellationError` when the
+/// task is cancelled during a pause.
+func awaitFirstHealthyProbe(
+    _ health: HealthCheckConfig, prober: HealthProber, stopped: String, isCurrent: @Sendable () async -> Bool
+) async throws {
+    var lastFailure = "no probe yet"
+    while await isCurrent(), !Task.isCancelled {
+        guard let failure = await prober.check() else { return }
+        lastFailure = failure
+        try await Task.sleep(for: health.interval)
+    }
+    throw HealthCheckFailed(reason: "\(stopped) (last probe: \(lastFailure))")
+}

@@ -129,17 +129,8 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
 
     public func waitUntilHealthy(token: UInt64) async throws {
         guard let health, let prober else { return }
-        var lastFailure = "no probe yet"
-        while shouldRun, self.token == token, !Task.isCancelled {
-            if let failure = await prober.check() {
-                lastFailure = failure
-                try await Task.sleep(for: health.interval)
-            } else {
-                startMonitor(health: health, prober: prober, token: token)
-                return
-            }
-        }
-        throw HealthCheckFailed(reason: "stopped before the backend was healthy (last probe: \(lastFailure))")
+        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "stopped before the backend was healthy") { await self.isRunning(token: token) }
+        startMonitor(health: health, prober: prober, token: token)
     }
 
     private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {

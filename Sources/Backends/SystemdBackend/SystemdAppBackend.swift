@@ -539,17 +539,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
 
     public func waitUntilHealthy(token: UInt64) async throws {
         guard let health = configuration.health, let prober else { return }
-        var lastFailure = "no probe yet"
-        while desired == .running(token), !Task.isCancelled {
-            if let failure = await prober.check() {
-                lastFailure = failure
-                try await Task.sleep(for: health.interval)
-            } else {
-                startMonitor(health: health, prober: prober, token: token)
-                return
-            }
-        }
-        throw HealthCheckFailed(reason: "unit \(unit) stopped before it was healthy (last probe: \(lastFailure))")
+        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "unit \(unit) stopped before it was healthy") { await self.shouldRun(token: token) }
+        startMonitor(health: health, prober: prober, token: token)
     }
 
     private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {

@@ -305,7 +305,6 @@ public struct AppLifecycle: Sendable {
         case fenceUnconfirmed(token: UInt64, reason: String)
         /// A result that belongs to an older decision arrived late and was dropped.
         case staleResult(String)
-        case leaseLost(token: UInt64, reason: String)
         case duplicateInstance(LeaseHolder)
         /// Something an operator should see that changes nothing here (a VIP removed from
         /// outside and added again, another host answering for a VIP, ...).
@@ -389,9 +388,6 @@ public struct AppLifecycle: Sendable {
 
     private var timing: LeaseTiming { configuration.timing }
     private var me: LeaseHolder { LeaseHolder(node: configuration.node, instance: configuration.instance) }
-
-    /// Whether this node holds the lease and is not yet done with it.
-    public var holdsLease: Bool { held != nil }
 
     /// A new stamp under the held lease's token (0 when none is held).
     private mutating func newStamp() -> Stamp {

@@ -15,6 +15,22 @@ import Musl
 struct KeeperLaunch: Sendable, Hashable {
     var executable: String
     var arguments: [String]
+
+    /// The keeper of `app` (found by ``FenceKeeperLocator``), watching this process and
+    /// releasing `claims` at its deadline: the launch both backends use.
+    ///
+    /// - Throws: ``FenceKeeperError`` (`keeperNotFound`) when the executable is missing.
+    static func keeper(app: String, keeperPath: String?, claims: FenceKeeperClaims) throws(FenceKeeperError) -> KeeperLaunch {
+        let path: String
+        do {
+            path = try FenceKeeperLocator.locate(explicitPath: keeperPath)
+        } catch let error as FenceKeeperError {
+            throw error
+        } catch {
+            throw FenceKeeperError(.keeperNotFound, "cannot locate the fence keeper: \(error)")
+        }
+        return KeeperLaunch(executable: path, arguments: [path, "--parent", "\(getpid())", "--app", app] + claims.keeperArguments)
+    }
 }
 
 /// One running fence keeper: its process, the command/report pipe pair (a NIO pipe channel) and
@@ -55,7 +71,7 @@ final class KeeperConnection: Sendable {
             if cbp_pipe_cloexec(&pair) != 0 {
                 let code = errno
                 closeAll(pipes.flatMap { $0 })
-                throw ProcessBackendError(.keeperSpawnFailed, "cannot create a pipe for the fence keeper: \(String(cString: strerror(code)))")
+                throw FenceKeeperError(.keeperSpawnFailed, "cannot create a pipe for the fence keeper: \(String(cString: strerror(code)))")
             }
             pipes.append(pair)
         }
@@ -63,7 +79,7 @@ final class KeeperConnection: Sendable {
         let keeperEnds = [commands[0], reports[1], stdoutPipe[1], stderrPipe[1]]
         let ourEnds = [commands[1], reports[0], stdoutPipe[0], stderrPipe[0]]
 
-        let spawned: Result<pid_t, ProcessBackendError>
+        let spawned: Result<pid_t, FenceKeeperError>
         do {
             spawned = try await threadPool.runIfActive {
                 let argv = CStringArray(launch.arguments)
@@ -77,14 +93,14 @@ final class KeeperConnection: Sendable {
                     launch.executable, argv.pointer, envp.pointer, keeperEnds[0], keeperEnds[1], keeperEnds[2], keeperEnds[3], &pid)
                 if code != 0 {
                     return .failure(
-                        ProcessBackendError(
+                        FenceKeeperError(
                             .keeperSpawnFailed, "cannot start the fence keeper \(launch.executable): \(String(cString: strerror(code)))"))
                 }
                 return .success(pid)
             }
         } catch {
             closeAll(keeperEnds + ourEnds)
-            throw ProcessBackendError(.keeperSpawnFailed, "cannot start the fence keeper: \(error)")
+            throw FenceKeeperError(.keeperSpawnFailed, "cannot start the fence keeper: \(error)")
         }
         closeAll(keeperEnds)
         let pid: pid_t
@@ -109,7 +125,7 @@ final class KeeperConnection: Sendable {
             closeAll(ourEnds)
             kill(pid, SIGKILL)
             _ = try? await threadPool.runIfActive { waitForExit(pid) }
-            throw ProcessBackendError(.keeperSpawnFailed, "cannot attach to the fence keeper's pipes: \(error)")
+            throw FenceKeeperError(.keeperSpawnFailed, "cannot attach to the fence keeper's pipes: \(error)")
         }
         for (descriptor, stream) in [(stdoutPipe[0], "stdout"), (stderrPipe[0], "stderr")] {
             do {
