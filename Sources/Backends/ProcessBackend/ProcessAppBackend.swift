@@ -9,12 +9,9 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     private let health: HealthCheckConfig?
     private let prober: HealthProber?
     private let logger: Logger
-    private var restarts: RestartTracker
-    private var shouldRun = false
-    private var token: UInt64 = 0
-    /// The last deadline given to the keeper: a keeper that died is re-armed with it before the
-    /// backend restarts under a new one.
-    private var lastArmed: (token: UInt64, deadline: MonotonicInstant)?
+    /// Every decision: whether and under which token the backend should run, the deadline last
+    /// given to the keeper (a keeper that died is re-armed with it before a restart), restarts.
+    private var run: BackendRunState
     private var supervision: Task<Void, Never>?
     private var monitor: Task<Void, Never>?
     private nonisolated let failureStream: AsyncStream<AppBackendFailure>
@@ -41,7 +38,7 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
             logger: logger)
         self.health = plan.health
         self.prober = plan.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
-        self.restarts = RestartTracker(policy: plan.restart)
+        self.run = BackendRunState(policy: plan.restart)
         var logger = logger
         logger[metadataKey: "app"] = "\(plan.app)"
         self.logger = logger
@@ -54,23 +51,15 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     public nonisolated func notices() -> AsyncStream<AppBackendNotice> { noticeStream }
 
     public func armFence(token: UInt64, deadline: MonotonicInstant) async {
-        lastArmed = (token, deadline)
-        do {
-            try await process.arm(token: token, deadline: deadline)
-        } catch {
-            logger.error("cannot arm the fence keeper", metadata: ["error": "\(error)"])
-        }
+        await perform(run.armRequested(token: token, deadline: deadline))
     }
 
     public func disarmFence() async {
-        lastArmed = nil
-        await process.disarm()
+        await perform(run.disarmRequested())
     }
 
     public func start(token: UInt64) async throws {
-        self.token = token
-        shouldRun = true
-        restarts.reset()
+        run.startRequested(token: token)
         try await process.start(token: token)
         superviseExits()
     }
@@ -88,64 +77,86 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     }
 
     /// Whatever ended the backend while it should run (it exited, the keeper died and took it
-    /// along, a stray kill) goes through the restart policy, and a spent budget is a failure
-    /// that steps the app down: an active app never rests with no backend.
+    /// along, a stray kill) goes through the restart policy (``BackendRunState``), and a spent
+    /// budget is a failure that steps the app down: an active app never rests with no backend.
+    /// Exits are handled one at a time, the backoff included.
     private func handle(_ exit: ProcessBackend.Exit) async {
-        guard shouldRun, exit.token == token else { return }
-        if case .stopped = exit.cause { return }
-        let status: ExitStatus? = if case .exited = exit.cause { exit.status } else { nil }
-        switch restarts.backendExited(status, at: MonotonicClock.now()) {
-        case .restart(let pause):
-            logger.warning("backend ended while active; restarting", metadata: ["exit": "\(exit)", "after": "\(pause)"])
-            noticeContinuation.yield(.backendDown("backend \(exit.cause) (epoch \(exit.token)); restarting in \(pause)"))
-            try? await Task.sleep(for: pause)
-            guard shouldRun, exit.token == token else { return }
-            do {
-                if await process.keeperPID == nil, let armed = lastArmed, armed.token == token {
-                    // The keeper died with the backend: a new one starts under the same deadline
-                    // (it refuses the start if that deadline has passed).
-                    try await process.arm(token: armed.token, deadline: armed.deadline)
-                }
-                // A stop or fence may have run while this task waited above (the actor takes
-                // other calls at every await): it found nothing running and reported the backend
-                // gone, so nothing may start now. A keeper armed here for nothing is disarmed
-                // unless the lifecycle armed it again meanwhile.
-                guard shouldRun, exit.token == token else {
-                    if lastArmed == nil { await process.disarm() }
-                    return
-                }
-                try await process.start(token: token)
-                let pid = await process.pid
-                noticeContinuation.yield(.backendRestarted("backend restarted (epoch \(token), pid \(pid.map { "\($0)" } ?? "?"))"))
-            } catch {
-                failureContinuation.yield(.exhausted("restart failed: \(error)"))
+        let ending: BackendRunState.Ending =
+            switch exit.cause {
+            case .stopped: .stopped
+            case .exited: .exited(exit.status?.description)
+            case .killed, .keeperLost: .other
             }
-        case .giveUp(let reason):
-            logger.error("backend keeps failing", metadata: ["reason": "\(reason)", "exit": "\(exit)"])
-            noticeContinuation.yield(.backendDown("backend \(exit.cause) (epoch \(exit.token)); not restarted: \(reason)"))
-            failureContinuation.yield(.exhausted(reason))
+        await perform(run.backendEnded(token: exit.token, ending: ending, cause: "\(exit.cause)", at: MonotonicClock.now()), exit: exit)
+    }
+
+    /// Executes the run's effects in order, feeding results back.
+    private func perform(_ effects: [BackendRunState.Effect], exit: ProcessBackend.Exit? = nil) async {
+        for effect in effects {
+            switch effect {
+            case .arm(let arming):
+                do {
+                    try await process.arm(token: arming.token, deadline: arming.deadline)
+                } catch {
+                    logger.error("cannot arm the fence keeper", metadata: ["error": "\(error)"])
+                }
+            case .disarm:
+                await process.disarm()
+            case .reportDown(let text):
+                noticeContinuation.yield(.backendDown(text))
+            case .reportRestarted(let text):
+                noticeContinuation.yield(.backendRestarted(text))
+            case .giveUp(let reason):
+                logger.error("backend keeps failing", metadata: ["reason": "\(reason)", "exit": "\(exit.map { "\($0)" } ?? "?")"])
+                failureContinuation.yield(.exhausted(reason))
+            case .fail(let reason):
+                failureContinuation.yield(.exhausted(reason))
+            case .waitToRestart(let token, let pause):
+                logger.warning("backend ended while active; restarting", metadata: ["exit": "\(exit.map { "\($0)" } ?? "?")", "after": "\(pause)"])
+                try? await Task.sleep(for: pause)
+                let keeperRunning = await process.keeperPID != nil
+                await perform(run.restartDue(token: token, keeperRunning: keeperRunning))
+            case .rearmForRestart(let arming):
+                // The keeper died with the backend: a new one starts under the same deadline (it
+                // refuses the start if that deadline has passed).
+                do {
+                    try await process.arm(token: arming.token, deadline: arming.deadline)
+                } catch {
+                    await perform(run.restartFailed(token: arming.token, reason: "\(error)"))
+                    continue
+                }
+                // A stop or fence may have run while the keeper was armed (the actor takes other
+                // calls at every await): the run decides whether the restart still happens.
+                await perform(run.rearmedForRestart(token: arming.token))
+            case .restart(let token):
+                do {
+                    try await process.start(token: token)
+                } catch {
+                    await perform(run.restartFailed(token: token, reason: "\(error)"))
+                    continue
+                }
+                await perform(run.restarted(token: token, pid: await process.pid))
+            }
         }
     }
 
     public func waitUntilHealthy(token: UInt64) async throws {
         guard let health, let prober else { return }
-        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "stopped before the backend was healthy") { await self.isRunning(token: token) }
+        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "stopped before the backend was healthy") { await self.run.shouldRun(token: token) }
         startMonitor(health: health, prober: prober, token: token)
     }
 
     private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {
         monitor?.cancel()
         monitor = monitorHealth(
-            health, prober: prober, isCurrent: { [weak self] in await self?.isRunning(token: token) ?? false }, failures: failureContinuation)
+            health, prober: prober, isCurrent: { [weak self] in await self?.run.shouldRun(token: token) ?? false }, failures: failureContinuation)
     }
-
-    private func isRunning(token: UInt64) -> Bool { shouldRun && self.token == token }
 
     /// The process backend's stop returns once the process group is gone: past the stop
     /// timeout it is killed, and a keeper that does not confirm the kill is killed with it.
     @discardableResult
     public func stop() async -> StopOutcome {
-        shouldRun = false
+        run.stopRequested()
         monitor?.cancel()
         monitor = nil
         await process.stop()
@@ -158,7 +169,7 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
     var keeperProcessID: Int32? { get async { await process.keeperProcessID } }
 
     public func dispose() async {
-        shouldRun = false
+        run.stopRequested()
         monitor?.cancel()
         supervision?.cancel()
         failureContinuation.finish()
@@ -168,7 +179,7 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
 
     @discardableResult
     public func fence() async -> StopOutcome {
-        shouldRun = false
+        run.stopRequested()
         monitor?.cancel()
         monitor = nil
         await process.fence()
