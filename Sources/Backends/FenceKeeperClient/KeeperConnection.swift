@@ -176,22 +176,62 @@ final class KeeperConnection: Sendable {
         }
     }
 
-    /// Waits (on the thread pool) for the keeper process to end and reaps it.
+    /// Waits for the keeper process to end and reaps it, without holding a thread: `waitpid`
+    /// with `WNOHANG`, tried again after a pause that grows from 1 ms to 100 ms (a keeper whose
+    /// pipe closed is normally gone at the first try). When the waiting task is cancelled, the
+    /// rest of the wait is a blocking `waitpid` on the thread pool, so the keeper is still reaped.
     func reap() async -> ExitStatus? {
         markExiting()
         channel.close(promise: nil)
         let pid = self.pid
-        return try? await threadPool.runIfActive { waitForExit(pid) }
+        var pause: Duration = .milliseconds(1)
+        while true {
+            switch pollExit(pid) {
+            case .ended(let status): return status
+            case .unknown: return nil
+            case .running: break
+            }
+            do {
+                try await Task.sleep(for: pause)
+            } catch {
+                return try? await threadPool.runIfActive { waitForExit(pid) }
+            }
+            pause = min(pause * 2, .milliseconds(100))
+        }
     }
 }
 
-/// waitpid(pid) until it ends; nil when it cannot be waited for.
+/// What a non-blocking `waitpid` found.
+private enum ExitPoll {
+    case running
+    case ended(ExitStatus)
+    /// It cannot be waited for (not a child of this process, already reaped).
+    case unknown
+}
+
+/// `waitpid(pid, WNOHANG)`: never blocks.
+private func pollExit(_ pid: pid_t) -> ExitPoll {
+    var status: Int32 = 0
+    while true {
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid { return .ended(exitStatus(status)) }
+        if result == 0 { return .running }
+        if errno != EINTR { return .unknown }
+    }
+}
+
+private func exitStatus(_ status: Int32) -> ExitStatus {
+    cbp_wifsignaled(status) != 0 ? .signaled(cbp_wtermsig(status)) : .exited(cbp_wexitstatus(status))
+}
+
+/// waitpid(pid) until it ends, blocking; nil when it cannot be waited for. Only on the thread
+/// pool (a spawn that failed half-way, a cancelled ``KeeperConnection/reap()``).
 private func waitForExit(_ pid: pid_t) -> ExitStatus? {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         if errno != EINTR { return nil }
     }
-    return cbp_wifsignaled(status) != 0 ? .signaled(cbp_wtermsig(status)) : .exited(cbp_wexitstatus(status))
+    return exitStatus(status)
 }
 
 
