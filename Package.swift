@@ -40,22 +40,33 @@ let package = Package(
         ),
         .target(
             name: "BatonCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["FenceKeeper", .product(name: "Yams", package: "Yams")]
         ),
         .testTarget(
             name: "BatonCoreTests",
             dependencies: ["BatonCore"]
         ),
+        // The control protocol's two ends (service, client) and the lease bucket's record and
+        // store: everything batonctl needs, without the backends' C libraries.
         .target(
-            name: "Supervisor",
+            name: "Control",
             dependencies: [
                 "BatonCore",
                 "NATS",
-                "Netlink",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The executors of a node's apps: process and systemd backends, their fence keepers,
+        // health probes.
+        .target(
+            name: "Backends",
+            dependencies: [
+                "BatonCore",
                 "FenceKeeper",
                 "CBatonProcess",
                 "Systemd",
-                "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -65,10 +76,26 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        .target(
+            name: "Supervisor",
+            dependencies: [
+                "BatonCore",
+                "NATS",
+                "Control",
+                "Backends",
+                "Netlink",
+                "FenceKeeper",
+                "Systemd",
+                "Replication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -82,6 +109,8 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 "NATS",
+                "Control",
+                "Backends",
                 "Supervisor",
                 "Systemd",
                 "BatonHTTP",
@@ -150,7 +179,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["NATS", "Supervisor", "BatonCore"],
+            dependencies: ["NATS", "Supervisor", "Control", "Backends", "BatonCore"],
             path: "Benchmarks/FailoverBenchmark"
         ),
         .executableTarget(
@@ -227,7 +256,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "Replication",
+                "Control", "BatonCore", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

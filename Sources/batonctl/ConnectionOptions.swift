@@ -3,7 +3,7 @@ import BatonCore
 import Foundation
 import Logging
 import NATS
-import Supervisor
+import Control
 
 /// How to reach the cluster: every subcommand that talks to the nodes takes these.
 struct ConnectionOptions: ParsableArguments {

@@ -5,6 +5,8 @@ import Foundation
 import Logging
 import NATS
 import ServiceLifecycle
+import Backends
+import Control
 import Supervisor
 import Systemd
 import UnixSignals
@@ -121,8 +123,10 @@ struct Batond: AsyncParsableCommand {
         if ownUnit == nil {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
-        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
-            try await makeParts(app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
+        let node = NodeSupervisor(
+            config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), logger: logger
+        ) { plan, app in
+            try await makeParts(plan, app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
         let service = BatondService(
             configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)

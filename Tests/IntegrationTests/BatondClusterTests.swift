@@ -410,9 +410,12 @@ extension BatondClusterTests {
             node: "node-1", binary: try Self.executable("batond"), config: configPath, logPath: directory.appendingPathComponent("node-1.log").path,
             environment: ["BATON_FENCE_KEEPER": try Self.executable("baton-fence-keeper")])
         defer { if node.process.isRunning { kill(node.pid, SIGKILL) } }
-        // Wait until it says it is trying to connect (its signal handling is set up by then).
+        // Wait until its NATS client failed a connection attempt: its signal handling is set up
+        // by then. (Not just any mention of NATS: ServiceLifecycle's start line names the
+        // client's type before the trap is set, and on a host where another batond runs with
+        // this node id that line comes quickly.)
         for _ in 0..<100 {
-            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("NATS") { break }
+            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("connection attempt failed") { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         node.signal(SIGHUP)

@@ -251,6 +251,8 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
         case full
     }
 
+    /// `flush_timeout`'s default: 15 s.
+    public static let defaultFlushTimeout: Duration = .seconds(15)
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
     /// `snapshot_max_bytes`'s default: 4 GiB.
@@ -260,7 +262,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
+        flushTimeout: Duration = defaultFlushTimeout, promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval

@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Logging
 import NATS
 import Synchronization
@@ -27,6 +29,11 @@ public actor AppSupervisor {
     /// acquire) would otherwise remove a VIP just claimed or abort a promotion.
     private var passiveTransition: Task<Void, Never>?
     private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
+    /// The tasks running actions (lease writes, promotion and demotion steps; not fences), by
+    /// number; each removes itself when done. Those still running when ``run()`` ends are
+    /// cancelled.
+    private var actionTasks: [UInt64: Task<Void, Never>] = [:]
+    private var nextActionID: UInt64 = 0
     private nonisolated let lastTickNanoseconds: Atomic<Int64>
     /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
     private let metrics: AppMetrics
@@ -83,7 +90,9 @@ public actor AppSupervisor {
     }
 
     /// Runs until the task is cancelled. On cancellation the app is stepped down gracefully
-    /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl.
+    /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl;
+    /// then the action tasks still in flight (a health wait, a lease write; never a fence) are
+    /// cancelled.
     public func run() async {
         let connectionEvents = client.events()
         // Passive until the lease says otherwise: VIPs a crashed batond left behind go away.
@@ -131,7 +140,15 @@ public actor AppSupervisor {
             }
             group.cancelAll()
         }
+        // Whatever action is still in flight (a health wait, a lease write) belongs to a run that
+        // is over: its result would change nothing.
+        for task in actionTasks.values { task.cancel() }
+        actionTasks.removeAll()
     }
+
+    /// How many action tasks (not fences) are in flight: lease writes, promotion and demotion
+    /// steps. Zero once ``run()`` returned.
+    public var actionsInFlight: Int { actionTasks.count }
 
     /// Ticks the lifecycle at its deadlines. Without a limit it runs until the task is
     /// cancelled; with one, until the app has stopped (or let its lease go) or the limit passes.
@@ -198,7 +215,10 @@ public actor AppSupervisor {
         case .acquireLease(let replacing, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
             tally.acquiring(takeover: replacing != nil)
-            Task { [store, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
                 let sentAt = MonotonicClock.now()
                 do {
                     let revision = try await store.acquire(as: holder, ttl: ttl, replacing: replacing)
@@ -210,7 +230,10 @@ public actor AppSupervisor {
             }
         case .renewLease(let revision, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
                 let sentAt = MonotonicClock.now()
                 do {
                     let outcome = try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision)
@@ -226,7 +249,10 @@ public actor AppSupervisor {
             }
         case .releaseLease(let revision, let handoffTo, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
                 let started = MonotonicClock.now()
                 defer { metrics.step("release_lease", took: MonotonicClock.now() - started) }
                 do {
@@ -252,7 +278,10 @@ public actor AppSupervisor {
             let armed = fenceKeeperUpdates
             let passive = passiveTransition
             let token = stamp.token
-            Task { [backend, addresses, replica, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [backend, addresses, replica, metrics] in
+                defer { self.actionTasks[id] = nil }
                 await armed?.value
                 await passive?.value
                 guard self.isCurrentStep(stamp) else {
@@ -277,7 +306,10 @@ public actor AppSupervisor {
                 }
             }
         case .stopBackend(let stamp):
-            Task { [backend, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [backend, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
                 let started = MonotonicClock.now()
                 let outcome = await backend.stop()
@@ -285,7 +317,10 @@ public actor AppSupervisor {
                 self.apply(.backendStopped(outcome, stamp))
             }
         case .flushReplica(let stamp):
-            Task { [replica, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [replica, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
                 let started = MonotonicClock.now()
                 defer { metrics.step("flush_replica", took: MonotonicClock.now() - started) }
@@ -297,7 +332,10 @@ public actor AppSupervisor {
                 }
             }
         case .setAsideDatabase(let reason, let stamp):
-            Task { [replica] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [replica] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
                 do {
                     _ = try await replica?.setAside(token: stamp.token, reason: reason)
@@ -307,7 +345,10 @@ public actor AppSupervisor {
                 }
             }
         case .releaseAddresses(let stamp):
-            Task { [addresses, metrics] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [addresses, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
                 let started = MonotonicClock.now()
                 do {
@@ -322,7 +363,8 @@ public actor AppSupervisor {
             }
         case .fence(let stamp):
             // Not gated on being current: fencing is never superseded by anything but another
-            // fence, and runs at once, beside whatever step is in flight.
+            // fence, and runs at once, beside whatever step is in flight. Never cancelled when
+            // run() ends: a fence runs to its end.
             Task { [backend, addresses, replica, metrics] in
                 async let backendFenced = backend.fence()
                 async let addressesFenced = addresses?.fence()
@@ -386,7 +428,6 @@ public actor AppSupervisor {
                 "fencing could not confirm the backend gone and the virtual IPs removed; the lease is not released: it runs out while the fence keeper kills at its deadline",
                 metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .staleResult(let what): logger.info("\(what)")
-        case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
         case .observed(let event): logger.warning("\(event)")

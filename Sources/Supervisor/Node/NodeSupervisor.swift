@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Logging
 import NATS
 
@@ -19,8 +21,9 @@ public actor NodeSupervisor: NodeController {
         }
     }
 
-    /// Creates the parts of an app; throws with a clear reason when one cannot be set up.
-    public typealias AppPartsFactory = @Sendable (AppConfig) async throws -> AppParts
+    /// Creates the parts of an app from its plan (and its config, for what the plan does not
+    /// cover: the replica's configuration); throws with a clear reason when one cannot be set up.
+    public typealias AppPartsFactory = @Sendable (AppPlan, AppConfig) async throws -> AppParts
 
     private struct RunningApp {
         var config: AppConfig
@@ -35,6 +38,8 @@ public actor NodeSupervisor: NodeController {
     private let client: NATSClient
     private let makeParts: AppPartsFactory
     private let systemdUnit: String?
+    /// Where the apps' runtime files go (``AppPlan/SystemdPlan/epochFile``).
+    private let runtimeDirectory: String
     private let logger: Logger
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
@@ -44,14 +49,17 @@ public actor NodeSupervisor: NodeController {
     private var duplicate: LeaseHolder?
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
-    /// runs in (nil when not under systemd), for the status.
+    /// runs in (nil when not under systemd), for the status; `runtimeDirectory` is where the
+    /// apps' plans put their runtime files (see ``AppPlan/init(app:node:runtimeDirectory:)``).
     public init(
-        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, logger: Logger, makeParts: @escaping AppPartsFactory
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, runtimeDirectory: String = "/run/baton", logger: Logger,
+        makeParts: @escaping AppPartsFactory
     ) {
         self.config = config
         self.client = client
         self.instance = instance
         self.systemdUnit = systemdUnit
+        self.runtimeDirectory = runtimeDirectory
         self.logger = logger
         self.makeParts = makeParts
     }
@@ -108,14 +116,9 @@ public actor NodeSupervisor: NodeController {
     private func startApp(_ app: AppConfig) async {
         do {
             let store = try await openStore(app)
-            let parts = try await makeParts(app)
-            let stopTimeout: Duration
-            if case .process(let process) = app.backend { stopTimeout = process.stopTimeout + .seconds(2) } else { stopTimeout = .seconds(100) }
-            let configuration = AppLifecycle.Configuration(
-                node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
-                hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil,
-                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app),
-                flushTimeout: app.sqlite?.flushTimeout ?? SQLiteReplicaConfig(path: "/").flushTimeout)
+            let plan = AppPlan(app: app, node: config.node.id, runtimeDirectory: runtimeDirectory)
+            let parts = try await makeParts(plan, app)
+            let configuration = plan.lifecycle(instance: instance, hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil)
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let supervisor = AppSupervisor(
@@ -216,7 +219,6 @@ public actor NodeSupervisor: NodeController {
         case .fenced(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
-        case .leaseLost(let token, let reason): lastEvents[app] = "lost the lease (epoch \(token)): \(reason)"
         case .fenceUnconfirmed(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
             backendRunning[app] = false
@@ -229,20 +231,6 @@ public actor NodeSupervisor: NodeController {
     /// The status line of an app while another batond runs with this node id.
     static func duplicateEvent(_ other: LeaseHolder) -> String {
         "refusing to take the lease: another batond runs as node \(other.node) (instance \(other.instance)); node.id must be unique per host"
-    }
-
-    /// Each promotion step may take as long as the health grace plus a few intervals, at least
-    /// 30 seconds.
-    static func stepTimeout(_ app: AppConfig) -> Duration {
-        guard let health = app.health else { return .seconds(30) }
-        return max(.seconds(30), health.grace + health.interval * (health.failures + 1) + health.timeout)
-    }
-
-    /// Higher priority takes a free lease first: priority 100 (the default, or more) at once,
-    /// lower ones up to one renew interval later, in proportion.
-    static func priorityHoldback(_ app: AppConfig) -> Duration {
-        let clamped = Double(min(max(app.priority, 0), 100))
-        return app.lease.renew * ((100 - clamped) / 100)
     }
 
     // MARK: - Liveness

@@ -55,7 +55,8 @@ actor ClaimKeeper {
     var keeperPID: Int32? { reportedPID }
 
     /// Tells the keeper to release the claims at `deadline` unless re-armed before. Starts the
-    /// keeper if needed; throws only when it cannot be started.
+    /// keeper if needed; throws only when it cannot be started, a ``FenceKeeperError`` naming
+    /// the executable and the reason.
     func arm(token: UInt64, deadline: MonotonicInstant) async throws {
         let connection = try await ensureKeeper()
         connection.send(.arm(token: token, deadline: deadline.nanoseconds))
@@ -95,9 +96,7 @@ actor ClaimKeeper {
     private func ensureKeeper() async throws -> KeeperConnection {
         if let connection { return connection }
         if let launching { return try await launching.value }
-        let path = try FenceKeeperLocator.locate(explicitPath: configuration.keeperPath)
-        let launch = KeeperLaunch(
-            executable: path, arguments: [path, "--parent", "\(getpid())", "--app", configuration.app] + configuration.claims.keeperArguments)
+        let launch = try KeeperLaunch.keeper(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.claims)
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         var outputLogger = logger
         outputLogger[metadataKey: "source"] = "fence-keeper"

@@ -1,6 +1,3 @@
-import BatonCore
-import FenceKeeper
-
 /// Applies a ``RestartPolicy`` to the exits of a backend that should keep running: restart after
 /// the policy's backoff, until more than `maxRestarts` restarts would fall within `window`; then
 /// the budget is spent and the node should step down so another one takes over.
@@ -25,11 +22,13 @@ public struct RestartTracker: Sendable, Hashable {
         self.policy = policy
     }
 
-    /// Decides about an exit at `now`; `status` only feeds the reason.
-    public mutating func backendExited(_ status: ExitStatus?, at now: MonotonicInstant) -> Decision {
+    /// Decides about an exit at `now`; `exit` (how it ended, such as `exited with status 1`)
+    /// only feeds the reason. The backends pass the fence keeper's `ExitStatus` through an
+    /// overload of their own.
+    public mutating func backendExited(describedAs exit: String?, at now: MonotonicInstant) -> Decision {
         let windowStart = now - policy.window
         recentRestarts.removeAll { $0 <= windowStart }
-        let what = status.map { "the backend \($0)" } ?? "the backend exited"
+        let what = exit.map { "the backend \($0)" } ?? "the backend exited"
         if policy.maxRestarts <= 0 {
             return .giveUp("restart budget spent: \(what) and restarts are disabled (max_restarts 0)")
         }

@@ -1,32 +1,5 @@
 import BatonCore
 
-/// Counts consecutive probe failures against a threshold, ignoring failures during the grace
-/// period after the backend started. Pure: the caller runs the probes and passes the time.
-public struct HealthVerdicts: Sendable, Hashable {
-    public let failuresAllowed: Int
-    public let grace: Duration
-    public private(set) var consecutiveFailures = 0
-    public private(set) var startedAt: MonotonicInstant
-
-    /// Creates a counter for a backend started at `startedAt`.
-    public init(failures: Int, grace: Duration, startedAt: MonotonicInstant) {
-        self.failuresAllowed = failures
-        self.grace = grace
-        self.startedAt = startedAt
-    }
-
-    /// Records one probe result; returns true when the backend must be declared unhealthy.
-    public mutating func record(healthy: Bool, at now: MonotonicInstant) -> Bool {
-        if healthy {
-            consecutiveFailures = 0
-            return false
-        }
-        if now < startedAt + grace { return false }
-        consecutiveFailures += 1
-        return consecutiveFailures >= failuresAllowed
-    }
-}
-
 /// Watches a backend that passed its first probe: one probe every `health.interval`; once
 /// `health.failures` consecutive probes fail after the grace period, `.unhealthy` is reported
 /// once and the watch ends. It also ends when `isCurrent` says the backend run it watches is
@@ -47,4 +20,22 @@ func monitorHealth(
             }
         }
     }
+}
+
+/// Probes a backend that was just started until the first probe passes, one probe every
+/// `health.interval`: the wait both backends run for ``AppBackend/waitUntilHealthy(token:)``.
+/// Returns on the first healthy probe; throws ``HealthCheckFailed`` with `stopped` (what ended
+/// the wait, such as `unit web.service stopped before it was healthy`) and the last probe's
+/// failure once `isCurrent` says the run it waits for is over, and `CancellationError` when the
+/// task is cancelled during a pause.
+func awaitFirstHealthyProbe(
+    _ health: HealthCheckConfig, prober: HealthProber, stopped: String, isCurrent: @Sendable () async -> Bool
+) async throws {
+    var lastFailure = "no probe yet"
+    while await isCurrent(), !Task.isCancelled {
+        guard let failure = await prober.check() else { return }
+        lastFailure = failure
+        try await Task.sleep(for: health.interval)
+    }
+    throw HealthCheckFailed(reason: "\(stopped) (last probe: \(lastFailure))")
 }

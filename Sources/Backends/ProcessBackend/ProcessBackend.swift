@@ -368,9 +368,13 @@ public actor ProcessBackend {
         let launch = try keeperLaunch()
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         let task = Task { [logger, outputLogger, group, threadPool, configuration] in
-            try await KeeperConnection.spawn(
-                launch: launch, environment: environment, logger: logger, outputLogger: outputLogger,
-                maxLineLength: configuration.maxLogLineLength, group: group, threadPool: threadPool)
+            do {
+                return try await KeeperConnection.spawn(
+                    launch: launch, environment: environment, logger: logger, outputLogger: outputLogger,
+                    maxLineLength: configuration.maxLogLineLength, group: group, threadPool: threadPool)
+            } catch let error as FenceKeeperError {
+                throw ProcessBackendError(error)
+            }
         }
         keeperLaunching = task
         defer { keeperLaunching = nil }
@@ -400,9 +404,11 @@ public actor ProcessBackend {
 
     private func keeperLaunch() throws -> KeeperLaunch {
         if let keeperLaunchOverride { return keeperLaunchOverride }
-        let path = try FenceKeeperLocator.locate(explicitPath: configuration.keeperPath)
-        return KeeperLaunch(
-            executable: path, arguments: [path, "--parent", "\(getpid())", "--app", configuration.app] + configuration.claims.keeperArguments)
+        do {
+            return try KeeperLaunch.keeper(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.claims)
+        } catch {
+            throw ProcessBackendError(error)
+        }
     }
 
     private func receive(_ report: KeeperReport, keeperID: Int) {
@@ -501,44 +507,5 @@ public actor ProcessBackend {
         let waiters = keeperEndWaiters
         keeperEndWaiters.removeAll()
         for waiter in waiters { waiter.resume() }
-    }
-}
-
-/// Finds the `baton-fence-keeper` executable.
-public enum FenceKeeperLocator {
-    /// The executable's file name.
-    public static let executableName = "baton-fence-keeper"
-    /// The environment variable that names it.
-    public static let environmentVariable = "BATON_FENCE_KEEPER"
-
-    /// `explicitPath` when given, else `$BATON_FENCE_KEEPER`, else `baton-fence-keeper` in the
-    /// directory of the running executable. Throws ``ProcessBackendError/Code/keeperNotFound``
-    /// with what was looked at when it is missing or not executable.
-    public static func locate(explicitPath: String? = nil) throws -> String {
-        let path: String
-        let origin: String
-        if let explicitPath {
-            path = explicitPath
-            origin = "configured"
-        } else if let fromEnvironment = ProcessInfo.processInfo.environment[environmentVariable], !fromEnvironment.isEmpty {
-            path = fromEnvironment
-            origin = "named by \(environmentVariable)"
-        } else {
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let directory = (executable as NSString).deletingLastPathComponent
-            path = (directory as NSString).appendingPathComponent(executableName)
-            origin = "looked up next to \(executable)"
-        }
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw ProcessBackendError(
-                .keeperNotFound,
-                "fence keeper not found: \(path) (\(origin)) does not exist; install \(executableName) next to batond or set \(environmentVariable)"
-            )
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG, access(path, X_OK) == 0 else {
-            throw ProcessBackendError(.keeperNotFound, "fence keeper \(path) (\(origin)) is not an executable file")
-        }
-        return path
     }
 }

@@ -79,8 +79,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         public init(
             app: String, unit: String, bus: SystemdBusAddress, restart: RestartPolicy = RestartPolicy(), health: HealthCheckConfig? = nil,
             fenceBudget: Duration = .milliseconds(500), epochFile: String? = nil, binding: Binding = .batondUnit, keeperPath: String? = nil,
-            addresses: [FenceKeeperClaims.Address] = [], startTimeout: Duration = .seconds(90), stopTimeout: Duration = .seconds(90),
-            callTimeout: Duration = .seconds(10)
+            addresses: [FenceKeeperClaims.Address] = [], startTimeout: Duration = AppPlan.SystemdPlan.defaultJobTimeout,
+            stopTimeout: Duration = AppPlan.SystemdPlan.defaultJobTimeout, callTimeout: Duration = AppPlan.SystemdPlan.defaultCallTimeout
         ) {
             self.app = app
             self.unit = unit
@@ -103,11 +103,20 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
             app: AppConfig, systemd: SystemdBackendConfig, bus: SystemdBusAddress? = nil, runtimeDirectory: String = "/run/baton",
             keeperPath: String? = nil
         ) {
+            let plan = AppPlan(app: app, node: "", runtimeDirectory: runtimeDirectory)
+            guard case .systemd(let unit) = plan.backend else { preconditionFailure("AppPlan of a systemd backend without a systemd plan") }
+            self.init(plan: plan, systemd: unit, bus: bus, keeperPath: keeperPath)
+        }
+
+        /// The configuration of a plan's systemd backend (`systemd` is the plan's
+        /// ``AppPlan/Backend/systemd(_:)``). `bus` overrides the planned bus (tests).
+        public init(plan: AppPlan, systemd: AppPlan.SystemdPlan, bus: SystemdBusAddress? = nil, keeperPath: String? = nil) {
             let configured: SystemdBusAddress = systemd.bus == .user ? .user : .system
             self.init(
-                app: app.name, unit: systemd.unit, bus: bus ?? configured, restart: systemd.restart, health: app.health,
-                fenceBudget: app.lease.fenceBudget, epochFile: "\(runtimeDirectory)/\(app.name)/epoch", keeperPath: keeperPath,
-                addresses: app.vips.map { FenceKeeperClaims.Address(cidr: $0.cidr, interface: $0.interface) })
+                app: plan.app, unit: systemd.unit, bus: bus ?? configured, restart: systemd.restart, health: plan.health,
+                fenceBudget: plan.timing.fenceBudget, epochFile: systemd.epochFile, keeperPath: keeperPath,
+                addresses: plan.keeperClaims.addresses, startTimeout: systemd.startTimeout, stopTimeout: systemd.stopTimeout,
+                callTimeout: systemd.callTimeout)
         }
 
         /// What the fence keeper releases: the epoch file, the unit, the VIPs.
@@ -530,17 +539,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
 
     public func waitUntilHealthy(token: UInt64) async throws {
         guard let health = configuration.health, let prober else { return }
-        var lastFailure = "no probe yet"
-        while desired == .running(token), !Task.isCancelled {
-            if let failure = await prober.check() {
-                lastFailure = failure
-                try await Task.sleep(for: health.interval)
-            } else {
-                startMonitor(health: health, prober: prober, token: token)
-                return
-            }
-        }
-        throw HealthCheckFailed(reason: "unit \(unit) stopped before it was healthy (last probe: \(lastFailure))")
+        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "unit \(unit) stopped before it was healthy") { await self.shouldRun(token: token) }
+        startMonitor(health: health, prober: prober, token: token)
     }
 
     private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {

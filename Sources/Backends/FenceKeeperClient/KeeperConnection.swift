@@ -15,6 +15,22 @@ import Musl
 struct KeeperLaunch: Sendable, Hashable {
     var executable: String
     var arguments: [String]
+
+    /// The keeper of `app` (found by ``FenceKeeperLocator``), watching this process and
+    /// releasing `claims` at its deadline: the launch both backends use.
+    ///
+    /// - Throws: ``FenceKeeperError`` (`keeperNotFound`) when the executable is missing.
+    static func keeper(app: String, keeperPath: String?, claims: FenceKeeperClaims) throws(FenceKeeperError) -> KeeperLaunch {
+        let path: String
+        do {
+            path = try FenceKeeperLocator.locate(explicitPath: keeperPath)
+        } catch let error as FenceKeeperError {
+            throw error
+        } catch {
+            throw FenceKeeperError(.keeperNotFound, "cannot locate the fence keeper: \(error)")
+        }
+        return KeeperLaunch(executable: path, arguments: [path, "--parent", "\(getpid())", "--app", app] + claims.keeperArguments)
+    }
 }
 
 /// One running fence keeper: its process, the command/report pipe pair (a NIO pipe channel) and
@@ -55,7 +71,7 @@ final class KeeperConnection: Sendable {
             if cbp_pipe_cloexec(&pair) != 0 {
                 let code = errno
                 closeAll(pipes.flatMap { $0 })
-                throw ProcessBackendError(.keeperSpawnFailed, "cannot create a pipe for the fence keeper: \(String(cString: strerror(code)))")
+                throw FenceKeeperError(.keeperSpawnFailed, "cannot create a pipe for the fence keeper: \(String(cString: strerror(code)))")
             }
             pipes.append(pair)
         }
@@ -63,7 +79,7 @@ final class KeeperConnection: Sendable {
         let keeperEnds = [commands[0], reports[1], stdoutPipe[1], stderrPipe[1]]
         let ourEnds = [commands[1], reports[0], stdoutPipe[0], stderrPipe[0]]
 
-        let spawned: Result<pid_t, ProcessBackendError>
+        let spawned: Result<pid_t, FenceKeeperError>
         do {
             spawned = try await threadPool.runIfActive {
                 let argv = CStringArray(launch.arguments)
@@ -77,14 +93,14 @@ final class KeeperConnection: Sendable {
                     launch.executable, argv.pointer, envp.pointer, keeperEnds[0], keeperEnds[1], keeperEnds[2], keeperEnds[3], &pid)
                 if code != 0 {
                     return .failure(
-                        ProcessBackendError(
+                        FenceKeeperError(
                             .keeperSpawnFailed, "cannot start the fence keeper \(launch.executable): \(String(cString: strerror(code)))"))
                 }
                 return .success(pid)
             }
         } catch {
             closeAll(keeperEnds + ourEnds)
-            throw ProcessBackendError(.keeperSpawnFailed, "cannot start the fence keeper: \(error)")
+            throw FenceKeeperError(.keeperSpawnFailed, "cannot start the fence keeper: \(error)")
         }
         closeAll(keeperEnds)
         let pid: pid_t
@@ -109,7 +125,7 @@ final class KeeperConnection: Sendable {
             closeAll(ourEnds)
             kill(pid, SIGKILL)
             _ = try? await threadPool.runIfActive { waitForExit(pid) }
-            throw ProcessBackendError(.keeperSpawnFailed, "cannot attach to the fence keeper's pipes: \(error)")
+            throw FenceKeeperError(.keeperSpawnFailed, "cannot attach to the fence keeper's pipes: \(error)")
         }
         for (descriptor, stream) in [(stdoutPipe[0], "stdout"), (stderrPipe[0], "stderr")] {
             do {
@@ -160,22 +176,62 @@ final class KeeperConnection: Sendable {
         }
     }
 
-    /// Waits (on the thread pool) for the keeper process to end and reaps it.
+    /// Waits for the keeper process to end and reaps it, without holding a thread: `waitpid`
+    /// with `WNOHANG`, tried again after a pause that grows from 1 ms to 100 ms (a keeper whose
+    /// pipe closed is normally gone at the first try). When the waiting task is cancelled, the
+    /// rest of the wait is a blocking `waitpid` on the thread pool, so the keeper is still reaped.
     func reap() async -> ExitStatus? {
         markExiting()
         channel.close(promise: nil)
         let pid = self.pid
-        return try? await threadPool.runIfActive { waitForExit(pid) }
+        var pause: Duration = .milliseconds(1)
+        while true {
+            switch pollExit(pid) {
+            case .ended(let status): return status
+            case .unknown: return nil
+            case .running: break
+            }
+            do {
+                try await Task.sleep(for: pause)
+            } catch {
+                return try? await threadPool.runIfActive { waitForExit(pid) }
+            }
+            pause = min(pause * 2, .milliseconds(100))
+        }
     }
 }
 
-/// waitpid(pid) until it ends; nil when it cannot be waited for.
+/// What a non-blocking `waitpid` found.
+private enum ExitPoll {
+    case running
+    case ended(ExitStatus)
+    /// It cannot be waited for (not a child of this process, already reaped).
+    case unknown
+}
+
+/// `waitpid(pid, WNOHANG)`: never blocks.
+private func pollExit(_ pid: pid_t) -> ExitPoll {
+    var status: Int32 = 0
+    while true {
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid { return .ended(exitStatus(status)) }
+        if result == 0 { return .running }
+        if errno != EINTR { return .unknown }
+    }
+}
+
+private func exitStatus(_ status: Int32) -> ExitStatus {
+    cbp_wifsignaled(status) != 0 ? .signaled(cbp_wtermsig(status)) : .exited(cbp_wexitstatus(status))
+}
+
+/// waitpid(pid) until it ends, blocking; nil when it cannot be waited for. Only on the thread
+/// pool (a spawn that failed half-way, a cancelled ``KeeperConnection/reap()``).
 private func waitForExit(_ pid: pid_t) -> ExitStatus? {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         if errno != EINTR { return nil }
     }
-    return cbp_wifsignaled(status) != 0 ? .signaled(cbp_wtermsig(status)) : .exited(cbp_wexitstatus(status))
+    return exitStatus(status)
 }
 
 
