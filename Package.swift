@@ -73,7 +73,14 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
-                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "Permissions",
+            dependencies: [
+                "BatonCore", "NATS", "Control", "Replication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(
@@ -90,12 +97,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "Control", "Backends", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -112,6 +120,7 @@ let package = Package(
                 "Control",
                 "Backends",
                 "Supervisor",
+                "Permissions",
                 "Systemd",
                 "BatonHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -256,7 +265,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Control", "BatonCore", "NATS", "Replication",
+                "Control", "Permissions", "BatonCore", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

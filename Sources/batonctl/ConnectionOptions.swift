@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NATS
 import Control
+import Permissions
 
 /// How to reach the cluster: every subcommand that talks to the nodes takes these.
 struct ConnectionOptions: ParsableArguments {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import BatonCore
 import Foundation
-import Supervisor
+import Permissions
 
 struct PermissionsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

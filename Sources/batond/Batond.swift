@@ -10,6 +10,7 @@ import Control
 import Supervisor
 import Systemd
 import UnixSignals
+import Permissions
 
 @main
 struct Batond: AsyncParsableCommand {

@@ -1,5 +1,7 @@
 import BatonCore
+import Backends
 import BatonHTTP
+import Control
 import Foundation
 import Logging
 import Metrics

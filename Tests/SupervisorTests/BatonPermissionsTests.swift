@@ -1,9 +1,11 @@
 import BatonCore
+import Control
 import Foundation
 import Logging
 import NATS
 import NATSTestSupport
 import NIOCore
+import Permissions
 import Replication
 import Supervisor
 import Testing

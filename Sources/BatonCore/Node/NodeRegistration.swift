@@ -153,3 +153,10 @@ public enum NodeHeartbeatConflict: Sendable, Hashable {
         return .duplicate(entry.record)
     }
 }
+
+extension NodeRecord {
+    /// The node registry bucket of a cluster. Two underscores: app names cannot contain one, so
+    /// it never collides with an app's lease bucket `baton_<cluster>_<app>` (an app may be named
+    /// `nodes`).
+    public static func registryBucket(cluster: String) -> String { "baton_\(cluster)__nodes" }
+}

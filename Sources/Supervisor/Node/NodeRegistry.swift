@@ -55,10 +55,8 @@ public actor NodeRegistry {
     /// The heartbeat interval batond uses.
     public static let defaultHeartbeatInterval: Duration = .seconds(1)
 
-    /// The registry bucket of a cluster. Two underscores: app names cannot contain one, so it
-    /// never collides with an app's lease bucket `baton_<cluster>_<app>` (an app may be named
-    /// `nodes`).
-    public static func bucketName(cluster: String) -> String { "baton_\(cluster)__nodes" }
+    /// The registry bucket of a cluster (``NodeRecord/registryBucket(cluster:)``).
+    public static func bucketName(cluster: String) -> String { NodeRecord.registryBucket(cluster: cluster) }
 
     /// How long a starting instance waits for another instance's next heartbeat.
     public static func heartbeatWait(interval: Duration) -> Duration { interval * 2.5 }

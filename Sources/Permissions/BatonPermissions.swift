@@ -1,4 +1,5 @@
 import BatonCore
+import Control
 import Foundation
 import NATS
 import Replication
@@ -47,7 +48,7 @@ public struct BatonPermissionsError: Error, Sendable, Hashable, CustomStringConv
 /// lists (everything else is denied) and whether replies to received requests may be sent.
 ///
 /// The set is derived from the same names the code uses (``LeaseStore/bucketName(cluster:app:)``,
-/// ``NodeRegistry/bucketName(cluster:)``, ``ReplicationHistoryStore/bucket(cluster:)``,
+/// ``NodeRecord/registryBucket(cluster:)``, ``ReplicationHistoryStore/bucket(cluster:)``,
 /// ``ReplicationNames``, ``ControlSubjects``, ``JetStreamNames``), so it cannot drift from them.
 ///
 /// Bucket and stream names hold the cluster and the app in one subject token
@@ -107,7 +108,7 @@ public struct BatonPermissions: Sendable, Hashable {
             builder.keyValue(bucket: bucket, what: "lease of \(app)", access: writes ? .write : .watch)
         }
         // The node registry and the replication history, one bucket each per cluster.
-        builder.keyValue(bucket: NodeRegistry.bucketName(cluster: cluster), what: "node registry", access: writes ? .write : .read)
+        builder.keyValue(bucket: NodeRecord.registryBucket(cluster: cluster), what: "node registry", access: writes ? .write : .read)
         let history = ReplicationHistoryStore.bucket(cluster: cluster)
         switch role {
         case .node: builder.keyValue(bucket: history, what: "replication history", access: .write)
