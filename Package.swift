@@ -42,9 +42,18 @@ let package = Package(
             dependencies: ["BatonCore"]
         ),
         .target(
+            name: "BatonEvents",
+            dependencies: ["BatonCore", "NATS", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "BatonEventsTests",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
             name: "Supervisor",
             dependencies: [
                 "BatonCore",
+                "BatonEvents",
                 "NATS",
                 "Netlink",
                 "FenceKeeper",
@@ -75,6 +84,7 @@ let package = Package(
             name: "batond",
             dependencies: [
                 "BatonCore",
+                "BatonEvents",
                 "NATS",
                 "Supervisor",
                 "Systemd",
@@ -86,7 +96,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy"]
+            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents"]
         ),
         .target(
             name: "NetnsLab",
@@ -195,7 +205,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "Replication",
+                "Supervisor", "BatonCore", "BatonEvents", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

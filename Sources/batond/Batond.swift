@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonEvents
 import Foundation
 import Logging
 import NATS
@@ -110,11 +111,18 @@ struct Batond: AsyncParsableCommand {
         if ownUnit == nil {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
-        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
+        // The event history: fire-and-forget from the apps, published on the lease connection
+        // by its own task (a bounded buffer; never waited for by a lease write).
+        let events = EventPublisher(
+            jetStream: JetStream(client: client), cluster: loaded.cluster,
+            retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
+            logger: logger)
+        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, events: events, logger: logger) { app in
             try await makeParts(app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
         let service = BatondService(
-            configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+            configPath: config, client: client, replicationClient: replicationClient, node: node, events: events, serviceManager: serviceManager,
+            logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -197,6 +205,8 @@ struct BatondService: Service {
     /// (leases, control service).
     let replicationClient: NATSClient
     let node: NodeSupervisor
+    /// The node's events to the cluster's event history.
+    let events: EventPublisher
     let serviceManager: ServiceManagerLink
     let logger: Logger
 
@@ -241,6 +251,12 @@ struct BatondService: Service {
         let heartbeats = Task { [node] in
             await registry.runHeartbeats { other in await node.duplicateInstanceDetected(other) }
         }
+        let eventDelivery = Task { [events] in await events.run() }
+        let started = await node.currentConfig
+        events.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: started.cluster, node: started.node.id, app: nil, kind: .nodeStarted,
+                detail: "batond \(BatonVersion.current) started (instance \(node.instance), apps \(started.apps.map(\.name)))"))
         await node.start()
         let config = await node.currentConfig
         let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
@@ -254,6 +270,19 @@ struct BatondService: Service {
         logger.info("stopping: stepping every app down")
         await control.stop()
         await node.shutdown()
+        // The step-down events go out before the connection closes (bounded: NATS may be gone).
+        events.finish()
+        let delivered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await eventDelivery.value; return true }
+            group.addTask { try? await Task.sleep(for: .seconds(2)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !delivered {
+            eventDelivery.cancel()
+            logger.warning("the last events did not reach the event history before batond stopped")
+        }
         heartbeats.cancel()
         await heartbeats.value
         await registry.deregister()

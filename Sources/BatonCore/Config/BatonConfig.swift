@@ -12,13 +12,16 @@ public struct BatonConfig: Sendable, Hashable {
     public var nats: NATSConfig
     /// The supervised apps, in file order; names are unique.
     public var apps: [AppConfig]
+    /// Retention of the cluster's event history (`events:`, optional).
+    public var events: EventsConfig
 
     /// Creates a config (without validation).
-    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig]) {
+    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], events: EventsConfig = EventsConfig()) {
         self.cluster = cluster
         self.node = node
         self.nats = nats
         self.apps = apps
+        self.events = events
     }
 
     /// The app called `name`, if any.

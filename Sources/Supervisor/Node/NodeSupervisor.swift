@@ -1,4 +1,6 @@
 import BatonCore
+import BatonEvents
+import Foundation
 import Logging
 import NATS
 
@@ -36,6 +38,8 @@ public actor NodeSupervisor: NodeController {
     private let makeParts: AppPartsFactory
     private let systemdUnit: String?
     private let logger: Logger
+    /// Where the node's events go (the cluster's event history), nil without one.
+    private let events: EventPublisher?
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
@@ -44,10 +48,13 @@ public actor NodeSupervisor: NodeController {
     private var duplicate: LeaseHolder?
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
-    /// runs in (nil when not under systemd), for the status.
+    /// runs in (nil when not under systemd), for the status. `events` records every app's
+    /// transitions, and config reloads, in the cluster's event history.
     public init(
-        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, logger: Logger, makeParts: @escaping AppPartsFactory
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, events: EventPublisher? = nil, logger: Logger,
+        makeParts: @escaping AppPartsFactory
     ) {
+        self.events = events
         self.config = config
         self.client = client
         self.instance = instance
@@ -79,10 +86,16 @@ public actor NodeSupervisor: NodeController {
         applied.cluster = config.cluster
         applied.node = config.node
         applied.nats = config.nats
+        applied.events = config.events
         config = applied
         for name in changes.changed + changes.added {
             if let app = newConfig.app(named: name) { await startApp(app) }
         }
+        events?.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: nil, kind: .configReloaded,
+                detail: "added \(changes.added), removed \(changes.removed), changed \(changes.changed)"
+                    + (changes.restartRequired.isEmpty ? "" : "; not applied until a restart: \(changes.restartRequired)")))
         logger.info(
             "config reloaded",
             metadata: ["added": "\(changes.added)", "removed": "\(changes.removed)", "changed": "\(changes.changed)", "unchanged": "\(changes.unchanged.count)"])
@@ -122,14 +135,32 @@ public actor NodeSupervisor: NodeController {
                 addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
+            let recorder = events.map {
+                AppEventRecorder(
+                    recorder: FlightRecorder(cluster: config.cluster, app: app.name, me: LeaseHolder(node: config.node.id, instance: instance)),
+                    publisher: $0, reader: EventReader(jetStream: JetStream(client: client), cluster: config.cluster), replica: parts.replica,
+                    logger: appLogger)
+            }
+            let observations = events == nil ? nil : await supervisor.leaseObservations()
             let watcher = Task { [weak self] in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await notification in notifications { await self?.record(app.name, notification) }
+                        for await notification in notifications {
+                            await recorder?.record(notification)
+                            await self?.record(app.name, notification)
+                        }
                     }
                     if let backendNotices {
                         group.addTask {
-                            for await notice in backendNotices { await self?.record(app.name, notice) }
+                            for await notice in backendNotices {
+                                await recorder?.record(notice)
+                                await self?.record(app.name, notice)
+                            }
+                        }
+                    }
+                    if let recorder, let observations {
+                        group.addTask {
+                            for await (observation, instant) in observations { await recorder.observe(observation, at: instant) }
                         }
                     }
                 }
