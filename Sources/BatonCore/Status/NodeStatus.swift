@@ -58,6 +58,9 @@ public struct AppStatus: Codable, Sendable, Hashable {
     public var vips: [String]?
     /// The app's SQLite replication on this node, if it has a `sqlite:` section.
     public var replication: ReplicationStatus?
+    /// Digests of the app's config sections on this node (``ConfigDigest/sections(of:)``), so
+    /// that `batonctl doctor` can find nodes whose configs disagree.
+    public var configDigests: [String: String]?
 
     /// Creates an app status.
     public init(
@@ -78,6 +81,7 @@ public struct AppStatus: Codable, Sendable, Hashable {
         case backendRunning = "backend_running"
         case lastEvent = "last_event"
         case vips, replication
+        case configDigests = "config_digests"
     }
 }
 

@@ -213,7 +213,9 @@ public actor NodeRegistry {
     }
 
     private static func encode(_ record: NodeRecord) throws -> ByteBuffer {
-        ByteBuffer(bytes: try JSONEncoder().encode(record))
+        var record = record
+        record.written = Date().timeIntervalSince1970
+        return ByteBuffer(bytes: try JSONEncoder().encode(record))
     }
 
     /// Runs a compare-and-set write; nil when it lost.

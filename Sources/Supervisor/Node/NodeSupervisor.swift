@@ -307,6 +307,7 @@ public actor NodeSupervisor: NodeController {
                 lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
+            status.configDigests = ConfigDigest.sections(of: app)
             statuses.append(status)
         }
         return NodeStatus(
