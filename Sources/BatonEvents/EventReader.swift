@@ -37,17 +37,22 @@ public struct EventReader: Sendable {
         config.memoryStorage = true
         config.replicas = 1
         let consumer = try await jetStream.createPullConsumer(stream: streamName, config: config)
-        defer { Task { [jetStream, streamName] in try? await jetStream.deleteConsumer(stream: streamName, name: consumer.name) } }
-        var remaining = try await consumer.info().numPending
         var events: [BatonEvent] = []
-        while remaining > 0 {
-            let batch = try await consumer.fetch(batch: Int(min(remaining, 256)), expires: .seconds(2))
-            if batch.isEmpty { break }  // expired or deleted meanwhile
-            for message in batch {
-                events.append(try EventStream.decode(message.payload, subject: message.subject, sequence: message.metadata.streamSequence))
-                remaining = message.metadata.pending
+        do {
+            var remaining = try await consumer.info().numPending
+            while remaining > 0 {
+                let batch = try await consumer.fetch(batch: Int(min(remaining, 256)), expires: .seconds(2))
+                if batch.isEmpty { break }  // expired or deleted meanwhile
+                for message in batch {
+                    events.append(try EventStream.decode(message.payload, subject: message.subject, sequence: message.metadata.streamSequence))
+                    remaining = message.metadata.pending
+                }
             }
+        } catch {
+            try? await jetStream.deleteConsumer(stream: streamName, name: consumer.name)
+            throw error
         }
+        try? await jetStream.deleteConsumer(stream: streamName, name: consumer.name)
         if let limit, events.count > limit { events.removeFirst(events.count - limit) }
         return events
     }

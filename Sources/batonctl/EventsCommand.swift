@@ -99,7 +99,9 @@ enum EventLine {
             text += "; data: no replicated database"
         }
         parts.append(text)
-        return parts.joined(separator: "  ")
+        var line = parts.joined(separator: "  ")
+        while line.hasSuffix(" ") { line.removeLast() }
+        return line
     }
 
     static func timestamp(_ seconds: Double) -> String {

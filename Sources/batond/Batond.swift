@@ -111,13 +111,15 @@ struct Batond: AsyncParsableCommand {
         if ownUnit == nil {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
-        // The event history: fire-and-forget from the apps, published on the lease connection
-        // by its own task (a bounded buffer; never waited for by a lease write).
+        // The event history: fire-and-forget from the apps into a bounded buffer, published by
+        // its own task on the replication connection, so that no event ever shares the lease
+        // connection's socket or waits in front of a renew.
         let events = EventPublisher(
-            jetStream: JetStream(client: client), cluster: loaded.cluster,
+            jetStream: JetStream(client: replicationClient), cluster: loaded.cluster,
             retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
             logger: logger)
-        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, events: events, logger: logger) { app in
+        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, events: events, eventsClient: replicationClient, logger: logger
+        ) { app in
             try await makeParts(app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
         let service = BatondService(

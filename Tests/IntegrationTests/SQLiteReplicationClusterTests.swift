@@ -735,6 +735,7 @@ extension SQLiteReplicationClusterTests {
             #expect(recent.contains { $0.kind == .switchover })
             let text = try await cluster.batonctl(["events", ReplicationCluster.app, "--since", "1h"])
             #expect(text.status == 0 && text.output.contains("switchover") && text.output.contains("moved from \(first.node) to \(target)"), "\(text.output)")
+            print("batonctl events \(ReplicationCluster.app) --since 1h:\n\(text.output)")
 
             // kill -9 of the new active node: the old one (past its cooldown) takes over.
             try await Task.sleep(for: .milliseconds(2200))

@@ -189,6 +189,12 @@ public enum Doctor {
         return findings.enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }.map(\.element)
     }
 
+    /// `12.3 ms`.
+    static func milliseconds(_ duration: Duration) -> String {
+        let tenths = (Double(duration.totalNanoseconds) / 100_000).rounded() / 10
+        return "\(tenths) ms"
+    }
+
     static func version(_ text: String) -> (Int, Int, Int)? {
         let parts = text.drop { !$0.isNumber }.split(separator: ".").prefix(3).map { Int($0.prefix { $0.isNumber }) }
         guard parts.count >= 2, let major = parts[0], let minor = parts[1] else { return nil }
@@ -311,7 +317,7 @@ public enum Doctor {
             findings.append(
                 DoctorFinding(
                     .warning, check: "clock-offset", subject: "node \(node)",
-                    message: "its clock is \(offset.configString) off the NATS server's (from its last registry heartbeat): event times and cross-node downtimes in `batonctl events` are off by as much (leases never use wall clocks)",
+                    message: "its clock is \(milliseconds(offset)) off the NATS server's (from its last registry heartbeat): event times and cross-node downtimes in `batonctl events` are off by as much (leases never use wall clocks)",
                     fix: "run chrony or systemd-timesyncd on every node"))
         }
         if let low = offsets.min(by: { $0.1 < $1.1 }), let high = offsets.max(by: { $0.1 < $1.1 }), offsets.count > 1 {
@@ -319,7 +325,7 @@ public enum Doctor {
             findings.append(
                 DoctorFinding(
                     spread > clockOffsetWarning ? .warning : .info, check: "clock-offset", subject: "nodes",
-                    message: "clocks differ by up to \(spread.configString) between \(low.0) and \(high.0)",
+                    message: "clocks differ by up to \(milliseconds(spread)) between \(low.0) and \(high.0)",
                     fix: spread > clockOffsetWarning ? "synchronise the nodes' clocks (chrony)" : ""))
         }
         for node in facts.nodes where node.clockOffset == nil {

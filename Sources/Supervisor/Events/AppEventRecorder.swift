@@ -13,13 +13,16 @@ actor AppEventRecorder {
     private let publisher: EventPublisher
     private let reader: EventReader
     private let replica: (any AppReplica)?
+    /// The app's VIPs (`address/prefix on interface`), named in the events that move them.
+    private let vips: [String]
     private let logger: Logger
 
-    init(recorder: FlightRecorder, publisher: EventPublisher, reader: EventReader, replica: (any AppReplica)?, logger: Logger) {
+    init(recorder: FlightRecorder, publisher: EventPublisher, reader: EventReader, replica: (any AppReplica)?, vips: [String], logger: Logger) {
         self.recorder = recorder
         self.publisher = publisher
         self.reader = reader
         self.replica = replica
+        self.vips = vips
         self.logger = logger
     }
 
@@ -29,7 +32,14 @@ actor AppEventRecorder {
 
     func record(_ notification: AppLifecycle.Notification) async {
         let output = recorder.record(notification, now: MonotonicClock.now(), wall: Date().timeIntervalSince1970)
-        for event in output.events { publisher.publish(event) }
+        for var event in output.events {
+            // VIP moves: claimed before the backend started (active), removed before the release.
+            if !vips.isEmpty, event.kind == .active || event.kind == .released || event.kind == .fenced {
+                let moved = event.kind == .active ? "VIPs claimed here: " : "VIPs removed here: "
+                event.detail = (event.detail.map { $0 + "; " } ?? "") + moved + vips.joined(separator: ", ")
+            }
+            publisher.publish(event)
+        }
         if let draft = output.handover { await complete(draft) }
     }
 

@@ -40,6 +40,8 @@ public actor NodeSupervisor: NodeController {
     private let logger: Logger
     /// Where the node's events go (the cluster's event history), nil without one.
     private let events: EventPublisher?
+    /// The connection the flight recorder reads the history on (the old node's step-down).
+    private let eventsClient: NATSClient
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
@@ -49,12 +51,15 @@ public actor NodeSupervisor: NodeController {
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
     /// runs in (nil when not under systemd), for the status. `events` records every app's
-    /// transitions, and config reloads, in the cluster's event history.
+    /// transitions, and config reloads, in the cluster's event history; the history is read on
+    /// `eventsClient` (default: `client`).
     public init(
-        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, events: EventPublisher? = nil, logger: Logger,
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, events: EventPublisher? = nil, eventsClient: NATSClient? = nil,
+        logger: Logger,
         makeParts: @escaping AppPartsFactory
     ) {
         self.events = events
+        self.eventsClient = eventsClient ?? client
         self.config = config
         self.client = client
         self.instance = instance
@@ -138,23 +143,23 @@ public actor NodeSupervisor: NodeController {
             let recorder = events.map {
                 AppEventRecorder(
                     recorder: FlightRecorder(cluster: config.cluster, app: app.name, me: LeaseHolder(node: config.node.id, instance: instance)),
-                    publisher: $0, reader: EventReader(jetStream: JetStream(client: client), cluster: config.cluster), replica: parts.replica,
-                    logger: appLogger)
+                    publisher: $0, reader: EventReader(jetStream: JetStream(client: eventsClient), cluster: config.cluster), replica: parts.replica,
+                    vips: app.vips.map { "\($0.cidr) on \($0.interface)" }, logger: appLogger)
             }
             let observations = events == nil ? nil : await supervisor.leaseObservations()
             let watcher = Task { [weak self] in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await notification in notifications {
-                            await recorder?.record(notification)
                             await self?.record(app.name, notification)
+                            await recorder?.record(notification)
                         }
                     }
                     if let backendNotices {
                         group.addTask {
                             for await notice in backendNotices {
-                                await recorder?.record(notice)
                                 await self?.record(app.name, notice)
+                                await recorder?.record(notice)
                             }
                         }
                     }
