@@ -38,6 +38,10 @@ actor AppEventRecorder {
                 let moved = event.kind == .active ? "VIPs claimed here: " : "VIPs removed here: "
                 event.detail = (event.detail.map { $0 + "; " } ?? "") + moved + vips.joined(separator: ", ")
             }
+            // The promotion that preceded it (every activation of a replicated app, the first too).
+            if event.kind == .active, let replica, let promotion = await replica.status().promotion, promotion.hasPrefix("epoch \(event.epoch ?? 0):") {
+                event.detail = (event.detail.map { $0 + "; " } ?? "") + "SQLite promotion: " + promotion
+            }
             publisher.publish(event)
         }
         if let draft = output.handover { await complete(draft) }
