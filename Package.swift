@@ -140,6 +140,11 @@ let package = Package(
             path: "Benchmarks/ReplicationBenchmark"
         ),
         .executableTarget(
+            name: "EventsBenchmark",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/EventsBenchmark"
+        ),
+        .executableTarget(
             name: "VIPFailoverBenchmark",
             dependencies: ["NetnsLab"],
             path: "Benchmarks/VIPFailoverBenchmark"

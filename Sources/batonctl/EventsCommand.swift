@@ -52,7 +52,7 @@ struct EventsCommand: AsyncParsableCommand {
             // Follow from just after the last event shown (by time), so nothing falls between.
             // (Stream times are the server's, event times the nodes': overlap by 2 s and skip
             // what was shown.)
-            let followFrom = history.last.map { Date(timeIntervalSince1970: $0.time - 2) } ?? start ?? Date()
+            let followFrom = history.last.map { Date(timeIntervalSince1970: $0.time - 2) } ?? start ?? Date().addingTimeInterval(-2)
             let stream = follow ? try await reader.follow(app: app, since: followFrom) : nil
             if !json && history.isEmpty && !follow {
                 FileHandle.standardOutput.write(Data("no events\(app.map { " of \($0)" } ?? "")\(since.map { " in the last \($0.duration.configString)" } ?? "") in \(reader.streamName)\n".utf8))

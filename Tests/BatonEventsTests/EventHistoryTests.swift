@@ -88,9 +88,8 @@ struct EventHistoryTests {
                 logger: Logger(label: "test"))
             let running = Task { await publisher.run() }
             let local = publisher.localEvents()
-            let started = ContinuousClock.now
+            // Returns although nothing can be published (the call cost is in Benchmarks/EventsBenchmark).
             for index in 0..<10 { publisher.publish(Self.event(.observed, app: "web", epoch: UInt64(index))) }
-            #expect(ContinuousClock.now - started < .seconds(1), "publish must not wait for NATS")
             #expect(publisher.dropped == 6)
             #expect(publisher.published == 0)
             var iterator = local.makeAsyncIterator()
