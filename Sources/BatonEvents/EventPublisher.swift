@@ -24,6 +24,9 @@ public final class EventPublisher: Sendable {
     private let droppedCount = Atomic<Int>(0)
     private let failedCount = Atomic<Int>(0)
     private let publishedCount = Atomic<Int>(0)
+    /// When the last drop warning was logged (nanoseconds since ``clockOrigin``).
+    private let lastDropLog = Atomic<Int64>(0)
+    private static let clockOrigin = ContinuousClock.now
     private let listeners = Mutex<[Int: AsyncStream<BatonEvent>.Continuation]>([:])
     private let nextListener = Atomic<Int>(0)
 
@@ -56,7 +59,14 @@ public final class EventPublisher: Sendable {
         for listener in listeners.withLock({ Array($0.values) }) { listener.yield(event) }
         if case .dropped = continuation.yield(event) {
             let total = droppedCount.add(1, ordering: .relaxed).newValue
-            if total == 1 || total.isMultiple(of: 100) {
+            // The first drop, then at most one line a minute while drops go on.
+            let now = ContinuousClock.now
+            let elapsed = now - Self.clockOrigin
+            let nowNanoseconds = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            let last = lastDropLog.load(ordering: .relaxed)
+            if total == 1 || nowNanoseconds - last >= 60_000_000_000,
+                lastDropLog.compareExchange(expected: last, desired: nowNanoseconds, ordering: .relaxed).exchanged
+            {
                 logger.warning("event history buffer full; events dropped", metadata: ["dropped": "\(total)", "capacity": "\(capacity)"])
             }
         }
