@@ -62,15 +62,20 @@ public struct PromotionReport: Sendable, Hashable {
 
 /// Turns this node's replica into the app's database, before the backend starts.
 public enum ReplicaPromotion {
-    /// Drains the stream into the replica, verifies the replica's checksum and
-    /// `PRAGMA quick_check`, then moves it over ``ReplicationConfiguration/databasePath``
+    /// Drains the stream into the replica, verifies the replica's checksum (and, with
+    /// ``ReplicationConfiguration/promotionReadsReplica``, re-reads the file and runs
+    /// `PRAGMA quick_check`), then moves it over ``ReplicationConfiguration/databasePath``
     /// (removing stale `-wal`, `-shm` and `-journal` files first).
+    ///
+    /// `handover` is what the applier that just stopped returned: with it the replica's page
+    /// hashes are not computed again by reading the file.
     ///
     /// The applier of this app must be stopped first (they share the durable consumer and the
     /// replica). The backend must not be running. Throws when the replica cannot be proven
     /// equal to the stream's end; the app's database is untouched then.
     public static func promote(
-        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60), token: UInt64 = .max
+        configuration: ReplicationConfiguration, jetStream: JetStream, logger: Logger, timeout: Duration = .seconds(60), token: UInt64 = .max,
+        handover: ReplicaHandover? = nil
     ) async throws -> PromotionReport {
         try configuration.validate()
         var logger = logger
@@ -79,7 +84,7 @@ public enum ReplicaPromotion {
         let history = ReplicationHistoryStore(configuration: configuration, jetStream: jetStream)
         let core = ApplierCore(configuration: configuration, jetStream: jetStream, logger: logger)
         do {
-            try await core.load()
+            try await core.load(handover: handover)
             var decision = try await gatherInputs(configuration: configuration, jetStream: jetStream, core: core, history: history, token: token)
             var plan = decision.plan
             // An old active node keeps no replica: its database at `sqlite.path` may be the
@@ -125,16 +130,21 @@ public enum ReplicaPromotion {
             case .drainStream:
                 break
             }
+            let promotionStarted = ContinuousClock.now
             let txidBefore = await core.status.position?.txid ?? 0
             let drained = try await core.drain(timeout: timeout)
             guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica after draining") }
             let verified = try await verifyAndMove(configuration: configuration, core: core)
+            let tookHandover = await core.loadTookHandover
+            let replicaRead = configuration.promotionReadsReplica || !tookHandover
             await core.shutdown()
             logger.info(
                 "replica promoted",
                 metadata: [
                     "txid": "\(position.txid)", "drained-records": "\(drained.records)", "drained-txids": "\(position.txid - min(position.txid, txidBefore))",
                     "graceful": "\(position.finalMarkerToken != nil)", "stream": "\(names.stream)",
+                    "replica-read": "\(replicaRead)",
+                    "drain-and-move-took": "\(ContinuousClock.now - promotionStarted)",
                 ])
             return PromotionReport(
                 outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
@@ -149,14 +159,16 @@ public enum ReplicaPromotion {
         }
     }
 
-    /// Verifies the replica (checksum, `quick_check`) and moves it over the app's database.
+    /// Verifies the replica (checksum; file and `quick_check` when configured) and moves it over
+    /// the app's database.
     private static func verifyAndMove(configuration: ReplicationConfiguration, core: ApplierCore) async throws -> DatabaseChecksum {
         let store = core.store
         let replicaPath = configuration.replicaPath
         let databasePath = configuration.databasePath
+        let readsReplica = configuration.promotionReadsReplica
         return try await core.io.run {
-            let table = try store.verifiedChecksum()
-            try quickCheck(replicaPath)
+            let table = try store.verifiedChecksum(readingFile: readsReplica)
+            if readsReplica { try quickCheck(replicaPath) }
             store.closeFile()
             try moveIntoPlace(replicaPath, databasePath)
             try store.forget()
@@ -305,6 +317,12 @@ public enum ReplicaPromotion {
         try FileIO.makeDirectory(directory)
         let owner = try ownerForDatabase(database)
         try FileIO.setOwnership(replica, uid: owner.uid, gid: owner.gid, mode: owner.mode)
+        // Replacing a file frees its blocks in the rename, in time proportional to its size (a
+        // second or more for gigabytes): keep a second link to the old database and free it on
+        // a thread of its own once the new one is in place.
+        let replaced = replacedDatabasePath(database)
+        let keptOld = link(database, replaced) == 0
+        defer { if keptOld { removeInBackground(replaced) } }
         if rename(replica, database) != 0 {
             guard errno == EXDEV else { throw FileIO.failure("cannot move \(replica) to", database) }
             let temporary = database + ".baton-promote"
@@ -314,6 +332,16 @@ public enum ReplicaPromotion {
             try FileIO.removeIfExists(replica)
         }
         try FileIO.fsyncDirectory(of: database)
+    }
+
+    /// The second link to the database a promotion replaced, until a background thread
+    /// removes it (a crash in between leaves it for ``LocalDatabaseFiles/removeLeftovers()``).
+    static func replacedDatabasePath(_ database: String) -> String { database + ".baton-replaced" }
+
+    private static func removeInBackground(_ path: String) {
+        let thread = Thread { _ = unlink(path) }
+        thread.name = "baton-unlink"
+        thread.start()
     }
 
     /// Who should own the app's database: the existing file's owner (and its mode), else the

@@ -23,6 +23,8 @@ final class ReplicaStore: @unchecked Sendable {
     /// The page hashes were computed by reading the whole file (load, snapshot install, local
     /// adoption) and no page was written since: ``verifiedChecksum()`` need not read it again.
     private(set) var checksumReadFromFile = false
+    /// Whether the last ``load(handover:)`` took a handover instead of reading the file.
+    private(set) var tookHandover = false
     private var fd: Int32 = -1
 
     init(replicaPath: String, positionPath: String) {
@@ -34,11 +36,17 @@ final class ReplicaStore: @unchecked Sendable {
 
     /// Reads the position and the replica's page hashes. A position without a replica file (or
     /// one that cannot be read) is dropped: the applier then restores a snapshot.
-    func load() throws {
+    ///
+    /// With a `handover` from the applier that stopped just now, whose position is the one on
+    /// disk and whose page count the file has, its page hashes are taken instead of reading the
+    /// file: the applier wrote every page since it last read the file and verified each record's
+    /// checksums.
+    func load(handover: ReplicaHandover? = nil) throws {
         try FileIO.makeDirectory((replicaPath as NSString).deletingLastPathComponent)
         position = nil
         checksum = nil
         fileAheadOfPosition = false
+        tookHandover = false
         if fd >= 0 {
             close(fd)
             fd = -1
@@ -52,6 +60,16 @@ final class ReplicaStore: @unchecked Sendable {
         }
         guard let stored = try? JSONDecoder().decode(ReplicaPosition.self, from: data) else { return }
         fd = try FileIO.open(replicaPath, O_RDWR)
+        if let handover, handover.position == stored, handover.checksum.value == stored.checksum,
+            handover.checksum.pageSize == stored.pageSize, handover.checksum.pageCount == Int(stored.commitPages),
+            try FileIO.size(fd, path: replicaPath) == Int(stored.commitPages) * stored.pageSize
+        {
+            position = stored
+            checksum = handover.checksum
+            checksumReadFromFile = false
+            tookHandover = true
+            return
+        }
         let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: stored.pageSize, pageCount: Int(stored.commitPages))
         position = stored
         checksum = computed
@@ -192,9 +210,12 @@ final class ReplicaStore: @unchecked Sendable {
     /// page was written since, which saves promotion a second pass over the database (the
     /// switchover case: the drain applies only the final marker). Position-only advances (a
     /// final marker, a snapshot record the replica already holds) write no page.
-    func verifiedChecksum() throws -> DatabaseChecksum {
+    ///
+    /// `readingFile` false: the page hashes verified while applying are enough (no read) when
+    /// they are the position's.
+    func verifiedChecksum(readingFile: Bool = true) throws -> DatabaseChecksum {
         guard let position else { throw ReplicationError(.noSnapshot, "there is no replica") }
-        if checksumReadFromFile, !fileAheadOfPosition, let checksum, checksum.value == position.checksum,
+        if checksumReadFromFile || !readingFile, !fileAheadOfPosition, let checksum, checksum.value == position.checksum,
             checksum.pageCount == Int(position.commitPages), checksum.pageSize == position.pageSize
         {
             return checksum
@@ -224,6 +245,15 @@ final class ReplicaStore: @unchecked Sendable {
         try FileIO.fsyncDirectory(of: positionPath)
     }
 
+    /// The position and page hashes for a promotion right after this store's applier stopped,
+    /// when they agree (nil after a crash mid-apply left the file ahead of the position).
+    func handover() -> ReplicaHandover? {
+        guard let position, let checksum, !fileAheadOfPosition, checksum.value == position.checksum,
+            checksum.pageCount == Int(position.commitPages), checksum.pageSize == position.pageSize
+        else { return nil }
+        return ReplicaHandover(position: position, checksum: checksum)
+    }
+
     func closeFile() {
         if fd >= 0 {
             close(fd)
@@ -248,4 +278,11 @@ final class ReplicaStore: @unchecked Sendable {
 func hex(_ value: UInt64) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
+}
+
+/// What a stopped applier knew of its replica: the position and the page hashes it verified
+/// record by record. A promotion right after takes them instead of reading the file again.
+public struct ReplicaHandover: Sendable {
+    let position: ReplicaPosition
+    let checksum: DatabaseChecksum
 }

@@ -25,6 +25,10 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     /// The snapshot bucket's `max_bytes` (nil: no limit). Old snapshots are pruned (down to
     /// one) to make room for a new one. JetStream reserves it.
     public var snapshotBucketMaxBytes: Int64?
+    /// Whether the shipper raises the snapshot bucket's `max_bytes` to twice a snapshot's size
+    /// (rounded up to a GiB) when a snapshot would not fit, instead of failing; it never lowers
+    /// it. On when `snapshot_max_bytes` is not set (or `auto`).
+    public var snapshotBucketGrows: Bool = false
     /// The stream's `max_age` (nil: no limit).
     public var streamMaxAge: Duration?
     /// How many snapshots the bucket keeps.
@@ -58,6 +62,12 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     public var fetchMaxBytes: Int = 4 * 1024 * 1024
     /// The applier's pull requests ask for at most this many messages.
     public var fetchMaxMessages: Int = 256
+    /// Whether a promotion re-reads the whole replica file (its page hashes against the
+    /// position) and runs `PRAGMA quick_check` before moving it into place. Off, a promotion
+    /// right after the applier stopped takes the page hashes the applier verified against the
+    /// active node's checksum of every record it applied, and reads nothing: its cost does not
+    /// grow with the database (`sqlite.promotion_check: checksums`, the default).
+    public var promotionReadsReplica: Bool = false
 
     /// Creates a configuration with default tuning.
     public init(cluster: String, app: String, nodeID: String, databasePath: String, stateDirectory: String) {
@@ -80,6 +90,26 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         if let snapshotAfterMessages { return max(1, snapshotAfterMessages) }
         if let max = streamMaxMessages, max > 0 { return Swift.max(1, Int(max / 2)) }
         return 100_000
+    }
+
+    /// The bucket `max_bytes` a growing snapshot bucket (``snapshotBucketGrows``) needs for a
+    /// snapshot of `size` bytes: room for it and the next one, in whole GiB.
+    static func grownSnapshotBucketLimit(forSnapshotOf size: Int64) -> Int64 {
+        let gib: Int64 = 1 << 30
+        let wanted = 2 * (size + size / 64 + 4096)
+        return (wanted + gib - 1) / gib * gib
+    }
+
+    /// Whether a passive node starting over (a new node, or one whose database was set aside
+    /// after a fence) would restore a new snapshot sooner than it replays the `messages`
+    /// (`bytes` in all) published since the last one. Replaying costs about 256 KiB of writing
+    /// per message (each record is an fsync of the replica and one of its position), restoring
+    /// the database's size, counted as at least 64 MiB so that a small database is not
+    /// snapshotted every few records.
+    static func snapshotIsCheaperThanReplay(messages: UInt64, bytes: Int64, databaseBytes: Int64) -> Bool {
+        let replay = Int64(clamping: messages).multipliedReportingOverflow(by: 256 * 1024)
+        guard !replay.overflow else { return true }
+        return replay.partialValue.addingReportingOverflow(bytes).partialValue >= Swift.max(databaseBytes, 64 << 20)
     }
 
     /// Throws ``ReplicationError/Code/invalidConfiguration`` when the names are not

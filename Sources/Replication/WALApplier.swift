@@ -207,8 +207,10 @@ public final class WALApplier: Sendable {
 
     /// Stops applying (the replica and position stay; the next start continues from them).
     /// Reports the final position (``ReplicationHistoryStore``) when it changed since the last
-    /// report.
-    public func stop() async {
+    /// report. Returns the replica's position and verified page hashes for a promotion that
+    /// follows at once (``ReplicaPromotion/promote(configuration:jetStream:logger:timeout:token:handover:)``).
+    @discardableResult
+    public func stop() async -> ReplicaHandover? {
         await core.requestStop()
         watcher.withLockedValue { $0 }?.cancel()
         if let task = loop.withLockedValue({ $0 }) {
@@ -219,7 +221,9 @@ public final class WALApplier: Sendable {
             await task.value
         }
         await core.reportHoldingIfDue(force: true)
+        let handover = await core.handover()
         await core.shutdown()
+        return handover
     }
 }
 
@@ -336,10 +340,23 @@ actor ApplierCore {
 
     private func wakeAll() { wake() }
 
-    func load() async throws {
+    func load(handover: ReplicaHandover? = nil) async throws {
         let store = store
-        try await io.run { try store.load() }
+        try await io.run { try store.load(handover: handover) }
         status.position = try await io.run { store.position }
+    }
+
+    /// Whether the last load took a stopped applier's handover instead of reading the replica.
+    var loadTookHandover: Bool {
+        get async {
+            let store = store
+            return (try? await io.run { store.tookHandover }) ?? false
+        }
+    }
+
+    func handover() async -> ReplicaHandover? {
+        let store = store
+        return try? await io.run { store.handover() }
     }
 
     /// See ``WALApplier/start(configuration:jetStream:logger:adoptingLocalDatabaseAt:)``.

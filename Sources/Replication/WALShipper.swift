@@ -482,6 +482,15 @@ actor ShipperCore {
             try await snapshot(reason: "\(lastSequence - anchorSequence) messages since the last snapshot")
             return
         }
+        let published = try await io.run { engine.publishedState }
+        if lastSequence > anchorSequence,
+            ReplicationConfiguration.snapshotIsCheaperThanReplay(
+                messages: lastSequence - anchorSequence, bytes: bytesSinceSnapshot, databaseBytes: Int64(published.pages) * Int64(published.pageSize))
+        {
+            try await snapshot(
+                reason: "\(lastSequence - anchorSequence) messages (\(byteText(bytesSinceSnapshot))) since the last snapshot: restoring a new one is cheaper than replaying them")
+            return
+        }
         if let interval = configuration.snapshotInterval, ContinuousClock.now - lastSnapshotAt >= interval {
             try await snapshot(reason: "the last snapshot is older than \(interval)")
             return
@@ -650,9 +659,12 @@ actor ShipperCore {
     /// one of `size` bytes fits beside the rest; throws ``ReplicationError/Code/storageLimit``
     /// when it cannot fit even so.
     private func makeRoomForSnapshot(of size: Int64) async throws {
-        guard let objectStore, let limit = configuration.snapshotBucketMaxBytes else { return }
+        guard let objectStore, var limit = configuration.snapshotBucketMaxBytes else { return }
         // Chunk subjects and headers cost a little on top of the data.
         let needed = size + size / 64 + 4096
+        if configuration.snapshotBucketGrows {
+            limit = try await growSnapshotBucketIfNeeded(forSnapshotOf: size, configured: limit)
+        }
         guard needed <= limit else {
             throw ReplicationError(
                 .storageLimit,
@@ -673,6 +685,28 @@ actor ShipperCore {
                 .storageLimit,
                 "the snapshot bucket \(names.snapshotBucket) holds \(byteText(Int64(used))) in its newest snapshot; a new one of \(byteText(size)) does not fit beside it (max_bytes \(byteText(limit)), sqlite.snapshot_max_bytes): raise it to at least twice the database's size")
         }
+    }
+
+    /// With a growing bucket: raises its `max_bytes` so that a snapshot of `size` and the next
+    /// one fit, when they would not; returns the bucket's limit.
+    private func growSnapshotBucketIfNeeded(forSnapshotOf size: Int64, configured: Int64) async throws -> Int64 {
+        let streamName = "OBJ_\(names.snapshotBucket)"
+        var config = try await jetStream.streamInfo(streamName).config
+        let current = max(config.maxBytes ?? configured, configured)
+        let wanted = ReplicationConfiguration.grownSnapshotBucketLimit(forSnapshotOf: size)
+        guard wanted > current else { return current }
+        config.maxBytes = wanted
+        do {
+            _ = try await jetStream.updateStream(config)
+        } catch let error as JetStreamAPIError where error.errorCode == .storageResourcesExceeded || error.errorCode == .insufficientResources {
+            throw ReplicationError(
+                .storageLimit,
+                "a snapshot of \(byteText(size)) needs the snapshot bucket \(names.snapshotBucket) to grow from \(byteText(current)) to \(byteText(wanted)), and JetStream cannot reserve that (\(error.errorDescription)): raise the server's jetstream max_file_store (or the account's limit), or set sqlite.snapshot_max_bytes")
+        }
+        logger.notice(
+            "raised the snapshot bucket's max_bytes to hold the database's snapshots",
+            metadata: ["bucket": "\(names.snapshotBucket)", "max_bytes": "\(byteText(current)) -> \(byteText(wanted))", "snapshot": "\(byteText(size))"])
+        return wanted
     }
 
     private func pruneSnapshots() async {
@@ -826,7 +860,9 @@ func ensureStreamAndBucket(jetStream: JetStream, configuration: ReplicationConfi
             _ = try await jetStream.createObjectStore(bucket)
         } catch let error as ObjectStoreError where error.code == .bucketConfigConflict {
             var existing = try await jetStream.streamInfo(bucket.streamConfig.name).config
-            if existing.maxBytes != bucket.streamConfig.maxBytes {
+            // A growing bucket keeps what it grew to.
+            let grownBeyond = configuration.snapshotBucketGrows && (existing.maxBytes ?? -1) > (bucket.streamConfig.maxBytes ?? -1)
+            if existing.maxBytes != bucket.streamConfig.maxBytes, !grownBeyond {
                 logger?.notice(
                     "applying the configured max_bytes to the snapshot bucket",
                     metadata: ["bucket": "\(bucket.bucket)", "max_bytes": "\(existing.maxBytes ?? -1) -> \(bucket.streamConfig.maxBytes ?? -1)"])

@@ -185,7 +185,7 @@ struct ConfigTests {
                   - address: 2001:DB8:0:0::10/64
                     interface: eth0
                     announce: {count: 3, interval: 100ms, refresh: 10s}
-                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s}
+                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s, promotion_check: full}
               - name: web
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
@@ -200,8 +200,12 @@ struct ConfigTests {
                 announce: AnnounceConfig(count: 3, interval: .milliseconds(100), refresh: .seconds(10))),
         ])
         #expect(db.vips[1].cidr == "2001:db8::10/64")
-        #expect(db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40)))
+        #expect(
+            db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40), promotionCheck: .full))
         #expect(SQLiteReplicaConfig(path: "/x.db").flushTimeout == .seconds(15))
+        #expect(SQLiteReplicaConfig(path: "/x.db").promotionCheck == .checksums)
+        #expect(db.sqlite?.snapshotMaxBytesGrows == true)
+        #expect(SQLiteReplicaConfig(path: "/x.db", snapshotMaxBytes: 8 << 30).snapshotMaxBytesGrows == false)
         #expect(config.apps[1].vips == [VIPConfig(address: "10.0.0.5", prefixLength: 32, isIPv6: false, interface: "br-lan")])
         #expect(config.apps[1].sqlite == nil)
     }
@@ -221,7 +225,15 @@ struct ConfigTests {
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
                 sqlite: {path: /var/lib/plain/app.db}
+              - name: auto
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/auto/app.db, snapshot_max_bytes: auto}
             """)
+        #expect(config.apps[0].sqlite?.snapshotMaxBytesGrows == false)
+        #expect(config.apps[2].sqlite?.snapshotMaxBytesGrows == true)
+        #expect(config.apps[3].sqlite?.snapshotMaxBytesGrows == true)
+        #expect(config.apps[3].sqlite?.snapshotMaxBytes == SQLiteReplicaConfig.defaultSnapshotMaxBytes)
         #expect(config.apps[0].sqlite?.streamMaxBytes == 512 << 20)
         #expect(config.apps[0].sqlite?.snapshotMaxBytes == 10_000_000_000)
         #expect(config.apps[1].sqlite?.streamMaxBytes == 2 << 30)
@@ -488,6 +500,14 @@ struct ConfigTests {
                 sqlite: {path: /var/lib/web/app.db, flush_timeout: 0s}
             """,
             #"test.yaml:8:56: apps[0].sqlite.flush_timeout: must be positive, got 0s"#),
+        .app(
+            "unknown promotion check", """
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/web/app.db, promotion_check: quick}
+            """,
+            #"test.yaml:8:58: apps[0].sqlite.promotion_check: unknown promotion check "quick": use checksums or full"#),
         // Missing keys.
         .app(
             "lease without ttl", """

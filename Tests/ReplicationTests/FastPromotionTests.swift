@@ -103,6 +103,73 @@ struct FastPromotionTests {
         }
     }
 
+    /// A promotion right after the applier stopped takes the page hashes the applier verified
+    /// (`sqlite.promotion_check: checksums`): it reads nothing of the replica, so its cost does
+    /// not grow with the database. With `full` it re-reads the file and runs `quick_check`,
+    /// which is what catches a replica changed behind Baton's back.
+    @Test(arguments: NATSServerKind.allCases)
+    func aPromotionRightAfterTheApplierReadsNothingUnlessAskedTo(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: NATSServerConfig(maxPayload: 200_000)) { server in
+            let directory = try TemporaryDirectory()
+            let (client, jetStream) = try await connect(server)
+            let appA = try await App(path: directory.file("a/app.db"))
+            let a = configuration(directory, node: "node-a", database: appA.path)
+            var b = configuration(directory, node: "node-b", database: directory.file("b/app.db"))
+            let shipper = try await WALShipper.start(configuration: a, token: 1, jetStream: jetStream, logger: logger)
+            let applier = try await WALApplier.start(configuration: b, jetStream: jetStream, logger: logger)
+            try await appA.workload(transactions: 25, bigEvery: 5)
+            let handoff = try await shipper.stepDown()
+            _ = try await applier.waitForFinalMarker(token: 1, timeout: .seconds(30))
+            let handover = try #require(await applier.stop())
+            #expect(handover.position.txid == handoff.txid && handover.checksum.value == handoff.checksum)
+
+            // The store takes the handed-over hashes without reading: a page changed in the file
+            // behind Baton's back is seen only when the file is read.
+            let pageSize = handover.checksum.pageSize
+            let reader = try FileIO.open(b.replicaPath, O_RDONLY)
+            let original = try FileIO.pread(reader, count: pageSize, offset: pageSize, path: b.replicaPath)
+            close(reader)
+            try overwritePage(b.replicaPath, index: 1, pageSize: pageSize, with: [UInt8](repeating: 0x5A, count: pageSize))
+            let store = ReplicaStore(replicaPath: b.replicaPath, positionPath: b.positionPath)
+            try store.load(handover: handover)
+            #expect(try store.verifiedChecksum(readingFile: false).value == handoff.checksum)
+            #expect(throws: ReplicationError.self) { try store.verifiedChecksum(readingFile: true) }
+            store.closeFile()
+
+            b.promotionReadsReplica = true
+            let refused = await #expect(throws: ReplicationError.self) {
+                _ = try await ReplicaPromotion.promote(configuration: b, jetStream: jetStream, logger: logger, handover: handover)
+            }
+            #expect(refused?.code == .checksumMismatch, "\(String(describing: refused))")
+            #expect(!FileManager.default.fileExists(atPath: b.databasePath), "a refused promotion left the database untouched")
+
+            try overwritePage(b.replicaPath, index: 1, pageSize: pageSize, with: original)
+            b.promotionReadsReplica = false
+            // An old database at the path is replaced; its blocks are freed off the promotion's path.
+            try FileManager.default.createDirectory(atPath: (b.databasePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: b.databasePath))
+            let report = try await ReplicaPromotion.promote(configuration: b, jetStream: jetStream, logger: logger, handover: handover)
+            #expect(report.outcome == .promoted && report.txid == handoff.txid)
+            let replaced = ReplicaPromotion.replacedDatabasePath(b.databasePath)
+            let removedBy = ContinuousClock.now + .seconds(10)
+            while FileManager.default.fileExists(atPath: replaced), ContinuousClock.now < removedBy { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!FileManager.default.fileExists(atPath: replaced), "the replaced database's second link was not removed")
+            try await appA.checkpointTruncate()
+            let promoted = try openImmutable(b.databasePath)
+            #expect(try logicalDigest(promoted) == (try await appA.digest()))
+            #expect(try promoted.scalar("PRAGMA integrity_check") == "ok")
+            await appA.close()
+            await client.close()
+        }
+    }
+
+    private func overwritePage(_ path: String, index: Int, pageSize: Int, with bytes: [UInt8]) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64(index * pageSize))
+        try handle.write(contentsOf: bytes)
+        try handle.close()
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func aDivergedOldActiveRestoresASnapshot(kind: NATSServerKind) async throws {
         try await withNATSServer(kind, config: NATSServerConfig(maxPayload: 200_000)) { server in

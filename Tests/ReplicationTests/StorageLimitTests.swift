@@ -138,6 +138,18 @@ struct StorageLimitTests {
             #expect(refused?.code == .storageLimit)
             #expect(refused?.message.contains("sqlite.snapshot_max_bytes") == true)
 
+            // A growing bucket (`snapshot_max_bytes` not set) would grow to 1 GiB, more than
+            // this server can reserve: refused, and the error says what to raise.
+            var growing = tight
+            growing.app = "growing"
+            growing.snapshotBucketGrows = true
+            let notGrown = await #expect(throws: ReplicationError.self) {
+                _ = try await WALShipper.start(configuration: growing, token: 1, jetStream: jetStream, logger: logger)
+            }
+            #expect(notGrown?.code == .storageLimit)
+            #expect(notGrown?.message.contains("to grow from 2.0 MiB to 1.0 GiB") == true, "\(String(describing: notGrown))")
+            #expect(notGrown?.message.contains("max_file_store") == true)
+
             var roomy = configuration(directory, database: app.path)
             roomy.snapshotBucketMaxBytes = 11 << 20  // two snapshots of ~4 MB, not three
             roomy.snapshotsToKeep = 3
@@ -161,6 +173,35 @@ struct StorageLimitTests {
             #expect(kept.count == 2)
             #expect(await shipper.status().lastError == nil)
             _ = try await shipper.stepDown()
+            await app.close()
+            await client.close()
+        }
+    }
+
+    /// Without `snapshot_max_bytes` the bucket grows to twice a snapshot (in whole GiB) when the
+    /// database outgrows it, and keeps that size when batond starts again.
+    @Test(arguments: NATSServerKind.allCases)
+    func aGrowingSnapshotBucketMakesRoomForALargerDatabase(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind, config: server(megabytes: 3000)) { server in
+            let directory = try TemporaryDirectory()
+            let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
+            let jetStream = JetStream(client: client, timeout: .seconds(10))
+            let app = try await App(path: directory.file("a/app.db"))
+            for index in 0..<13 {
+                try await app.run("INSERT INTO items(note, body) VALUES ('big \(index)', randomblob(300000))")
+            }
+            var growing = configuration(directory, database: app.path)
+            growing.snapshotBucketMaxBytes = 2 << 20
+            growing.snapshotBucketGrows = true
+            let shipper = try await WALShipper.start(configuration: growing, token: 1, jetStream: jetStream, logger: logger)
+            #expect(await shipper.status().snapshots == 1)
+            let bucket = "OBJ_" + growing.names.snapshotBucket
+            #expect(try await jetStream.streamInfo(bucket).config.maxBytes == 1 << 30)
+            _ = try await shipper.stepDown()
+            // Starting again with the configured 2 MiB does not shrink it.
+            try await ensureStreamAndBucket(jetStream: jetStream, configuration: growing)
+            #expect(try await jetStream.streamInfo(bucket).config.maxBytes == 1 << 30)
+            #expect(ReplicationConfiguration.grownSnapshotBucketLimit(forSnapshotOf: 4 << 30) == 9 << 30)
             await app.close()
             await client.close()
         }

@@ -227,10 +227,29 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// The most the snapshot bucket holds (`snapshot_max_bytes`, default 4 GiB); old snapshots
     /// are pruned to make room for a new one. JetStream reserves it on the server.
     public var snapshotMaxBytes: Int64
+    /// Whether the snapshot bucket grows past ``snapshotMaxBytes`` to twice a snapshot's size
+    /// when the database outgrows it: when `snapshot_max_bytes` is not set, or `auto`. A
+    /// configured size is a hard limit.
+    public var snapshotMaxBytesGrows: Bool
     /// How long a graceful stepdown's final flush may take, retries included (`flush_timeout`,
     /// default 15s). Meanwhile the lease is kept and renewed and the backend stays stopped;
     /// past it the database is set aside and the loss reported.
     public var flushTimeout: Duration
+    /// What a promotion checks before the replica becomes the app's database
+    /// (`promotion_check`, default `checksums`).
+    public var promotionCheck: PromotionCheck
+
+    /// What a promotion checks before the replica becomes the app's database.
+    public enum PromotionCheck: String, Sendable, Hashable {
+        /// The replica's page hashes, which the passive node verified against the active node's
+        /// checksum of every transaction as it applied it: no read of the file, so a promotion
+        /// costs the same at every database size.
+        case checksums
+        /// Also read the whole replica file again (its hashes against the position) and run
+        /// `PRAGMA quick_check`: catches a replica file changed behind Baton's back, at a cost
+        /// that grows with the database (about 0.5 s per GB measured).
+        case full
+    }
 
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
@@ -241,7 +260,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15)
+        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval
@@ -250,6 +269,8 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
         self.streamMaxBytes = streamMaxBytes
         self.snapshotMaxBytes = snapshotMaxBytes
         self.flushTimeout = flushTimeout
+        self.promotionCheck = promotionCheck
+        self.snapshotMaxBytesGrows = snapshotMaxBytesGrows ?? (snapshotMaxBytes == Self.defaultSnapshotMaxBytes)
     }
 }
 

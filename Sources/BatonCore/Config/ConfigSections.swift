@@ -262,7 +262,7 @@ extension AnnounceConfig: ConfigSection {
 }
 
 extension SQLiteReplicaConfig: ConfigSection {
-    static let keys = ["path", "snapshot_interval", "snapshots", "retention", "stream_max_bytes", "snapshot_max_bytes", "flush_timeout"]
+    static let keys = ["path", "snapshot_interval", "snapshots", "retention", "stream_max_bytes", "snapshot_max_bytes", "flush_timeout", "promotion_check"]
 
     init?(fields: ConfigFields) {
         let defaults = SQLiteReplicaConfig(path: "/")
@@ -271,9 +271,28 @@ extension SQLiteReplicaConfig: ConfigSection {
         let snapshotsKept = fields.optional("snapshots", default: defaults.snapshotsKept) { $0.integer(in: 1...100) }
         let retention = fields.optional("retention", default: defaults.retention) { $0.duration(.positive) }
         let streamMaxBytes = fields.optional("stream_max_bytes", default: defaults.streamMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
-        let snapshotMaxBytes = fields.optional("snapshot_max_bytes", default: defaults.snapshotMaxBytes) { $0.byteSize(atLeast: 1 << 20) }
+        var snapshotMaxBytes: Int64? = defaults.snapshotMaxBytes
+        var snapshotMaxBytesGrows = true
+        if let value = fields.optional("snapshot_max_bytes") {
+            if case .scalar(let scalar) = value.node, scalar.string == "auto" {
+                snapshotMaxBytes = defaults.snapshotMaxBytes
+            } else {
+                snapshotMaxBytes = value.byteSize(atLeast: 1 << 20)
+                snapshotMaxBytesGrows = false
+            }
+        }
         let flushTimeout = fields.optional("flush_timeout", default: defaults.flushTimeout) { $0.duration(.positive) }
-        guard let path, let snapshotInterval, let snapshotsKept, let retention, let streamMaxBytes, let snapshotMaxBytes, let flushTimeout else {
+        var promotionCheck: PromotionCheck? = defaults.promotionCheck
+        if let value = fields.optional("promotion_check") {
+            promotionCheck = value.string(expected: "checksums or full").flatMap { text in
+                let check = PromotionCheck(rawValue: text)
+                if check == nil { value.error("unknown promotion check \(quoted(text)): use checksums or full") }
+                return check
+            }
+        }
+        guard let path, let snapshotInterval, let snapshotsKept, let retention, let streamMaxBytes, let snapshotMaxBytes, let flushTimeout,
+            let promotionCheck
+        else {
             return nil
         }
         if path.hasSuffix("/") {
@@ -282,7 +301,8 @@ extension SQLiteReplicaConfig: ConfigSection {
         }
         self.init(
             path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention,
-            streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout)
+            streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout, promotionCheck: promotionCheck,
+            snapshotMaxBytesGrows: snapshotMaxBytesGrows)
     }
 }
 

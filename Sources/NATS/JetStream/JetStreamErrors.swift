@@ -73,9 +73,9 @@ public struct JetStreamError: Error, Hashable, Sendable, CustomStringConvertible
         public static let invalidName = Code(name: "invalidName")
         /// A consumer was deleted or stopped answering.
         public static let consumerGone = Code(name: "consumerGone")
-        /// The server ended a pull request with a status other than "no messages" or
-        /// "timeout" before any message arrived (for example `409 Batch Completed` on a
-        /// clustered nats-server 2.11+). The consumer is still there, but messages the server
+        /// The server ended a pull request with a status other than "no messages", "timeout" or
+        /// "batch completed" before any message arrived (for example `409 Leadership Change`).
+        /// The consumer is still there, but messages the server
         /// meant for that request may be in flight to it: a reader that must not skip any
         /// repositions the consumer before pulling again.
         public static let pullRequestEnded = Code(name: "pullRequestEnded")

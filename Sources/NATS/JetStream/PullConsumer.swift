@@ -34,6 +34,10 @@ public struct PullConsumer: Sendable {
     /// ``JetStreamError/Code/invalidArgument``. The messages wait in a subscription sized for
     /// the request (`batch` messages, `maxBytes` bytes), so none is dropped client-side. When the
     /// connection drops, the fetch returns at once with what arrived (the request is gone).
+    ///
+    /// A `409 Batch Completed` status (nats-server 2.11+, requests with `maxBytes`) says how many
+    /// messages the server dispatched; the fetch waits for all of them, since on a replicated
+    /// consumer the status arrives before the batch's last messages.
     public func fetch(batch: Int, maxBytes: Int? = nil, expires: Duration = .seconds(5), noWait: Bool = false) async throws -> [JetStreamMessage] {
         guard batch > 0 else { throw JetStreamError(.invalidArgument, "fetch batch must be at least 1") }
         if let maxBytes, maxBytes <= 0 { throw JetStreamError(.invalidArgument, "fetch max bytes must be at least 1") }
@@ -66,10 +70,23 @@ public struct PullConsumer: Sendable {
         }
         try await client.publish("\(jetStream.apiPrefix).CONSUMER.MSG.NEXT.\(stream).\(name)", payload: ByteBuffer(bytes: body), replyTo: inbox)
         var messages: [JetStreamMessage] = []
+        // How many messages the server dispatched to this request when it said the batch is
+        // complete; some of them may still be on their way (see `batchCompleted` below).
+        var dispatched: Int?
         for await message in subscription {
             if let status = message.headers?.status {
                 switch status {
                 case 100:
+                    continue
+                case 409 where Self.meansBatchCompleted(message.headers?.statusDescription):
+                    // A replicated consumer (R > 1, explicit acks) sends a message only once its
+                    // delivery is replicated, while nats-server 2.11+ sends "Batch Completed" as
+                    // soon as the batch is taken: the status overtakes the batch's last messages.
+                    // Wait for them (within the request's deadline) instead of dropping them.
+                    let remaining = message.headers?[Self.pendingMessagesHeader].flatMap { Int($0) } ?? 0
+                    let expected = max(0, batch - remaining)
+                    dispatched = expected
+                    if messages.count >= expected { return messages }
                     continue
                 case 404, 408:
                     return messages
@@ -88,8 +105,8 @@ public struct PullConsumer: Sendable {
                         }
                         return messages
                     }
-                    // Anything else ends this pull request, not the consumer: "Batch Completed"
-                    // (clustered nats-server 2.11+), "Leadership Change", "Exceeded MaxWaiting".
+                    // Anything else ends this pull request, not the consumer: "Leadership
+                    // Change", "Exceeded MaxWaiting".
                     if messages.isEmpty {
                         throw JetStreamError(.pullRequestEnded, "the pull request to consumer \(name) on \(stream) ended: \(text)")
                     }
@@ -103,10 +120,20 @@ public struct PullConsumer: Sendable {
             }
             if let delivered = JetStreamMessage(message, client: client) {
                 messages.append(delivered)
-                if messages.count >= batch { return messages }
+                if messages.count >= (dispatched ?? batch) { return messages }
             }
         }
         return messages
+    }
+
+    /// The header of a pull request's status that says how many messages of its batch were
+    /// not sent.
+    static let pendingMessagesHeader = "Nats-Pending-Messages"
+
+    /// Whether a 409 status of a pull request says its batch is complete: every message it
+    /// asked for was dispatched (nats-server 2.11+ when the request also set `max_bytes`).
+    static func meansBatchCompleted(_ description: String?) -> Bool {
+        description?.lowercased().contains("batch completed") ?? false
     }
 
     /// Whether a 409 status of a pull request says the consumer itself is gone or unusable

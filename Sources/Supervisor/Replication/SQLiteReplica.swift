@@ -108,6 +108,8 @@ public actor SQLiteReplica: AppReplica {
         configuration.snapshotInterval = sqlite.snapshotInterval
         configuration.streamMaxBytes = sqlite.streamMaxBytes
         configuration.snapshotBucketMaxBytes = sqlite.snapshotMaxBytes
+        configuration.snapshotBucketGrows = sqlite.snapshotMaxBytesGrows
+        configuration.promotionReadsReplica = sqlite.promotionCheck == .full
         return configuration
     }
 
@@ -234,6 +236,7 @@ public actor SQLiteReplica: AppReplica {
         try checkIntent(generation, "promotion")
         followRetry?.cancel()
         await removeLeftoversOnce()
+        var handover: ReplicaHandover?
         switch mode {
         case .shipping(let shipper) where shipper.token == token && fencedToken != token:
             return  // already promoted under this token
@@ -244,7 +247,7 @@ public actor SQLiteReplica: AppReplica {
         case .following(let applier):
             mode = .idle
             lagMonitor?.cancel()
-            await applier.stop()
+            handover = await applier.stop()
         case .idle:
             break
         }
@@ -257,7 +260,7 @@ public actor SQLiteReplica: AppReplica {
         let report: PromotionReport
         do {
             report = try await ReplicaPromotion.promote(
-                configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout, token: token)
+                configuration: configuration, jetStream: jetStream, logger: logger, timeout: promotionTimeout, token: token, handover: handover)
         } catch {
             lastError = "promotion failed: \(error)"
             if let refusal = error as? ReplicationError, refusal.code == .newerDataElsewhere {
