@@ -46,6 +46,14 @@ let package = Package(
             name: "BatonCoreTests",
             dependencies: ["BatonCore"]
         ),
+        .target(
+            name: "BatonEvents",
+            dependencies: ["BatonCore", "NATS", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "BatonEventsTests",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
         // The control protocol's two ends (service, client) and the lease bucket's record and
         // store: everything batonctl needs, without the backends' C libraries.
         .target(
@@ -87,6 +95,7 @@ let package = Package(
             name: "Supervisor",
             dependencies: [
                 "BatonCore",
+                "BatonEvents",
                 "NATS",
                 "Control",
                 "Backends",
@@ -116,6 +125,7 @@ let package = Package(
             name: "batond",
             dependencies: [
                 "BatonCore",
+                "BatonEvents",
                 "NATS",
                 "Control",
                 "Backends",
@@ -152,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy",
+                "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "WSCore", package: "swift-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -198,6 +208,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/ReplicationBenchmark"
+        ),
+        .executableTarget(
+            name: "EventsBenchmark",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/EventsBenchmark"
         ),
         .executableTarget(
             name: "VIPFailoverBenchmark",
@@ -265,8 +280,14 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Control", "Permissions", "BatonCore", "NATS", "Replication",
+                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "Replication",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -131,6 +131,18 @@ public struct BatonPermissions: Sendable, Hashable {
             if writes { builder.publish("\(JetStreamNames.objectStoreSubjectPrefix(bucket: names.snapshotBucket)).>", "snapshot chunks and metadata of \(app)") }
         }
 
+        // The event history, one stream per cluster: batond appends to it, batonctl events and
+        // doctor read it (through a durable of their own, removed after the read).
+        let events = EventSubjects.stream(cluster: cluster)
+        let eventSubjects = String(EventSubjects.all(cluster: cluster).dropLast(2))
+        builder.stream(events, subjects: eventSubjects, what: "event history", access: writes ? .write : .watch)
+        if writes {
+            builder.publish(EventSubjects.all(cluster: cluster), "event history: every app's transitions and failover records")
+        } else {
+            builder.publish("\(JetStreamNames.apiPrefix).CONSUMER.DURABLE.CREATE.\(events).>", "batonctl events: the reader's own consumer")
+            builder.publish("\(JetStreamNames.apiPrefix).CONSUMER.DELETE.\(events).>", "batonctl events: remove the reader's consumer after the read")
+        }
+
         // The control service (a NATS micro service named `baton` on every node).
         let service = ControlService.serviceName
         let discovery = [

@@ -20,6 +20,7 @@ struct BatonCtl: AsyncParsableCommand {
         subcommands: [
             StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
             ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self,
+            ReplicaCommand.self, ValidateCommand.self, EventsCommand.self, DoctorCommand.self,
         ]
     )
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonEvents
 import BatonHTTP
 import Foundation
 import Logging
@@ -124,13 +125,22 @@ struct Batond: AsyncParsableCommand {
         if ownUnit == nil {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
+        // The event history: fire-and-forget from the apps into a bounded buffer, published by
+        // its own task on the replication connection, so that no event ever shares the lease
+        // connection's socket or waits in front of a renew.
+        let events = EventPublisher(
+            jetStream: JetStream(client: replicationClient), cluster: loaded.cluster,
+            retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
+            logger: logger)
         let node = NodeSupervisor(
-            config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), logger: logger
+            config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), events: events,
+            eventsClient: replicationClient, logger: logger
         ) { plan, app in
             try await makeParts(plan, app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
         let service = BatondService(
-            configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+            configPath: config, client: client, replicationClient: replicationClient, node: node, events: events, serviceManager: serviceManager,
+            logger: logger)
         // A service group shuts its services down in reverse order, one after the other: batond's
         // own service comes last in the list so that SIGTERM steps the apps down at once (a
         // managed systemd unit stopped ahead of batond must not be restarted meanwhile), while
@@ -247,6 +257,8 @@ struct BatondService: Service {
     /// (leases, control service).
     let replicationClient: NATSClient
     let node: NodeSupervisor
+    /// The node's events to the cluster's event history.
+    let events: EventPublisher
     let serviceManager: ServiceManagerLink
     let logger: Logger
 
@@ -294,6 +306,12 @@ struct BatondService: Service {
         let heartbeats = Task { [node] in
             await registry.runHeartbeats { other in await node.duplicateInstanceDetected(other) }
         }
+        let eventDelivery = Task { [events] in await events.run() }
+        let started = await node.currentConfig
+        events.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: started.cluster, node: started.node.id, app: nil, kind: .nodeStarted,
+                detail: "batond \(BatonVersion.current) started (instance \(node.instance), apps \(started.apps.map(\.name)))"))
         await node.start()
         let config = await node.currentConfig
         let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
@@ -307,6 +325,19 @@ struct BatondService: Service {
         logger.info("stopping: stepping every app down")
         await control.stop()
         await node.shutdown()
+        // The step-down events go out before the connection closes (bounded: NATS may be gone).
+        events.finish()
+        let delivered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await eventDelivery.value; return true }
+            group.addTask { try? await Task.sleep(for: .seconds(2)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !delivered {
+            eventDelivery.cancel()
+            logger.warning("the last events did not reach the event history before batond stopped")
+        }
         heartbeats.cancel()
         await heartbeats.value
         await registry.deregister()

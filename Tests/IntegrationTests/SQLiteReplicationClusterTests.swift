@@ -1,3 +1,4 @@
+import BatonCore
 import Foundation
 import NATS
 import NATSTestSupport
@@ -732,6 +733,108 @@ struct SQLiteReplicationClusterTests {
             #expect(promoted.contains("forced"), "\(promoted.suffix(2000))")
             #expect(next.epoch > first.epoch)
             await client.close()
+        }
+    }
+}
+
+/// Issue 14 item 4: the event history's flight records, written by real batond nodes.
+extension SQLiteReplicationClusterTests {
+    /// The app's events as `batonctl events --json` prints them.
+    private func events(_ cluster: ReplicationCluster, _ extra: [String] = []) async throws -> [BatonEvent] {
+        let result = try await cluster.batonctl(["events", ReplicationCluster.app, "--json"] + extra)
+        try #require(result.status == 0, "batonctl events failed: \(result.output)")
+        return try result.output.split(separator: "\n").filter { $0.hasPrefix("{") }.map {
+            try JSONDecoder().decode(BatonEvent.self, from: Data($0.utf8))
+        }
+    }
+
+    /// Polls the history until `kind` has `count` records (bounded), and returns the events.
+    private func waitForEvents(_ cluster: ReplicationCluster, kind: BatonEvent.Kind, count: Int, timeout: Duration = .seconds(15)) async throws -> [BatonEvent] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let all = try await events(cluster)
+            if all.filter({ $0.kind == kind }).count >= count || ContinuousClock.now > deadline { return all }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func aSwitchoverAndAKillNineFailoverEachWriteOneFlightRecord(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-events") { cluster in
+            let first = try await cluster.waitForWriter(after: 0, count: 10, timeout: .seconds(30))
+            let target = first.node == "node-1" ? "node-2" : "node-1"
+
+            // A follower started before the switchover sees its record arrive.
+            let followPath = cluster.directory.appendingPathComponent("follow.jsonl").path
+            _ = FileManager.default.createFile(atPath: followPath, contents: nil)
+            let followOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: followPath))
+            let follower = Process()
+            follower.executableURL = URL(fileURLWithPath: cluster.batonctl)
+            follower.arguments = ["events", ReplicationCluster.app, "--follow", "--json", "--nats", "nats://127.0.0.1:\(cluster.port)", "--cluster", "itest"]
+            follower.standardOutput = followOutput
+            follower.standardError = FileHandle.nullDevice
+            follower.standardInput = FileHandle.nullDevice
+            try follower.run()
+            defer {
+                if follower.isRunning { kill(follower.processIdentifier, SIGKILL) }
+                try? followOutput.close()
+            }
+
+            let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "30s"])
+            try #require(switchover.status == 0, "switchover failed: \(switchover.output)")
+            let second = try await cluster.waitForWriter(after: first.epoch, on: target, count: 3, timeout: .seconds(20))
+            let afterSwitchover = try await waitForEvents(cluster, kind: .switchover, count: 1)
+            let switchovers = afterSwitchover.filter { $0.kind == .switchover }
+            #expect(switchovers.count == 1, "\(afterSwitchover.map(\.kind))")
+            let graceful = try #require(switchovers.first?.handover, "no switchover record: \(afterSwitchover.map { "\($0.node) \($0.kind.rawValue)" })")
+            #expect(graceful.fromNode == first.node && graceful.toNode == target)
+            #expect(graceful.fromEpoch == first.epoch && graceful.toEpoch == second.epoch)
+            #expect(graceful.graceful)
+            #expect(graceful.downtimeMilliseconds > 0 && graceful.downtimeMilliseconds < 30_000, "\(graceful)")
+            #expect(graceful.downtimeFrom == .oldBackendStop, "\(graceful)")
+            let gracefulLoss = try #require(graceful.dataLoss, "a replicated app's record has a data-loss field")
+            #expect(gracefulLoss.finalMarker)
+            #expect(gracefulLoss.promotedTxid != nil && gracefulLoss.lostShippedTxids == 0, "\(gracefulLoss)")
+            // The old node's step-down and release are in the history too.
+            #expect(afterSwitchover.contains { $0.kind == .steppingDown && $0.node == first.node && $0.epoch == first.epoch })
+            #expect(afterSwitchover.contains { $0.kind == .released && $0.node == first.node && ($0.durationMilliseconds ?? 0) > 0 })
+
+            // The follower printed the record within the test.
+            let followDeadline = ContinuousClock.now + .seconds(10)
+            var followed: [BatonEvent] = []
+            while ContinuousClock.now < followDeadline {
+                let text = (try? String(contentsOfFile: followPath, encoding: .utf8)) ?? ""
+                followed = text.split(separator: "\n").compactMap { try? JSONDecoder().decode(BatonEvent.self, from: Data($0.utf8)) }
+                if followed.contains(where: { $0.kind == .switchover }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(followed.contains { $0.kind == .switchover && $0.epoch == second.epoch }, "follow printed \(followed.map(\.kind))")
+
+            // --since: only recent events; the text form names the record.
+            let recent = try await events(cluster, ["--since", "1h"])
+            #expect(recent.contains { $0.kind == .switchover })
+            let text = try await cluster.batonctl(["events", ReplicationCluster.app, "--since", "1h"])
+            #expect(text.status == 0 && text.output.contains("switchover") && text.output.contains("moved from \(first.node) to \(target)"), "\(text.output)")
+            print("batonctl events \(ReplicationCluster.app) --since 1h:\n\(text.output)")
+
+            // kill -9 of the new active node: the old one (past its cooldown) takes over.
+            try await Task.sleep(for: .milliseconds(2200))
+            cluster.nodes[target]!.signal(SIGKILL)
+            let third = try await cluster.waitForWriter(after: second.epoch, on: first.node, count: 3, timeout: .seconds(20))
+            let afterCrash = try await waitForEvents(cluster, kind: .failover, count: 1)
+            let failovers = afterCrash.filter { $0.kind == .failover }
+            #expect(failovers.count == 1, "\(afterCrash.map(\.kind))")
+            #expect(afterCrash.filter { $0.kind == .switchover }.count == 1, "the switchover is recorded once")
+            let crash = try #require(failovers.first?.handover, "no failover record: \(afterCrash.map { "\($0.node) \($0.kind.rawValue)" })")
+            #expect(crash.fromNode == target && crash.toNode == first.node && crash.toEpoch == third.epoch)
+            #expect(!crash.graceful)
+            #expect(crash.downtimeFrom == .lastRenewSeen, "\(crash)")
+            #expect(crash.downtimeMilliseconds > 0 && crash.downtimeMilliseconds < 30_000, "\(crash)")
+            let crashLoss = try #require(crash.dataLoss, "a replicated app's record has a data-loss field")
+            #expect(!crashLoss.finalMarker)
+            #expect(crashLoss.promotedTxid != nil, "\(crashLoss)")
+            #expect(crashLoss.unshipped.contains("not shipped"), "\(crashLoss)")
+            print("flight records:\n\(afterCrash.filter { $0.handover != nil }.map { $0.detail ?? "" }.joined(separator: "\n"))")
         }
     }
 }

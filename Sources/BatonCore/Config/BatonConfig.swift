@@ -14,14 +14,19 @@ public struct BatonConfig: Sendable, Hashable {
     public var apps: [AppConfig]
     /// batond's HTTP server (`http:`), off when nil.
     public var http: HTTPConfig?
+    /// Retention of the cluster's event history (`events:`, optional).
+    public var events: EventsConfig
 
     /// Creates a config (without validation).
-    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil) {
+    public init(
+        cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil, events: EventsConfig = EventsConfig()
+    ) {
         self.cluster = cluster
         self.node = node
         self.nats = nats
         self.apps = apps
         self.http = http
+        self.events = events
     }
 
     /// The app called `name`, if any.

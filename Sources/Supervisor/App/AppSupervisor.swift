@@ -34,6 +34,7 @@ public actor AppSupervisor {
     /// cancelled.
     private var actionTasks: [UInt64: Task<Void, Never>] = [:]
     private var nextActionID: UInt64 = 0
+    private var observationsContinuation: AsyncStream<(LeaseObservation, MonotonicInstant)>.Continuation?
     private nonisolated let lastTickNanoseconds: Atomic<Int64>
     /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
     private let metrics: AppMetrics
@@ -81,6 +82,14 @@ public actor AppSupervisor {
     public func notifications() -> AsyncStream<AppLifecycle.Notification> {
         let (stream, continuation) = AsyncStream.makeStream(of: AppLifecycle.Notification.self, bufferingPolicy: .bufferingNewest(256))
         notificationsContinuation = continuation
+        return stream
+    }
+
+    /// The lease observations of other holders' writes as the watch delivers them, with the
+    /// instant each was received (for the event history's flight recorder).
+    public func leaseObservations() -> AsyncStream<(LeaseObservation, MonotonicInstant)> {
+        let (stream, continuation) = AsyncStream.makeStream(of: (LeaseObservation, MonotonicInstant).self, bufferingPolicy: .bufferingNewest(64))
+        observationsContinuation = continuation
         return stream
     }
 
@@ -182,7 +191,10 @@ public actor AppSupervisor {
                 let watch = try await store.watch()
                 attempt = 0
                 for try await event in watch {
-                    if case .observed(let observation) = event { send(.leaseObserved(observation)) }
+                    if case .observed(let observation) = event {
+                        observationsContinuation?.yield((observation, MonotonicClock.now()))
+                        send(.leaseObserved(observation))
+                    }
                 }
                 await watch.stop()
             } catch {

@@ -1,6 +1,8 @@
 import Backends
 import BatonCore
+import BatonEvents
 import Control
+import Foundation
 import Logging
 import NATS
 
@@ -41,6 +43,10 @@ public actor NodeSupervisor: NodeController {
     /// Where the apps' runtime files go (``AppPlan/SystemdPlan/epochFile``).
     private let runtimeDirectory: String
     private let logger: Logger
+    /// Where the node's events go (the cluster's event history), nil without one.
+    private let events: EventPublisher?
+    /// The connection the flight recorder reads the history on (the old node's step-down).
+    private let eventsClient: NATSClient
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
@@ -51,10 +57,15 @@ public actor NodeSupervisor: NodeController {
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
     /// runs in (nil when not under systemd), for the status; `runtimeDirectory` is where the
     /// apps' plans put their runtime files (see ``AppPlan/init(app:node:runtimeDirectory:)``).
+    /// `events` records every app's transitions, and config reloads, in the cluster's event
+    /// history; the history is read on `eventsClient` (default: `client`).
     public init(
-        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, runtimeDirectory: String = "/run/baton", logger: Logger,
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, runtimeDirectory: String = "/run/baton",
+        events: EventPublisher? = nil, eventsClient: NATSClient? = nil, logger: Logger,
         makeParts: @escaping AppPartsFactory
     ) {
+        self.events = events
+        self.eventsClient = eventsClient ?? client
         self.config = config
         self.client = client
         self.instance = instance
@@ -88,10 +99,16 @@ public actor NodeSupervisor: NodeController {
         applied.node = config.node
         applied.nats = config.nats
         applied.http = config.http
+        applied.events = config.events
         config = applied
         for name in changes.changed + changes.added {
             if let app = newConfig.app(named: name) { await startApp(app) }
         }
+        events?.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: nil, kind: .configReloaded,
+                detail: "added \(changes.added), removed \(changes.removed), changed \(changes.changed)"
+                    + (changes.restartRequired.isEmpty ? "" : "; not applied until a restart: \(changes.restartRequired)")))
         logger.info(
             "config reloaded",
             metadata: ["added": "\(changes.added)", "removed": "\(changes.removed)", "changed": "\(changes.changed)", "unchanged": "\(changes.unchanged.count)"])
@@ -126,14 +143,32 @@ public actor NodeSupervisor: NodeController {
                 addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
+            let recorder = events.map {
+                AppEventRecorder(
+                    recorder: FlightRecorder(cluster: config.cluster, app: app.name, me: LeaseHolder(node: config.node.id, instance: instance)),
+                    publisher: $0, reader: EventReader(jetStream: JetStream(client: eventsClient), cluster: config.cluster), replica: parts.replica,
+                    vips: app.vips.map { "\($0.cidr) on \($0.interface)" }, logger: appLogger)
+            }
+            let observations = events == nil ? nil : await supervisor.leaseObservations()
             let watcher = Task { [weak self] in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await notification in notifications { await self?.record(app.name, notification) }
+                        for await notification in notifications {
+                            await self?.record(app.name, notification)
+                            await recorder?.record(notification)
+                        }
                     }
                     if let backendNotices {
                         group.addTask {
-                            for await notice in backendNotices { await self?.record(app.name, notice) }
+                            for await notice in backendNotices {
+                                await self?.record(app.name, notice)
+                                await recorder?.record(notice)
+                            }
+                        }
+                    }
+                    if let recorder, let observations {
+                        group.addTask {
+                            for await (observation, instant) in observations { await recorder.observe(observation, at: instant) }
                         }
                     }
                 }
@@ -266,6 +301,7 @@ public actor NodeSupervisor: NodeController {
                 lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
+            status.configDigests = ConfigDigest.sections(of: app)
             statuses.append(status)
         }
         return NodeStatus(
