@@ -20,8 +20,9 @@ public protocol BatonHTTPNode: Sendable {
     /// Whether batond's loops tick.
     func liveness() async -> Liveness
     /// Sends `command` about `app` to `node`'s control service (the code path `batonctl` uses)
-    /// and returns its answer.
-    func send(_ command: ControlCommand, app: String, to target: String?, node: String) async throws -> ControlReply
+    /// and returns its answer. `caller` is who asked over HTTP (the client's IP address), which
+    /// the node logs and records in the event history with the command.
+    func send(_ command: ControlCommand, app: String, to target: String?, node: String, caller: String) async throws -> ControlReply
     /// The Prometheus text exposition of the node's metrics.
     func metricsText() async -> String
 }
@@ -77,7 +78,7 @@ public struct BatonHTTPServer: Sendable {
     ///
     /// - Throws: ``BatonHTTPSetupError`` when the TLS certificate or key cannot be loaded.
     public func application(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some Service {
-        let router = Router()
+        let router = Router(context: BatonRequestContext.self)
         addRoutes(to: router)
         let server: HTTPServerBuilder
         if let tls = config.tls {
@@ -101,7 +102,7 @@ public struct BatonHTTPServer: Sendable {
             logger: logger)
     }
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<BatonRequestContext>) {
         let node = self.node
         let token = self.token
         let logger = self.logger
@@ -176,12 +177,15 @@ public struct BatonHTTPServer: Sendable {
                 case .refuse(let status, let message):
                     return Self.text(HTTPResponse.Status(code: status), message)
                 case .send(let nodes):
-                    logger.info("HTTP control command", metadata: ["command": "\(command.rawValue)", "app": "\(app)", "to": "\(target ?? "")", "nodes": "\(nodes)"])
+                    let caller = context.remoteAddress.map { $0.ipAddress ?? "\($0)" } ?? "(address unknown)"
+                    logger.notice(
+                        "HTTP control command",
+                        metadata: ["command": "\(command.rawValue)", "app": "\(app)", "to": "\(target ?? "")", "nodes": "\(nodes)", "requester": "\(caller)"])
                     let answers = await withTaskGroup(of: CommandAnswer.self) { group in
                         for name in nodes {
                             group.addTask {
                                 do {
-                                    let reply = try await node.send(command, app: app, to: command == .switchover ? target : nil, node: name)
+                                    let reply = try await node.send(command, app: app, to: command == .switchover ? target : nil, node: name, caller: caller)
                                     return CommandAnswer(node: name, ok: reply.ok, message: reply.message)
                                 } catch {
                                     return CommandAnswer(node: name, ok: false, message: "\(error)", failed: true)
@@ -264,4 +268,17 @@ struct CommandResult: Codable, Sendable {
     var app: String
     var to: String?
     var answers: [CommandAnswer]
+}
+
+/// The request context of batond's HTTP server: Hummingbird's core context plus the client's
+/// address, which a control command's "who asked" names.
+public struct BatonRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The address the request came from.
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
 }

@@ -133,6 +133,7 @@ public final class ControlService: Sendable {
         logger.notice(
             "control command \(command.rawValue) \(body.app)\(body.to.map { " to \($0)" } ?? "") requested by \(requester)",
             metadata: ["command": "\(command.rawValue)", "app": "\(body.app)", "to": "\(body.to ?? "")", "requester": "\(requester)"])
+        await controller.recordCommand(command, app: body.app, to: body.to, requester: requester)
         let reply: ControlReply
         switch command {
         case .stepdown: reply = await controller.stepdown(app: body.app)

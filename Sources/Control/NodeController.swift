@@ -15,4 +15,13 @@ public protocol NodeController: Sendable {
     /// Takes a snapshot of the app's SQLite database now, when the app is active on this node
     /// and has a `sqlite:` section; the reply carries the ``SnapshotReport``.
     func snapshot(app: String) async -> ControlReply
+    /// Records that `command` about `app` was requested by `requester` (see the extension).
+    func recordCommand(_ command: ControlCommand, app: String, to target: String?, requester: String) async
+}
+
+extension NodeController {
+    /// Records that `command` about `app` was requested by `requester` (the node's event
+    /// history). The control service calls it before it carries a command out; by default
+    /// nothing is recorded.
+    public func recordCommand(_ command: ControlCommand, app: String, to target: String?, requester: String) async {}
 }

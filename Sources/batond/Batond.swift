@@ -155,7 +155,7 @@ struct Batond: AsyncParsableCommand {
             // reason: the apps step down gracefully, like on SIGTERM.
             let server: BatonHTTPServer
             do {
-                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster), logger: logger)
+                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster, nodeID: loaded.node.id), logger: logger)
                 let application = try server.application { [logger] port in
                     logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
                 }

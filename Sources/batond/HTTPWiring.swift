@@ -120,12 +120,14 @@ struct BatondHTTPNode: BatonHTTPNode {
     let node: NodeSupervisor
     let client: NATSClient
     let control: ControlClient
+    let nodeID: String
     let cache = ClusterStatusCache()
 
-    init(node: NodeSupervisor, client: NATSClient, cluster: String) {
+    init(node: NodeSupervisor, client: NATSClient, cluster: String, nodeID: String) {
         self.node = node
         self.client = client
         self.control = ControlClient(client: client, cluster: cluster)
+        self.nodeID = nodeID
     }
 
     func localStatus() async -> NodeStatus? {
@@ -142,8 +144,10 @@ struct BatondHTTPNode: BatonHTTPNode {
         return Liveness(stalledApps: stalled ?? [], nodeAnswered: stalled != nil, limit: "\(limit)")
     }
 
-    func send(_ command: ControlCommand, app: String, to target: String?, node name: String) async throws -> ControlReply {
-        try await control.send(command, app: app, to: target, node: name, timeout: .seconds(10))
+    func send(_ command: ControlCommand, app: String, to target: String?, node name: String, caller: String) async throws -> ControlReply {
+        var control = control
+        control.requester = ControlRequester(client: "batond's HTTP API on \(nodeID)", httpClient: caller)
+        return try await control.send(command, app: app, to: target, node: name, timeout: .seconds(10))
     }
 
     func metricsText() async -> String { BatondMetrics.text() }

@@ -207,6 +207,20 @@ struct BatondHTTPTests {
             #expect(try await cluster.get(active, "/apps/beat/active").status == 503)
             #expect(try await cluster.get(active, "/apps/beat/passive").status == 200)
 
+            // Who asked: the node that carried the command out logs the HTTP client and records
+            // the command in the event history.
+            let asked = "switchover to \(passive) requested by HTTP client 127.0.0.1 with the control token"
+            let activeLog = cluster.directory.appendingPathComponent("\(active).log").path
+            try await waitUntil("the HTTP client in \(active)'s log", timeout: .seconds(10)) {
+                ((try? String(contentsOfFile: activeLog, encoding: .utf8)) ?? "").contains("control command switchover beat to \(passive) requested by HTTP client 127.0.0.1")
+            }
+            let batonctl = try BatondClusterTests.executable("batonctl")
+            let configPath = cluster.directory.appendingPathComponent("node-1.yaml").path
+            try await waitUntil("the command in the event history", timeout: .seconds(10)) {
+                let history = try runCommand(batonctl, ["events", "beat", "--json", "--config", configPath])
+                return history.status == 0 && history.output.split(separator: "\n").contains { $0.contains("\"command\"") && $0.contains(asked) }
+            }
+
             // Pause and resume go to every node running the app.
             let paused = try await cluster.post("node-1", "/apps/beat/pause", token: HTTPCluster.token)
             #expect(paused.status == 200 && paused.body.contains("node-1") && paused.body.contains("node-2"), "\(paused)")

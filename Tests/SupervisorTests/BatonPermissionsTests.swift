@@ -392,6 +392,10 @@ struct ControlRequesterTests {
         #expect(full.description == "nats user alice (batonctl, root@ops-1, pid 42)")
         #expect(ControlRequester(credentials: "/etc/baton/ops.creds", host: "ops-2").description == "credentials /etc/baton/ops.creds (ops-2)")
         #expect(ControlRequester().description == "unauthenticated or unnamed NATS user")
+        let overHTTP = ControlRequester(client: "batond's HTTP API on node-1", httpClient: "10.0.0.7")
+        #expect(overHTTP.description == "HTTP client 10.0.0.7 with the control token (through batond's HTTP API on node-1)")
+        let decoded = try JSONDecoder().decode(ControlRequester.self, from: JSONEncoder().encode(overHTTP))
+        #expect(decoded == overHTTP)
 
         let request = ControlRequest(app: "web", to: "node-2", requester: full)
         let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)

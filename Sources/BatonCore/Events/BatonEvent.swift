@@ -32,6 +32,9 @@ public struct BatonEvent: Codable, Sendable, Hashable {
         case backendRestarted = "backend-restarted"
         /// Another batond runs with this node id.
         case duplicateInstance = "duplicate-instance"
+        /// An operator's command reached the node (`batonctl` or the HTTP API): what, about which
+        /// app, and who asked (self-reported by the sender; see README "NATS permissions").
+        case command
         /// Something the node's VIP or replica adapters reported (a VIP conflict, ...).
         case observed
         /// The app moved to this node after its previous holder's lease ran out (crash, partition).

@@ -14,23 +14,33 @@ public struct ControlRequester: Codable, Sendable, Hashable, CustomStringConvert
     public var localUser: String?
     /// The sender's process id.
     public var pid: Int32?
+    /// For a command given over batond's HTTP API: the HTTP client's address (the sender is then
+    /// that node's batond, which checked the bearer token).
+    public var httpClient: String?
 
     /// Creates a description of a sender.
-    public init(natsUser: String? = nil, credentials: String? = nil, client: String? = nil, host: String? = nil, localUser: String? = nil, pid: Int32? = nil) {
+    public init(
+        natsUser: String? = nil, credentials: String? = nil, client: String? = nil, host: String? = nil, localUser: String? = nil, pid: Int32? = nil,
+        httpClient: String? = nil
+    ) {
         self.natsUser = natsUser
         self.credentials = credentials
         self.client = client
         self.host = host
         self.localUser = localUser
         self.pid = pid
+        self.httpClient = httpClient
     }
 
     enum CodingKeys: String, CodingKey {
-        case natsUser = "nats_user", credentials, client, host, localUser = "local_user", pid
+        case natsUser = "nats_user", credentials, client, host, localUser = "local_user", pid, httpClient = "http_client"
     }
 
     /// `nats user alice (batonctl, root@host-1 pid 42)`, leaving out what is unknown.
     public var description: String {
+        if let httpClient {
+            return "HTTP client \(httpClient) with the control token (through \(client ?? "batond's HTTP API"))"
+        }
         var who: [String] = []
         if let natsUser { who.append("nats user \(natsUser)") }
         if let credentials { who.append("credentials \(credentials)") }

@@ -78,6 +78,15 @@ public actor NodeSupervisor: NodeController {
     /// The config in force.
     public var currentConfig: BatonConfig { config }
 
+    /// See ``NodeController/recordCommand(_:app:to:requester:)``: an event of kind `command` in
+    /// the cluster's event history.
+    public func recordCommand(_ command: ControlCommand, app: String, to target: String?, requester: String) async {
+        events?.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: app, kind: .command,
+                detail: "\(command.rawValue)\(target.map { " to \($0)" } ?? "") requested by \(requester)"))
+    }
+
     /// Starts every app of the config. An app whose lease bucket or backend cannot be set up is
     /// logged and skipped; the others run.
     public func start() async {
