@@ -281,9 +281,6 @@ let package = Package(
             name: "batonctl",
             dependencies: [
                 "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "Replication",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
