@@ -152,6 +152,21 @@ struct NATSPermissionsClusterTests {
             let ownLog = (try? String(contentsOfFile: nodes[second.node]!.logPath, encoding: .utf8)) ?? ""
             #expect(ownLog.contains("control command stepdown beat requested by nats user \(Self.operatorUser.user) (batonctl"), "who asked is not in \(second.node)'s log")
 
+            // The event history reads under both batonctl roles, and holds the command with who
+            // asked; doctor runs under the observer (exit 0 or 1 by its findings, never a failure
+            // to read what the role may read).
+            for user in [Self.observer, Self.operatorUser] {
+                var history: LabCommandResult?
+                let recorded = try await poll(timeout: .seconds(10), every: .milliseconds(200)) {
+                    history = try await ctl(["events", "beat", "--json"], as: user).result
+                    return history?.status == 0 && history?.stdout.contains("stepdown requested by nats user \(Self.operatorUser.user)") == true
+                }
+                #expect(recorded, "\(user.role): batonctl events shows no stepdown command with who asked: \(String(describing: history))")
+            }
+            let doctor = try await ctl(["doctor", "--json"], as: Self.observer)
+            #expect(doctor.result.status == 0 || doctor.result.status == 1, "observer doctor: \(doctor.result)")
+            #expect(doctor.result.stdout.contains("\"severity\""), "observer doctor: \(doctor.result)")
+
             // VIP-less failover under the node role: kill -9 of the active batond.
             nodes[third.node]!.signal(SIGKILL)
             let fourth = try await waitForNewRun(heartbeatLog, excluding: [first.epoch, second.epoch, third.epoch], timeout: .seconds(10))
