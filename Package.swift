@@ -23,6 +23,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
         .target(
@@ -39,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "BatonCore",
-            dependencies: ["CBatonVersion", .product(name: "Yams", package: "Yams")]
+            dependencies: ["CBatonVersion", "FenceKeeper", .product(name: "Yams", package: "Yams")]
         ),
         .target(
             name: "CBatonVersion",
@@ -50,15 +55,34 @@ let package = Package(
             dependencies: ["BatonCore"]
         ),
         .target(
-            name: "Supervisor",
+            name: "BatonEvents",
+            dependencies: ["BatonCore", "NATS", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "BatonEventsTests",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The control protocol's two ends (service, client) and the lease bucket's record and
+        // store: everything batonctl needs, without the backends' C libraries.
+        .target(
+            name: "Control",
             dependencies: [
                 "BatonCore",
                 "NATS",
-                "Netlink",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The executors of a node's apps: process and systemd backends, their fence keepers,
+        // health probes.
+        .target(
+            name: "Backends",
+            dependencies: [
+                "BatonCore",
                 "FenceKeeper",
                 "CBatonProcess",
                 "Systemd",
-                "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -67,10 +91,36 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),
+        .target(
+            name: "Permissions",
+            dependencies: [
+                "BatonCore", "NATS", "Control", "Replication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "Supervisor",
+            dependencies: [
+                "BatonCore",
+                "BatonEvents",
+                "NATS",
+                "Control",
+                "Backends",
+                "Netlink",
+                "FenceKeeper",
+                "Systemd",
+                "Replication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -83,18 +133,48 @@ let package = Package(
             name: "batond",
             dependencies: [
                 "BatonCore",
+                "BatonEvents",
                 "NATS",
+                "Control",
+                "Backends",
                 "Supervisor",
+                "Permissions",
                 "Systemd",
+                "BatonHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .target(
+            name: "BatonHTTP",
+            dependencies: [
+                "BatonCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
+            name: "BatonHTTPTests",
+            dependencies: ["BatonHTTP", "BatonCore", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy"]
+            dependencies: [
+                "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "WSCore", package: "swift-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "NetnsLab",
@@ -126,7 +206,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["NATS", "Supervisor", "BatonCore"],
+            dependencies: ["NATS", "Supervisor", "Control", "Backends", "BatonCore"],
             path: "Benchmarks/FailoverBenchmark"
         ),
         .executableTarget(
@@ -136,6 +216,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/ReplicationBenchmark"
+        ),
+        .executableTarget(
+            name: "EventsBenchmark",
+            dependencies: ["BatonEvents", "BatonCore", "NATS", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/EventsBenchmark"
         ),
         .executableTarget(
             name: "VIPFailoverBenchmark",
@@ -203,8 +288,11 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Supervisor", "BatonCore", "NATS", "Replication",
+                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -37,6 +37,8 @@
 import BatonCore
 import Foundation
 import NATS
+import Backends
+import Control
 import Supervisor
 import Synchronization
 

@@ -63,7 +63,9 @@ func nodeMain(arguments: [String]) async -> Never {
     let (url, app, nodeID, database, state) = (arguments[0], arguments[1], arguments[2], arguments[3], arguments[4])
     var logger = Logger(label: "node-\(nodeID)", factory: { StreamLogHandler.standardError(label: $0) })
     logger.logLevel = .info
-    let configuration = ReplicationConfiguration(cluster: "bench", app: app, nodeID: nodeID, databasePath: database, stateDirectory: state)
+    var configuration = ReplicationConfiguration(cluster: "bench", app: app, nodeID: nodeID, databasePath: database, stateDirectory: state)
+    // `sqlite.promotion_check: full` for a side-by-side run (BATON_BENCH_PROMOTION_CHECK=full).
+    configuration.promotionReadsReplica = ProcessInfo.processInfo.environment["BATON_BENCH_PROMOTION_CHECK"] == "full"
     do {
         let client = try await NATSClient.connect(options: NATSClientOptions(servers: [url]))
         let jetStream = JetStream(client: client, timeout: .seconds(30))
@@ -110,9 +112,11 @@ func nodeMain(arguments: [String]) async -> Never {
                     let status = await applier!.status()
                     reply("ok txid=\(position.txid) restored=\(status.snapshotsRestored) adopted=\(status.localDatabasesAdopted)")
                 case "promote":
-                    if let applier { await applier.stop() }
+                    // As batond does: the stopped applier's verified page hashes go to the promotion.
+                    let handover = await applier?.stop()
                     applier = nil
-                    let report = try await ReplicaPromotion.promote(configuration: configuration, jetStream: jetStream, logger: logger, timeout: .seconds(600))
+                    let report = try await ReplicaPromotion.promote(
+                        configuration: configuration, jetStream: jetStream, logger: logger, timeout: .seconds(600), handover: handover)
                     resume = report.resumePoint
                     reply("ok txid=\(report.txid ?? 0) graceful=\(report.finalMarkerToken != nil)")
                 case "quit":

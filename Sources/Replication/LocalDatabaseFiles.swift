@@ -32,15 +32,21 @@ public final class LocalDatabaseFiles: Sendable {
         self.configuration = configuration
     }
 
-    /// Removes the temporary files a crash left in the state directory and returns their paths.
+    /// Removes the temporary files a crash left in the state directory (and the second link to a
+    /// database a promotion replaced, next to the database) and returns their paths.
     /// Call it only while no shipper or applier of the app runs.
     public func removeLeftovers() async throws -> [String] {
         let directory = configuration.stateDirectory
         let app = configuration.app
         let replicaName = (configuration.replicaPath as NSString).lastPathComponent
+        let replaced = ReplicaPromotion.replacedDatabasePath(configuration.databasePath)
         return try await io.run {
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
             var removed: [String] = []
+            if FileIO.exists(replaced) {
+                try FileIO.removeIfExists(replaced)
+                removed.append(replaced)
+            }
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return removed }
             for name in names.sorted() {
                 let snapshotImage = name.hasPrefix("\(app).snapshot.") && name.hasSuffix(".tmp")
                 let restoreDownload = name.hasPrefix("\(replicaName).restore.")

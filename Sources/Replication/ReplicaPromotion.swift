@@ -130,16 +130,21 @@ public enum ReplicaPromotion {
             case .drainStream:
                 break
             }
+            let promotionStarted = ContinuousClock.now
             let txidBefore = await core.status.position?.txid ?? 0
             let drained = try await core.drain(timeout: timeout)
             guard let position = await core.status.position else { throw ReplicationError(.noSnapshot, "no replica after draining") }
             let verified = try await verifyAndMove(configuration: configuration, core: core)
+            let tookHandover = await core.loadTookHandover
+            let replicaRead = configuration.promotionReadsReplica || !tookHandover
             await core.shutdown()
             logger.info(
                 "replica promoted",
                 metadata: [
                     "txid": "\(position.txid)", "drained-records": "\(drained.records)", "drained-txids": "\(position.txid - min(position.txid, txidBefore))",
                     "graceful": "\(position.finalMarkerToken != nil)", "stream": "\(names.stream)",
+                    "replica-read": "\(replicaRead)",
+                    "drain-and-move-took": "\(ContinuousClock.now - promotionStarted)",
                 ])
             return PromotionReport(
                 outcome: .promoted, txid: position.txid, streamSequence: position.streamSequence, checksum: position.checksum,
@@ -312,6 +317,12 @@ public enum ReplicaPromotion {
         try FileIO.makeDirectory(directory)
         let owner = try ownerForDatabase(database)
         try FileIO.setOwnership(replica, uid: owner.uid, gid: owner.gid, mode: owner.mode)
+        // Replacing a file frees its blocks in the rename, in time proportional to its size (a
+        // second or more for gigabytes): keep a second link to the old database and free it on
+        // a thread of its own once the new one is in place.
+        let replaced = replacedDatabasePath(database)
+        let keptOld = link(database, replaced) == 0
+        defer { if keptOld { removeInBackground(replaced) } }
         if rename(replica, database) != 0 {
             guard errno == EXDEV else { throw FileIO.failure("cannot move \(replica) to", database) }
             let temporary = database + ".baton-promote"
@@ -321,6 +332,16 @@ public enum ReplicaPromotion {
             try FileIO.removeIfExists(replica)
         }
         try FileIO.fsyncDirectory(of: database)
+    }
+
+    /// The second link to the database a promotion replaced, until a background thread
+    /// removes it (a crash in between leaves it for ``LocalDatabaseFiles/removeLeftovers()``).
+    static func replacedDatabasePath(_ database: String) -> String { database + ".baton-replaced" }
+
+    private static func removeInBackground(_ path: String) {
+        let thread = Thread { _ = unlink(path) }
+        thread.name = "baton-unlink"
+        thread.start()
     }
 
     /// Who should own the app's database: the existing file's owner (and its mode), else the

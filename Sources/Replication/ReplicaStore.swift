@@ -23,6 +23,8 @@ final class ReplicaStore: @unchecked Sendable {
     /// The page hashes were computed by reading the whole file (load, snapshot install, local
     /// adoption) and no page was written since: ``verifiedChecksum()`` need not read it again.
     private(set) var checksumReadFromFile = false
+    /// Whether the last ``load(handover:)`` took a handover instead of reading the file.
+    private(set) var tookHandover = false
     private var fd: Int32 = -1
 
     init(replicaPath: String, positionPath: String) {
@@ -44,6 +46,7 @@ final class ReplicaStore: @unchecked Sendable {
         position = nil
         checksum = nil
         fileAheadOfPosition = false
+        tookHandover = false
         if fd >= 0 {
             close(fd)
             fd = -1
@@ -64,6 +67,7 @@ final class ReplicaStore: @unchecked Sendable {
             position = stored
             checksum = handover.checksum
             checksumReadFromFile = false
+            tookHandover = true
             return
         }
         let computed = try FileIO.checksumOfFile(fd, path: replicaPath, pageSize: stored.pageSize, pageCount: Int(stored.commitPages))

@@ -346,6 +346,14 @@ actor ApplierCore {
         status.position = try await io.run { store.position }
     }
 
+    /// Whether the last load took a stopped applier's handover instead of reading the replica.
+    var loadTookHandover: Bool {
+        get async {
+            let store = store
+            return (try? await io.run { store.tookHandover }) ?? false
+        }
+    }
+
     func handover() async -> ReplicaHandover? {
         let store = store
         return try? await io.run { store.handover() }

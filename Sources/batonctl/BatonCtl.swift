@@ -8,7 +8,7 @@ struct BatonCtl: AsyncParsableCommand {
         commandName: "batonctl",
         abstract: "Inspect and steer the apps of a Baton cluster.",
         discussion: """
-            Every command except validate talks to the nodes' control services over NATS \
+            Every command except validate and permissions talks to the nodes' control services over NATS \
             (subjects baton.<cluster>.*; replica reads and writes Baton's replication bucket \
             and streams directly), so it works from any host that can reach NATS. \
             Name the servers with --nats (or take them, the credentials and the cluster from \
@@ -19,7 +19,8 @@ struct BatonCtl: AsyncParsableCommand {
         version: BatonVersion.current,
         subcommands: [
             StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
-            ReplicaCommand.self, ValidateCommand.self,
+            ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self,
+            ReplicaCommand.self, ValidateCommand.self, EventsCommand.self, DoctorCommand.self,
         ]
     )
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import BatonCore
 import Logging
 import NATS
-import Supervisor
+import Control
 
 /// Shell completion of app and node names from the cluster: the completion scripts that
 /// swift-argument-parser generates (`batonctl --generate-completion-script bash|zsh|fish`, shipped

@@ -3,7 +3,8 @@ import BatonCore
 import Foundation
 import Logging
 import NATS
-import Supervisor
+import Control
+import Permissions
 
 /// How to reach the cluster: every subcommand that talks to the nodes takes these.
 struct ConnectionOptions: ParsableArguments {
@@ -147,7 +148,11 @@ struct ConnectionOptions: ParsableArguments {
             options.tls = NATSTLSOptions(
                 caFile: tls.caPath, certificateFile: tls.clientCertificate?.certificatePath, keyFile: tls.clientCertificate?.keyPath)
         }
-        let resolved = Resolved(cluster: cluster ?? config?.cluster ?? Self.defaultCluster, clientOptions: options)
+        let resolvedCluster = cluster ?? config?.cluster ?? Self.defaultCluster
+        // Replies come to batonctl's own inboxes in the cluster, which the operator and observer
+        // roles may read (`batonctl permissions`).
+        options.inboxPrefix = BatonPermissions.inboxPrefix(cluster: resolvedCluster, role: .operator)
+        let resolved = Resolved(cluster: resolvedCluster, clientOptions: options)
         if verbose {
             let from = config != nil ? "config \(source.path ?? "") (\(source.origin))" : "no config"
             printError("batonctl: \(from); servers \(servers.joined(separator: ", ")); cluster \(resolved.cluster)")
@@ -171,6 +176,23 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
+    /// Who this batonctl is, for the control service's log: the NATS user or credentials file,
+    /// the connection name, host, local user and pid. Self-reported.
+    static func requester(_ options: NATSClientOptions) -> ControlRequester {
+        var natsUser: String?
+        var credentials: String?
+        switch options.authentication {
+        case .userPassword(let user, _): natsUser = user
+        case .credentialsFile(let path): credentials = path
+        default: break
+        }
+        let localUser = getpwuid(geteuid()).flatMap { $0.pointee.pw_name.map { String(cString: $0) } }
+            ?? ProcessInfo.processInfo.environment["USER"]
+        return ControlRequester(
+            natsUser: natsUser, credentials: credentials, client: options.name, host: ProcessInfo.processInfo.hostName, localUser: localUser,
+            pid: getpid())
+    }
+
     /// Sets up logging, connects, and runs `body` with a session; closes the connection after.
     func withSession<T>(_ body: (Session) async throws -> T) async throws -> T {
         bootstrapLogging(verbose: verbose)
@@ -183,7 +205,7 @@ struct ConnectionOptions: ParsableArguments {
             throw CLIError("cannot connect to NATS at \(resolved.clientOptions.servers.joined(separator: ", ")): \(error)")
         }
         let session = Session(
-            client: client, control: ControlClient(client: client, cluster: resolved.cluster),
+            client: client, control: ControlClient(client: client, cluster: resolved.cluster, requester: Self.requester(resolved.clientOptions)),
             servers: resolved.clientOptions.servers, wait: wait.duration)
         do {
             let result = try await body(session)

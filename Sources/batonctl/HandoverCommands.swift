@@ -1,7 +1,7 @@
 import ArgumentParser
 import BatonCore
 import NATS
-import Supervisor
+import Control
 
 struct StepdownCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

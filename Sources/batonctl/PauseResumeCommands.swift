@@ -1,6 +1,6 @@
 import ArgumentParser
 import BatonCore
-import Supervisor
+import Control
 
 struct PauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,7 @@
 import ArgumentParser
 import BatonCore
 import Foundation
-import Supervisor
+import Control
 
 struct SnapshotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

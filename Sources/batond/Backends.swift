@@ -2,6 +2,8 @@ import BatonCore
 import Foundation
 import Logging
 import NATS
+import Backends
+import Control
 import Supervisor
 
 /// Errors setting up an app's backend.
@@ -9,16 +11,17 @@ struct BackendSetupError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// Creates the backend, VIPs and replica of an app of this node's config. The replica uses
-/// `replicationClient`, not the lease connection `client`.
-func makeParts(_ app: AppConfig, config: BatonConfig, client: NATSClient, replicationClient: NATSClient, logger: Logger) async throws -> NodeSupervisor.AppParts {
+/// Creates the backend, VIPs and replica of an app of this node's config from its plan. The
+/// replica uses `replicationClient`, not the lease connection `client`.
+func makeParts(
+    _ plan: AppPlan, _ app: AppConfig, config: BatonConfig, client: NATSClient, replicationClient: NATSClient, logger: Logger
+) async throws -> NodeSupervisor.AppParts {
     let backend: any AppBackend
-    switch app.backend {
-    case .process(let process):
-        backend = ProcessAppBackend(app: app, node: config.node.id, process: process, logger: logger)
+    switch plan.backend {
+    case .process:
+        backend = ProcessAppBackend(plan: plan, logger: logger)
     case .systemd(let systemd):
-        let configuration = SystemdAppBackend.Configuration(app: app, systemd: systemd, runtimeDirectory: batondRuntimeDirectory())
-        backend = try await SystemdAppBackend.connect(configuration: configuration, logger: logger)
+        backend = try await SystemdAppBackend.connect(configuration: SystemdAppBackend.Configuration(plan: plan, systemd: systemd), logger: logger)
     }
     let addresses: (any AppAddresses)? = app.vips.isEmpty ? nil : try VIPClaims(app: app.name, vips: app.vips, logger: logger)
     var replica: (any AppReplica)?

@@ -1,12 +1,17 @@
 import ArgumentParser
 import BatonCore
+import BatonEvents
+import BatonHTTP
 import Foundation
 import Logging
 import NATS
 import ServiceLifecycle
+import Backends
+import Control
 import Supervisor
 import Systemd
 import UnixSignals
+import Permissions
 
 @main
 struct Batond: AsyncParsableCommand {
@@ -31,7 +36,16 @@ struct Batond: AsyncParsableCommand {
             If another live batond already runs with the same node.id (on this host or another), \
             it refuses to start, names that instance (host, pid, start time) and exits with \
             status 3; the entry of a crashed instance is taken over (at once on the same host, \
-            else after a few seconds without heartbeat).
+            else after a few seconds without heartbeat). Before registering, it checks that its \
+            NATS user has every permission of the node role (batonctl permissions --role node) \
+            and, if one is missing, names the first and exits with status 4.
+
+            With an http: section in the config it serves HTTP on http.listen: the live web \
+            page (/), /healthz, /status (JSON, as batonctl status --json), /metrics \
+            (Prometheus), load-balancer checks /apps/APP/active, /passive and \
+            /replica?max_lag=N (200 or 503), and POST /apps/APP/switchover?to=NODE, /stepdown, \
+            /pause and /resume with "Authorization: Bearer TOKEN" (the token of \
+            http.control_token_file; refused without one).
             """,
         version: BatonVersion.current)
 
@@ -82,6 +96,7 @@ struct Batond: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        BatondMetrics.bootstrap()
         var logger = Logger(label: "batond")
         let serviceManager = ServiceManagerLink(logger: logger)
 
@@ -110,25 +125,67 @@ struct Batond: AsyncParsableCommand {
         if ownUnit == nil {
             logger.notice("batond does not run under systemd: no READY/WATCHDOG notifications, systemd units of apps are not bound to batond")
         }
-        let node = NodeSupervisor(config: loaded, client: client, instance: instance, systemdUnit: ownUnit, logger: logger) { app in
-            try await makeParts(app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
+        // The event history: fire-and-forget from the apps into a bounded buffer, published by
+        // its own task on the replication connection, so that no event ever shares the lease
+        // connection's socket or waits in front of a renew.
+        let events = EventPublisher(
+            jetStream: JetStream(client: replicationClient), cluster: loaded.cluster,
+            retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
+            logger: logger)
+        let node = NodeSupervisor(
+            config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), events: events,
+            eventsClient: replicationClient, logger: logger
+        ) { plan, app in
+            try await makeParts(plan, app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
         let service = BatondService(
-            configPath: config, client: client, replicationClient: replicationClient, node: node, serviceManager: serviceManager, logger: logger)
+            configPath: config, client: client, replicationClient: replicationClient, node: node, events: events, serviceManager: serviceManager,
+            logger: logger)
+        // A service group shuts its services down in reverse order, one after the other: batond's
+        // own service comes last in the list so that SIGTERM steps the apps down at once (a
+        // managed systemd unit stopped ahead of batond must not be restarted meanwhile), while
+        // the HTTP server and the metrics go on answering until the apps are down.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(
+                service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
+        ]
+        if let http = loaded.http {
+            // A server that cannot listen (address in use, TLS files) stops batond with the
+            // reason: the apps step down gracefully, like on SIGTERM.
+            let server: BatonHTTPServer
+            do {
+                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster, nodeID: loaded.node.id), logger: logger)
+                let application = try server.application { [logger] port in
+                    logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
+                }
+                services.append(.init(service: application, failureTerminationBehavior: .gracefullyShutdownGroup))
+            } catch {
+                printError("batond: \(error)")
+                throw ExitCode(1)
+            }
+        }
+        services.append(.init(service: service))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch is NodeRegistrationRefused {
             // Already logged with what to do. A distinct status, so that systemd does not restart
             // into the same refusal (RestartPreventExitStatus= in units/batond.service).
             throw ExitCode(Self.duplicateNodeExitCode)
+        } catch is PermissionProbeDenied {
+            // Already logged, naming the subject. Restarting cannot grant it.
+            throw ExitCode(Self.missingPermissionExitCode)
         }
     }
 
     /// The exit status when another live batond runs with this node id.
     static let duplicateNodeExitCode: Int32 = 3
+
+    /// The exit status when the NATS user lacks a permission of the node role.
+    static let missingPermissionExitCode: Int32 = 4
 
     /// `--release-claims`: the release without the daemon, one line per claim on stdout.
     private func runReleaseClaims() async throws {
@@ -173,6 +230,9 @@ func natsOptions(_ config: BatonConfig, purpose: String? = nil) throws -> NATSCl
     options.name = "batond \(config.node.id)" + (purpose.map { " \($0)" } ?? "")
     options.retryOnFailedInitialConnect = true
     options.requestTimeout = .seconds(2)
+    // Replies come to the node role's own inboxes, which its NATS permissions allow
+    // (`batonctl permissions --role node`).
+    options.inboxPrefix = BatonPermissions.inboxPrefix(cluster: config.cluster, role: .node)
     switch config.nats.auth {
     case .none: break
     case .credentials(let path): options.authentication = .credentialsFile(path: path)
@@ -197,6 +257,8 @@ struct BatondService: Service {
     /// (leases, control service).
     let replicationClient: NATSClient
     let node: NodeSupervisor
+    /// The node's events to the cluster's event history.
+    let events: EventPublisher
     let serviceManager: ServiceManagerLink
     let logger: Logger
 
@@ -225,6 +287,9 @@ struct BatondService: Service {
             serviceManager.stopping()
             return
         }
+        // Before anything is written: every subject class the node role needs must be allowed,
+        // else batond refuses to start and names the first one it cannot use.
+        try await probePermissions()
         // Claim the node id before touching any app (no app starts, no VIP, unit or epoch file
         // is cleaned up): a second batond with this node id stops here.
         if let info = client.serverInfo,
@@ -241,6 +306,12 @@ struct BatondService: Service {
         let heartbeats = Task { [node] in
             await registry.runHeartbeats { other in await node.duplicateInstanceDetected(other) }
         }
+        let eventDelivery = Task { [events] in await events.run() }
+        let started = await node.currentConfig
+        events.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: started.cluster, node: started.node.id, app: nil, kind: .nodeStarted,
+                detail: "batond \(BatonVersion.current) started (instance \(node.instance), apps \(started.apps.map(\.name)))"))
         await node.start()
         let config = await node.currentConfig
         let control = try await ControlService.start(client: client, cluster: config.cluster, node: config.node.id, controller: node, logger: logger)
@@ -254,6 +325,19 @@ struct BatondService: Service {
         logger.info("stopping: stepping every app down")
         await control.stop()
         await node.shutdown()
+        // The step-down events go out before the connection closes (bounded: NATS may be gone).
+        events.finish()
+        let delivered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await eventDelivery.value; return true }
+            group.addTask { try? await Task.sleep(for: .seconds(2)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !delivered {
+            eventDelivery.cancel()
+            logger.warning("the last events did not reach the event history before batond stopped")
+        }
         heartbeats.cancel()
         await heartbeats.value
         await registry.deregister()
@@ -261,6 +345,26 @@ struct BatondService: Service {
         await client.close()
         await replicationClient.close()
         logger.info("stopped")
+    }
+
+    /// Probes every rule of the node role's NATS permissions for this cluster and its apps (see
+    /// ``PermissionProbe``); throws ``PermissionProbeDenied`` (logged as critical) for the first
+    /// the server refuses. Apps added by a later reload are not probed.
+    private func probePermissions() async throws {
+        let config = await node.currentConfig
+        let permissions = try BatonPermissions(role: .node, cluster: config.cluster, apps: config.apps.map(\.name))
+        serviceManager.status("checking NATS permissions")
+        let probes = PermissionProbe.plan(permissions)
+        let started = ContinuousClock.now
+        if let denied = try await PermissionProber.firstDenied(probes, client: client, logger: logger) {
+            logger.critical("\(denied.description); refusing to start (exit status \(Batond.missingPermissionExitCode))")
+            serviceManager.status("refused to start: NATS denies \(denied.probe.operation.rawValue) on \(denied.probe.rule.subject)")
+            serviceManager.stopping()
+            await client.close()
+            await replicationClient.close()
+            throw denied
+        }
+        logger.debug("NATS permissions checked", metadata: ["probes": "\(probes.count)", "took": "\(ContinuousClock.now - started)"])
     }
 
     /// Registers this instance under its node id in the node registry, retrying while NATS or

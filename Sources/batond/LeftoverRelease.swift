@@ -1,6 +1,8 @@
 import BatonCore
 import Foundation
 import Logging
+import Backends
+import Control
 import Supervisor
 
 #if canImport(Glibc)

@@ -421,7 +421,7 @@ struct AppLifecycleTests {
             .notify(.flushRetrying(token: 7, attempt: 1, reason: "the app still holds the write lock", giveUpIn: .seconds(15)))
         ])
         #expect(harness.machine.phase == .demoting(.flushReplica, .switchover(to: "node-b")))
-        #expect(harness.machine.holdsLease)
+        #expect(harness.machine.held != nil)
         #expect(harness.advance(.milliseconds(500)) == [.flushReplica(.epoch(7))])
         #expect(harness.send(.demotionStepFinished(.flushReplica, failure: "publish failed", .pending)) == [
             .notify(.flushRetrying(token: 7, attempt: 2, reason: "publish failed", giveUpIn: .milliseconds(14_500)))
@@ -470,7 +470,7 @@ struct AppLifecycleTests {
         }
         #expect(setAside == [.setAsideDatabase(reason: "fenced by JetStream", .epoch(7))])
         #expect(attempts > 20)  // one every 0.5s for 15s
-        #expect(harness.machine.holdsLease)
+        #expect(harness.machine.held != nil)
         // Moving the database aside failed: reported, and the handover goes on.
         let revision = harness.machine.held!.revision
         #expect(harness.send(.demotionStepFinished(.setAsideDatabase, failure: "rename: permission denied", .pending)) == [

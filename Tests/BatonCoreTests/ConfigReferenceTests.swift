@@ -12,6 +12,7 @@ import Testing
         ("sqlite", SQLiteReplicaConfig.keys), ("lease", LeaseTiming.keys), ("backend", BackendConfig.keys),
         ("backend.process", ProcessBackendConfig.keys), ("restart", RestartPolicy.keys),
         ("backend.systemd", SystemdBackendConfig.keys), ("health", HealthCheckConfig.keys),
+        ("http", HTTPConfig.keys), ("http.tls", HTTPTLSConfig.keys), ("events", EventsConfig.keys),
     ]
 
     static func reference() throws -> String {
@@ -45,5 +46,6 @@ import Testing
         let config = try BatonConfig.load(path: root.appendingPathComponent("packaging/deb/baton.yaml").path)
         #expect(config.apps.isEmpty)
         #expect(config.node.stateDirectory == "/var/lib/baton")
+        #expect(config.http?.listen.hasPrefix("127.0.0.1:") == true)
     }
 }

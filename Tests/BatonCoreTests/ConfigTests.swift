@@ -466,10 +466,10 @@ struct ConfigTests {
             #"test.yaml:4:6: apps: expected a list of apps, got an empty value"#),
         Broken(
             "a list at the top", "- cluster: demo\n",
-            #"test.yaml:1:1: expected a mapping with cluster, node, nats and apps, got a list"#),
+            #"test.yaml:1:1: expected a mapping with cluster, node, nats, apps, http and events, got a list"#),
         Broken(
             "an empty file", "# nothing here\n",
-            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats and apps"#),
+            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats, apps, http and events"#),
         // Bad durations.
         .app(
             "duration without a unit", """
@@ -995,5 +995,35 @@ struct ConfigTests {
 extension String {
     fileprivate func replacingFirst(_ target: String, with replacement: String) -> String {
         replacing(target, with: replacement, maxReplacements: 1)
+    }
+}
+
+@Suite("Config: events")
+struct EventsConfigTests {
+    @Test("events: retention is optional with defaults, and read with sizes")
+    func retention() throws {
+        let base = """
+            cluster: demo
+            node: {id: node-1}
+            nats: {servers: ["nats://127.0.0.1:4222"]}
+            apps: []
+            """
+        let defaults = try BatonConfig.parse(yaml: base, file: "test.yaml")
+        #expect(defaults.events == EventsConfig())
+        #expect(defaults.events.maxBytes == 64 * 1_048_576)
+        let set = try BatonConfig.parse(yaml: base + "\nevents: {max_age: 24h, max_bytes: 8MiB}", file: "test.yaml")
+        #expect(set.events.maxAge == .seconds(86_400))
+        #expect(set.events.maxBytes == 8 * 1_048_576)
+        do {
+            _ = try BatonConfig.parse(yaml: base + "\nevents: {max_bytes: lots, max_age: -1s}", file: "test.yaml")
+            Issue.record("a bad events section was accepted")
+        } catch {
+            let text = error.errors.map(\.description)
+            #expect(text.contains { $0.contains("events.max_bytes") && $0.contains("\"lots\"") })
+            #expect(text.contains { $0.contains("events.max_age") })
+        }
+        #expect(EventsConfig.parseSize("512KiB") == 524_288)
+        #expect(EventsConfig.parseSize("4096") == 4096)
+        #expect(EventsConfig.parseSize("1.5MiB") == nil)
     }
 }

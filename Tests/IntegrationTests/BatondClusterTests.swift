@@ -17,7 +17,7 @@ func monotonicNow() -> Int64 {
 
 /// The test backend: writes "monotonic-ns node epoch" to a shared log every 5 ms while it runs,
 /// so the log shows exactly when each epoch's backend was alive, even if it is SIGKILLed.
-private let heartbeatBackend = """
+let heartbeatBackend = """
     import os, sys, time
     fd = os.open(os.environ["HEARTBEAT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     node, epoch = os.environ["BATON_NODE"], os.environ["BATON_EPOCH"]
@@ -27,7 +27,7 @@ private let heartbeatBackend = """
     """
 
 /// Reads the heartbeat log: per epoch, the node and its first and last heartbeat.
-private struct Heartbeats {
+struct Heartbeats {
     struct Run: CustomStringConvertible {
         var node: String
         var epoch: UInt64
@@ -410,9 +410,12 @@ extension BatondClusterTests {
             node: "node-1", binary: try Self.executable("batond"), config: configPath, logPath: directory.appendingPathComponent("node-1.log").path,
             environment: ["BATON_FENCE_KEEPER": try Self.executable("baton-fence-keeper")])
         defer { if node.process.isRunning { kill(node.pid, SIGKILL) } }
-        // Wait until it says it is trying to connect (its signal handling is set up by then).
+        // Wait until its NATS client failed a connection attempt: its signal handling is set up
+        // by then. (Not just any mention of NATS: ServiceLifecycle's start line names the
+        // client's type before the trap is set, and on a host where another batond runs with
+        // this node id that line comes quickly.)
         for _ in 0..<100 {
-            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("NATS") { break }
+            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("connection attempt failed") { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         node.signal(SIGHUP)

@@ -1,3 +1,4 @@
+import BatonCore
 import Foundation
 import NATS
 import NATSTestSupport
@@ -88,7 +89,12 @@ private struct ReplicationCluster {
     var rowsPerTransaction = 1
     /// The app's `sqlite.flush_timeout`, when set.
     var flushTimeout: String?
+    /// The NATS user batond connects as, and the one batonctl uses (none: no authorization).
+    var nodeUser: PermissionUser?
+    var batonctlUser: PermissionUser?
     var nodes: [String: BatondProcess] = [:]
+    /// The nats-server's log.
+    var serverLog: URL?
 
     var ackLog: String { directory.appendingPathComponent("acks.log").path }
     func databasePath(_ node: String) -> String { directory.appendingPathComponent(node).appendingPathComponent("data/app.db").path }
@@ -98,7 +104,7 @@ private struct ReplicationCluster {
         """
         cluster: itest
         node: {id: \(node), state_dir: \(directory.appendingPathComponent(node).appendingPathComponent("state").path)}
-        nats: {servers: ["nats://127.0.0.1:\(port)"]}
+        nats: {servers: ["nats://127.0.0.1:\(port)"]\(nodeUser.map { ", \($0.configKeys)" } ?? "")}
         apps:
           - name: \(Self.app)
             priority: 100
@@ -161,7 +167,7 @@ private struct ReplicationCluster {
     }
 
     func batonctl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        try await run(batonctl, arguments + ["--nats", "nats://127.0.0.1:\(port)", "--cluster", "itest"])
+        try await run(batonctl, arguments + ["--nats", "nats://127.0.0.1:\(port)", "--cluster", "itest"] + (batonctlUser?.batonctlArguments ?? []))
     }
 
     /// `PRAGMA integrity_check` and the rows of a node's database.
@@ -227,7 +233,8 @@ private struct ReplicationCluster {
 @Suite("SQLite replication under batond: switchovers, crash failover, stale node", .serialized)
 struct SQLiteReplicationClusterTests {
     private func withCluster(
-        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, flushTimeout: String? = nil,
+        _ kind: NATSServerKind, prefix: String, rowsPerTransaction: Int = 1, flushTimeout: String? = nil, authorization: String? = nil,
+        nodeUser: PermissionUser? = nil, batonctlUser: PermissionUser? = nil,
         _ body: (inout ReplicationCluster) async throws -> Void
     ) async throws {
         let batond = try BatondClusterTests.executable("batond")
@@ -248,9 +255,11 @@ struct SQLiteReplicationClusterTests {
         try writerBackend.write(to: directory.appendingPathComponent("writer.py"), atomically: true, encoding: .utf8)
         try inspector.write(to: directory.appendingPathComponent("inspect.py"), atomically: true, encoding: .utf8)
         try lockHoldingSidecar.write(to: directory.appendingPathComponent("sidecar.py"), atomically: true, encoding: .utf8)
-        try await withNATSServer(kind) { server in
+        try await withNATSServer(kind, config: NATSServerConfig(extraConfig: authorization)) { server in
             var cluster = ReplicationCluster(
-                directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction, flushTimeout: flushTimeout)
+                directory: directory, port: server.port, batonctl: batonctl, rowsPerTransaction: rowsPerTransaction, flushTimeout: flushTimeout,
+                nodeUser: nodeUser, batonctlUser: batonctlUser)
+            cluster.serverLog = server.logFile
             defer {
                 for node in cluster.nodes.values where node.process.isRunning {
                     kill(node.pid, SIGCONT)
@@ -529,6 +538,78 @@ struct SQLiteReplicationClusterTests {
     /// now under the writer's load: the reply's id is an object in the app's snapshot bucket
     /// whose metadata carries the same txid, the stream holds its snapshot record, and the size
     /// is the database's.
+    /// Replication under least privilege: batond with only the node role's NATS permissions,
+    /// batonctl with the operator's (and the observer's, which may look but not act).
+    @Test(arguments: NATSServerKind.allCases)
+    func underTheNodeRoleSwitchoversAndACrashKeepEveryAcknowledgedRow(kind: NATSServerKind) async throws {
+        let node = PermissionUser(role: "node", cluster: "itest", user: "itest-node", password: "node-secret")
+        let operatorUser = PermissionUser(role: "operator", cluster: "itest", user: "itest-operator", password: "operator-secret")
+        let observer = PermissionUser(role: "observer", cluster: "itest", user: "itest-observer", password: "observer-secret")
+        let authorization = try await PermissionUser.authorization([node, operatorUser, observer], apps: [ReplicationCluster.app])
+        try await withCluster(
+            kind, prefix: "baton-sqlite-perms", authorization: authorization, nodeUser: node, batonctlUser: operatorUser
+        ) { cluster in
+            var current = try await cluster.waitForWriter(after: 0, count: 20, timeout: .seconds(30))
+            var handedOverAt = ContinuousClock.now
+            for round in 1...3 {
+                try await Task.sleep(until: handedOverAt + .milliseconds(2200))
+                let target = current.node == "node-1" ? "node-2" : "node-1"
+                let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "30s"])
+                try #require(switchover.status == 0, "round \(round): switchover to \(target) failed: \(switchover.output)")
+                handedOverAt = .now
+                let next = try await cluster.waitForWriter(after: current.epoch, on: target, count: 3, timeout: .seconds(20))
+                let acknowledged = cluster.acks()
+                let state = try await cluster.inspect(target)
+                #expect(state.integrity == "ok", "round \(round): \(target): \(state.integrity)")
+                let missing = acknowledged.filter { !state.rows.contains($0.row) }
+                #expect(missing.isEmpty, "round \(round): \(missing.count) of \(acknowledged.count) acknowledged rows missing on \(target)")
+                current = next
+            }
+            // The operator's replication commands.
+            let snapshot = try await cluster.batonctl(["snapshot", ReplicationCluster.app, "--timeout", "60s"])
+            #expect(snapshot.status == 0 && snapshot.output.hasPrefix("snapshot snapshot-"), "\(snapshot.output)")
+            let replica = try await cluster.batonctl(["replica", "status", ReplicationCluster.app])
+            #expect(replica.status == 0 && replica.output.contains("newest record: txid"), "\(replica.output)")
+
+            // The observer looks, but cannot snapshot nor write the newest record.
+            var watcher = cluster
+            watcher.batonctlUser = observer
+            let seen = try await watcher.batonctl(["replica", "status", ReplicationCluster.app])
+            #expect(seen.status == 0 && seen.output.contains("newest record: txid"), "\(seen.output)")
+            let refused = try await watcher.batonctl(["snapshot", ReplicationCluster.app])
+            #expect(refused.status != 0 && refused.output.contains("permission denied"), "\(refused.output)")
+            var options = NATSClientOptions(servers: ["nats://127.0.0.1:\(cluster.port)"])
+            options.authentication = .userPassword(user: observer.user, password: observer.password)
+            options.inboxPrefix = "_INBOX.baton.itest.ctl"
+            let client = try await NATSClient.connect(options: options)
+            let history = ReplicationHistoryStore.bucket(cluster: "itest")
+            do {
+                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryStore.newestKey(app: ReplicationCluster.app))")
+                Issue.record("the observer wrote the newest record")
+            } catch let error as NATSError {
+                #expect(error.code == .permissionViolation, "\(error)")
+            }
+            await client.close()
+
+            // kill -9 of the active node: the survivor promotes a verified copy under the node role.
+            cluster.nodes[current.node]!.signal(SIGKILL)
+            let survivor = current.node == "node-1" ? "node-2" : "node-1"
+            _ = try await cluster.waitForWriter(after: current.epoch, on: survivor, count: 3, timeout: .seconds(15))
+            let acknowledged = cluster.acks()
+            let state = try await cluster.inspect(survivor)
+            #expect(state.integrity == "ok", "\(survivor): \(state.integrity)")
+            let old = acknowledged.filter { $0.row.epoch < current.epoch }
+            #expect(old.allSatisfy { state.rows.contains($0.row) }, "rows of earlier epochs (handed over gracefully) are missing")
+            let present = acknowledged.filter { $0.row.epoch == current.epoch }.map { state.rows.contains($0.row) }
+            #expect(present.dropFirst(present.prefix { $0 }.count).allSatisfy { !$0 }, "rows of the crashed epoch are missing in the middle")
+
+            let violations = ((try? String(contentsOf: cluster.serverLog!, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                $0.contains("Violation") && $0.contains(node.user)
+            }
+            #expect(violations.isEmpty, "the node role was denied something: \(violations.prefix(5))")
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func batonctlSnapshotTakesOneNowOnTheActiveNode(kind: NATSServerKind) async throws {
         try await withCluster(kind, prefix: "baton-sqlite-snapshot") { cluster in
@@ -652,6 +733,108 @@ struct SQLiteReplicationClusterTests {
             #expect(promoted.contains("forced"), "\(promoted.suffix(2000))")
             #expect(next.epoch > first.epoch)
             await client.close()
+        }
+    }
+}
+
+/// Issue 14 item 4: the event history's flight records, written by real batond nodes.
+extension SQLiteReplicationClusterTests {
+    /// The app's events as `batonctl events --json` prints them.
+    private func events(_ cluster: ReplicationCluster, _ extra: [String] = []) async throws -> [BatonEvent] {
+        let result = try await cluster.batonctl(["events", ReplicationCluster.app, "--json"] + extra)
+        try #require(result.status == 0, "batonctl events failed: \(result.output)")
+        return try result.output.split(separator: "\n").filter { $0.hasPrefix("{") }.map {
+            try JSONDecoder().decode(BatonEvent.self, from: Data($0.utf8))
+        }
+    }
+
+    /// Polls the history until `kind` has `count` records (bounded), and returns the events.
+    private func waitForEvents(_ cluster: ReplicationCluster, kind: BatonEvent.Kind, count: Int, timeout: Duration = .seconds(15)) async throws -> [BatonEvent] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let all = try await events(cluster)
+            if all.filter({ $0.kind == kind }).count >= count || ContinuousClock.now > deadline { return all }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    @Test(arguments: NATSServerKind.allCases)
+    func aSwitchoverAndAKillNineFailoverEachWriteOneFlightRecord(kind: NATSServerKind) async throws {
+        try await withCluster(kind, prefix: "baton-events") { cluster in
+            let first = try await cluster.waitForWriter(after: 0, count: 10, timeout: .seconds(30))
+            let target = first.node == "node-1" ? "node-2" : "node-1"
+
+            // A follower started before the switchover sees its record arrive.
+            let followPath = cluster.directory.appendingPathComponent("follow.jsonl").path
+            _ = FileManager.default.createFile(atPath: followPath, contents: nil)
+            let followOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: followPath))
+            let follower = Process()
+            follower.executableURL = URL(fileURLWithPath: cluster.batonctl)
+            follower.arguments = ["events", ReplicationCluster.app, "--follow", "--json", "--nats", "nats://127.0.0.1:\(cluster.port)", "--cluster", "itest"]
+            follower.standardOutput = followOutput
+            follower.standardError = FileHandle.nullDevice
+            follower.standardInput = FileHandle.nullDevice
+            try follower.run()
+            defer {
+                if follower.isRunning { kill(follower.processIdentifier, SIGKILL) }
+                try? followOutput.close()
+            }
+
+            let switchover = try await cluster.batonctl(["switchover", ReplicationCluster.app, "--to", target, "--timeout", "30s"])
+            try #require(switchover.status == 0, "switchover failed: \(switchover.output)")
+            let second = try await cluster.waitForWriter(after: first.epoch, on: target, count: 3, timeout: .seconds(20))
+            let afterSwitchover = try await waitForEvents(cluster, kind: .switchover, count: 1)
+            let switchovers = afterSwitchover.filter { $0.kind == .switchover }
+            #expect(switchovers.count == 1, "\(afterSwitchover.map(\.kind))")
+            let graceful = try #require(switchovers.first?.handover, "no switchover record: \(afterSwitchover.map { "\($0.node) \($0.kind.rawValue)" })")
+            #expect(graceful.fromNode == first.node && graceful.toNode == target)
+            #expect(graceful.fromEpoch == first.epoch && graceful.toEpoch == second.epoch)
+            #expect(graceful.graceful)
+            #expect(graceful.downtimeMilliseconds > 0 && graceful.downtimeMilliseconds < 30_000, "\(graceful)")
+            #expect(graceful.downtimeFrom == .oldBackendStop, "\(graceful)")
+            let gracefulLoss = try #require(graceful.dataLoss, "a replicated app's record has a data-loss field")
+            #expect(gracefulLoss.finalMarker)
+            #expect(gracefulLoss.promotedTxid != nil && gracefulLoss.lostShippedTxids == 0, "\(gracefulLoss)")
+            // The old node's step-down and release are in the history too.
+            #expect(afterSwitchover.contains { $0.kind == .steppingDown && $0.node == first.node && $0.epoch == first.epoch })
+            #expect(afterSwitchover.contains { $0.kind == .released && $0.node == first.node && ($0.durationMilliseconds ?? 0) > 0 })
+
+            // The follower printed the record within the test.
+            let followDeadline = ContinuousClock.now + .seconds(10)
+            var followed: [BatonEvent] = []
+            while ContinuousClock.now < followDeadline {
+                let text = (try? String(contentsOfFile: followPath, encoding: .utf8)) ?? ""
+                followed = text.split(separator: "\n").compactMap { try? JSONDecoder().decode(BatonEvent.self, from: Data($0.utf8)) }
+                if followed.contains(where: { $0.kind == .switchover }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(followed.contains { $0.kind == .switchover && $0.epoch == second.epoch }, "follow printed \(followed.map(\.kind))")
+
+            // --since: only recent events; the text form names the record.
+            let recent = try await events(cluster, ["--since", "1h"])
+            #expect(recent.contains { $0.kind == .switchover })
+            let text = try await cluster.batonctl(["events", ReplicationCluster.app, "--since", "1h"])
+            #expect(text.status == 0 && text.output.contains("switchover") && text.output.contains("moved from \(first.node) to \(target)"), "\(text.output)")
+            print("batonctl events \(ReplicationCluster.app) --since 1h:\n\(text.output)")
+
+            // kill -9 of the new active node: the old one (past its cooldown) takes over.
+            try await Task.sleep(for: .milliseconds(2200))
+            cluster.nodes[target]!.signal(SIGKILL)
+            let third = try await cluster.waitForWriter(after: second.epoch, on: first.node, count: 3, timeout: .seconds(20))
+            let afterCrash = try await waitForEvents(cluster, kind: .failover, count: 1)
+            let failovers = afterCrash.filter { $0.kind == .failover }
+            #expect(failovers.count == 1, "\(afterCrash.map(\.kind))")
+            #expect(afterCrash.filter { $0.kind == .switchover }.count == 1, "the switchover is recorded once")
+            let crash = try #require(failovers.first?.handover, "no failover record: \(afterCrash.map { "\($0.node) \($0.kind.rawValue)" })")
+            #expect(crash.fromNode == target && crash.toNode == first.node && crash.toEpoch == third.epoch)
+            #expect(!crash.graceful)
+            #expect(crash.downtimeFrom == .lastRenewSeen, "\(crash)")
+            #expect(crash.downtimeMilliseconds > 0 && crash.downtimeMilliseconds < 30_000, "\(crash)")
+            let crashLoss = try #require(crash.dataLoss, "a replicated app's record has a data-loss field")
+            #expect(!crashLoss.finalMarker)
+            #expect(crashLoss.promotedTxid != nil, "\(crashLoss)")
+            #expect(crashLoss.unshipped.contains("not shipped"), "\(crashLoss)")
+            print("flight records:\n\(afterCrash.filter { $0.handover != nil }.map { $0.detail ?? "" }.joined(separator: "\n"))")
         }
     }
 }

@@ -423,14 +423,14 @@ public struct NATSServerBinary: Sendable, Hashable, CustomStringConvertible {
 
 // MARK: - Short-lived commands
 
-struct CommandResult: Sendable {
-    var status: Int32
-    var output: String
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var output: String
 }
 
 /// Runs a short-lived command to completion with stdin from /dev/null and stdout+stderr
 /// captured together.
-func runCommand(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> CommandResult {
+public func runCommand(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

@@ -145,8 +145,15 @@ struct FastPromotionTests {
 
             try overwritePage(b.replicaPath, index: 1, pageSize: pageSize, with: original)
             b.promotionReadsReplica = false
+            // An old database at the path is replaced; its blocks are freed off the promotion's path.
+            try FileManager.default.createDirectory(atPath: (b.databasePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: b.databasePath))
             let report = try await ReplicaPromotion.promote(configuration: b, jetStream: jetStream, logger: logger, handover: handover)
             #expect(report.outcome == .promoted && report.txid == handoff.txid)
+            let replaced = ReplicaPromotion.replacedDatabasePath(b.databasePath)
+            let removedBy = ContinuousClock.now + .seconds(10)
+            while FileManager.default.fileExists(atPath: replaced), ContinuousClock.now < removedBy { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!FileManager.default.fileExists(atPath: replaced), "the replaced database's second link was not removed")
             try await appA.checkpointTruncate()
             let promoted = try openImmutable(b.databasePath)
             #expect(try logicalDigest(promoted) == (try await appA.digest()))

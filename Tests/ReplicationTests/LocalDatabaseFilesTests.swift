@@ -25,6 +25,7 @@ struct LocalDatabaseFilesTests {
         let state = configuration.stateDirectory
         let leftovers = [
             "\(state)/ledger.snapshot.ABC123.tmp", "\(state)/ledger.replica.db.restore.XYZ", "\(state)/ledger.position.json.tmp",
+            configuration.databasePath + ".baton-replaced",
         ]
         let kept = [
             "\(state)/ledger.replica.db", "\(state)/ledger.position.json", "\(state)/ledger-two.snapshot.ABC.tmp",

@@ -4,6 +4,8 @@ import Logging
 import NATS
 import NATSTestSupport
 import NIOConcurrencyHelpers
+import Backends
+import Control
 import Supervisor
 import Testing
 
@@ -61,11 +63,18 @@ final class RecordingBackend: AppBackend {
     private let keeper = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let failureStream: AsyncStream<AppBackendFailure>
     let failureContinuation: AsyncStream<AppBackendFailure>.Continuation
+    /// When set, ``waitUntilHealthy(token:)`` waits until its task is cancelled.
+    let hangsInHealthWait: Bool
+    /// `entered` and `cancelled` of each health wait, when ``hangsInHealthWait``.
+    let healthWaits: AsyncStream<String>
+    private let healthWaitsContinuation: AsyncStream<String>.Continuation
 
-    init(node: String, log: ActivityLog) {
+    init(node: String, log: ActivityLog, hangsInHealthWait: Bool = false) {
         self.node = node
         self.log = log
+        self.hangsInHealthWait = hangsInHealthWait
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self)
+        (healthWaits, healthWaitsContinuation) = AsyncStream.makeStream(of: String.self)
     }
 
     func start(token: UInt64) async throws {
@@ -73,7 +82,17 @@ final class RecordingBackend: AppBackend {
         log.started(node, token: token)
     }
 
-    func waitUntilHealthy(token: UInt64) async throws {}
+    func waitUntilHealthy(token: UInt64) async throws {
+        guard hangsInHealthWait else { return }
+        healthWaitsContinuation.yield("entered")
+        // Ends only when cancelled (Task.sleep throws then).
+        do {
+            try await Task.sleep(for: .seconds(3600))
+        } catch {
+            healthWaitsContinuation.yield("cancelled")
+            throw error
+        }
+    }
 
     func armFence(token: UInt64, deadline: MonotonicInstant) async {
         let task = Task { [weak self] in
@@ -125,7 +144,9 @@ struct TestNode {
 
 let fastTiming = LeaseTiming(ttl: .seconds(2), renew: .milliseconds(500), fenceBudget: .milliseconds(400), skew: .milliseconds(200))
 
-func startNode(_ name: String, server: NATSServerProcess, log: ActivityLog, priorityHoldback: Duration = .zero) async throws -> TestNode {
+func startNode(
+    _ name: String, server: NATSServerProcess, log: ActivityLog, priorityHoldback: Duration = .zero, hangsInHealthWait: Bool = false
+) async throws -> TestNode {
     var options = NATSClientOptions(servers: [server.url])
     options.reconnectWait = .milliseconds(20)
     options.maxReconnectWait = .milliseconds(200)
@@ -135,10 +156,10 @@ func startNode(_ name: String, server: NATSServerProcess, log: ActivityLog, prio
     logger.logLevel = ProcessInfo.processInfo.environment["BATON_TEST_LOG"] != nil ? .debug : .critical
     let client = try await NATSClient.connect(options: options, logger: logger)
     let store = try await LeaseStore.open(jetStream: JetStream(client: client, timeout: .seconds(2)), cluster: "test", app: "web", ttl: fastTiming.ttl, replicas: 1)
-    let backend = RecordingBackend(node: name, log: log)
+    let backend = RecordingBackend(node: name, log: log, hangsInHealthWait: hangsInHealthWait)
     let configuration = AppLifecycle.Configuration(
-        node: name, instance: NUID.next(), timing: fastTiming, hasHealthCheck: false, stepTimeout: .seconds(2), stopTimeout: .seconds(2),
-        priorityHoldback: priorityHoldback)
+        node: name, instance: NUID.next(), timing: fastTiming, hasHealthCheck: hangsInHealthWait,
+        stepTimeout: hangsInHealthWait ? .seconds(600) : .seconds(2), stopTimeout: .seconds(2), priorityHoldback: priorityHoldback)
     let supervisor = AppSupervisor(app: "web", configuration: configuration, store: store, backend: backend, client: client, logger: logger)
     let task = Task { await supervisor.run() }
     return TestNode(name: name, client: client, supervisor: supervisor, backend: backend, task: task)
@@ -174,6 +195,27 @@ func shutDown(_ nodes: [TestNode]) async {
 
 @Suite("App supervisor: election over a real NATS KV", .serialized, .timeLimit(.minutes(3)))
 struct AppSupervisorIntegrationTests {
+    /// issue 13, item 8: an action still in flight when run() ends (here a health wait that
+    /// never ends on its own) is cancelled, not left running.
+    @Test(arguments: NATSServerKind.allCases)
+    func anActionStillInFlightWhenRunEndsIsCancelled(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let log = ActivityLog()
+            let node = try await startNode("node-a", server: server, log: log, hangsInHealthWait: true)
+            var waits = node.backend.healthWaits.makeAsyncIterator()
+            #expect(await waits.next() == "entered")
+            #expect(await node.supervisor.phase == .promoting(.awaitHealthy))
+            #expect(await node.supervisor.actionsInFlight >= 1)
+            node.task.cancel()
+            await node.task.value
+            // The shutdown stepped the app down; the health wait is cancelled with run()'s end.
+            #expect(await waits.next() == "cancelled")
+            #expect(await node.supervisor.actionsInFlight == 0)
+            #expect(log.all.count == 1 && log.all.allSatisfy { $0.end != nil })
+            await node.client.close()
+        }
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func exactlyOneNodeRunsTheAppAndStepdownHandsItOver(kind: NATSServerKind) async throws {
         try await withNATSServer(kind) { server in

@@ -2,6 +2,8 @@ import BatonCore
 import Foundation
 import NATS
 import NATSTestSupport
+import Backends
+import Control
 import Supervisor
 import Synchronization
 import Testing
@@ -137,7 +139,7 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate", "permissions"] {
             #expect(help.stdout.contains("  \(command) "), "\(command) missing from:\n\(help.stdout)")
         }
         let replicaHelp = try await runBatonctl(["replica", "--help"])

@@ -4,6 +4,8 @@ import Logging
 import NATS
 import NATSTestSupport
 import NIOCore
+import Backends
+import Control
 import Supervisor
 import Synchronization
 import Testing

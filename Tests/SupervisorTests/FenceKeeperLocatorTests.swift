@@ -2,7 +2,7 @@ import Foundation
 import NATSTestSupport
 import Testing
 
-@testable import Supervisor
+@testable import Backends
 
 /// Where batond finds `baton-fence-keeper`: next to itself (a build directory, /usr/local/bin),
 /// else in ../libexec/baton/ (the Debian package: /usr/bin/batond, /usr/libexec/baton/).
@@ -35,7 +35,7 @@ import Testing
     @Test func missingKeeperNamesBothPlaces() throws {
         let root = try Self.layout(["bin/batond"])
         defer { try? FileManager.default.removeItem(at: root) }
-        let error = #expect(throws: ProcessBackendError.self) {
+        let error = #expect(throws: FenceKeeperError.self) {
             try FenceKeeperLocator.locate(runningExecutable: root.appendingPathComponent("bin/batond").path)
         }
         let text = "\(error.map { "\($0)" } ?? "")"

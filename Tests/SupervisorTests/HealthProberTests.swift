@@ -7,6 +7,8 @@ import NIOPosix
 import NIOSSL
 import Testing
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 /// A loopback TCP server that answers every connection with a fixed HTTP response.

@@ -4,6 +4,8 @@ import NATS
 import NIOCore
 import FaultProxy
 import NATSTestSupport
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 import Testing
 

@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import Testing
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 #if canImport(Glibc)

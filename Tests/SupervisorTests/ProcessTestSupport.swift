@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 #if canImport(Glibc)

@@ -2,6 +2,8 @@ import BatonCore
 import FenceKeeper
 import Testing
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 @Suite("Restart budget")

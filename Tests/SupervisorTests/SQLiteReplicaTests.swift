@@ -4,6 +4,8 @@ import Logging
 import NATS
 import NATSTestSupport
 import Replication
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 import Testing
 

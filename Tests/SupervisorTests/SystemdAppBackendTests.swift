@@ -5,6 +5,8 @@ import Systemd
 import SystemdTestSupport
 import Testing
 
+@testable import Backends
+@testable import Control
 @testable import Supervisor
 
 #if canImport(Glibc)

@@ -2,6 +2,8 @@ import BatonCore
 import Foundation
 import NATS
 import NATSTestSupport
+import Backends
+import Control
 import Supervisor
 import Testing
 

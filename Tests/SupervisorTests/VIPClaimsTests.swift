@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import NATSTestSupport
 import Netlink
+import Backends
+import Control
 import Supervisor
 import Testing
 

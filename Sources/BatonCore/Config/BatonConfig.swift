@@ -12,13 +12,21 @@ public struct BatonConfig: Sendable, Hashable {
     public var nats: NATSConfig
     /// The supervised apps, in file order; names are unique.
     public var apps: [AppConfig]
+    /// batond's HTTP server (`http:`), off when nil.
+    public var http: HTTPConfig?
+    /// Retention of the cluster's event history (`events:`, optional).
+    public var events: EventsConfig
 
     /// Creates a config (without validation).
-    public init(cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig]) {
+    public init(
+        cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil, events: EventsConfig = EventsConfig()
+    ) {
         self.cluster = cluster
         self.node = node
         self.nats = nats
         self.apps = apps
+        self.http = http
+        self.events = events
     }
 
     /// The app called `name`, if any.
@@ -248,6 +256,8 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
         case full
     }
 
+    /// `flush_timeout`'s default: 15 s.
+    public static let defaultFlushTimeout: Duration = .seconds(15)
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
     /// `snapshot_max_bytes`'s default: 4 GiB.
@@ -257,7 +267,7 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = .seconds(15), promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
+        flushTimeout: Duration = defaultFlushTimeout, promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
     ) {
         self.path = path
         self.snapshotInterval = snapshotInterval

@@ -52,5 +52,7 @@ public func changedApps(from old: BatonConfig, to new: BatonConfig) -> ConfigCha
     if old.cluster != new.cluster { changes.restartRequired.append("cluster") }
     if old.node != new.node { changes.restartRequired.append("node") }
     if old.nats != new.nats { changes.restartRequired.append("nats") }
+    if old.http != new.http { changes.restartRequired.append("http") }
+    if old.events != new.events { changes.restartRequired.append("events") }
     return changes
 }

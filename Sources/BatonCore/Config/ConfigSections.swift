@@ -4,15 +4,17 @@ import Yams
 // it gives up, so that every mistake is reported at once.
 
 extension BatonConfig: ConfigSection {
-    static let keys = ["cluster", "node", "nats", "apps"]
+    static let keys = ["cluster", "node", "nats", "apps", "http", "events"]
 
     init?(fields: ConfigFields) {
         let cluster = fields.required("cluster")?.name(kind: "cluster name", example: "demo")
         let node = fields.required("node")?.section(NodeConfig.self)
         let nats = fields.required("nats")?.section(NATSConfig.self)
         let apps = fields.required("apps").flatMap(Self.readApps)
-        guard let cluster, let node, let nats, let apps else { return nil }
-        self.init(cluster: cluster, node: node, nats: nats, apps: apps)
+        let http = fields.optional("http").map { $0.section(HTTPConfig.self) }
+        let events = fields.optional("events", default: EventsConfig()) { $0.section(EventsConfig.self) }
+        guard let cluster, let node, let nats, let apps, !http.failed, let events else { return nil }
+        self.init(cluster: cluster, node: node, nats: nats, apps: apps, http: http ?? nil, events: events)
     }
 
     private static func readApps(_ value: ConfigValue) -> [AppConfig]? {

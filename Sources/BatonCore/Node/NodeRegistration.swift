@@ -20,11 +20,15 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var bootID: String?
     /// The pid namespace (`/proc/self/ns/pid`): a pid is only meaningful within one namespace.
     public var pidNamespace: String?
+    /// When this entry was written, on the node's wall clock (seconds since 1970): compared
+    /// with the time the server stored it, it shows the node's clock offset (`batonctl doctor`).
+    public var written: Double?
 
     enum CodingKeys: String, CodingKey {
         case node, instance, hostname, pid, started, version
         case bootID = "boot_id"
         case pidNamespace = "pid_ns"
+        case written
     }
 
     /// Creates a record.
@@ -152,4 +156,11 @@ public enum NodeHeartbeatConflict: Sendable, Hashable {
         if let record = entry.record, record.instance == me.instance { return .ownWrite(revision: entry.revision) }
         return .duplicate(entry.record)
     }
+}
+
+extension NodeRecord {
+    /// The node registry bucket of a cluster. Two underscores: app names cannot contain one, so
+    /// it never collides with an app's lease bucket `baton_<cluster>_<app>` (an app may be named
+    /// `nodes`).
+    public static func registryBucket(cluster: String) -> String { "baton_\(cluster)__nodes" }
 }

@@ -19,11 +19,14 @@ public struct ControlRequest: Codable, Sendable, Hashable {
     public var app: String
     /// The node to hand the app to; only for ``ControlCommand/switchover``.
     public var to: String?
+    /// Who sends it, as the sender reports itself (absent from older batonctl versions).
+    public var requester: ControlRequester?
 
     /// Creates a request.
-    public init(app: String, to: String? = nil) {
+    public init(app: String, to: String? = nil, requester: ControlRequester? = nil) {
         self.app = app
         self.to = to
+        self.requester = requester
     }
 }
 

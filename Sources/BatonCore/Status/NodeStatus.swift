@@ -58,6 +58,9 @@ public struct AppStatus: Codable, Sendable, Hashable {
     public var vips: [String]?
     /// The app's SQLite replication on this node, if it has a `sqlite:` section.
     public var replication: ReplicationStatus?
+    /// Digests of the app's config sections on this node (``ConfigDigest/sections(of:)``), so
+    /// that `batonctl doctor` can find nodes whose configs disagree.
+    public var configDigests: [String: String]?
 
     /// Creates an app status.
     public init(
@@ -78,6 +81,7 @@ public struct AppStatus: Codable, Sendable, Hashable {
         case backendRunning = "backend_running"
         case lastEvent = "last_event"
         case vips, replication
+        case configDigests = "config_digests"
     }
 }
 
@@ -162,6 +166,9 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     /// handed off gracefully, and after a crash failover the time of the last applied transaction
     /// and how much of the stream was beyond the applied position.
     public var promotion: String?
+    /// The data-loss facts of the node's last successful promotion, and its epoch (what the
+    /// failover flight record reports).
+    public var promotionDataLoss: PromotionDataLoss?
     /// Snapshots the shipper published since it started (active). A promotion continues the
     /// stream without one: this stays 0 until the first background snapshot is due.
     public var snapshotsPublished: Int?
@@ -245,6 +252,7 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
         case lastCommitTime = "last_commit_time"
         case lastError = "last_error"
         case promotion
+        case promotionDataLoss = "promotion_data_loss"
         case snapshotsPublished = "snapshots_published"
         case snapshotsRestored = "snapshots_restored"
         case unshippedDatabases = "unshipped_databases"

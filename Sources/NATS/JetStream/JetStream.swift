@@ -14,7 +14,7 @@ public struct JetStream: Sendable {
     /// Creates a JetStream context.
     public init(client: NATSClient, domain: String? = nil, timeout: Duration = .seconds(5)) {
         self.client = client
-        self.apiPrefix = domain.map { "$JS.\($0).API" } ?? "$JS.API"
+        self.apiPrefix = domain.map { "$JS.\($0).API" } ?? JetStreamNames.apiPrefix
         self.timeout = timeout
     }
 

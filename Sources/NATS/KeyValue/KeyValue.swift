@@ -20,8 +20,8 @@ public struct KeyValue: Sendable {
     init(bucket: String, jetStream: JetStream, allowDirect: Bool) {
         self.bucket = bucket
         self.jetStream = jetStream
-        self.streamName = "KV_\(bucket)"
-        self.subjectPrefix = "$KV.\(bucket)."
+        self.streamName = JetStreamNames.keyValueStream(bucket: bucket)
+        self.subjectPrefix = JetStreamNames.keyValueSubjectPrefix(bucket: bucket) + "."
         self.useDirectGet = allowDirect
     }
 

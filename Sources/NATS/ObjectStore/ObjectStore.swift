@@ -29,9 +29,9 @@ public struct ObjectStore: Sendable {
     init(bucket: String, jetStream: JetStream) {
         self.bucket = bucket
         self.jetStream = jetStream
-        self.streamName = "OBJ_\(bucket)"
-        self.chunkPrefix = "$O.\(bucket).C."
-        self.metaPrefix = "$O.\(bucket).M."
+        self.streamName = JetStreamNames.objectStoreStream(bucket: bucket)
+        self.chunkPrefix = JetStreamNames.objectStoreSubjectPrefix(bucket: bucket) + ".C."
+        self.metaPrefix = JetStreamNames.objectStoreSubjectPrefix(bucket: bucket) + ".M."
     }
 
     // MARK: - Names

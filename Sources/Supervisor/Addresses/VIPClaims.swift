@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Logging
 import Netlink
 

@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 
 /// The virtual IPs of one app on this node, as the app supervisor drives them. Every method
 /// must be safe to call in any order and more than once.

@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Logging
 import NATS
 import Synchronization
@@ -27,7 +29,16 @@ public actor AppSupervisor {
     /// acquire) would otherwise remove a VIP just claimed or abort a promotion.
     private var passiveTransition: Task<Void, Never>?
     private var notificationsContinuation: AsyncStream<AppLifecycle.Notification>.Continuation?
+    /// The tasks running actions (lease writes, promotion and demotion steps; not fences), by
+    /// number; each removes itself when done. Those still running when ``run()`` ends are
+    /// cancelled.
+    private var actionTasks: [UInt64: Task<Void, Never>] = [:]
+    private var nextActionID: UInt64 = 0
+    private var observationsContinuation: AsyncStream<(LeaseObservation, MonotonicInstant)>.Continuation?
     private nonisolated let lastTickNanoseconds: Atomic<Int64>
+    /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
+    private let metrics: AppMetrics
+    private var tally = TransitionTally()
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
 
     /// Creates a supervisor. Nothing happens until ``run()``.
@@ -49,6 +60,7 @@ public actor AppSupervisor {
         logger[metadataKey: "app"] = "\(app)"
         self.logger = logger
         self.lastTickNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
+        self.metrics = AppMetrics(app: app, node: configuration.node)
     }
 
     /// When the clock loop last ran on this actor (it wakes at least every second while the
@@ -73,13 +85,23 @@ public actor AppSupervisor {
         return stream
     }
 
+    /// The lease observations of other holders' writes as the watch delivers them, with the
+    /// instant each was received (for the event history's flight recorder).
+    public func leaseObservations() -> AsyncStream<(LeaseObservation, MonotonicInstant)> {
+        let (stream, continuation) = AsyncStream.makeStream(of: (LeaseObservation, MonotonicInstant).self, bufferingPolicy: .bufferingNewest(64))
+        observationsContinuation = continuation
+        return stream
+    }
+
     /// Feeds an operator command or another event.
     public func send(_ event: AppLifecycle.Event) {
         apply(event)
     }
 
     /// Runs until the task is cancelled. On cancellation the app is stepped down gracefully
-    /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl.
+    /// first (backend stopped, lease released), bounded by the stop timeout plus the lease ttl;
+    /// then the action tasks still in flight (a health wait, a lease write; never a fence) are
+    /// cancelled.
     public func run() async {
         let connectionEvents = client.events()
         // Passive until the lease says otherwise: VIPs a crashed batond left behind go away.
@@ -127,7 +149,15 @@ public actor AppSupervisor {
             }
             group.cancelAll()
         }
+        // Whatever action is still in flight (a health wait, a lease write) belongs to a run that
+        // is over: its result would change nothing.
+        for task in actionTasks.values { task.cancel() }
+        actionTasks.removeAll()
     }
+
+    /// How many action tasks (not fences) are in flight: lease writes, promotion and demotion
+    /// steps. Zero once ``run()`` returned.
+    public var actionsInFlight: Int { actionTasks.count }
 
     /// Ticks the lifecycle at its deadlines. Without a limit it runs until the task is
     /// cancelled; with one, until the app has stopped (or let its lease go) or the limit passes.
@@ -150,6 +180,7 @@ public actor AppSupervisor {
             if Task.isCancelled { return }
             lastTickNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
             apply(.tick)
+            metrics.lease(lifecycle.held, timing: lifecycle.configuration.timing, now: MonotonicClock.now())
         }
     }
 
@@ -160,7 +191,10 @@ public actor AppSupervisor {
                 let watch = try await store.watch()
                 attempt = 0
                 for try await event in watch {
-                    if case .observed(let observation) = event { send(.leaseObserved(observation)) }
+                    if case .observed(let observation) = event {
+                        observationsContinuation?.yield((observation, MonotonicClock.now()))
+                        send(.leaseObserved(observation))
+                    }
                 }
                 await watch.stop()
             } catch {
@@ -192,10 +226,15 @@ public actor AppSupervisor {
         switch action {
         case .acquireLease(let replacing, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            tally.acquiring(takeover: replacing != nil)
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
                 let sentAt = MonotonicClock.now()
                 do {
                     let revision = try await store.acquire(as: holder, ttl: ttl, replacing: replacing)
+                    metrics.step("lease", took: MonotonicClock.now() - sentAt)
                     self.apply(.acquireSucceeded(revision: revision, sentAt: sentAt, stamp))
                 } catch {
                     self.apply(.acquireFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
@@ -203,20 +242,31 @@ public actor AppSupervisor {
             }
         case .renewLease(let revision, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
                 let sentAt = MonotonicClock.now()
                 do {
-                    switch try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision) {
+                    let outcome = try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision)
+                    metrics.renewed(after: MonotonicClock.now() - sentAt, failed: false)
+                    switch outcome {
                     case .renewed(let newRevision): self.apply(.renewSucceeded(revision: newRevision, sentAt: sentAt, stamp))
                     case .recognized(let newRevision): self.apply(.renewRecognized(revision: newRevision, stamp))
                     }
                 } catch {
+                    metrics.renewed(after: MonotonicClock.now() - sentAt, failed: true)
                     self.apply(.renewFailed((error as? LeaseWriteError)?.failure ?? .unavailable("\(error)"), stamp))
                 }
             }
         case .releaseLease(let revision, let handoffTo, let stamp):
             let ttl = lifecycle.configuration.timing.ttl
-            Task { [store] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [store, metrics] in
+                defer { self.actionTasks[id] = nil }
+                let started = MonotonicClock.now()
+                defer { metrics.step("release_lease", took: MonotonicClock.now() - started) }
                 do {
                     try await store.release(as: holder, token: stamp.token, ttl: ttl, revision: revision, handoffTo: handoffTo)
                     self.apply(.releaseFinished(nil, stamp))
@@ -240,13 +290,17 @@ public actor AppSupervisor {
             let armed = fenceKeeperUpdates
             let passive = passiveTransition
             let token = stamp.token
-            Task { [backend, addresses, replica] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [backend, addresses, replica, metrics] in
+                defer { self.actionTasks[id] = nil }
                 await armed?.value
                 await passive?.value
                 guard self.isCurrentStep(stamp) else {
                     self.logger.debug("promotion step superseded before it ran", metadata: ["step": "\(step.rawValue)", "stamp": "\(stamp)"])
                     return
                 }
+                let started = MonotonicClock.now()
                 do {
                     switch step {
                     case .promoteReplica: try await replica?.promote(token: token)
@@ -254,20 +308,34 @@ public actor AppSupervisor {
                     case .startBackend: try await backend.start(token: token)
                     case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
                     }
+                    metrics.step(Self.metricName(step), took: MonotonicClock.now() - started)
+                    if step == .claimAddresses, addresses != nil { metrics.vips(1) }
+                    if step == .awaitHealthy { metrics.health(healthy: true) }
                     self.apply(.promotionStepSucceeded(step, stamp))
                 } catch {
+                    if step == .awaitHealthy { metrics.health(healthy: false) }
                     self.apply(.promotionStepFailed(step, "\(error)", stamp))
                 }
             }
         case .stopBackend(let stamp):
-            Task { [backend] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [backend, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
                 let outcome = await backend.stop()
+                metrics.step("stop_backend", took: MonotonicClock.now() - started)
                 self.apply(.backendStopped(outcome, stamp))
             }
         case .flushReplica(let stamp):
-            Task { [replica] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [replica, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
+                defer { metrics.step("flush_replica", took: MonotonicClock.now() - started) }
                 do {
                     try await replica?.flush(token: stamp.token)
                     self.apply(.demotionStepFinished(.flushReplica, failure: nil, stamp))
@@ -276,7 +344,10 @@ public actor AppSupervisor {
                 }
             }
         case .setAsideDatabase(let reason, let stamp):
-            Task { [replica] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [replica] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
                 do {
                     _ = try await replica?.setAside(token: stamp.token, reason: reason)
@@ -286,10 +357,16 @@ public actor AppSupervisor {
                 }
             }
         case .releaseAddresses(let stamp):
-            Task { [addresses] in
+            let id = nextActionID
+            nextActionID += 1
+            actionTasks[id] = Task { [addresses, metrics] in
+                defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
+                let started = MonotonicClock.now()
                 do {
                     try await addresses?.release()
+                    metrics.step("release_addresses", took: MonotonicClock.now() - started)
+                    metrics.vips(0)
                     self.apply(.demotionStepFinished(.releaseAddresses, failure: nil, stamp))
                 } catch {
                     // The lifecycle fences: the VIPs go the hard way, or the lease is not released.
@@ -298,15 +375,16 @@ public actor AppSupervisor {
             }
         case .fence(let stamp):
             // Not gated on being current: fencing is never superseded by anything but another
-            // fence, and runs at once, beside whatever step is in flight.
-            Task { [backend, addresses, replica] in
+            // fence, and runs at once, beside whatever step is in flight. Never cancelled when
+            // run() ends: a fence runs to its end.
+            Task { [backend, addresses, replica, metrics] in
                 async let backendFenced = backend.fence()
                 async let addressesFenced = addresses?.fence()
                 async let replicaFenced: Void? = replica?.fence()
                 let (backendOutcome, addressesOutcome, _) = await (backendFenced, addressesFenced, replicaFenced)
                 var problems: [String] = []
                 if case .unconfirmed(let why) = backendOutcome { problems.append("backend: \(why)") }
-                if case .unconfirmed(let why)? = addressesOutcome { problems.append("virtual IPs: \(why)") }
+                if case .unconfirmed(let why)? = addressesOutcome { problems.append("virtual IPs: \(why)") } else { metrics.vips(0) }
                 self.apply(.fenceCompleted(problems.isEmpty ? .confirmed : .unconfirmed(problems.joined(separator: "; ")), stamp))
             }
         case .followActive:
@@ -317,14 +395,25 @@ public actor AppSupervisor {
                 await replica?.follow()
             }
         case .notify(let notification):
-            log(notification)
-            notificationsContinuation?.yield(notification)
+            report(notification)
         }
     }
 
     private func report(_ notification: AppLifecycle.Notification) {
         log(notification)
+        if case .demoting(.healthFailed) = notification { metrics.health(healthy: false) }
+        metrics.record(tally.observe(notification))
         notificationsContinuation?.yield(notification)
+    }
+
+    /// A promotion step's `step` label in ``BatonMetricName/stepDuration``.
+    private static func metricName(_ step: PromotionStep) -> String {
+        switch step {
+        case .promoteReplica: "promote_replica"
+        case .claimAddresses: "claim_addresses"
+        case .startBackend: "start_backend"
+        case .awaitHealthy: "await_healthy"
+        }
     }
 
     private func log(_ notification: AppLifecycle.Notification) {
@@ -351,7 +440,6 @@ public actor AppSupervisor {
                 "fencing could not confirm the backend gone and the virtual IPs removed; the lease is not released: it runs out while the fence keeper kills at its deadline",
                 metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .staleResult(let what): logger.info("\(what)")
-        case .leaseLost(let token, let reason): logger.error("lost the lease", metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
         case .observed(let event): logger.warning("\(event)")

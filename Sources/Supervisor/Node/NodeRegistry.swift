@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Foundation
 import Logging
 import NATS
@@ -53,10 +55,8 @@ public actor NodeRegistry {
     /// The heartbeat interval batond uses.
     public static let defaultHeartbeatInterval: Duration = .seconds(1)
 
-    /// The registry bucket of a cluster. Two underscores: app names cannot contain one, so it
-    /// never collides with an app's lease bucket `baton_<cluster>_<app>` (an app may be named
-    /// `nodes`).
-    public static func bucketName(cluster: String) -> String { "baton_\(cluster)__nodes" }
+    /// The registry bucket of a cluster (``NodeRecord/registryBucket(cluster:)``).
+    public static func bucketName(cluster: String) -> String { NodeRecord.registryBucket(cluster: cluster) }
 
     /// How long a starting instance waits for another instance's next heartbeat.
     public static func heartbeatWait(interval: Duration) -> Duration { interval * 2.5 }
@@ -213,7 +213,9 @@ public actor NodeRegistry {
     }
 
     private static func encode(_ record: NodeRecord) throws -> ByteBuffer {
-        ByteBuffer(bytes: try JSONEncoder().encode(record))
+        var record = record
+        record.written = Date().timeIntervalSince1970
+        return ByteBuffer(bytes: try JSONEncoder().encode(record))
     }
 
     /// Runs a compare-and-set write; nil when it lost.
@@ -231,23 +233,5 @@ public actor NodeRegistry {
         guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
         guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return true }
         return comm.contains("batond")
-    }
-}
-
-extension NodeRecord {
-    /// The record of this process: host name, pid, boot id and pid namespace read here.
-    public static func local(node: String, instance: String, version: String = BatonVersion.current) -> NodeRecord {
-        var buffer = [CChar](repeating: 0, count: 256)
-        let hostname =
-            gethostname(&buffer, buffer.count) == 0
-            ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
-        let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let pidNamespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid")
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return NodeRecord(
-            node: node, instance: instance, hostname: hostname, pid: getpid(), started: formatter.string(from: Date()), version: version,
-            bootID: bootID, pidNamespace: pidNamespace)
     }
 }

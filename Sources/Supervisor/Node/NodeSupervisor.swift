@@ -1,4 +1,8 @@
+import Backends
 import BatonCore
+import BatonEvents
+import Control
+import Foundation
 import Logging
 import NATS
 
@@ -19,8 +23,9 @@ public actor NodeSupervisor: NodeController {
         }
     }
 
-    /// Creates the parts of an app; throws with a clear reason when one cannot be set up.
-    public typealias AppPartsFactory = @Sendable (AppConfig) async throws -> AppParts
+    /// Creates the parts of an app from its plan (and its config, for what the plan does not
+    /// cover: the replica's configuration); throws with a clear reason when one cannot be set up.
+    public typealias AppPartsFactory = @Sendable (AppPlan, AppConfig) async throws -> AppParts
 
     private struct RunningApp {
         var config: AppConfig
@@ -35,7 +40,13 @@ public actor NodeSupervisor: NodeController {
     private let client: NATSClient
     private let makeParts: AppPartsFactory
     private let systemdUnit: String?
+    /// Where the apps' runtime files go (``AppPlan/SystemdPlan/epochFile``).
+    private let runtimeDirectory: String
     private let logger: Logger
+    /// Where the node's events go (the cluster's event history), nil without one.
+    private let events: EventPublisher?
+    /// The connection the flight recorder reads the history on (the old node's step-down).
+    private let eventsClient: NATSClient
     private var apps: [String: RunningApp] = [:]
     private var lastEvents: [String: String] = [:]
     private var backendRunning: [String: Bool] = [:]
@@ -44,20 +55,37 @@ public actor NodeSupervisor: NodeController {
     private var duplicate: LeaseHolder?
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
-    /// runs in (nil when not under systemd), for the status.
+    /// runs in (nil when not under systemd), for the status; `runtimeDirectory` is where the
+    /// apps' plans put their runtime files (see ``AppPlan/init(app:node:runtimeDirectory:)``).
+    /// `events` records every app's transitions, and config reloads, in the cluster's event
+    /// history; the history is read on `eventsClient` (default: `client`).
     public init(
-        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, logger: Logger, makeParts: @escaping AppPartsFactory
+        config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, runtimeDirectory: String = "/run/baton",
+        events: EventPublisher? = nil, eventsClient: NATSClient? = nil, logger: Logger,
+        makeParts: @escaping AppPartsFactory
     ) {
+        self.events = events
+        self.eventsClient = eventsClient ?? client
         self.config = config
         self.client = client
         self.instance = instance
         self.systemdUnit = systemdUnit
+        self.runtimeDirectory = runtimeDirectory
         self.logger = logger
         self.makeParts = makeParts
     }
 
     /// The config in force.
     public var currentConfig: BatonConfig { config }
+
+    /// See ``NodeController/recordCommand(_:app:to:requester:)``: an event of kind `command` in
+    /// the cluster's event history.
+    public func recordCommand(_ command: ControlCommand, app: String, to target: String?, requester: String) async {
+        events?.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: app, kind: .command,
+                detail: "\(command.rawValue)\(target.map { " to \($0)" } ?? "") requested by \(requester)"))
+    }
 
     /// Starts every app of the config. An app whose lease bucket or backend cannot be set up is
     /// logged and skipped; the others run.
@@ -66,8 +94,8 @@ public actor NodeSupervisor: NodeController {
     }
 
     /// Applies a new config: starts added apps, stops removed ones, restarts changed ones (each
-    /// stepped down gracefully first), leaves the rest alone. Node, NATS and cluster changes
-    /// need a restart of batond; they are reported and not applied.
+    /// stepped down gracefully first), leaves the rest alone. Node, NATS, cluster and HTTP
+    /// changes need a restart of batond; they are reported and not applied.
     @discardableResult
     public func reload(_ newConfig: BatonConfig) async -> ConfigChanges {
         let changes = changedApps(from: config, to: newConfig)
@@ -79,10 +107,17 @@ public actor NodeSupervisor: NodeController {
         applied.cluster = config.cluster
         applied.node = config.node
         applied.nats = config.nats
+        applied.http = config.http
+        applied.events = config.events
         config = applied
         for name in changes.changed + changes.added {
             if let app = newConfig.app(named: name) { await startApp(app) }
         }
+        events?.publish(
+            BatonEvent(
+                time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: nil, kind: .configReloaded,
+                detail: "added \(changes.added), removed \(changes.removed), changed \(changes.changed)"
+                    + (changes.restartRequired.isEmpty ? "" : "; not applied until a restart: \(changes.restartRequired)")))
         logger.info(
             "config reloaded",
             metadata: ["added": "\(changes.added)", "removed": "\(changes.removed)", "changed": "\(changes.changed)", "unchanged": "\(changes.unchanged.count)"])
@@ -107,14 +142,9 @@ public actor NodeSupervisor: NodeController {
     private func startApp(_ app: AppConfig) async {
         do {
             let store = try await openStore(app)
-            let parts = try await makeParts(app)
-            let stopTimeout: Duration
-            if case .process(let process) = app.backend { stopTimeout = process.stopTimeout + .seconds(2) } else { stopTimeout = .seconds(100) }
-            let configuration = AppLifecycle.Configuration(
-                node: config.node.id, instance: instance, timing: app.lease, hasHealthCheck: app.health != nil,
-                hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil,
-                stepTimeout: Self.stepTimeout(app), stopTimeout: stopTimeout, priorityHoldback: Self.priorityHoldback(app),
-                flushTimeout: app.sqlite?.flushTimeout ?? SQLiteReplicaConfig(path: "/").flushTimeout)
+            let plan = AppPlan(app: app, node: config.node.id, runtimeDirectory: runtimeDirectory)
+            let parts = try await makeParts(plan, app)
+            let configuration = plan.lifecycle(instance: instance, hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil)
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let supervisor = AppSupervisor(
@@ -122,14 +152,32 @@ public actor NodeSupervisor: NodeController {
                 addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
+            let recorder = events.map {
+                AppEventRecorder(
+                    recorder: FlightRecorder(cluster: config.cluster, app: app.name, me: LeaseHolder(node: config.node.id, instance: instance)),
+                    publisher: $0, reader: EventReader(jetStream: JetStream(client: eventsClient), cluster: config.cluster), replica: parts.replica,
+                    vips: app.vips.map { "\($0.cidr) on \($0.interface)" }, logger: appLogger)
+            }
+            let observations = events == nil ? nil : await supervisor.leaseObservations()
             let watcher = Task { [weak self] in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await notification in notifications { await self?.record(app.name, notification) }
+                        for await notification in notifications {
+                            await self?.record(app.name, notification)
+                            await recorder?.record(notification)
+                        }
                     }
                     if let backendNotices {
                         group.addTask {
-                            for await notice in backendNotices { await self?.record(app.name, notice) }
+                            for await notice in backendNotices {
+                                await self?.record(app.name, notice)
+                                await recorder?.record(notice)
+                            }
+                        }
+                    }
+                    if let recorder, let observations {
+                        group.addTask {
+                            for await (observation, instant) in observations { await recorder.observe(observation, at: instant) }
                         }
                     }
                 }
@@ -184,6 +232,7 @@ public actor NodeSupervisor: NodeController {
     }
 
     private func record(_ app: String, _ notice: AppBackendNotice) {
+        if case .backendRestarted = notice { AppMetrics.backendRestarted(app: app, node: config.node.id) }
         lastEvents[app] = notice.description
         switch notice {
         case .backendDown: backendRunning[app] = false
@@ -214,7 +263,6 @@ public actor NodeSupervisor: NodeController {
         case .fenced(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)): \(reason)"
             backendRunning[app] = false
-        case .leaseLost(let token, let reason): lastEvents[app] = "lost the lease (epoch \(token)): \(reason)"
         case .fenceUnconfirmed(let token, let reason):
             lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
             backendRunning[app] = false
@@ -227,20 +275,6 @@ public actor NodeSupervisor: NodeController {
     /// The status line of an app while another batond runs with this node id.
     static func duplicateEvent(_ other: LeaseHolder) -> String {
         "refusing to take the lease: another batond runs as node \(other.node) (instance \(other.instance)); node.id must be unique per host"
-    }
-
-    /// Each promotion step may take as long as the health grace plus a few intervals, at least
-    /// 30 seconds.
-    static func stepTimeout(_ app: AppConfig) -> Duration {
-        guard let health = app.health else { return .seconds(30) }
-        return max(.seconds(30), health.grace + health.interval * (health.failures + 1) + health.timeout)
-    }
-
-    /// Higher priority takes a free lease first: priority 100 (the default, or more) at once,
-    /// lower ones up to one renew interval later, in proportion.
-    static func priorityHoldback(_ app: AppConfig) -> Duration {
-        let clamped = Double(min(max(app.priority, 0), 100))
-        return app.lease.renew * ((100 - clamped) / 100)
     }
 
     // MARK: - Liveness
@@ -276,6 +310,7 @@ public actor NodeSupervisor: NodeController {
                 lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
+            status.configDigests = ConfigDigest.sections(of: app)
             statuses.append(status)
         }
         return NodeStatus(

@@ -1,4 +1,6 @@
+import Backends
 import BatonCore
+import Control
 import Foundation
 import Logging
 import NATS
@@ -62,6 +64,8 @@ public actor SQLiteReplica: AppReplica {
     private var lag: ReplicationLag?
     private var lastError: String?
     private var promotionSummary: String?
+    /// The data-loss facts of the last successful promotion (for the failover flight record).
+    private var promotionDataLoss: PromotionDataLoss?
     /// The token this node last shipped under, and whether JetStream fenced it.
     private var shippingToken: UInt64?
     private var fencedToken: UInt64?
@@ -183,6 +187,7 @@ public actor SQLiteReplica: AppReplica {
             status = ReplicationStatus(role: .idle, lastError: lastError)
         }
         status.promotion = promotionSummary
+        status.promotionDataLoss = promotionDataLoss
         let setAside = await files.setAsideDatabases()
         if !setAside.isEmpty { status.unshippedDatabases = setAside }
         return status
@@ -273,6 +278,12 @@ public actor SQLiteReplica: AppReplica {
             created = try await ReplicaPromotion.createEmptyDatabaseIfMissing(configuration: configuration)
         }
         promotionSummary = Self.summary(report, token: token, createdDatabase: created, at: startedAt)
+        promotionDataLoss = PromotionDataLoss(
+            epoch: token,
+            dataLoss: .fromPromotion(
+                promotedTxid: report.txid, finalMarker: report.finalMarkerToken != nil, discardedIncompleteRecord: report.discardedIncompleteRecord,
+                recoveredWithoutStream: report.recovery != nil,
+                lastTransactionAgeMilliseconds: report.lastTransactionTime.map { startedAt.timeIntervalSince($0) * 1000 }))
         logPromotion(report, token: token, createdDatabase: created, at: startedAt)
         try checkIntent(generation, "promotion")
         let shipper: WALShipper

@@ -1,0 +1,597 @@
+import BatonCore
+import FenceKeeper
+import Logging
+import Systemd
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// An app backend made of an existing systemd unit: what the app supervisor drives for
+/// `backend: {systemd: {unit: ...}}`.
+///
+/// - **Setup** (``connect(configuration:logger:)``): removes a stale epoch file, checks that the
+///   manager knows the unit, and installs the runtime drop-in (``BatonDropIn``): `BindsTo=` +
+///   `After=` batond's own unit (when batond runs in one), `ConditionPathExists=` +
+///   `EnvironmentFile=` the epoch file. Without the epoch file the unit cannot start, whoever
+///   asks; with it, the unit sees `BATON_EPOCH`.
+/// - **Start**: writes the epoch file, resets a `failed` state, StartUnit, waits for the job,
+///   and checks that the unit is really active.
+/// - **Stop**: removes the epoch file, StopUnit. **Fence**: removes the epoch file, KillUnit
+///   (SIGKILL to the whole cgroup) within the fence budget, then StopUnit.
+/// - **Fence keeper**: a `baton-fence-keeper` without a process (``ClaimKeeper``) holds the
+///   armed deadline; when it passes, or batond goes away, the keeper removes the epoch file,
+///   kills and stops the unit, and removes the app's VIPs.
+/// - **While active**, the unit going `failed` or `inactive` behind Baton's back is restarted
+///   through the restart policy; once the budget is spent the backend reports
+///   ``AppBackendFailure/exhausted(_:)`` and the node steps down.
+/// - **While passive**, a unit found running (started by hand with the epoch file faked, or
+///   left over) is stopped again, logged as a warning and reported as
+///   ``AppBackendNotice/strayStopped(_:)``; a unit that cannot be stopped is reported as
+///   ``AppBackendNotice/cannotStop(_:)``.
+///
+/// State changes come from systemd's `PropertiesChanged` signals (no polling); every decision
+/// re-reads the unit's state first, since a signal may be stale by the time it is handled.
+public actor SystemdAppBackend: AppBackend, AppBackendNotices {
+    /// What to manage and how.
+    public struct Configuration: Sendable, Hashable {
+        /// What the drop-in binds the unit to.
+        public enum Binding: Sendable, Hashable {
+            /// The service unit batond runs in, asked from the unit's manager (GetUnitByPID);
+            /// no binding (with a warning) when batond is not in a service of that manager.
+            case batondUnit
+            /// This unit.
+            case unit(String)
+            /// No binding.
+            case none
+        }
+
+        /// The app's name (log metadata, keeper diagnostics).
+        public var app: String
+        /// The unit, e.g. `web.service`.
+        public var unit: String
+        /// The bus of the unit's manager.
+        public var bus: SystemdBusAddress
+        /// Restarts after the unit fails or stops behind Baton's back while active.
+        public var restart: RestartPolicy
+        /// The app's health check, if any.
+        public var health: HealthCheckConfig?
+        /// How long KillUnit may take when fencing (the lease's fence budget).
+        public var fenceBudget: Duration
+        /// The epoch file (`BATON_EPOCH=<token>`); the unit starts only while it exists.
+        public var epochFile: String
+        /// What the drop-in binds the unit to.
+        public var binding: Binding
+        /// The fence keeper executable (see ``FenceKeeperLocator``).
+        public var keeperPath: String?
+        /// VIPs the fence keeper removes with the unit.
+        public var addresses: [FenceKeeperClaims.Address]
+        /// How long a start job may take.
+        public var startTimeout: Duration
+        /// How long a stop job may take before the unit is killed.
+        public var stopTimeout: Duration
+        /// How long a single D-Bus call may take.
+        public var callTimeout: Duration
+
+        /// Creates a configuration.
+        public init(
+            app: String, unit: String, bus: SystemdBusAddress, restart: RestartPolicy = RestartPolicy(), health: HealthCheckConfig? = nil,
+            fenceBudget: Duration = .milliseconds(500), epochFile: String? = nil, binding: Binding = .batondUnit, keeperPath: String? = nil,
+            addresses: [FenceKeeperClaims.Address] = [], startTimeout: Duration = AppPlan.SystemdPlan.defaultJobTimeout,
+            stopTimeout: Duration = AppPlan.SystemdPlan.defaultJobTimeout, callTimeout: Duration = AppPlan.SystemdPlan.defaultCallTimeout
+        ) {
+            self.app = app
+            self.unit = unit
+            self.bus = bus
+            self.restart = restart
+            self.health = health
+            self.fenceBudget = fenceBudget
+            self.epochFile = epochFile ?? EpochFile.defaultPath(app: app)
+            self.binding = binding
+            self.keeperPath = keeperPath
+            self.addresses = addresses
+            self.startTimeout = startTimeout
+            self.stopTimeout = stopTimeout
+            self.callTimeout = callTimeout
+        }
+
+        /// The configuration of `app`'s `backend.systemd`. `bus` overrides the configured bus
+        /// (tests); the epoch file goes to `<runtimeDirectory>/<app>/epoch`.
+        public init(
+            app: AppConfig, systemd: SystemdBackendConfig, bus: SystemdBusAddress? = nil, runtimeDirectory: String = "/run/baton",
+            keeperPath: String? = nil
+        ) {
+            let plan = AppPlan(app: app, node: "", runtimeDirectory: runtimeDirectory)
+            guard case .systemd(let unit) = plan.backend else { preconditionFailure("AppPlan of a systemd backend without a systemd plan") }
+            self.init(plan: plan, systemd: unit, bus: bus, keeperPath: keeperPath)
+        }
+
+        /// The configuration of a plan's systemd backend (`systemd` is the plan's
+        /// ``AppPlan/Backend/systemd(_:)``). `bus` overrides the planned bus (tests).
+        public init(plan: AppPlan, systemd: AppPlan.SystemdPlan, bus: SystemdBusAddress? = nil, keeperPath: String? = nil) {
+            let configured: SystemdBusAddress = systemd.bus == .user ? .user : .system
+            self.init(
+                app: plan.app, unit: systemd.unit, bus: bus ?? configured, restart: systemd.restart, health: plan.health,
+                fenceBudget: plan.timing.fenceBudget, epochFile: systemd.epochFile, keeperPath: keeperPath,
+                addresses: plan.keeperClaims.addresses, startTimeout: systemd.startTimeout, stopTimeout: systemd.stopTimeout,
+                callTimeout: systemd.callTimeout)
+        }
+
+        /// What the fence keeper releases: the epoch file, the unit, the VIPs.
+        var keeperClaims: FenceKeeperClaims {
+            FenceKeeperClaims(addresses: addresses, units: [FenceKeeperClaims.Unit(name: unit, bus: bus.keeperArgument)], files: [epochFile])
+        }
+    }
+
+    private enum Desired: Equatable {
+        case stopped
+        case running(UInt64)
+    }
+
+    /// The configuration.
+    public nonisolated let configuration: Configuration
+    /// What the drop-in binds the unit to (nil: not bound).
+    public nonisolated let boundTo: String?
+    private let manager: SystemdManager
+    private let keeper: ClaimKeeper
+    private let prober: HealthProber?
+    private let logger: Logger
+    private var unit: String { configuration.unit }
+    private var desired: Desired = .stopped
+    /// The deadline the keeper holds; starts and restarts happen only before it (as the keeper
+    /// of a process backend refuses a START past its deadline), so a batond that thaws after the
+    /// keeper released the unit does not restart it under a lease it may no longer hold.
+    private var armedDeadline: MonotonicInstant?
+    private var restarts: RestartTracker
+    private var gateBusy = false
+    private var gateWaiters: [CheckedContinuation<Void, Never>] = []
+    private var pendingStop: Task<Void, Never>?
+    private var stopsInFlight = 0
+    private var handlingDown = false
+    private var disposed = false
+    private var following: Task<Void, Never>?
+    private var monitor: Task<Void, Never>?
+    private nonisolated let failureStream: AsyncStream<AppBackendFailure>
+    private let failureContinuation: AsyncStream<AppBackendFailure>.Continuation
+    private nonisolated let noticeStream: AsyncStream<AppBackendNotice>
+    private let noticeContinuation: AsyncStream<AppBackendNotice>.Continuation
+
+    private init(configuration: Configuration, manager: SystemdManager, boundTo: String?, logger: Logger) {
+        self.configuration = configuration
+        self.manager = manager
+        self.boundTo = boundTo
+        self.logger = logger
+        self.keeper = ClaimKeeper(
+            configuration: .init(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.keeperClaims), logger: logger)
+        self.prober = configuration.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
+        self.restarts = RestartTracker(policy: configuration.restart)
+        (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self, bufferingPolicy: .bufferingNewest(16))
+        (noticeStream, noticeContinuation) = AsyncStream.makeStream(of: AppBackendNotice.self, bufferingPolicy: .bufferingNewest(16))
+    }
+
+    /// Sets the backend up: removes a stale epoch file, connects to the unit's manager, checks
+    /// that it knows the unit, installs the drop-in (daemon-reload), and starts following the
+    /// unit's state (a unit found running is stopped: this node starts passive).
+    ///
+    /// - Throws: ``SystemdBackendError`` naming the unit and the reason (no bus, unknown unit,
+    ///   permission denied, ...).
+    public static func connect(configuration: Configuration, logger: Logger) async throws -> SystemdAppBackend {
+        var logger = logger
+        logger[metadataKey: "app"] = "\(configuration.app)"
+        logger[metadataKey: "unit"] = "\(configuration.unit)"
+        let unit = configuration.unit
+        do {
+            try EpochFile.remove(at: configuration.epochFile)
+        } catch {
+            throw SystemdBackendError("cannot remove the stale epoch file of unit \(unit): \(error)")
+        }
+        let manager: SystemdManager
+        do {
+            manager = try await SystemdManager.connect(to: configuration.bus, callTimeout: configuration.callTimeout, logger: logger)
+        } catch {
+            throw SystemdBackendError("cannot reach the systemd manager of unit \(unit) on \(configuration.bus): \(error)")
+        }
+        do {
+            do {
+                _ = try await manager.unitState(unit)
+            } catch {
+                throw SystemdBackendError("unit \(unit): \(error)")
+            }
+            let boundTo = try await resolveBinding(configuration, manager: manager, logger: logger)
+            do {
+                let path = try await manager.installDropIn(BatonDropIn(unit: unit, boundTo: boundTo, epochFile: configuration.epochFile))
+                logger.info(
+                    "systemd drop-in installed", metadata: ["path": "\(path)", "bound-to": "\(boundTo ?? "nothing")", "epoch-file": "\(configuration.epochFile)"])
+            } catch {
+                throw SystemdBackendError("cannot install the Baton drop-in for unit \(unit): \(error)")
+            }
+            let backend = SystemdAppBackend(configuration: configuration, manager: manager, boundTo: boundTo, logger: logger)
+            await backend.startFollowing()
+            return backend
+        } catch {
+            await manager.close()
+            throw error
+        }
+    }
+
+    private static func resolveBinding(_ configuration: Configuration, manager: SystemdManager, logger: Logger) async throws -> String? {
+        switch configuration.binding {
+        case .none:
+            return nil
+        case .unit(let unit):
+            return unit
+        case .batondUnit:
+            let own: String?
+            do {
+                own = try await manager.unit(ofPID: getpid())
+            } catch {
+                logger.warning("cannot ask systemd which unit batond runs in", metadata: ["error": "\(error)"])
+                own = nil
+            }
+            if let own, own.hasSuffix(".service") { return own }
+            logger.warning(
+                "batond does not run in a service unit of the systemd manager on \(configuration.bus) (found: \(own ?? "none")): \(configuration.unit) is not bound to batond. If batond dies, the fence keeper still kills and stops the unit, but systemd will not.")
+            return nil
+        }
+    }
+
+    public nonisolated func failures() -> AsyncStream<AppBackendFailure> { failureStream }
+
+    public nonisolated func notices() -> AsyncStream<AppBackendNotice> { noticeStream }
+
+    // MARK: - Fence keeper
+
+    public func armFence(token: UInt64, deadline: MonotonicInstant) async {
+        armedDeadline = deadline
+        do {
+            try await keeper.arm(token: token, deadline: deadline)
+        } catch {
+            logger.error("cannot arm the fence keeper", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public func disarmFence() async {
+        armedDeadline = nil
+        await keeper.disarm()
+    }
+
+    /// The keeper's pid once it runs. For tests.
+    var keeperPID: Int32? {
+        get async { await keeper.keeperPID }
+    }
+
+    /// Waits until the keeper has handled every command sent so far. For tests.
+    func keeperRoundTrip() async -> Bool {
+        await keeper.roundTrip()
+    }
+
+    // MARK: - Start and stop
+
+    public func start(token: UInt64) async throws {
+        guard !disposed else { throw SystemdBackendError("unit \(unit): the backend was disposed of") }
+        desired = .running(token)
+        restarts.reset()
+        await enterGate()
+        defer {
+            leaveGate()
+            recheckSoon()
+        }
+        await pendingStop?.value
+        guard desired == .running(token) else { throw SystemdBackendError("unit \(unit): stopped before it started") }
+        do {
+            try await startChecked(token: token)
+        } catch {
+            // A refused or failed start must not be retried later by the reconciler (under a
+            // token that may no longer be ours): the lifecycle decides what happens next.
+            if desired == .running(token) { desired = .stopped }
+            throw error
+        }
+        logger.info("unit started", metadata: ["epoch": "\(token)"])
+    }
+
+    /// Writes the epoch file, clears a failed state, starts the unit and checks that it is
+    /// active. Called with the gate held.
+    private func startChecked(token: UInt64) async throws {
+        guard let armedDeadline else {
+            throw SystemdBackendError("unit \(unit) not started: the fence keeper is not armed (a unit starts only under a fence deadline)")
+        }
+        guard armedDeadline > MonotonicClock.now() else {
+            throw SystemdBackendError("unit \(unit) not started: the fence deadline has passed")
+        }
+        do {
+            try EpochFile.write(epoch: token, to: configuration.epochFile)
+        } catch {
+            throw SystemdBackendError("cannot write the epoch file of unit \(unit): \(error)")
+        }
+        // A unit that failed before (or was fenced) stays `failed`, and its start rate limit
+        // counts on; neither is Baton's business any more.
+        try? await manager.resetFailedUnit(unit)
+        let result: JobResult
+        do {
+            result = try await manager.startUnit(unit, timeout: configuration.startTimeout)
+        } catch {
+            throw SystemdBackendError("cannot start unit \(unit): \(error)")
+        }
+        let state: UnitState
+        do {
+            state = try await manager.unitState(unit)
+        } catch {
+            throw SystemdBackendError("unit \(unit) started (job \(result)) but its state cannot be read: \(error)")
+        }
+        guard state.activeState == .active || state.activeState == .reloading else {
+            throw SystemdBackendError(
+                "unit \(unit) is not active after its start job ended '\(result)': it is \(state). A Condition…= of the unit may not hold (Baton's is ConditionPathExists=\(configuration.epochFile)), or it exited at once; see `journalctl -u \(unit)`"
+            )
+        }
+    }
+
+    /// Stops the unit; confirmed only when systemd reports it inactive or failed afterwards.
+    @discardableResult
+    public func stop() async -> StopOutcome {
+        desired = .stopped
+        monitor?.cancel()
+        monitor = nil
+        removeEpochFile()
+        let task = Task { await self.stopUnit(context: "stop") }
+        pendingStop = task
+        await task.value
+        recheckSoon()
+        return await confirmDown(context: "stop")
+    }
+
+    /// KillUnit and StopUnit; confirmed only when systemd reports the unit down afterwards.
+    @discardableResult
+    public func fence() async -> StopOutcome {
+        desired = .stopped
+        monitor?.cancel()
+        monitor = nil
+        removeEpochFile()
+        stopsInFlight += 1
+        defer { stopsInFlight -= 1 }
+        await killAndStop(context: "fence")
+        recheckSoon()
+        return await confirmDown(context: "fence")
+    }
+
+    /// Asks systemd for the unit's state: only inactive or failed is a confirmed stop.
+    private func confirmDown(context: String) async -> StopOutcome {
+        do {
+            let state = try await manager.unitState(unit)
+            return Self.isDown(state) ? .confirmed : .unconfirmed("unit \(unit) is \(state.activeState)/\(state.subState) after the \(context)")
+        } catch {
+            return .unconfirmed("the state of unit \(unit) after the \(context) is unknown: \(error)")
+        }
+    }
+
+    public func dispose() async {
+        guard !disposed else { return }
+        disposed = true
+        desired = .stopped
+        monitor?.cancel()
+        following?.cancel()
+        removeEpochFile()
+        await keeper.shutdown()
+        do {
+            try await manager.removeDropIn(for: unit)
+        } catch {
+            logger.error("cannot remove the Baton drop-in", metadata: ["error": "\(error)"])
+        }
+        await manager.close()
+        failureContinuation.finish()
+        noticeContinuation.finish()
+    }
+
+    /// StopUnit; if it fails or times out, KillUnit and StopUnit again. Reports a unit that
+    /// still runs after that.
+    private func stopUnit(context: String) async {
+        stopsInFlight += 1
+        defer { stopsInFlight -= 1 }
+        do {
+            try await manager.stopUnit(unit, timeout: configuration.stopTimeout)
+            logger.info("unit stopped", metadata: ["context": "\(context)"])
+            return
+        } catch {
+            logger.error("cannot stop the unit; killing it", metadata: ["context": "\(context)", "error": "\(error)"])
+        }
+        await killAndStop(context: context)
+    }
+
+    private func killAndStop(context: String) async {
+        let manager = self.manager
+        let unit = self.unit
+        let killed = await withTimeLimit(configuration.fenceBudget) { () -> (any Error)? in
+            do {
+                try await manager.killUnit(unit)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        switch killed {
+        case .none:
+            logger.error("KillUnit did not answer within the fence budget", metadata: ["context": "\(context)", "budget": "\(configuration.fenceBudget)"])
+        case .some(.none):
+            logger.notice("unit killed (SIGKILL to its cgroup)", metadata: ["context": "\(context)"])
+        case .some(.some(let error)):
+            // Also what a unit that is not running answers.
+            logger.debug("KillUnit failed", metadata: ["context": "\(context)", "error": "\(error)"])
+        }
+        do {
+            try await manager.stopUnit(unit, timeout: min(configuration.stopTimeout, .seconds(10)))
+        } catch {
+            logger.error("cannot stop the unit after killing it", metadata: ["context": "\(context)", "error": "\(error)"])
+        }
+        if let state = try? await manager.unitState(unit), Self.isUp(state) || state.activeState == .deactivating {
+            let text = "unit \(unit) could not be stopped (\(context)): it is \(state)"
+            logger.critical("\(text)")
+            noticeContinuation.yield(.cannotStop(text))
+        }
+    }
+
+    private func removeEpochFile() {
+        do {
+            try EpochFile.remove(at: configuration.epochFile)
+        } catch {
+            logger.error("cannot remove the epoch file", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Following the unit
+
+    private func startFollowing() {
+        let states = manager.unitStates(unit)
+        following = Task { [weak self] in
+            for await state in states {
+                guard let self else { return }
+                await self.observe(state)
+            }
+        }
+    }
+
+    private static func isDown(_ state: UnitState) -> Bool {
+        state.activeState == .failed || state.activeState == .inactive
+    }
+
+    private static func isUp(_ state: UnitState) -> Bool {
+        state.activeState == .active || state.activeState == .activating || state.activeState == .reloading
+    }
+
+    private var busy: Bool { gateBusy || stopsInFlight > 0 || handlingDown }
+
+    private func observe(_ state: UnitState) async {
+        guard !disposed, !busy else { return }
+        switch desired {
+        case .running: if Self.isDown(state) { await reconcile() }
+        case .stopped: if Self.isUp(state) { await reconcile() }
+        }
+    }
+
+    /// After an operation: signals that arrived during it were ignored, so look again.
+    private func recheckSoon() {
+        Task { [weak self] in await self?.reconcile() }
+    }
+
+    /// Compares the unit's current state with what Baton wants, and acts on a difference.
+    private func reconcile() async {
+        guard !disposed, !busy else { return }
+        guard let state = try? await manager.unitState(unit) else { return }
+        guard !disposed, !busy else { return }
+        switch desired {
+        case .running(let token):
+            if Self.isDown(state) { await unitWentDown(token: token, state: state) }
+        case .stopped:
+            if Self.isUp(state) { await stopStray(state) }
+        }
+    }
+
+    /// The unit failed or stopped while it should run: restart it through the restart policy,
+    /// or report the budget spent.
+    private func unitWentDown(token: UInt64, state: UnitState) async {
+        handlingDown = true
+        defer { handlingDown = false }
+        var what = "unit \(unit) went \(state.activeState)/\(state.subState) behind Baton's back"
+        while desired == .running(token), !disposed {
+            switch restarts.backendExited(nil, at: MonotonicClock.now()) {
+            case .giveUp(let reason):
+                logger.error("unit keeps failing; giving up", metadata: ["what": "\(what)", "reason": "\(reason)"])
+                noticeContinuation.yield(.backendDown("\(what); not restarted: \(reason)"))
+                failureContinuation.yield(.exhausted("\(what); \(reason)"))
+                return
+            case .restart(let pause):
+                logger.warning("unit is down while active; restarting it", metadata: ["what": "\(what)", "after": "\(pause)"])
+                noticeContinuation.yield(.backendDown("\(what); restarting in \(pause)"))
+                try? await Task.sleep(for: pause)
+                await enterGate()
+                guard desired == .running(token), !disposed else {
+                    leaveGate()
+                    return
+                }
+                do {
+                    try await startChecked(token: token)
+                    leaveGate()
+                    logger.notice("unit restarted", metadata: ["epoch": "\(token)"])
+                    noticeContinuation.yield(.backendRestarted("unit \(unit) restarted (epoch \(token))"))
+                    recheckSoon()
+                    return
+                } catch {
+                    leaveGate()
+                    what = "restart failed: \(error)"
+                }
+            }
+        }
+    }
+
+    /// The unit runs while this node is passive: stop it again.
+    private func stopStray(_ state: UnitState) async {
+        let text = "unit \(unit) was found \(state.activeState)/\(state.subState) while this node is passive (started outside Baton); stopped it again"
+        logger.warning("unit runs while this node is passive (started outside Baton); stopping it", metadata: ["state": "\(state)"])
+        await enterGate()
+        defer { leaveGate() }
+        guard desired == .stopped, !disposed else { return }
+        removeEpochFile()
+        await stopUnit(context: "stray start while passive")
+        noticeContinuation.yield(.strayStopped(text))
+    }
+
+    // MARK: - Health
+
+    public func waitUntilHealthy(token: UInt64) async throws {
+        guard let health = configuration.health, let prober else { return }
+        try await awaitFirstHealthyProbe(health, prober: prober, stopped: "unit \(unit) stopped before it was healthy") { await self.shouldRun(token: token) }
+        startMonitor(health: health, prober: prober, token: token)
+    }
+
+    private func startMonitor(health: HealthCheckConfig, prober: HealthProber, token: UInt64) {
+        monitor?.cancel()
+        monitor = monitorHealth(
+            health, prober: prober, isCurrent: { [weak self] in await self?.shouldRun(token: token) ?? false }, failures: failureContinuation)
+    }
+
+    private func shouldRun(token: UInt64) -> Bool { desired == .running(token) }
+
+    // MARK: - Gate
+
+    /// Start, restart and stray stops run one at a time. Stop and fence do not wait for the
+    /// gate: their StopUnit (mode `replace`) cancels a start job in flight, and the epoch file
+    /// they remove first keeps any later start from starting anything.
+    private func enterGate() async {
+        if !gateBusy {
+            gateBusy = true
+            return
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            gateWaiters.append(continuation)
+        }
+    }
+
+    private func leaveGate() {
+        if gateWaiters.isEmpty {
+            gateBusy = false
+        } else {
+            gateWaiters.removeFirst().resume()
+        }
+    }
+}
+
+/// A systemd backend could not be set up or could not start its unit; the message names the
+/// unit and the reason.
+public struct SystemdBackendError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
+
+extension SystemdBusAddress {
+    /// How the fence keeper's `--release-unit BUS@UNIT` names this bus.
+    var keeperArgument: String {
+        switch self {
+        case .system: "system"
+        case .user: "user"
+        case .address(let address): address
+        }
+    }
+}

@@ -1,0 +1,24 @@
+import BatonCore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension NodeRecord {
+    /// The record of this process: host name, pid, boot id and pid namespace read here.
+    public static func local(node: String, instance: String, version: String = BatonVersion.current) -> NodeRecord {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let hostname =
+            gethostname(&buffer, buffer.count) == 0
+            ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
+        let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let pidNamespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid")
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return NodeRecord(
+            node: node, instance: instance, hostname: hostname, pid: getpid(), started: formatter.string(from: Date()), version: version,
+            bootID: bootID, pidNamespace: pidNamespace)
+    }
+}
