@@ -19,8 +19,7 @@ struct BatonCtl: AsyncParsableCommand {
         version: BatonVersion.current,
         subcommands: [
             StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
-            ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self,
-            ReplicaCommand.self, ValidateCommand.self, EventsCommand.self, DoctorCommand.self,
+            ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self, EventsCommand.self, DoctorCommand.self,
         ]
     )
 }
