@@ -32,6 +32,15 @@ struct StorageLimitTests {
         return configuration
     }
 
+    /// An app whose database holds about 4 MB (13 rows of 300 kB).
+    func appWithFourMegabytes(_ directory: TemporaryDirectory) async throws -> App {
+        let app = try await App(path: directory.file("a/app.db"))
+        for index in 0..<13 {
+            try await app.run("INSERT INTO items(note, body) VALUES ('big \(index)', randomblob(300000))")
+        }
+        return app
+    }
+
     @Test(arguments: NATSServerKind.allCases)
     func theConfiguredLimitsAreReservedAndFollowConfigChanges(kind: NATSServerKind) async throws {
         try await withNATSServer(kind, config: server(megabytes: 64)) { server in
@@ -124,11 +133,7 @@ struct StorageLimitTests {
             let directory = try TemporaryDirectory()
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
             let jetStream = JetStream(client: client, timeout: .seconds(10))
-            let app = try await App(path: directory.file("a/app.db"))
-            // About 4 MB of data.
-            for index in 0..<13 {
-                try await app.run("INSERT INTO items(note, body) VALUES ('big \(index)', randomblob(300000))")
-            }
+            let app = try await appWithFourMegabytes(directory)
             var tight = configuration(directory, database: app.path)
             tight.app = "tight"
             tight.snapshotBucketMaxBytes = 2 << 20
@@ -186,10 +191,7 @@ struct StorageLimitTests {
             let directory = try TemporaryDirectory()
             let client = try await NATSClient.connect(options: NATSClientOptions(servers: [server.url]))
             let jetStream = JetStream(client: client, timeout: .seconds(10))
-            let app = try await App(path: directory.file("a/app.db"))
-            for index in 0..<13 {
-                try await app.run("INSERT INTO items(note, body) VALUES ('big \(index)', randomblob(300000))")
-            }
+            let app = try await appWithFourMegabytes(directory)
             var growing = configuration(directory, database: app.path)
             growing.snapshotBucketMaxBytes = 2 << 20
             growing.snapshotBucketGrows = true
