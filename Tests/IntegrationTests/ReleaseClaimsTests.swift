@@ -112,10 +112,11 @@ struct ReleaseClaimsTests {
                         environment: ["RUNTIME_DIRECTORY": runtime, "DBUS_SESSION_BUS_ADDRESS": bus])
                 }
 
-                func expectReleased() async throws {
-                    #expect(try await Self.addresses(in: lab, host).isDisjoint(with: vips))
-                    #expect(["inactive", "failed"].contains(try await Self.show(systemd, "web.service", "ActiveState")))
-                    #expect(!FileManager.default.fileExists(atPath: epochFile))
+                func expectReleased(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+                    #expect(try await Self.addresses(in: lab, host).isDisjoint(with: vips), sourceLocation: sourceLocation)
+                    let state = try await Self.show(systemd, "web.service", "ActiveState")
+                    #expect(["inactive", "failed"].contains(state), "web.service is \(state)", sourceLocation: sourceLocation)
+                    #expect(!FileManager.default.fileExists(atPath: epochFile), sourceLocation: sourceLocation)
                 }
 
                 // 1. Everything is there: every claim is released, one line each, exit 0.
@@ -196,6 +197,13 @@ struct ReleaseClaimsTests {
                     try await Self.addresses(in: lab, host).isDisjoint(with: vips)
                 }
                 let waited = ContinuousClock.now - keeperStartedAt
+                // The VIPs go first and the unit last: wait for all of it before stopping batond,
+                // which may otherwise be stopped between the two.
+                let unitReleasedAfterKeeper = try await poll(timeout: .seconds(10)) {
+                    let state = try await Self.show(systemd, "web.service", "ActiveState")
+                    return !FileManager.default.fileExists(atPath: epochFile) && ["inactive", "failed"].contains(state)
+                }
+                #expect(unitReleasedAfterKeeper, "\(restarted.log.suffix(3000))")
                 #expect(releasedAfterKeeper, "\(restarted.log.suffix(3000))")
                 #expect(restarted.log.contains("fence keepers of a previous batond are still releasing"), "\(restarted.log.suffix(3000))")
                 #expect(waited >= .milliseconds(1400), "released \(waited) after the old keeper started: it did not wait for it")
