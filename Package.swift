@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "TestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
+                "NATSTestSupport", "SystemdTestSupport", "TestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "WSCore", package: "swift-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -170,7 +170,13 @@ let package = Package(
         ),
         .target(
             name: "NetnsLab",
+            dependencies: ["TestSupport"],
             path: "Tests/NetnsLab"
+        ),
+        // The one bounded wait (`eventually`) every test suite uses.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
         ),
         .target(
             name: "NATSTestSupport",
@@ -182,6 +188,7 @@ let package = Package(
             dependencies: [
                 "NATS",
                 "NATSTestSupport",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -216,7 +223,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "VIPFailoverBenchmark",
-            dependencies: ["NetnsLab"],
+            dependencies: ["NetnsLab", "TestSupport"],
             path: "Benchmarks/VIPFailoverBenchmark"
         ),
         .executableTarget(
@@ -314,6 +321,8 @@ let package = Package(
             dependencies: [
                 "Netlink",
                 "NATSTestSupport",
+                "NetnsLab",
+                "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -341,7 +350,7 @@ let package = Package(
         .testTarget(
             name: "SystemdTests",
             dependencies: [
-                "Systemd", "SystemdTestSupport", "NATSTestSupport",
+                "Systemd", "SystemdTestSupport", "NATSTestSupport", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -34,6 +34,7 @@
 
 import Foundation
 import NetnsLab
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -273,9 +274,8 @@ final class Bench: @unchecked Sendable {
 
     /// Waits until the client gets answers from `node` after `since`; returns the gap (µs).
     func waitForAnswer(from node: String, since: Int64, timeout: Duration = .seconds(30)) async throws -> Int64 {
-        guard try await poll(timeout: timeout, every: .milliseconds(10), { probe.latestAnswer(after: since) == node }),
-            let outage = probe.outage(since: since, to: node)
-        else { throw LabError("the client did not reach \(node) within \(timeout)") }
+        try await eventually("the client reaching \(node)", timeout: timeout, every: .milliseconds(10)) { probe.latestAnswer(after: since) == node }
+        guard let outage = probe.outage(since: since, to: node) else { throw LabError("the client reached \(node) but its probe log shows no outage since \(since)") }
         return outage.gap
     }
 
@@ -338,7 +338,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
     let bin = options.binDirectory
     let nats = try bench.start(
         "nats", in: "br", [options.natsServer, "-js", "-sd", bench.directory.appendingPathComponent("store").path, "-a", lab.bridgeAddress, "-p", "4222"])
-    guard try await poll(timeout: .seconds(10), { nats.log.contains("Server is ready") }) else { throw LabError("nats-server not ready: \(nats.log)") }
+    try await eventually("nats-server ready: \(nats.log)", timeout: .seconds(10)) { nats.log.contains("Server is ready") }
     let url = "nats://\(lab.bridgeAddress):4222"
     for node in ["node-a", "node-b"] {
         let config = bench.directory.appendingPathComponent("\(node).yaml").path
@@ -364,7 +364,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
     /// Waits until `batonctl status` shows one active and one passive node; returns the active.
     func settled() async throws -> String {
         var active: String?
-        let ok = try await poll(timeout: .seconds(30), every: .milliseconds(200)) {
+        try await eventually("the cluster settling (one active, one passive)", timeout: .seconds(30), every: .milliseconds(200)) {
             guard let output = try? await batonctl(["status", "--json", "web"]),
                 let nodes = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]]
             else { return false }
@@ -375,7 +375,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
             active = roles.first { $0.value == "active" }?.key
             return roles.count == 2 && active != nil && roles.values.filter({ $0 == "passive" }).count == 1
         }
-        guard ok, let active else { throw LabError("the cluster did not settle") }
+        guard let active else { throw LabError("the cluster did not settle") }
         // The client reaches the active node (its backend is up, the VIP announced).
         _ = try await bench.waitForAnswer(from: active, since: 0)
         return active
@@ -474,7 +474,7 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
     try startDaemon("node-b")
     let advertInterval = Duration.milliseconds(Int((Double(advert) ?? 1) * 1000))
     var rows: [Row] = []
-    guard try await poll(timeout: .seconds(30), { bench.probe.latestAnswer() != nil }) else { throw LabError("no keepalived master") }
+    try await eventually("a keepalived master answering through the VIP", timeout: .seconds(30)) { bench.probe.latestAnswer() != nil }
     for scenario in options.scenarios {
         var gaps: [Int64] = []
         var failures = 0
@@ -485,9 +485,13 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
             // adverts and a random point of the advert cycle.
             try await Task.sleep(for: advertInterval * 3 + .milliseconds(300) + advertInterval * Double.random(in: 0..<1))
             var answering: String?
-            _ = try await poll(timeout: .seconds(10)) {
-                answering = bench.probe.latestAnswer(after: wallMicros() - 100_000)
-                return answering != nil
+            do {
+                try await eventually("an answer through the VIP", timeout: .seconds(10)) {
+                    answering = bench.probe.latestAnswer(after: wallMicros() - 100_000)
+                    return answering != nil
+                }
+            } catch is WaitTimedOut {
+                // Counted as a failed run just below.
             }
             guard let active = answering else {
                 // Seen once at advert 0.1 s after back-to-back transitions: the client got no
@@ -505,13 +509,13 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
                     gaps.append(try await bench.waitForAnswer(from: target, since: since))
                     await daemons[active]!.stop(grace: .seconds(5))
                     try startDaemon(active)
-                    guard try await poll(timeout: .seconds(10), { backups(active) > 0 }) else { throw LabError("\(active) did not come back as BACKUP") }
+                    try await eventually("\(active) coming back as BACKUP", timeout: .seconds(10)) { backups(active) > 0 }
                 case .hostLoss:
                     let before = backups(active)
                     try await lab.setLink(of: lab.host(hostName(active)), up: false)
                     gaps.append(try await bench.waitForAnswer(from: target, since: since))
                     try await lab.setLink(of: lab.host(hostName(active)), up: true)
-                    guard try await poll(timeout: .seconds(10), { backups(active) > before }) else { throw LabError("\(active) did not come back as BACKUP") }
+                    try await eventually("\(active) coming back as BACKUP", timeout: .seconds(10)) { backups(active) > before }
                 }
                 let added = bench.vipAdded(on: target, since: since).map { "\($0 / 1000) ms" } ?? "?"
                 log("keepalived advert \(advert) \(scenario.rawValue) run \(run): \(active) → \(target): gap \(gaps.last! / 1000) ms; VIP added at +\(added); removed \(bench.margin(since: since).map { String(format: "%.1f", Double($0) / 1000) } ?? "?") ms before")
