@@ -205,7 +205,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["NATS", "Supervisor", "Control", "Backends", "BatonCore"],
+            dependencies: [
+                "NATS", "Supervisor", "Control", "Backends", "BatonCore", "BenchmarkSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/FailoverBenchmark"
         ),
         .executableTarget(
@@ -218,12 +221,22 @@ let package = Package(
         ),
         .executableTarget(
             name: "EventsBenchmark",
-            dependencies: ["BatonEvents", "BatonCore", "NATS", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BatonEvents", "BatonCore", "NATS", "BenchmarkSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/EventsBenchmark"
+        ),
+        // What the benchmarks share: percentiles, load average, duration and list arguments.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/BenchmarkSupport"
         ),
         .executableTarget(
             name: "VIPFailoverBenchmark",
-            dependencies: ["NetnsLab", "TestSupport"],
+            dependencies: ["NetnsLab", "TestSupport", "BenchmarkSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/VIPFailoverBenchmark"
         ),
         .executableTarget(

@@ -32,6 +32,8 @@
 //   --product batond, batonctl, baton-fence-keeper); run as root:
 //   .build-release/release/VIPFailoverBenchmark --help
 
+import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import NetnsLab
 import TestSupport
@@ -91,50 +93,56 @@ struct Options: Sendable {
     var timeLimit = 3600
     var keep = false
 
-    static let help = """
-        usage: VIPFailoverBenchmark [--runs N] [--ttls 3s,1s,300ms] [--adverts 1,0.1]
-               [--scenarios graceful,host-loss] [--peers baton,keepalived] [--bin-dir DIR]
-               [--nats-server PATH] [--keepalived PATH] [--python PATH] [--time-limit SECONDS] [--keep]
-        Runs as root; see the comment at the top of Benchmarks/VIPFailoverBenchmark/main.swift.
-        """
+}
 
-    static func parse(_ arguments: [String]) -> Options {
+/// The command line (every flag as before ArgumentParser; `--help` lists them).
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "VIPFailoverBenchmark",
+        abstract: "Client-observed outage of a VIP failover: batond against keepalived, in network namespaces.",
+        discussion: "Runs as root; see the comment at the top of Benchmarks/VIPFailoverBenchmark/main.swift.")
+
+    @Option(help: "Failovers per configuration and scenario.")
+    var runs = 20
+    @Option(help: "batond lease TTLs, comma-separated (default 3s,1s,300ms).", transform: commaSeparated("--ttls", "a duration", parseDuration))
+    var ttls: [Duration] = [.seconds(3), .seconds(1), .milliseconds(300)]
+    @Option(help: "keepalived advert intervals in seconds, comma-separated (default 1,0.1).", transform: commaSeparated("--adverts", "a number", { $0 }))
+    var adverts: [String] = ["1", "0.1"]
+    @Option(help: "Scenarios, comma-separated: graceful, host-loss (default both).", transform: commaSeparated("--scenarios", "a scenario", Scenario.init(rawValue:)))
+    var scenarios: [Scenario] = [.graceful, .hostLoss]
+    @Option(help: "What to measure, comma-separated: baton, keepalived (default both).", transform: commaSeparated("--peers", "a peer", { $0 }))
+    var peers: [String] = ["baton", "keepalived"]
+    @Option(name: .customLong("bin-dir"), help: "Where batond, batonctl and baton-fence-keeper are (default: next to this binary).")
+    var binDirectory: String?
+    @Option(name: .customLong("nats-server"), help: "The nats-server to run.")
+    var natsServer = "/usr/sbin/nats-server"
+    @Option(help: "The keepalived to run.")
+    var keepalived = "/usr/sbin/keepalived"
+    @Option(help: "The python3 for the probe.")
+    var python = "/usr/bin/python3"
+    @Option(name: .customLong("time-limit"), help: "Seconds until the benchmark deletes the lab and exits.")
+    var timeLimit = 3600
+    @Flag(help: "Keep the work directory.")
+    var keep = false
+
+    var options: Options {
         var options = Options()
-        var rest = arguments[...]
-        func value(_ name: String) -> String {
-            guard let value = rest.popFirst() else { fail("\(name) needs a value") }
-            return value
-        }
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--runs": options.runs = Int(value(argument)) ?? options.runs
-            case "--ttls": options.ttls = value(argument).split(separator: ",").map { text -> Duration in
-                    guard let duration = parseDuration(String(text)) else { fail("bad duration \(text)") }
-                    return duration
-                }
-            case "--adverts": options.adverts = value(argument).split(separator: ",").map(String.init)
-            case "--scenarios": options.scenarios = value(argument).split(separator: ",").map { text -> Scenario in
-                    guard let scenario = Scenario(rawValue: String(text)) else { fail("bad scenario \(text)") }
-                    return scenario
-                }
-            case "--peers": options.peers = value(argument).split(separator: ",").map(String.init)
-            case "--bin-dir": options.binDirectory = value(argument)
-            case "--nats-server": options.natsServer = value(argument)
-            case "--keepalived": options.keepalived = value(argument)
-            case "--python": options.python = value(argument)
-            case "--time-limit": options.timeLimit = Int(value(argument)) ?? options.timeLimit
-            case "--keep": options.keep = true
-            case "--help", "-h":
-                print(help)
-                exit(0)
-            default: fail("unknown argument \(argument)\n\(help)")
-            }
-        }
+        options.runs = runs
+        options.ttls = ttls
+        options.adverts = adverts
+        options.scenarios = scenarios
+        options.peers = peers
+        if let binDirectory { options.binDirectory = binDirectory }
+        options.natsServer = natsServer
+        options.keepalived = keepalived
+        options.python = python
+        options.timeLimit = timeLimit
+        options.keep = keep
         return options
     }
 }
 
-enum Scenario: String, Sendable {
+enum Scenario: String, Sendable, ExpressibleByArgument {
     case graceful
     case hostLoss = "host-loss"
 }
@@ -149,26 +157,9 @@ func log(_ message: String) {
     FileHandle.standardError.write(Data("[\(stamp)] \(message)\n".utf8))
 }
 
-func parseDuration(_ text: String) -> Duration? {
-    if text.hasSuffix("ms"), let value = Int(text.dropLast(2)) { return .milliseconds(value) }
-    if text.hasSuffix("s"), let value = Double(text.dropLast()) { return .milliseconds(Int(value * 1000)) }
-    return nil
-}
-
 extension Duration {
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
     var text: String { milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms" }
-}
-
-/// Nearest-rank percentile of sorted samples.
-func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
-    return sorted[min(max(rank, 1), sorted.count) - 1]
-}
-
-func loadAverage() -> String {
-    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 // MARK: - Clean-up on every exit path
@@ -532,7 +523,7 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
 
 // MARK: - Main
 
-let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+let options = Arguments.parseOrExit().options
 guard geteuid() == 0 else { fail("run as root: the lab creates network namespaces") }
 for path in [options.python] + (options.peers.contains("baton") ? [options.natsServer, "\(options.binDirectory)/batond", "\(options.binDirectory)/batonctl", "\(options.binDirectory)/baton-fence-keeper"] : [])
     + (options.peers.contains("keepalived") ? [options.keepalived] : [])
