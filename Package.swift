@@ -197,9 +197,10 @@ let package = Package(
         .executableTarget(
             name: "NATSBenchmark",
             dependencies: [
-                "NATS",
+                "NATS", "BenchmarkSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/NATSBenchmark"
         ),
@@ -214,8 +215,9 @@ let package = Package(
         .executableTarget(
             name: "ReplicationBenchmark",
             dependencies: [
-                "Replication", "NATS", "CSQLite", "CBatonProcess",
+                "Replication", "NATS", "CSQLite", "CBatonProcess", "BenchmarkSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/ReplicationBenchmark"
         ),

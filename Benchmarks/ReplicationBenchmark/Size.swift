@@ -25,6 +25,8 @@
 // Usage: ReplicationBenchmark size --server PATH [--sizes 100,1024,4096] [--work DIR]
 //        [--litestream PATH]   (a PATH that is not an executable skips Litestream)
 
+import ArgumentParser
+import BenchmarkSupport
 import CBatonProcess
 import CSQLite
 import Foundation
@@ -296,23 +298,26 @@ struct SizeResult {
     }
 }
 
-func sizeMain(arguments: [String]) async -> Int32 {
+/// `ReplicationBenchmark size`'s command line (flags as before ArgumentParser).
+struct SizeArguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ReplicationBenchmark size",
+        abstract: "Initial sync, switchover, crash failover, each node's peak RSS, NATS storage, and Litestream's restore, at database sizes.")
+
+    @Option(help: "nats-server.")
     var server = "/usr/bin/nats-server"
+    @Option(help: ArgumentHelp("Database sizes in MiB, comma separated (default 100,1024,4096).", valueName: "list"),
+        transform: commaSeparated("--sizes", "a size in MiB", { Int($0) }))
     var sizes = [100, 1024, 4096]
+    @Option(help: "Where the work directory goes.")
     var work = "/work/tmp-bench"
+    @Option(help: "litestream binary (default: $BATON_VENV/bin/litestream, else .venv/bin/litestream).")
     var litestream = ProcessInfo.processInfo.environment["BATON_VENV"].map { "\($0)/bin/litestream" } ?? ".venv/bin/litestream"
-    var rest = arguments[...]
-    while let argument = rest.popFirst() {
-        switch argument {
-        case "--server": server = rest.popFirst() ?? server
-        case "--sizes": sizes = (rest.popFirst() ?? "").split(separator: ",").compactMap { Int($0) }
-        case "--work": work = rest.popFirst() ?? work
-        case "--litestream": litestream = rest.popFirst() ?? litestream
-        default:
-            log("usage: size --server PATH [--sizes 100,1024,4096] [--work DIR] [--litestream PATH]")
-            return 64
-        }
-    }
+}
+
+func sizeMain(arguments: [String]) async -> Int32 {
+    let parsed = SizeArguments.parseOrExit(arguments)
+    let (server, sizes, work, litestream) = (parsed.server, parsed.sizes, parsed.work, parsed.litestream)
     installKillers(timeLimit: 4 * 3600)
     let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
     let root = "\(work)/replbench-size-\(getpid())"
