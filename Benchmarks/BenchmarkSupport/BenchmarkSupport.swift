@@ -46,3 +46,37 @@ public func commaSeparated<Element>(
         }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The dispatch sources of ``installKillers(timeLimit:doing:log:abort:)``, kept alive for the
+/// process's lifetime. Written once, at start-up, before any other thread reads it.
+nonisolated(unsafe) private var killerSources: [any DispatchSourceSignal] = []
+
+/// Makes every exit path clean up what the benchmark started: on SIGINT or SIGTERM it logs
+/// "interrupted; `doing`", runs `abort` and exits 130; once `timeLimit` seconds have passed it
+/// logs "time limit of … s reached; `doing`", runs `abort` and exits 3. `abort` runs on a plain
+/// thread (never the cooperative pool) and must kill by pid what is still running.
+public func installKillers(
+    timeLimit: Int, doing: String, log: @escaping @Sendable (String) -> Void, abort: @escaping @Sendable () -> Void
+) {
+    for signalNumber in [SIGINT, SIGTERM] {
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler {
+            log("interrupted; \(doing)")
+            abort()
+            exit(130)
+        }
+        source.resume()
+        killerSources.append(source)
+    }
+    Thread {
+        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
+        log("time limit of \(timeLimit) s reached; \(doing)")
+        abort()
+        exit(3)
+    }.start()
+}

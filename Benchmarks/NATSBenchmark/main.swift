@@ -936,27 +936,10 @@ func machineDescription() -> String {
     return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(model), \(String(format: "%.0f", memory)) GiB, \(ProcessInfo.processInfo.operatingSystemVersionString), kernel \(kernel)"
 }
 
+/// SIGINT, SIGTERM and the time limit: killing nats-server and python (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; killing nats-server and python")
-            Children.shared.killAll()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; killing nats-server and python")
-        Children.shared.killAll()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "killing nats-server and python", log: { log($0) }, abort: { Children.shared.killAll() })
 }
-
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
 
 let options: Options
 do {

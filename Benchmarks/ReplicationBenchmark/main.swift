@@ -404,26 +404,9 @@ final class Children: Sendable {
     }
 }
 
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
-
+/// SIGINT, SIGTERM and the time limit: killing everything this benchmark started (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; killing everything this benchmark started")
-            Children.shared.abort()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; killing everything this benchmark started")
-        Children.shared.abort()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "killing everything this benchmark started", log: { log($0) }, abort: { Children.shared.abort() })
 }
 
 /// A child process with its output in a log file.

@@ -184,26 +184,9 @@ final class CurrentLab: @unchecked Sendable {
     }
 }
 
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
-
+/// SIGINT, SIGTERM and the time limit: deleting the lab and everything in it (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; deleting the lab and everything in it")
-            CurrentLab.shared.abort()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; deleting the lab and everything in it")
-        CurrentLab.shared.abort()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "deleting the lab and everything in it", log: { log($0) }, abort: { CurrentLab.shared.abort() })
 }
 
 // MARK: - One configuration's lab
