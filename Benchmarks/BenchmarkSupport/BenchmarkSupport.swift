@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import Synchronization
 
 /// A benchmark step that failed; the description says which and why.
 public struct BenchmarkError: Error, CustomStringConvertible {
@@ -79,4 +80,77 @@ public func installKillers(
         abort()
         exit(3)
     }.start()
+}
+
+/// Every process a benchmark started, killed by pid on every exit path (see
+/// ``installKillers(timeLimit:doing:log:abort:)``). Processes named `batond…` are killed first
+/// (their fence keepers then kill the backends on their own); `strays` finds this run's
+/// processes that are not direct children (backends, keepers), killed after the children.
+public final class ChildProcesses: Sendable {
+    private struct State {
+        var pids: [Int32: String] = [:]
+        var workDirectory: (path: String, remove: Bool)?
+    }
+
+    private let state = Mutex(State())
+    private let strays: (@Sendable () -> [Int32])?
+
+    /// A registry; `strays` (none unless given) is asked after the children were killed.
+    public init(strays: (@Sendable () -> [Int32])? = nil) {
+        self.strays = strays
+    }
+
+    /// Registers a started process (`pid` > 0, i.e. after it was launched).
+    public func add(_ pid: Int32, name: String) {
+        guard pid > 0 else { return }
+        state.withLock { $0.pids[pid] = name }
+    }
+
+    /// Registers a launched `Process`, named after its executable.
+    public func add(_ process: Process) {
+        add(process.processIdentifier, name: process.executableURL?.lastPathComponent ?? "child")
+    }
+
+    /// Forgets a process that has exited (and was waited for).
+    public func remove(_ pid: Int32) {
+        _ = state.withLock { $0.pids.removeValue(forKey: pid) }
+    }
+
+    /// Forgets a `Process` that has exited.
+    public func remove(_ process: Process) {
+        remove(process.processIdentifier)
+    }
+
+    /// The work directory ``abort()`` removes when `remove` is set.
+    public func setWorkDirectory(_ path: String, remove: Bool) {
+        state.withLock { $0.workDirectory = (path, remove) }
+    }
+
+    /// SIGKILL to every registered process (batonds first), then to the strays until none is
+    /// left (at most 20 rounds, 50 ms apart); returns how many strays were found at first.
+    @discardableResult
+    public func killAll() -> Int {
+        let pids = state.withLock { $0.pids }
+        for (pid, name) in pids where name.hasPrefix("batond") { kill(pid, SIGKILL) }
+        for (pid, name) in pids where !name.hasPrefix("batond") { kill(pid, SIGKILL) }
+        guard let strays else { return 0 }
+        usleep(100_000)
+        var found = strays()
+        let count = found.count
+        for _ in 0..<20 where !found.isEmpty {
+            for pid in found { kill(pid, SIGKILL) }
+            usleep(50_000)
+            found = strays()
+        }
+        return count
+    }
+
+    /// After an interruption or the time limit: kills everything, removes the work directory
+    /// when it was set to be removed.
+    public func abort() {
+        killAll()
+        if let directory = state.withLock({ $0.workDirectory }), directory.remove {
+            try? FileManager.default.removeItem(atPath: directory.path)
+        }
+    }
 }

@@ -223,51 +223,37 @@ extension Duration {
 // MARK: - Child processes
 
 /// Everything this benchmark started, so it can all be killed on any exit path. Processes are
-/// killed by pid: the ones spawned here, and (found in /proc) the backends and fence keepers
-/// they started, recognised by this run's work directory or by a parent batond of this run.
-final class Children: Sendable {
-    static let shared = Children()
+/// killed by pid: the ones spawned here, and (found in /proc by ``RunStrays``) the backends and
+/// fence keepers they started.
+enum Children {
+    static let shared = ChildProcesses(strays: { RunStrays.shared.find() })
+}
+
+/// This run's processes that are not its children: whose command line names the work
+/// directory, or fence keepers whose `--parent` is one of this run's batonds.
+final class RunStrays: Sendable {
+    static let shared = RunStrays()
 
     private struct State {
-        var pids: [Int32: String] = [:]
         var batondPIDs: Set<Int32> = []
         var workDirectory: String?
         var keeperPath: String?
-        var removeOnAbort = false
     }
 
     private let state = Mutex(State())
 
-    func add(_ pid: Int32, name: String, isBatond: Bool = false) {
-        state.withLock {
-            $0.pids[pid] = name
-            if isBatond { $0.batondPIDs.insert(pid) }
-        }
+    func addBatond(_ pid: Int32) {
+        _ = state.withLock { $0.batondPIDs.insert(pid) }
     }
 
-    func remove(_ pid: Int32) {
-        _ = state.withLock { $0.pids.removeValue(forKey: pid) }
-    }
-
-    func identify(workDirectory: String, keeperPath: String, removeOnAbort: Bool) {
+    func identify(workDirectory: String, keeperPath: String) {
         state.withLock {
             $0.workDirectory = workDirectory
             $0.keeperPath = keeperPath
-            $0.removeOnAbort = removeOnAbort
         }
     }
 
-    /// After an interruption or the time limit: kills everything and removes the work
-    /// directory (unless --keep).
-    func abort() {
-        killAll()
-        let (directory, remove) = state.withLock { ($0.workDirectory, $0.removeOnAbort) }
-        if let directory, remove { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    /// Processes of this run found in /proc (not necessarily our children): whose command line
-    /// names the work directory, or fence keepers whose `--parent` is one of our batonds.
-    func strays() -> [Int32] {
+    func find() -> [Int32] {
         let (directory, keeper, batonds) = state.withLock { ($0.workDirectory, $0.keeperPath, $0.batondPIDs) }
         guard let directory else { return [] }
         let me = getpid()
@@ -286,25 +272,6 @@ final class Children: Sendable {
             }
         }
         return found
-    }
-
-    /// SIGKILL to every process of this run; returns how many strays were found after the
-    /// children were killed.
-    @discardableResult
-    func killAll() -> Int {
-        let pids = state.withLock { $0.pids }
-        // batonds first: their keepers then kill the backends on their own.
-        for (pid, name) in pids where name.hasPrefix("batond") { kill(pid, SIGKILL) }
-        for (pid, name) in pids where !name.hasPrefix("batond") { kill(pid, SIGKILL) }
-        usleep(100_000)
-        var strays = self.strays()
-        let count = strays.count
-        for _ in 0..<20 where !strays.isEmpty {
-            for pid in strays { kill(pid, SIGKILL) }
-            usleep(50_000)
-            strays = self.strays()
-        }
-        return count
     }
 }
 
@@ -432,7 +399,8 @@ final class Batond {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         try? pipe.fileHandleForWriting.close()
-        Children.shared.add(pid, name: "batond \(node)", isBatond: true)
+        Children.shared.add(pid, name: "batond \(node)")
+        RunStrays.shared.addBatond(pid)
     }
 
     func kill9() {
@@ -1000,7 +968,8 @@ func benchmarkMain(options: Options) async -> Int32 {
         let binaries = try locateBinaries(options)
         guard FileManager.default.isExecutableFile(atPath: options.server) else { throw BenchmarkError("nats-server not found at \(options.server); pass --server") }
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-        Children.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper, removeOnAbort: !options.keep)
+        Children.shared.setWorkDirectory(workDirectory, remove: !options.keep)
+        RunStrays.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper)
         log("work directory \(workDirectory); binaries from \(binaries.directory)")
         let loadBefore = loadAverage()
 

@@ -200,21 +200,8 @@ extension Options {
 // MARK: - Child processes
 
 /// Every child process, so the watchdog and signal handlers can kill them.
-final class Children: @unchecked Sendable {
-    // @unchecked: `processes` is only touched under `lock`.
-    static let shared = Children()
-    private let lock = NSLock()
-    private var processes: [ObjectIdentifier: Process] = [:]
-
-    func add(_ process: Process) { lock.withLock { processes[ObjectIdentifier(process)] = process } }
-    func remove(_ process: Process) { _ = lock.withLock { processes.removeValue(forKey: ObjectIdentifier(process)) } }
-
-    func killAll() {
-        let all = lock.withLock { Array(processes.values) }
-        for process in all where process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-        }
-    }
+enum Children {
+    static let shared = ChildProcesses()
 }
 
 /// Runs a blocking job on its own thread (never on the cooperative pool, which the Swift client

@@ -240,7 +240,7 @@ extension Child {
     convenience init(wrapping process: Process, name: String, logPath: String) throws {
         self.init(process: process, name: name, logPath: logPath)
         try process.run()
-        Children.shared.add(process.processIdentifier, name)
+        Children.shared.add(process.processIdentifier, name: name)
     }
 }
 

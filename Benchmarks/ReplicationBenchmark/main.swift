@@ -385,23 +385,8 @@ extension Options {
 // MARK: - Child processes
 
 /// Every process this benchmark started, killed (by pid) on every exit path.
-final class Children: Sendable {
-    static let shared = Children()
-    private let pids = Mutex<[Int32: String]>([:])
-    private let workDirectory = Mutex<(path: String, remove: Bool)?>(nil)
-
-    func add(_ pid: Int32, _ name: String) { pids.withLock { $0[pid] = name } }
-    func remove(_ pid: Int32) { pids.withLock { _ = $0.removeValue(forKey: pid) } }
-    func setWorkDirectory(_ path: String, remove: Bool) { workDirectory.withLock { $0 = (path, remove) } }
-
-    func killAll() {
-        for (pid, _) in pids.withLock({ $0 }) { kill(pid, SIGKILL) }
-    }
-
-    func abort() {
-        killAll()
-        if let directory = workDirectory.withLock({ $0 }), directory.remove { try? FileManager.default.removeItem(atPath: directory.path) }
-    }
+enum Children {
+    static let shared = ChildProcesses()
 }
 
 /// SIGINT, SIGTERM and the time limit: killing everything this benchmark started (BenchmarkSupport's killers).
@@ -434,7 +419,7 @@ final class Child: @unchecked Sendable {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        Children.shared.add(process.processIdentifier, name)
+        Children.shared.add(process.processIdentifier, name: name)
     }
 
     var pid: Int32 { process.processIdentifier }
