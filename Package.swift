@@ -178,6 +178,10 @@ let package = Package(
             name: "TestSupport",
             path: "Tests/TestSupport"
         ),
+        .testTarget(
+            name: "TestSupportTests",
+            dependencies: ["TestSupport"]
+        ),
         .target(
             name: "NATSTestSupport",
             dependencies: ["NATS"],
