@@ -52,7 +52,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BatonEventsTests",
-            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         // The control protocol's two ends (service, client) and the lease bucket's record and
         // store: everything batonctl needs, without the backends' C libraries.
@@ -298,7 +298,7 @@ let package = Package(
         .testTarget(
             name: "ReplicationTests",
             dependencies: [
-                "Replication", "CSQLite", "NATS", "NATSTestSupport",
+                "Replication", "CSQLite", "NATS", "NATSTestSupport", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
