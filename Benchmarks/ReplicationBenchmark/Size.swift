@@ -25,6 +25,8 @@
 // Usage: ReplicationBenchmark size --server PATH [--sizes 100,1024,4096] [--work DIR]
 //        [--litestream PATH]   (a PATH that is not an executable skips Litestream)
 
+import ArgumentParser
+import BenchmarkSupport
 import CBatonProcess
 import CSQLite
 import Foundation
@@ -73,6 +75,15 @@ func nodeMain(arguments: [String]) async -> Never {
         var applier: WALApplier?
         var handoff: HandoffReport?
         var resume: ShipperResumePoint?
+        /// The shipper (`ship` started it) or applier (`follow` started it) a command needs.
+        func running(_ command: String) throws -> WALShipper {
+            guard let shipper else { throw BenchmarkError("\(command) on node \(nodeID): not shipping (no ship, or stepped down)") }
+            return shipper
+        }
+        func following(_ command: String) throws -> WALApplier {
+            guard let applier else { throw BenchmarkError("\(command) on node \(nodeID): not following (no follow, or promoted)") }
+            return applier
+        }
         reply("ready")
         for await line in stdinLines() {
             let words = line.split(separator: " ").map(String.init)
@@ -81,35 +92,39 @@ func nodeMain(arguments: [String]) async -> Never {
                 switch command {
                 case "ship":
                     let token = UInt64(words[1]) ?? 1
-                    shipper = try await WALShipper.start(
+                    let started = try await WALShipper.start(
                         configuration: configuration, token: token, jetStream: jetStream, logger: logger,
                         resumingFrom: words.count > 2 && words[2] == "resume" ? resume : nil)
-                    let status = await shipper!.status()
+                    shipper = started
+                    let status = await started.status()
                     reply("ok txid=\(status.lastTxid) seq=\(status.lastStreamSequence) snapshots=\(status.snapshots)")
                 case "shipped":
-                    let status = await shipper!.status()
+                    let status = try await running(command).status()
                     reply("ok txid=\(status.lastTxid) seq=\(status.lastStreamSequence)")
                 case "wait-shipped":
                     let target = UInt64(words[1]) ?? 0
                     let deadline = ContinuousClock.now + .seconds(600)
-                    while await shipper!.status().lastTxid < target {
+                    let shipping = try running(command)
+                    while await shipping.status().lastTxid < target {
                         guard ContinuousClock.now < deadline else { throw BenchmarkError("txid \(target) not shipped") }
                         try await Task.sleep(for: .microseconds(200))
                     }
-                    let status = await shipper!.status()
+                    let status = await shipping.status()
                     reply("ok txid=\(status.lastTxid) seq=\(status.lastStreamSequence)")
                 case "stepdown":
-                    handoff = try await shipper!.stepDown()
+                    let report = try await running(command).stepDown()
+                    handoff = report
                     shipper = nil
-                    reply("ok txid=\(handoff!.txid) seq=\(handoff!.markerSequence)")
+                    reply("ok txid=\(report.txid) seq=\(report.markerSequence)")
                 case "follow":
                     applier = try await WALApplier.start(
                         configuration: configuration, jetStream: jetStream, logger: logger,
                         adoptingLocalDatabaseAt: words.count > 1 && words[1] == "adopt" ? handoff : nil)
                     reply("ok")
                 case "wait-seq":
-                    let position = try await applier!.waitForStreamSequence(UInt64(words[1]) ?? 0, timeout: .seconds(3600))
-                    let status = await applier!.status()
+                    let replica = try following(command)
+                    let position = try await replica.waitForStreamSequence(UInt64(words[1]) ?? 0, timeout: .seconds(3600))
+                    let status = await replica.status()
                     reply("ok txid=\(position.txid) restored=\(status.snapshotsRestored) adopted=\(status.localDatabasesAdopted)")
                 case "promote":
                     // As batond does: the stopped applier's verified page hashes go to the promotion.
@@ -225,7 +240,7 @@ extension Child {
     convenience init(wrapping process: Process, name: String, logPath: String) throws {
         self.init(process: process, name: name, logPath: logPath)
         try process.run()
-        Children.shared.add(process.processIdentifier, name)
+        Children.shared.add(process.processIdentifier, name: name)
     }
 }
 
@@ -283,23 +298,26 @@ struct SizeResult {
     }
 }
 
-func sizeMain(arguments: [String]) async -> Int32 {
+/// `ReplicationBenchmark size`'s command line (flags as before ArgumentParser).
+struct SizeArguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ReplicationBenchmark size",
+        abstract: "Initial sync, switchover, crash failover, each node's peak RSS, NATS storage, and Litestream's restore, at database sizes.")
+
+    @Option(help: "nats-server.")
     var server = "/usr/bin/nats-server"
+    @Option(help: ArgumentHelp("Database sizes in MiB, comma separated (default 100,1024,4096).", valueName: "list"),
+        transform: commaSeparated("--sizes", "a size in MiB", { Int($0) }))
     var sizes = [100, 1024, 4096]
+    @Option(help: "Where the work directory goes.")
     var work = "/work/tmp-bench"
+    @Option(help: "litestream binary (default: $BATON_VENV/bin/litestream, else .venv/bin/litestream).")
     var litestream = ProcessInfo.processInfo.environment["BATON_VENV"].map { "\($0)/bin/litestream" } ?? ".venv/bin/litestream"
-    var rest = arguments[...]
-    while let argument = rest.popFirst() {
-        switch argument {
-        case "--server": server = rest.popFirst() ?? server
-        case "--sizes": sizes = (rest.popFirst() ?? "").split(separator: ",").compactMap { Int($0) }
-        case "--work": work = rest.popFirst() ?? work
-        case "--litestream": litestream = rest.popFirst() ?? litestream
-        default:
-            log("usage: size --server PATH [--sizes 100,1024,4096] [--work DIR] [--litestream PATH]")
-            return 64
-        }
-    }
+}
+
+func sizeMain(arguments: [String]) async -> Int32 {
+    let parsed = SizeArguments.parseOrExit(arguments)
+    let (server, sizes, work, litestream) = (parsed.server, parsed.sizes, parsed.work, parsed.litestream)
     installKillers(timeLimit: 4 * 3600)
     let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
     let root = "\(work)/replbench-size-\(getpid())"

@@ -14,6 +14,8 @@
 //     the new node's first commit (a local copy of its own database, or a snapshot restore).
 // Usage: ReplicationBenchmark switchover --server PATH [--sizes 20,200] [--modes fast,legacy]
 
+import ArgumentParser
+import BenchmarkSupport
 import CSQLite
 import Foundation
 import Logging
@@ -52,21 +54,24 @@ func commitOne(_ path: String) throws {
     try db.execute("INSERT INTO t(payload) VALUES (x'01')")
 }
 
-func switchoverMain(arguments: [String]) async -> Int32 {
+/// `ReplicationBenchmark switchover`'s command line (flags as before ArgumentParser).
+struct SwitchoverArguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ReplicationBenchmark switchover",
+        abstract: "Graceful switchover cost at database sizes (one process).")
+
+    @Option(help: "nats-server.")
     var server = "/usr/bin/nats-server"
+    @Option(help: ArgumentHelp("Database sizes in MiB, comma separated (default 20,200).", valueName: "list"),
+        transform: commaSeparated("--sizes", "a size in MiB", { Int($0) }))
     var sizes = [20, 200]
+    @Option(help: ArgumentHelp("legacy,fast (default both).", valueName: "list"), transform: commaSeparated("--modes", "a mode", { $0 }))
     var modes = ["legacy", "fast"]
-    var rest = arguments[...]
-    while let argument = rest.popFirst() {
-        switch argument {
-        case "--server": server = rest.popFirst() ?? server
-        case "--sizes": sizes = (rest.popFirst() ?? "").split(separator: ",").compactMap { Int($0) }
-        case "--modes": modes = (rest.popFirst() ?? "").split(separator: ",").map(String.init)
-        default:
-            log("usage: switchover --server PATH [--sizes 20,200] [--modes legacy,fast]")
-            return 64
-        }
-    }
+}
+
+func switchoverMain(arguments: [String]) async -> Int32 {
+    let parsed = SwitchoverArguments.parseOrExit(arguments)
+    let (server, sizes, modes) = (parsed.server, parsed.sizes, parsed.modes)
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("replbench-switchover-\(getpid())").path
     defer { try? FileManager.default.removeItem(atPath: work) }
     var logger = Logger(label: "replbench-switchover", factory: { StreamLogHandler.standardError(label: $0) })

@@ -27,6 +27,8 @@
 //   swift build -c release --product ReplicationBenchmark
 //   .build/release/ReplicationBenchmark --help
 
+import ArgumentParser
+import BenchmarkSupport
 import CBatonProcess
 import CSQLite
 import Foundation
@@ -62,27 +64,7 @@ func log(_ text: String) {
     FileHandle.standardError.write(Data("[replbench] \(text)\n".utf8))
 }
 
-struct BenchmarkError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
-
 func ms(_ nanoseconds: Int64) -> String { String(format: "%.1f", Double(nanoseconds) / 1e6) }
-
-/// Nearest-rank percentile of sorted samples.
-func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
-    return sorted[min(max(rank, 1), sorted.count) - 1]
-}
-
-func parseDuration(_ text: String) -> Duration? {
-    for (suffix, scale) in [("ms", 1_000_000.0), ("us", 1_000.0), ("s", 1_000_000_000.0)] where text.hasSuffix(suffix) {
-        guard let number = Double(text.dropLast(suffix.count)), number >= 0 else { return nil }
-        return .nanoseconds(Int64(number * scale))
-    }
-    return nil
-}
 
 extension Duration {
     var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
@@ -92,10 +74,6 @@ extension Duration {
         if ns % 1_000_000 == 0 { return "\(ns / 1_000_000)ms" }
         return "\(ns / 1_000)us"
     }
-}
-
-func loadAverage() -> String {
-    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 /// User + system CPU time of a process so far, in nanoseconds (nil once it is gone).
@@ -291,94 +269,108 @@ struct Options: Sendable {
     var markdownPath: String?
     var timeLimit = 1800
 
-    static let usage = """
-        USAGE: ReplicationBenchmark [options]
+}
 
-        Replication lag (commit on the primary → row visible in the standby's file, p50/p90/p99/max)
-        at fixed transaction rates, and bulk throughput (MB/s of committed payload reaching the
-        standby), for Baton (WALShipper + WALApplier over a nats-server, each in its own process)
-        and Litestream 0.5 (replicate to a file replica + restore -f), on the same workload.
+/// The command line of the main run (every flag as before ArgumentParser; `--help` lists them).
+/// The subcommands `switchover` and `size` have their own (``SwitchoverArguments``,
+/// ``SizeArguments``); `node`, `ship` and `apply` are the benchmark's own child processes.
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ReplicationBenchmark",
+        abstract: "Replication lag and bulk throughput: Baton against Litestream on the same workload.",
+        discussion: """
+            Replication lag (commit on the primary → row visible in the standby's file, p50/p90/p99/max) \
+            at fixed transaction rates, and bulk throughput (MB/s of committed payload reaching the \
+            standby), for Baton (WALShipper + WALApplier over a nats-server, each in its own process) \
+            and Litestream 0.5 (replicate to a file replica + restore -f), on the same workload.
 
-        OPTIONS:
-          --rates LIST           transaction rates, comma separated (default 100,1000)
-          --seconds S            measured seconds per rate (default 20), after --warmup S (default 1)
-          --payload MIN-MAX      payload bytes per transaction (default 100-1000)
-          --bulk N:BYTES         bulk run: N transactions of BYTES payload (default 1024:65536)
-          --baton-poll LIST      shipper poll intervals to run (default: the module's default);
-                                 such as default,5ms
-          --litestream-fast D    monitor-interval = sync-interval = follow-interval of the
-                                 "fast" Litestream configuration (default 10ms)
-          --systems LIST         baton,litestream-default,litestream-fast (default all)
-          --workloads LIST       rate,bulk (default both)
-          --server PATH          nats-server (default /usr/sbin/nats-server)
-          --litestream PATH      litestream binary (default: the venv of scripts/install-prerequisites,
-                                 $BATON_VENV/bin/litestream, else .venv/bin/litestream in this checkout)
-          --keep                 keep the work directory
-          --markdown PATH        also write the report to PATH
-          --time-limit S         kill everything and exit after S seconds (default 1800)
-          -h, --help             this text
+            Subcommands (first argument; each has its own --help): \
+            `switchover --server PATH [--sizes 20,200] [--modes legacy,fast]`: graceful switchover cost \
+            at database sizes (one process). \
+            `size --server PATH [--sizes 100,1024,4096] [--work DIR] [--litestream PATH]`: initial sync, \
+            switchover, crash failover, each node's peak RSS (nodes in processes of their own), NATS \
+            storage, and Litestream's restore of the same database (see Size.swift).
+            """)
 
-        SUBCOMMANDS:
-          switchover --server PATH [--sizes 20,200] [--modes legacy,fast]
-                                 graceful switchover cost at database sizes (one process)
-          size --server PATH [--sizes 100,1024,4096] [--work DIR] [--litestream PATH]
-                                 initial sync, switchover, crash failover, each node's peak RSS
-                                 (nodes in processes of their own), NATS storage, and Litestream's
-                                 restore of the same database (see Size.swift)
-        """
-
-    static func parse(_ arguments: [String]) throws -> Options {
-        var options = Options()
-        var rest = arguments[...]
-        func value(_ name: String) throws -> String {
-            guard let next = rest.popFirst() else { throw BenchmarkError("\(name) needs a value") }
-            return next
-        }
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--rates":
-                options.rates = try value(argument).split(separator: ",").map {
-                    guard let rate = Int($0), rate > 0 else { throw BenchmarkError("--rates: \($0) is not a positive number") }
-                    return rate
-                }
-            case "--seconds":
-                guard let seconds = Double(try value(argument)), seconds > 0 else { throw BenchmarkError("--seconds needs a positive number") }
-                options.seconds = seconds
-            case "--warmup":
-                guard let seconds = Double(try value(argument)), seconds >= 0 else { throw BenchmarkError("--warmup needs a number") }
-                options.warmup = seconds
-            case "--payload":
-                let parts = try value(argument).split(separator: "-").compactMap { Int($0) }
-                guard parts.count == 2, parts[0] > 0, parts[1] >= parts[0] else { throw BenchmarkError("--payload needs MIN-MAX") }
-                (options.minPayload, options.maxPayload) = (parts[0], parts[1])
-            case "--bulk":
-                let parts = try value(argument).split(separator: ":").compactMap { Int($0) }
-                guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw BenchmarkError("--bulk needs N:BYTES") }
-                (options.bulkTransactions, options.bulkPayload) = (parts[0], parts[1])
-            case "--baton-poll":
-                options.batonPolls = try value(argument).split(separator: ",").map {
-                    if $0 == "default" { return nil }
-                    guard let duration = parseDuration(String($0)), duration > .zero else { throw BenchmarkError("--baton-poll: \($0) is not a duration") }
-                    return duration
-                }
-            case "--litestream-fast":
-                guard let duration = parseDuration(try value(argument)) else { throw BenchmarkError("--litestream-fast needs a duration") }
-                options.litestreamFast = duration
-            case "--systems": options.systems = Set(try value(argument).split(separator: ",").map(String.init))
-            case "--workloads": options.workloads = Set(try value(argument).split(separator: ",").map(String.init))
-            case "--server": options.server = try value(argument)
-            case "--litestream": options.litestream = try value(argument)
-            case "--keep": options.keep = true
-            case "--markdown": options.markdownPath = try value(argument)
-            case "--time-limit":
-                guard let seconds = Int(try value(argument)), seconds > 0 else { throw BenchmarkError("--time-limit needs seconds") }
-                options.timeLimit = seconds
-            case "-h", "--help":
-                print(usage)
-                exit(0)
-            default: throw BenchmarkError("unknown argument \(argument); see --help")
+    @Option(help: ArgumentHelp("Transaction rates, comma separated (default 100,1000).", valueName: "list"),
+        transform: commaSeparated("--rates", "a positive number", { Int($0).flatMap { $0 > 0 ? $0 : nil } }))
+    var rates = [100, 1000]
+    @Option(help: "Measured seconds per rate, after --warmup.")
+    var seconds = 20.0
+    @Option(help: "Warm-up seconds before each measured rate.")
+    var warmup = 1.0
+    @Option(help: ArgumentHelp("Payload bytes per transaction, MIN-MAX (default 100-1000).", valueName: "min-max"), transform: { text in
+        let parts = text.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] > 0, parts[1] >= parts[0] else { throw ValidationError("--payload needs MIN-MAX") }
+        return [parts[0], parts[1]]
+    })
+    var payload = [100, 1000]
+    @Option(help: ArgumentHelp("Bulk run: N transactions of BYTES payload (default 1024:65536).", valueName: "n:bytes"), transform: { text in
+        let parts = text.split(separator: ":").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw ValidationError("--bulk needs N:BYTES") }
+        return [parts[0], parts[1]]
+    })
+    var bulk = [1024, 64 * 1024]
+    @Option(name: .customLong("baton-poll"), help: ArgumentHelp("Shipper poll intervals to run (default: the module's default), such as default,5ms.", valueName: "list"),
+        transform: { text in
+            try text.split(separator: ",").map { part -> Duration? in
+                if part == "default" { return nil }
+                guard let duration = parseDuration(String(part)), duration > .zero else { throw ValidationError("--baton-poll: \(part) is not a duration") }
+                return duration
             }
-        }
+        })
+    var batonPoll: [Duration?] = [nil]
+    @Option(name: .customLong("litestream-fast"), help: ArgumentHelp("monitor-interval = sync-interval = follow-interval of the \"fast\" Litestream configuration (default 10ms).", valueName: "duration"),
+        transform: { text in
+            guard let duration = parseDuration(text) else { throw ValidationError("--litestream-fast needs a duration") }
+            return duration
+        })
+    var litestreamFast = Duration.milliseconds(10)
+    @Option(help: ArgumentHelp("baton,litestream-default,litestream-fast (default all).", valueName: "list"), transform: commaSeparated("--systems", "a system", { $0 }))
+    var systems = ["baton", "litestream-default", "litestream-fast"]
+    @Option(help: ArgumentHelp("rate,bulk (default both).", valueName: "list"), transform: commaSeparated("--workloads", "a workload", { $0 }))
+    var workloads = ["rate", "bulk"]
+    @Option(help: "nats-server.")
+    var server = "/usr/sbin/nats-server"
+    @Option(help: "litestream binary (default: the venv of scripts/install-prerequisites, $BATON_VENV/bin/litestream, else .venv/bin/litestream in this checkout).")
+    var litestream = ""
+    @Flag(help: "Keep the work directory.")
+    var keep = false
+    @Option(help: "Also write the report to this path.")
+    var markdown: String?
+    @Option(name: .customLong("time-limit"), help: "Kill everything and exit after this many seconds.")
+    var timeLimit = 1800
+
+    func validate() throws {
+        guard seconds > 0 else { throw ValidationError("--seconds needs a positive number") }
+        guard warmup >= 0 else { throw ValidationError("--warmup needs a number") }
+        guard timeLimit > 0 else { throw ValidationError("--time-limit needs seconds") }
+    }
+
+    var options: Options {
+        var options = Options()
+        options.server = server
+        options.litestream = litestream
+        options.rates = rates
+        options.seconds = seconds
+        options.warmup = warmup
+        (options.minPayload, options.maxPayload) = (payload[0], payload[1])
+        (options.bulkTransactions, options.bulkPayload) = (bulk[0], bulk[1])
+        options.batonPolls = batonPoll
+        options.litestreamFast = litestreamFast
+        options.systems = Set(systems)
+        options.workloads = Set(workloads)
+        options.keep = keep
+        options.markdownPath = markdown
+        options.timeLimit = timeLimit
+        return options.withDefaultLitestream()
+    }
+}
+
+extension Options {
+    /// `litestream` when given, else the venv's.
+    func withDefaultLitestream() -> Options {
+        var options = self
         if options.litestream.isEmpty {
             // The venv scripts/install-prerequisites makes: $BATON_VENV, else .venv in this checkout.
             let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -393,45 +385,13 @@ struct Options: Sendable {
 // MARK: - Child processes
 
 /// Every process this benchmark started, killed (by pid) on every exit path.
-final class Children: Sendable {
-    static let shared = Children()
-    private let pids = Mutex<[Int32: String]>([:])
-    private let workDirectory = Mutex<(path: String, remove: Bool)?>(nil)
-
-    func add(_ pid: Int32, _ name: String) { pids.withLock { $0[pid] = name } }
-    func remove(_ pid: Int32) { pids.withLock { _ = $0.removeValue(forKey: pid) } }
-    func setWorkDirectory(_ path: String, remove: Bool) { workDirectory.withLock { $0 = (path, remove) } }
-
-    func killAll() {
-        for (pid, _) in pids.withLock({ $0 }) { kill(pid, SIGKILL) }
-    }
-
-    func abort() {
-        killAll()
-        if let directory = workDirectory.withLock({ $0 }), directory.remove { try? FileManager.default.removeItem(atPath: directory.path) }
-    }
+enum Children {
+    static let shared = ChildProcesses()
 }
 
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
-
+/// SIGINT, SIGTERM and the time limit: killing everything this benchmark started (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; killing everything this benchmark started")
-            Children.shared.abort()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; killing everything this benchmark started")
-        Children.shared.abort()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "killing everything this benchmark started", log: { log($0) }, abort: { Children.shared.abort() })
 }
 
 /// A child process with its output in a log file.
@@ -459,7 +419,7 @@ final class Child: @unchecked Sendable {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        Children.shared.add(process.processIdentifier, name)
+        Children.shared.add(process.processIdentifier, name: name)
     }
 
     var pid: Int32 { process.processIdentifier }
@@ -1034,10 +994,4 @@ if CommandLine.arguments.count >= 2, ["ship", "apply"].contains(CommandLine.argu
     await childMain(mode: CommandLine.arguments[1], arguments: Array(CommandLine.arguments.dropFirst(2)))
 }
 
-do {
-    let options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
-    exit(await benchmarkMain(options: options))
-} catch {
-    log("\(error)")
-    exit(64)
-}
+exit(await benchmarkMain(options: Arguments.parseOrExit().options))

@@ -32,8 +32,11 @@
 //   --product batond, batonctl, baton-fence-keeper); run as root:
 //   .build-release/release/VIPFailoverBenchmark --help
 
+import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import NetnsLab
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -90,50 +93,56 @@ struct Options: Sendable {
     var timeLimit = 3600
     var keep = false
 
-    static let help = """
-        usage: VIPFailoverBenchmark [--runs N] [--ttls 3s,1s,300ms] [--adverts 1,0.1]
-               [--scenarios graceful,host-loss] [--peers baton,keepalived] [--bin-dir DIR]
-               [--nats-server PATH] [--keepalived PATH] [--python PATH] [--time-limit SECONDS] [--keep]
-        Runs as root; see the comment at the top of Benchmarks/VIPFailoverBenchmark/main.swift.
-        """
+}
 
-    static func parse(_ arguments: [String]) -> Options {
+/// The command line (every flag as before ArgumentParser; `--help` lists them).
+struct Arguments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "VIPFailoverBenchmark",
+        abstract: "Client-observed outage of a VIP failover: batond against keepalived, in network namespaces.",
+        discussion: "Runs as root; see the comment at the top of Benchmarks/VIPFailoverBenchmark/main.swift.")
+
+    @Option(help: "Failovers per configuration and scenario.")
+    var runs = 20
+    @Option(help: "batond lease TTLs, comma-separated (default 3s,1s,300ms).", transform: commaSeparated("--ttls", "a duration", parseDuration))
+    var ttls: [Duration] = [.seconds(3), .seconds(1), .milliseconds(300)]
+    @Option(help: "keepalived advert intervals in seconds, comma-separated (default 1,0.1).", transform: commaSeparated("--adverts", "a number", { $0 }))
+    var adverts: [String] = ["1", "0.1"]
+    @Option(help: "Scenarios, comma-separated: graceful, host-loss (default both).", transform: commaSeparated("--scenarios", "a scenario", Scenario.init(rawValue:)))
+    var scenarios: [Scenario] = [.graceful, .hostLoss]
+    @Option(help: "What to measure, comma-separated: baton, keepalived (default both).", transform: commaSeparated("--peers", "a peer", { $0 }))
+    var peers: [String] = ["baton", "keepalived"]
+    @Option(name: .customLong("bin-dir"), help: "Where batond, batonctl and baton-fence-keeper are (default: next to this binary).")
+    var binDirectory: String?
+    @Option(name: .customLong("nats-server"), help: "The nats-server to run.")
+    var natsServer = "/usr/sbin/nats-server"
+    @Option(help: "The keepalived to run.")
+    var keepalived = "/usr/sbin/keepalived"
+    @Option(help: "The python3 for the probe.")
+    var python = "/usr/bin/python3"
+    @Option(name: .customLong("time-limit"), help: "Seconds until the benchmark deletes the lab and exits.")
+    var timeLimit = 3600
+    @Flag(help: "Keep the work directory.")
+    var keep = false
+
+    var options: Options {
         var options = Options()
-        var rest = arguments[...]
-        func value(_ name: String) -> String {
-            guard let value = rest.popFirst() else { fail("\(name) needs a value") }
-            return value
-        }
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--runs": options.runs = Int(value(argument)) ?? options.runs
-            case "--ttls": options.ttls = value(argument).split(separator: ",").map { text -> Duration in
-                    guard let duration = parseDuration(String(text)) else { fail("bad duration \(text)") }
-                    return duration
-                }
-            case "--adverts": options.adverts = value(argument).split(separator: ",").map(String.init)
-            case "--scenarios": options.scenarios = value(argument).split(separator: ",").map { text -> Scenario in
-                    guard let scenario = Scenario(rawValue: String(text)) else { fail("bad scenario \(text)") }
-                    return scenario
-                }
-            case "--peers": options.peers = value(argument).split(separator: ",").map(String.init)
-            case "--bin-dir": options.binDirectory = value(argument)
-            case "--nats-server": options.natsServer = value(argument)
-            case "--keepalived": options.keepalived = value(argument)
-            case "--python": options.python = value(argument)
-            case "--time-limit": options.timeLimit = Int(value(argument)) ?? options.timeLimit
-            case "--keep": options.keep = true
-            case "--help", "-h":
-                print(help)
-                exit(0)
-            default: fail("unknown argument \(argument)\n\(help)")
-            }
-        }
+        options.runs = runs
+        options.ttls = ttls
+        options.adverts = adverts
+        options.scenarios = scenarios
+        options.peers = peers
+        if let binDirectory { options.binDirectory = binDirectory }
+        options.natsServer = natsServer
+        options.keepalived = keepalived
+        options.python = python
+        options.timeLimit = timeLimit
+        options.keep = keep
         return options
     }
 }
 
-enum Scenario: String, Sendable {
+enum Scenario: String, Sendable, ExpressibleByArgument {
     case graceful
     case hostLoss = "host-loss"
 }
@@ -148,26 +157,9 @@ func log(_ message: String) {
     FileHandle.standardError.write(Data("[\(stamp)] \(message)\n".utf8))
 }
 
-func parseDuration(_ text: String) -> Duration? {
-    if text.hasSuffix("ms"), let value = Int(text.dropLast(2)) { return .milliseconds(value) }
-    if text.hasSuffix("s"), let value = Double(text.dropLast()) { return .milliseconds(Int(value * 1000)) }
-    return nil
-}
-
 extension Duration {
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
     var text: String { milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms" }
-}
-
-/// Nearest-rank percentile of sorted samples.
-func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
-    return sorted[min(max(rank, 1), sorted.count) - 1]
-}
-
-func loadAverage() -> String {
-    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 // MARK: - Clean-up on every exit path
@@ -192,26 +184,9 @@ final class CurrentLab: @unchecked Sendable {
     }
 }
 
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
-
+/// SIGINT, SIGTERM and the time limit: deleting the lab and everything in it (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
-    for signalNumber in [SIGINT, SIGTERM] {
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-            log("interrupted; deleting the lab and everything in it")
-            CurrentLab.shared.abort()
-            exit(130)
-        }
-        source.resume()
-        signalSources.append(source)
-    }
-    Thread {
-        Thread.sleep(forTimeInterval: TimeInterval(timeLimit))
-        log("time limit of \(timeLimit) s reached; deleting the lab and everything in it")
-        CurrentLab.shared.abort()
-        exit(3)
-    }.start()
+    installKillers(timeLimit: timeLimit, doing: "deleting the lab and everything in it", log: { log($0) }, abort: { CurrentLab.shared.abort() })
 }
 
 // MARK: - One configuration's lab
@@ -273,9 +248,8 @@ final class Bench: @unchecked Sendable {
 
     /// Waits until the client gets answers from `node` after `since`; returns the gap (µs).
     func waitForAnswer(from node: String, since: Int64, timeout: Duration = .seconds(30)) async throws -> Int64 {
-        guard try await poll(timeout: timeout, every: .milliseconds(10), { probe.latestAnswer(after: since) == node }),
-            let outage = probe.outage(since: since, to: node)
-        else { throw LabError("the client did not reach \(node) within \(timeout)") }
+        try await eventually("the client reaching \(node)", timeout: timeout, every: .milliseconds(10)) { probe.latestAnswer(after: since) == node }
+        guard let outage = probe.outage(since: since, to: node) else { throw LabError("the client reached \(node) but its probe log shows no outage since \(since)") }
         return outage.gap
     }
 
@@ -338,7 +312,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
     let bin = options.binDirectory
     let nats = try bench.start(
         "nats", in: "br", [options.natsServer, "-js", "-sd", bench.directory.appendingPathComponent("store").path, "-a", lab.bridgeAddress, "-p", "4222"])
-    guard try await poll(timeout: .seconds(10), { nats.log.contains("Server is ready") }) else { throw LabError("nats-server not ready: \(nats.log)") }
+    try await eventually("nats-server ready: \(nats.log)", timeout: .seconds(10)) { nats.log.contains("Server is ready") }
     let url = "nats://\(lab.bridgeAddress):4222"
     for node in ["node-a", "node-b"] {
         let config = bench.directory.appendingPathComponent("\(node).yaml").path
@@ -364,7 +338,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
     /// Waits until `batonctl status` shows one active and one passive node; returns the active.
     func settled() async throws -> String {
         var active: String?
-        let ok = try await poll(timeout: .seconds(30), every: .milliseconds(200)) {
+        try await eventually("the cluster settling (one active, one passive)", timeout: .seconds(30), every: .milliseconds(200)) {
             guard let output = try? await batonctl(["status", "--json", "web"]),
                 let nodes = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]]
             else { return false }
@@ -375,7 +349,7 @@ func measureBaton(_ bench: Bench, ttl: Duration) async throws -> [Row] {
             active = roles.first { $0.value == "active" }?.key
             return roles.count == 2 && active != nil && roles.values.filter({ $0 == "passive" }).count == 1
         }
-        guard ok, let active else { throw LabError("the cluster did not settle") }
+        guard let active else { throw LabError("the cluster did not settle") }
         // The client reaches the active node (its backend is up, the VIP announced).
         _ = try await bench.waitForAnswer(from: active, since: 0)
         return active
@@ -474,7 +448,7 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
     try startDaemon("node-b")
     let advertInterval = Duration.milliseconds(Int((Double(advert) ?? 1) * 1000))
     var rows: [Row] = []
-    guard try await poll(timeout: .seconds(30), { bench.probe.latestAnswer() != nil }) else { throw LabError("no keepalived master") }
+    try await eventually("a keepalived master answering through the VIP", timeout: .seconds(30)) { bench.probe.latestAnswer() != nil }
     for scenario in options.scenarios {
         var gaps: [Int64] = []
         var failures = 0
@@ -485,9 +459,13 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
             // adverts and a random point of the advert cycle.
             try await Task.sleep(for: advertInterval * 3 + .milliseconds(300) + advertInterval * Double.random(in: 0..<1))
             var answering: String?
-            _ = try await poll(timeout: .seconds(10)) {
-                answering = bench.probe.latestAnswer(after: wallMicros() - 100_000)
-                return answering != nil
+            do {
+                try await eventually("an answer through the VIP", timeout: .seconds(10)) {
+                    answering = bench.probe.latestAnswer(after: wallMicros() - 100_000)
+                    return answering != nil
+                }
+            } catch is WaitTimedOut {
+                // Counted as a failed run just below.
             }
             guard let active = answering else {
                 // Seen once at advert 0.1 s after back-to-back transitions: the client got no
@@ -505,13 +483,13 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
                     gaps.append(try await bench.waitForAnswer(from: target, since: since))
                     await daemons[active]!.stop(grace: .seconds(5))
                     try startDaemon(active)
-                    guard try await poll(timeout: .seconds(10), { backups(active) > 0 }) else { throw LabError("\(active) did not come back as BACKUP") }
+                    try await eventually("\(active) coming back as BACKUP", timeout: .seconds(10)) { backups(active) > 0 }
                 case .hostLoss:
                     let before = backups(active)
                     try await lab.setLink(of: lab.host(hostName(active)), up: false)
                     gaps.append(try await bench.waitForAnswer(from: target, since: since))
                     try await lab.setLink(of: lab.host(hostName(active)), up: true)
-                    guard try await poll(timeout: .seconds(10), { backups(active) > before }) else { throw LabError("\(active) did not come back as BACKUP") }
+                    try await eventually("\(active) coming back as BACKUP", timeout: .seconds(10)) { backups(active) > before }
                 }
                 let added = bench.vipAdded(on: target, since: since).map { "\($0 / 1000) ms" } ?? "?"
                 log("keepalived advert \(advert) \(scenario.rawValue) run \(run): \(active) → \(target): gap \(gaps.last! / 1000) ms; VIP added at +\(added); removed \(bench.margin(since: since).map { String(format: "%.1f", Double($0) / 1000) } ?? "?") ms before")
@@ -528,7 +506,7 @@ func measureKeepalived(_ bench: Bench, advert: String) async throws -> [Row] {
 
 // MARK: - Main
 
-let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+let options = Arguments.parseOrExit().options
 guard geteuid() == 0 else { fail("run as root: the lab creates network namespaces") }
 for path in [options.python] + (options.peers.contains("baton") ? [options.natsServer, "\(options.binDirectory)/batond", "\(options.binDirectory)/batonctl", "\(options.binDirectory)/baton-fence-keeper"] : [])
     + (options.peers.contains("keepalived") ? [options.keepalived] : [])

@@ -257,14 +257,14 @@ final class ShipperEngine: @unchecked Sendable {
         while true {
             let bytes = try FileIO.pread(fd, count: want, offset: cursor.offset, path: walPath)
             let scan = bytes.withUnsafeBytes { WALScanner.scan($0, fileOffset: cursor.offset, header: current, chain: cursor.chain) }
-            if scan.transactions.isEmpty {
+            guard let first = scan.transactions.first else {
                 if scan.stopReason == .tornFrame || scan.stopReason == .endOfData, cursor.offset + bytes.count < size, bytes.count == want {
                     want = min(size - cursor.offset, want * 2)
                     continue
                 }
                 return .nothing
             }
-            return .batch(makeBatch(scan.transactions))
+            return .batch(makeBatch(first, then: scan.transactions.dropFirst()))
         }
     }
 
@@ -294,19 +294,21 @@ final class ShipperEngine: @unchecked Sendable {
         return nil
     }
 
-    private func makeBatch(_ transactions: [WALTransaction]) -> Batch {
+    /// One record's worth: `first` (whatever its size) and as many of `following` as fit in
+    /// `maxFramesPerRecord` frames.
+    private func makeBatch(_ first: WALTransaction, then following: ArraySlice<WALTransaction>) -> Batch {
         var included: [WALTransaction] = []
-        var frames = 0
-        for transaction in transactions {
-            if !included.isEmpty, frames + transaction.frameCount > configuration.maxFramesPerRecord { break }
+        var frames = first.frameCount
+        for transaction in following {
+            if frames + transaction.frameCount > configuration.maxFramesPerRecord { break }
             included.append(transaction)
             frames += transaction.frameCount
         }
-        let merged = WALTransaction.merging(included)!
+        let merged = WALTransaction.merging(first, then: included[...])
         return Batch(
             pages: merged.pages, commitPages: merged.commitPages, checksumBefore: checksum.value,
             checksumAfter: checksum.applying(pages: merged.pages, commitPages: merged.commitPages), endOffset: merged.endOffset,
-            chainAfter: merged.chainAfter, transactions: included.count, pageSize: pageSize, readAt: Date())
+            chainAfter: merged.chainAfter, transactions: 1 + included.count, pageSize: pageSize, readAt: Date())
     }
 
     /// Records that `batch` was published.

@@ -189,10 +189,17 @@ public struct WALTransaction: Sendable, Hashable {
     public var chainAfter: WALChecksum
 
     /// Merges consecutive transactions into one batch: the last image of each page wins and
-    /// pages above the last commit size are dropped.
+    /// pages above the last commit size are dropped. `nil` for no transactions.
     public static func merging(_ transactions: [WALTransaction]) -> WALTransaction? {
-        guard let first = transactions.first, let last = transactions.last else { return nil }
-        if transactions.count == 1 { return first }
+        guard let first = transactions.first else { return nil }
+        return merging(first, then: transactions.dropFirst())
+    }
+
+    /// Merges `first` and the transactions that follow it (`then`, consecutive) into one batch:
+    /// the last image of each page wins and pages above the last commit size are dropped.
+    public static func merging(_ first: WALTransaction, then following: ArraySlice<WALTransaction>) -> WALTransaction {
+        guard let last = following.last else { return first }
+        let transactions = [first] + following
         var latest: [UInt32: [UInt8]] = [:]
         for transaction in transactions {
             for page in transaction.pages { latest[page.pageNumber] = page.data }

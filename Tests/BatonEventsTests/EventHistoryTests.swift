@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NATS
 import NATSTestSupport
+import TestSupport
 import Testing
 
 @Suite("Event history on a real nats-server")
@@ -14,14 +15,10 @@ struct EventHistoryTests {
 
     /// Waits until the publisher has had `count` events acknowledged (bounded).
     static func waitPublished(_ publisher: EventPublisher, count: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while publisher.published < count {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("only \(publisher.published) of \(count) events published (failed \(publisher.failed), dropped \(publisher.dropped))")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await eventually(
+            "\(count) events published (are \(publisher.published); failed \(publisher.failed), dropped \(publisher.dropped))",
+            timeout: .seconds(10), every: .milliseconds(20)
+        ) { publisher.published >= count }
     }
 
     @Test("published events are read back by app and since a time, and follow sees a new one", arguments: NATSServerKind.allCases)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NATSTestSupport
+import TestSupport
 import Testing
 import WSClient
 
@@ -35,21 +36,6 @@ func httpRequest(_ url: String, method: String = "GET", headers: [String: String
     }
 }
 
-/// Polls `condition` every 100 ms until it holds; fails with `what` after `timeout`.
-func waitUntil(_ what: String, timeout: Duration, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    var lastError: (any Error)?
-    while ContinuousClock.now < deadline {
-        do {
-            if try await condition() { return }
-        } catch {
-            lastError = error
-        }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    throw ClusterTestFailure(description: "\(what) did not happen within \(timeout)" + (lastError.map { " (last error: \($0))" } ?? ""))
-}
-
 /// Two batond nodes with the HTTP server on: node-1 with a control token file, node-2 without.
 struct HTTPCluster: Sendable {
     static let token = "t0ken-\(UInt64.random(in: 0...UInt64.max))"
@@ -68,7 +54,7 @@ struct HTTPCluster: Sendable {
     /// The node where `/apps/beat/active` answers 200, once exactly one does.
     func activeNode(timeout: Duration = .seconds(30)) async throws -> String {
         var found: String?
-        try await waitUntil("one node answering 200 on /apps/beat/active", timeout: timeout) {
+        try await eventually("one node answering 200 on /apps/beat/active", timeout: timeout, every: .milliseconds(100), retryingErrors: true) {
             var active: [String] = []
             for name in nodes.keys.sorted() where try await get(name, "/apps/beat/active").status == 200 { active.append(name) }
             found = active.count == 1 ? active[0] : nil
@@ -153,7 +139,7 @@ struct BatondHTTPTests {
             let passive = active == "node-1" ? "node-2" : "node-1"
 
             // Load-balancer checks: 200 where the role matches, 503 elsewhere, 404 for no app.
-            try await waitUntil("\(passive) answering 200 on /apps/beat/passive", timeout: .seconds(10)) {
+            try await eventually("\(passive) answering 200 on /apps/beat/passive", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 try await cluster.get(passive, "/apps/beat/passive").status == 200
             }
             #expect(try await cluster.get(passive, "/apps/beat/active").status == 503)
@@ -163,7 +149,7 @@ struct BatondHTTPTests {
             #expect(noReplica.status == 503 && noReplica.body.contains("no sqlite: section"), "\(noReplica)")
             // The replicated app: 200 on /replica only on the node that applies its WAL.
             var dbReplica = ""
-            try await waitUntil("one node answering 200 on /apps/db/replica", timeout: .seconds(30)) {
+            try await eventually("one node answering 200 on /apps/db/replica", timeout: .seconds(30), every: .milliseconds(100), retryingErrors: true) {
                 let answers = [try await cluster.get("node-1", "/apps/db/replica?max_lag=1000"), try await cluster.get("node-2", "/apps/db/replica?max_lag=1000")]
                 guard answers.map(\.status).sorted() == [200, 503] else { return false }
                 dbReplica = answers[0].status == 200 ? "node-1" : "node-2"
@@ -179,7 +165,7 @@ struct BatondHTTPTests {
             }
 
             // /status: the cluster's statuses, the schema of `batonctl status --json`.
-            try await waitUntil("/status listing both nodes", timeout: .seconds(10)) {
+            try await eventually("/status listing both nodes", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 let answer = try await cluster.get(passive, "/status")
                 let list = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]]
                 return answer.status == 200 && list?.compactMap { $0["node"] as? String } == ["node-1", "node-2"]
@@ -201,7 +187,7 @@ struct BatondHTTPTests {
             // to the active node's control service, as batonctl's does).
             let accepted = try await cluster.post("node-1", "/apps/beat/switchover?to=\(passive)", token: HTTPCluster.token)
             #expect(accepted.status == 202 && accepted.body.contains("handing over"), "\(accepted)")
-            try await waitUntil("\(passive) active after the switchover", timeout: .seconds(20)) {
+            try await eventually("\(passive) active after the switchover", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) {
                 try await cluster.get(passive, "/apps/beat/active").status == 200
             }
             #expect(try await cluster.get(active, "/apps/beat/active").status == 503)
@@ -211,12 +197,12 @@ struct BatondHTTPTests {
             // the command in the event history.
             let asked = "switchover to \(passive) requested by HTTP client 127.0.0.1 with the control token"
             let activeLog = cluster.directory.appendingPathComponent("\(active).log").path
-            try await waitUntil("the HTTP client in \(active)'s log", timeout: .seconds(10)) {
+            try await eventually("the HTTP client in \(active)'s log", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 ((try? String(contentsOfFile: activeLog, encoding: .utf8)) ?? "").contains("control command switchover beat to \(passive) requested by HTTP client 127.0.0.1")
             }
             let batonctl = try BatondClusterTests.executable("batonctl")
             let configPath = cluster.directory.appendingPathComponent("node-1.yaml").path
-            try await waitUntil("the command in the event history", timeout: .seconds(10)) {
+            try await eventually("the command in the event history", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 let history = try runCommand(batonctl, ["events", "beat", "--json", "--config", configPath])
                 return history.status == 0 && history.output.split(separator: "\n").contains { $0.contains("\"command\"") && $0.contains(asked) }
             }
@@ -227,11 +213,11 @@ struct BatondHTTPTests {
             #expect(try await cluster.post("node-1", "/apps/beat/resume", token: HTTPCluster.token).status == 200)
 
             // Metrics: the handover counted on the old active node, labels app and node.
-            try await waitUntil("the switchover in \(active)'s metrics", timeout: .seconds(10)) {
+            try await eventually("the switchover in \(active)'s metrics", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 try await cluster.get(active, "/metrics").body.contains(
                     "baton_switchovers_total{app=\"beat\",node=\"\(active)\",kind=\"switchover\",outcome=\"released\"} 1")
             }
-            try await waitUntil("\(passive)'s baton_role showing the app active", timeout: .seconds(10)) {
+            try await eventually("\(passive)'s baton_role showing the app active", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 try await cluster.get(passive, "/metrics").body.contains("baton_role{app=\"beat\",node=\"\(passive)\",role=\"active\"} 1.0")
             }
             let metrics = try await cluster.get(passive, "/metrics")
@@ -240,7 +226,7 @@ struct BatondHTTPTests {
             #expect(metrics.body.contains("baton_lease_renew_duration_seconds_count{app=\"beat\",node=\"\(passive)\"}"))
 
             // Every metric the shipped alert rules and dashboard use is one batond exports.
-            try await waitUntil("replication metrics on \(dbReplica)", timeout: .seconds(10)) {
+            try await eventually("replication metrics on \(dbReplica)", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
                 try await cluster.get(dbReplica, "/metrics").body.contains("baton_replication_last_commit_age_seconds{app=\"db\",node=\"\(dbReplica)\"}")
             }
             let exported = Self.metricNames(in: metrics.body).union(Self.metricNames(in: try await cluster.get(dbReplica, "/metrics").body))
@@ -270,7 +256,7 @@ struct BatondHTTPTests {
             let shown = "document.querySelector('[data-app=\"beat\"] [data-field=\"active-node\"]')?.textContent ?? ''"
             try await CDPSession.run(url: endpoint) { cdp in
                 try await cdp.attachToPage()
-                try await waitUntil("the page showing \(active) active", timeout: .seconds(20)) {
+                try await eventually("the page showing \(active) active", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) {
                     try await cdp.evaluate(shown) == active
                 }
                 #expect(try await cdp.evaluate("document.querySelectorAll('[data-app=\"beat\"] tr[data-node]').length.toString()") == "2")
@@ -278,7 +264,7 @@ struct BatondHTTPTests {
                 let requested = ContinuousClock.now
                 let accepted = try await cluster.post("node-1", "/apps/beat/switchover?to=\(passive)", token: HTTPCluster.token)
                 #expect(accepted.status == 202, "\(accepted)")
-                try await waitUntil("the page showing \(passive) active", timeout: .seconds(20)) {
+                try await eventually("the page showing \(passive) active", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) {
                     try await cdp.evaluate(shown) == passive
                 }
                 print("live page: showed \(passive) active \(ContinuousClock.now - requested) after the switchover request (polled every 100 ms)")
@@ -318,7 +304,7 @@ struct BatondHTTPTests {
             let refused = try BatondProcess(
                 node: "node-x", binary: batond, config: try config("node-x", http: "{listen: \"127.0.0.1:\(try reserveLoopbackPort())\", control_token_file: \(missing)}"),
                 logPath: directory.appendingPathComponent("node-x.log").path, environment: ["BATON_FENCE_KEEPER": keeper])
-            try await waitUntil("batond exiting on an unreadable token file", timeout: .seconds(20)) { !refused.process.isRunning }
+            try await eventually("batond exiting on an unreadable token file", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) { !refused.process.isRunning }
             #expect(refused.process.terminationStatus == 1)
             let refusal = try String(contentsOfFile: refused.logPath, encoding: .utf8)
             #expect(refusal.contains("http.control_token_file: cannot read \(missing)"), "\(refusal.suffix(800))")
@@ -331,7 +317,7 @@ struct BatondHTTPTests {
                 logPath: directory.appendingPathComponent("node-1.log").path, environment: ["BATON_FENCE_KEEPER": keeper])
             defer { if node.process.isRunning { kill(node.pid, SIGKILL) } }
             var answer = ""
-            try await waitUntil("https://127.0.0.1:\(port)/apps/beat/active answering 200", timeout: .seconds(30)) {
+            try await eventually("https://127.0.0.1:\(port)/apps/beat/active answering 200", timeout: .seconds(30), every: .milliseconds(100), retryingErrors: true) {
                 answer = try runCommand(curl, ["-sS", "--cacert", tls.caCertificate.path, "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:\(port)/apps/beat/active"]).output
                 return answer == "200"
             }
@@ -401,7 +387,7 @@ final class Chromium: @unchecked Sendable {
     /// URLSession on Linux fails on: "Failed writing header".)
     func webSocketURL(timeout: Duration) async throws -> String {
         var found: String?
-        try await waitUntil("chromium printing its DevTools address", timeout: timeout) {
+        try await eventually("chromium printing its DevTools address", timeout: timeout, every: .milliseconds(100), retryingErrors: true) {
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             guard let range = text.range(of: "DevTools listening on ") else { return false }
             found = String(text[range.upperBound...].prefix { !$0.isWhitespace })

@@ -1,6 +1,7 @@
 import Foundation
 import NATSTestSupport
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -153,15 +154,6 @@ struct BatondSystemdTests {
         return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Polls `condition` every 50 ms until it holds or `timeout` passes.
-    private static func eventually(_ timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
-    }
 
     private static func logTail(_ path: String) -> String {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
@@ -186,24 +178,21 @@ struct BatondSystemdTests {
                 #expect(try await Self.show(systemd, "batond.service", "ActiveState") == "active")
 
                 // batond takes the lease and starts the unit, bound to batond.service.
-                let running = try await Self.eventually(.seconds(15)) { Beats(path: beats).live(excluding: []) != nil }
-                #expect(running, "web.service never ran\n\(Self.logTail(log))")
+                try await eventually("web.service running\n\(Self.logTail(log))", timeout: .seconds(15)) { Beats(path: beats).live(excluding: []) != nil }
                 #expect(try await Self.show(systemd, "web.service", "BindsTo").contains("batond.service"))
-                let statusLine = try await Self.eventually(.seconds(5)) {
+                try await eventually("batond.service StatusText \"active: web; NATS ok\"", timeout: .seconds(5)) {
                     try await Self.show(systemd, "batond.service", "StatusText") == "active: web; NATS ok"
                 }
                 let status = try await systemd.systemctl(["status", "batond.service", "--no-pager"])
-                #expect(statusLine, "\(status)")
                 #expect(status.output.contains("active (running)") && status.output.contains("Status: \"active: web; NATS ok\""), "\(status)")
 
                 // systemctl reload: RELOADING=1 ... READY=1; the app keeps running.
                 let epoch = try #require(Beats(path: beats).live(excluding: [])).epoch
                 let reload = try await systemd.systemctl(["reload", "batond.service"])
                 #expect(reload.status == 0, "\(reload)")
-                let reloaded = try await Self.eventually(.seconds(5)) {
+                try await eventually("\"config reloaded\" in batond's log\n\(Self.logTail(log))", timeout: .seconds(5)) {
                     (try? String(contentsOfFile: log, encoding: .utf8))?.contains("config reloaded") == true
                 }
-                #expect(reloaded, "\(Self.logTail(log))")
                 #expect(try await Self.show(systemd, "batond.service", "ActiveState") == "active")
                 #expect(Beats(path: beats).live(excluding: [])?.epoch == epoch)
 
@@ -212,17 +201,14 @@ struct BatondSystemdTests {
                 let mainPID = try #require(pid_t(try await Self.show(systemd, "batond.service", "MainPID")))
                 let stoppedAt = ContinuousClock.now
                 kill(mainPID, SIGSTOP)
-                let killed = try await Self.eventually(.seconds(10)) {
+                try await eventually("batond killed by the watchdog (ActiveState failed)", timeout: .seconds(10)) {
                     try await Self.show(systemd, "batond.service", "ActiveState") == "failed"
                 }
-                #expect(killed, "batond was not killed by the watchdog")
                 #expect(try await Self.show(systemd, "batond.service", "Result") == "watchdog")
-                let unitDown = try await Self.eventually(.seconds(5)) {
+                try await eventually("web.service no longer active", timeout: .seconds(5)) {
                     try await Self.show(systemd, "web.service", "ActiveState") != "active"
                 }
-                #expect(unitDown)
-                let quiet = try await Self.eventually(.seconds(5)) { Beats(path: beats).live(excluding: []) == nil }
-                #expect(quiet, "the app still runs")
+                try await eventually("the app no longer running", timeout: .seconds(5)) { Beats(path: beats).live(excluding: []) == nil }
                 #expect(ContinuousClock.now - stoppedAt < .seconds(8))
                 Beats(path: beats).checkSafety()
             }
@@ -250,7 +236,7 @@ struct BatondSystemdTests {
                     let instance = { (node: String) in nodes.first { $0.0 == node }!.1 }
 
                     // Exactly one node runs the unit.
-                    _ = try await Self.eventually(.seconds(15)) { Beats(path: beats).live(excluding: []) != nil }
+                    try await eventually("someone running the app\n\(logs.values.map(Self.logTail))", timeout: .seconds(15)) { Beats(path: beats).live(excluding: []) != nil }
                     let active = try #require(Beats(path: beats).live(excluding: []), "nobody runs the app\n\(logs.values.map(Self.logTail))")
                     try await Task.sleep(for: .seconds(1))
                     #expect(Beats(path: beats).runs.count == 1, "\(Beats(path: beats).runs)")
@@ -263,9 +249,8 @@ struct BatondSystemdTests {
                     let mainPID = try #require(pid_t(try await Self.show(victim, "batond.service", "MainPID")))
                     let killedAt = monotonicNow()
                     kill(mainPID, SIGKILL)
-                    let tookOver = try await Self.eventually(.seconds(10)) { Beats(path: beats).live(excluding: [active.epoch]) != nil }
+                    try await eventually("a takeover: a run other than epoch \(active.epoch)\n\(logs.values.map(Self.logTail))", timeout: .seconds(10)) { Beats(path: beats).live(excluding: [active.epoch]) != nil }
                     let next = try #require(Beats(path: beats).live(excluding: [active.epoch]), "no takeover\n\(logs.values.map(Self.logTail))")
-                    #expect(tookOver)
                     #expect(next.node == passive)
                     let old = try #require(Beats(path: beats).runs.first { $0.epoch == active.epoch })
                     #expect(old.last - killedAt < 1_000_000_000, "the unit outlived its batond: \(old)")

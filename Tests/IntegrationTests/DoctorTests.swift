@@ -1,6 +1,7 @@
 import Foundation
 import NATSTestSupport
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -45,12 +46,11 @@ struct DoctorTests {
                     environment: ["BATON_FENCE_KEEPER": keeper]))
         }
         let connection = ["--nats", "nats://127.0.0.1:\(server.port)", "--cluster", "doc"]
-        let deadline = ContinuousClock.now + .seconds(20)
-        while true {
+        var lastOutput = ""
+        try await eventually("both nodes answering batonctl status, one active (last: \(lastOutput))", timeout: .seconds(20), every: .milliseconds(200)) {
             let status = try await runOnThread(batonctl, ["status", "--json"] + connection)
-            if status.status == 0, status.output.contains("\"node-1\""), status.output.contains("\"node-2\""), status.output.contains("\"active\"") { break }
-            guard ContinuousClock.now < deadline else { throw ClusterTestFailure(description: "the nodes never both answered: \(status.output)") }
-            try await Task.sleep(for: .milliseconds(200))
+            lastOutput = status.output
+            return status.status == 0 && status.output.contains("\"node-1\"") && status.output.contains("\"node-2\"") && status.output.contains("\"active\"")
         }
         // One registry heartbeat with a time has been written at registration; the second
         // shows the nodes keep writing it.

@@ -2,6 +2,7 @@ import Foundation
 import NATS
 import NATSTestSupport
 import NetnsLab
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -67,11 +68,11 @@ struct NATSPermissionsClusterTests {
     /// Waits until an epoch other than those in `excluding` writes heartbeats.
     private func waitForNewRun(_ path: String, excluding: Set<UInt64>, timeout: Duration = .seconds(20)) async throws -> Heartbeats.Run {
         var found: Heartbeats.Run?
-        let ran = try await poll(timeout: timeout, every: .milliseconds(20)) {
+        try await eventually("a new backend; heartbeats: \(Heartbeats(path: path).runs)", timeout: timeout, every: .milliseconds(20)) {
             found = Heartbeats(path: path).runs.last { !excluding.contains($0.epoch) && monotonicNow() - $0.last < 100_000_000 }
             return found != nil
         }
-        guard ran, let found else { throw ClusterTestFailure(description: "no new backend within \(timeout); heartbeats: \(Heartbeats(path: path).runs)") }
+        guard let found else { throw ClusterTestFailure(description: "a new backend ran, then none was found; heartbeats: \(Heartbeats(path: path).runs)") }
         return found
     }
 
@@ -111,11 +112,10 @@ struct NATSPermissionsClusterTests {
             let first = try await waitForNewRun(heartbeatLog, excluding: [])
             // The other two may still be starting (permission probe, registry) on a loaded machine.
             var status = try await ctl(["status"], as: Self.observer)
-            let allAnswered = try await poll(timeout: .seconds(20), every: .milliseconds(250)) {
+            try await eventually("all three nodes answering the status: \(status.result)", timeout: .seconds(20), every: .milliseconds(250)) {
                 status = try await ctl(["status"], as: Self.observer)
                 return status.result.stdout.contains("3 nodes answered")
             }
-            #expect(allAnswered, "\(status.result)")
             #expect(status.result.status == 0, "\(status.result)")
             #expect(status.result.stdout.contains("beat: active on \(first.node)"), "\(status.result)")
 
@@ -162,11 +162,13 @@ struct NATSPermissionsClusterTests {
             // to read what the role may read).
             for user in [Self.observer, Self.operatorUser] {
                 var history: LabCommandResult?
-                let recorded = try await poll(timeout: .seconds(10), every: .milliseconds(200)) {
+                try await eventually(
+                    "\(user.role): batonctl events showing the stepdown command with who asked: \(String(describing: history))",
+                    timeout: .seconds(10), every: .milliseconds(200)
+                ) {
                     history = try await ctl(["events", "beat", "--json"], as: user).result
                     return history?.status == 0 && history?.stdout.contains("stepdown requested by nats user \(Self.operatorUser.user)") == true
                 }
-                #expect(recorded, "\(user.role): batonctl events shows no stepdown command with who asked: \(String(describing: history))")
             }
             let doctor = try await ctl(["doctor", "--json"], as: Self.observer)
             #expect(doctor.result.status == 0 || doctor.result.status == 1, "observer doctor: \(doctor.result)")
@@ -212,13 +214,10 @@ struct NATSPermissionsClusterTests {
             // batond with too few permissions (the observer's) refuses to start, exit status 4,
             // naming the first subject it could not use.
             let thin = try start("node-4", as: Self.observer)
-            let exited = try await poll(timeout: .seconds(20)) { !thin.process.isRunning }
-            #expect(exited, "batond with the observer's permissions did not exit")
-            if exited {
-                #expect(thin.process.terminationStatus == 4)
-                let log = (try? String(contentsOfFile: thin.logPath, encoding: .utf8)) ?? ""
-                #expect(log.contains("lacks a permission batond needs: subscribe to \"_INBOX.baton.\(Self.cluster).node.>\""), "\(log.suffix(2000))")
-            }
+            try await eventually("batond with the observer's permissions exiting", timeout: .seconds(20)) { !thin.process.isRunning }
+            #expect(thin.process.terminationStatus == 4)
+            let log = (try? String(contentsOfFile: thin.logPath, encoding: .utf8)) ?? ""
+            #expect(log.contains("lacks a permission batond needs: subscribe to \"_INBOX.baton.\(Self.cluster).node.>\""), "\(log.suffix(2000))")
             #expect(Heartbeats(path: heartbeatLog).runs.allSatisfy { $0.node != "node-4" })
 
             for node in nodes.values { await node.stop() }

@@ -2,6 +2,7 @@ import Foundation
 import NATSTestSupport
 import NetnsLab
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -161,13 +162,12 @@ struct ReleaseClaimsTests {
                     environment: ["RUNTIME_DIRECTORY": runtime, "DBUS_SESSION_BUS_ADDRESS": systemd.busAddress, "BATON_FENCE_KEEPER": keeper],
                     logPath: directory.appendingPathComponent("batond.log").path)
                 batondProcess = process
-                let released = try await poll(timeout: .seconds(10)) {
+                try await eventually("batond releasing the leftovers at start without NATS:\n\(process.log.suffix(3000))", timeout: .seconds(10)) {
                     let gone = try await Self.addresses(in: lab, host).isDisjoint(with: vips)
                     let state = try await Self.show(systemd, "web.service", "ActiveState")
                     return gone && !FileManager.default.fileExists(atPath: epochFile) && ["inactive", "failed"].contains(state)
                 }
                 let took = ContinuousClock.now - startedAt
-                #expect(released, "batond did not release the leftovers at start without NATS:\n\(process.log.suffix(3000))")
                 #expect(process.log.contains("released a claim left behind by a previous batond"), "\(process.log.suffix(3000))")
                 #expect(!Self.saysRunning(process.log), "batond got past NATS?\n\(process.log.suffix(3000))")
                 #expect(process.isRunning, "batond should keep trying to reach NATS:\n\(process.log.suffix(3000))")
@@ -193,18 +193,16 @@ struct ReleaseClaimsTests {
                     environment: ["RUNTIME_DIRECTORY": runtime, "DBUS_SESSION_BUS_ADDRESS": systemd.busAddress, "BATON_FENCE_KEEPER": keeper],
                     logPath: directory.appendingPathComponent("batond-2.log").path)
                 batondProcess = restarted
-                let releasedAfterKeeper = try await poll(timeout: .seconds(10), every: .milliseconds(20)) {
+                try await eventually("the VIPs released after the old keeper ended:\n\(restarted.log.suffix(3000))", timeout: .seconds(10), every: .milliseconds(20)) {
                     try await Self.addresses(in: lab, host).isDisjoint(with: vips)
                 }
                 let waited = ContinuousClock.now - keeperStartedAt
                 // The VIPs go first and the unit last: wait for all of it before stopping batond,
                 // which may otherwise be stopped between the two.
-                let unitReleasedAfterKeeper = try await poll(timeout: .seconds(10)) {
+                try await eventually("the unit and epoch file released after the old keeper ended:\n\(restarted.log.suffix(3000))", timeout: .seconds(10)) {
                     let state = try await Self.show(systemd, "web.service", "ActiveState")
                     return !FileManager.default.fileExists(atPath: epochFile) && ["inactive", "failed"].contains(state)
                 }
-                #expect(unitReleasedAfterKeeper, "\(restarted.log.suffix(3000))")
-                #expect(releasedAfterKeeper, "\(restarted.log.suffix(3000))")
                 #expect(restarted.log.contains("fence keepers of a previous batond are still releasing"), "\(restarted.log.suffix(3000))")
                 #expect(waited >= .milliseconds(1400), "released \(waited) after the old keeper started: it did not wait for it")
                 #expect(!standIn.isRunning)
@@ -279,9 +277,7 @@ struct ReleaseClaimsTests {
                 arguments: [natsBinary.path, "-js", "-sd", directory.appendingPathComponent("nats").path, "-a", lab.bridgeAddress, "-p", "4222", "-V"],
                 logPath: directory.appendingPathComponent("nats.log").path)
             processes.append(nats)
-            guard try await poll(timeout: .seconds(10), { nats.log.contains("Server is ready") }) else {
-                throw LabError("nats-server not ready: \(nats.log.suffix(2000))")
-            }
+            try await eventually("nats-server ready: \(nats.log.suffix(2000))", timeout: .seconds(10)) { nats.log.contains("Server is ready") }
             func writeConfig(_ node: String) throws -> String {
                 let path = directory.appendingPathComponent("\(node).yaml").path
                 try """
@@ -313,26 +309,20 @@ struct ReleaseClaimsTests {
                 // node-a first: it takes the lease and the VIP.
                 let start = try await systemd.systemctl(["start", "batond.service"])
                 #expect(start.status == 0, "\(start)\n\(tail())\n\(systemd.logTail())")
-                guard try await poll(timeout: .seconds(20), { try await lab.hasAddress(vipAddress, on: lab.host("a")) }) else {
-                    throw LabError("node-a never claimed the VIP:\n\(tail())")
-                }
+                try await eventually("node-a claiming the VIP:\n\(tail())", timeout: .seconds(20)) { try await lab.hasAddress(vipAddress, on: lab.host("a")) }
                 let nodeB = try LabProcess(
                     name: "node-b", ipPath: ip, namespace: lab.host("b").namespace,
                     arguments: [batond, "--config", try writeConfig("node-b"), "--log-level", "debug"], environment: ["BATON_FENCE_KEEPER": keeper],
                     logPath: directory.appendingPathComponent("node-b.log").path)
                 processes.append(nodeB)
-                guard try await poll(timeout: .seconds(15), { Self.saysRunning(nodeB.log) }) else {
-                    throw LabError("node-b did not come up: \(nodeB.log.suffix(3000))")
-                }
+                try await eventually("node-b coming up: \(nodeB.log.suffix(3000))", timeout: .seconds(15)) { Self.saysRunning(nodeB.log) }
 
                 // Freeze node-a right after a lease write of its own reaches the server.
                 func renewsSeen() -> Int {
                     nats.log.split(separator: "\n").count { $0.contains("\(lab.host("a").address):") && $0.contains("<<- [HPUB $KV.") && $0.contains(".leader ") }
                 }
                 let before = renewsSeen()
-                guard try await poll(timeout: .seconds(5), every: .milliseconds(5), { renewsSeen() > before }) else {
-                    throw LabError("no lease write from node-a within 5 s:\n\(nats.log.suffix(3000))")
-                }
+                try await eventually("a lease write from node-a:\n\(nats.log.suffix(3000))", timeout: .seconds(5), every: .milliseconds(5)) { renewsSeen() > before }
                 let mainPID = try #require(pid_t(try await Self.show(systemd, "batond.service", "MainPID")))
                 kill(mainPID, SIGSTOP)
                 let stoppedAt = wallMicros()
@@ -345,16 +335,13 @@ struct ReleaseClaimsTests {
                     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
                     return stat[stat.index(after: close)...].first { $0 != " " } == "Z"
                 }
-                guard try await poll(timeout: .seconds(5), every: .milliseconds(10), { isGone(mainPID) }) else {
-                    throw LabError("the frozen batond was not killed within 5 s:\n\(tail())")
-                }
+                try await eventually("the frozen batond killed:\n\(tail())", timeout: .seconds(5), every: .milliseconds(10)) { isGone(mainPID) }
                 let killedAt = wallMicros()
                 var result = ""
-                let sawWatchdog = try await poll(timeout: .seconds(2), every: .milliseconds(20)) {
+                try await eventually("batond.service Result=watchdog (is \(result))", timeout: .seconds(2), every: .milliseconds(20)) {
                     result = try await Self.show(systemd, "batond.service", "Result")
                     return result == "watchdog"
                 }
-                #expect(sawWatchdog, "batond.service Result=\(result), not watchdog")
 
                 // Sample both hosts until node-b holds the VIP and node-a's batond was restarted
                 // (RestartSec=2s) and had time to do whatever it would do without NATS.
@@ -365,16 +352,14 @@ struct ReleaseClaimsTests {
                     for name in ["a", "b"] where try await lab.hasAddress(vipAddress, on: lab.host(name)) { holders.insert(name) }
                     if holders.count == 2 { doubleHolds.append(wallMicros()) }
                 }
-                let takenOver = try await poll(timeout: .seconds(20), every: .milliseconds(20)) {
+                try await eventually("node-b taking the VIP over (holders: \(holders))\n\(nodeB.log.suffix(2000))", timeout: .seconds(20), every: .milliseconds(20)) {
                     try await sample()
                     return holders == ["b"]
                 }
-                #expect(takenOver, "node-b did not take the VIP over: \(holders)\n\(nodeB.log.suffix(2000))")
-                let restarted = try await poll(timeout: .seconds(15), every: .milliseconds(50)) {
+                try await eventually("node-a's batond restarted:\n\(tail())\n\(systemd.logTail())", timeout: .seconds(15), every: .milliseconds(50)) {
                     try await sample()
                     return tail().components(separatedBy: "claims checked at start, before NATS").count - 1 >= 2
                 }
-                #expect(restarted, "node-a's batond was not restarted:\n\(tail())\n\(systemd.logTail())")
                 let settleUntil = ContinuousClock.now + .seconds(2)
                 while ContinuousClock.now < settleUntil {
                     try await sample()

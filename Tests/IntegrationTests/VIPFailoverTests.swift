@@ -1,6 +1,7 @@
 import Foundation
 import NATSTestSupport
 import NetnsLab
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -72,9 +73,7 @@ private final class VIPLab: @unchecked Sendable {
             arguments: [binary.path, "-js", "-sd", directory.appendingPathComponent("nats").path, "-a", lab.bridgeAddress, "-p", "4222"],
             logPath: directory.appendingPathComponent("nats.log").path)
         nats = server
-        guard try await poll(timeout: .seconds(10), { server.log.contains("Server is ready") }) else {
-            throw LabError("nats-server in \(lab.bridgeNamespace) not ready within 10 s: \(server.log.suffix(2000))")
-        }
+        try await eventually("nats-server in \(lab.bridgeNamespace) ready: \(server.log.suffix(2000))", timeout: .seconds(10)) { server.log.contains("Server is ready") }
     }
 
     private func writeConfig(node: String) throws -> String {
@@ -133,11 +132,10 @@ private final class VIPLab: @unchecked Sendable {
     /// Waits until `active` reports the app active and the other node passive.
     func waitForRoles(active: String, timeout: Duration = .seconds(15)) async throws {
         var last: [String: String] = [:]
-        let settled = try await poll(timeout: timeout, every: .milliseconds(200)) {
+        try await eventually("roles settling with \(active) active (last seen: \(last))", timeout: timeout, every: .milliseconds(200)) {
             last = await roles()
             return last[active] == "active" && nodes.keys.filter { $0 != active }.allSatisfy { last[$0] == "passive" }
         }
-        guard settled else { throw LabError("roles did not settle with \(active) active within \(timeout): \(last)") }
     }
 
     /// Samples both hosts' addresses once (notes a double hold) and returns the holders.
@@ -155,20 +153,19 @@ private final class VIPLab: @unchecked Sendable {
     @discardableResult
     func waitForClient(reaching node: String, since: Int64, timeout: Duration = .seconds(15)) async throws -> Int64 {
         guard let probe else { throw LabError("no probe") }
-        let reached = try await poll(timeout: timeout, every: .milliseconds(20)) {
+        try await eventually("the client reaching \(node) through the VIP; last attempts: \(probe.samples().suffix(5))", timeout: timeout, every: .milliseconds(20)) {
             try await sampleHolders()
             return probe.latestAnswer(after: since) == node
         }
-        guard reached, let outage = probe.outage(since: since, to: node) else {
-            throw LabError("the client did not reach \(node) through the VIP within \(timeout); last attempts: \(probe.samples().suffix(5))")
+        guard let outage = probe.outage(since: since, to: node) else {
+            throw LabError("the client reached \(node) but the probe shows no outage since \(since); last attempts: \(probe.samples().suffix(5))")
         }
         let mac = host(of: node).mac
         var seen: String?
-        let learned = try await poll(timeout: .seconds(3)) {
+        try await eventually("the client's neighbour entry for the VIP to be \(node)'s MAC \(mac) (is \(seen ?? "none"))", timeout: .seconds(3)) {
             seen = try await lab.neighbour(Self.vipAddress, in: client)
             return seen == mac
         }
-        #expect(learned, "the client's neighbour entry for the VIP is \(seen ?? "none"), not \(node)'s MAC \(mac)")
         return outage.gap
     }
 
@@ -253,9 +250,8 @@ struct VIPFailoverTests {
 
         // 1. One node claims the VIP (either may win the first lease; the probe names it); the
         //    client reaches it and maps the VIP to its MAC.
-        guard try await poll(timeout: .seconds(20), { lab.answeringNode() != nil }), let first = lab.answeringNode() else {
-            throw LabError("nobody answered through the VIP within 20 s")
-        }
+        try await eventually("an answer through the VIP", timeout: .seconds(20)) { lab.answeringNode() != nil }
+        guard let first = lab.answeringNode() else { throw LabError("an answer came through the VIP, then the probe named nobody") }
         try await lab.waitForClient(reaching: first, since: 0)
         try await lab.waitForRoles(active: first)
         var active = first
@@ -308,8 +304,7 @@ struct VIPFailoverTests {
         try await lab.waitForClient(reaching: passive, since: killedAt)
         let restartedAt = wallMicros()
         try lab.startBatond(active)
-        let cleaned = try await poll(timeout: .seconds(10)) { try await !lab.lab.hasAddress(VIPLab.vipAddress, on: lab.host(of: active)) }
-        #expect(cleaned, "the restarted batond did not remove the VIP its predecessor left behind")
+        try await eventually("the restarted batond removing the VIP its predecessor left behind", timeout: .seconds(10)) { try await !lab.lab.hasAddress(VIPLab.vipAddress, on: lab.host(of: active)) }
         lab.toleratingDoubleHold = false
         try await lab.waitForRoles(active: passive)
         #expect(try await lab.sampleHolders() == [passive])

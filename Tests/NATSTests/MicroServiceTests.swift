@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import NATS
@@ -530,7 +531,7 @@ struct MicroServiceIntegrationTests {
                 _ = try await client.request("stats.work", payload: ByteBuffer(string: "crash"))
                 // A publish without a reply subject is handled and counted, and answered by no one.
                 try await client.publish("stats.work", payload: ByteBuffer(string: "job"))
-                try await waitUntil { service.stats().endpoints[0].numRequests == 9 }
+                try await eventually("9 requests counted (are \(service.stats().endpoints[0].numRequests))", timeout: .seconds(10), every: .milliseconds(20)) { service.stats().endpoints[0].numRequests == 9 }
 
                 let discovery = MicroServiceDiscovery(client: client)
                 let stats = try #require(try await discovery.stats(name: "counted", id: service.id).first)
@@ -595,7 +596,7 @@ struct MicroServiceIntegrationTests {
                 let replies = try await client.subscribe(to: inbox)
                 for _ in 0..<10 { try await client.publish("jobs.run", replyTo: inbox) }
                 try await client.publish("jobs.notify", replyTo: inbox)
-                try await waitUntil { calls.values == ["job": 10, "notify": 2] }
+                try await eventually("handler calls job: 10, notify: 2 (are \(calls.values))", timeout: .seconds(10), every: .milliseconds(20)) { calls.values == ["job": 10, "notify": 2] }
                 // Let any extra reply arrive before counting.
                 try await client.flush()
                 try await Task.sleep(for: .milliseconds(200))
@@ -658,7 +659,7 @@ struct MicroServiceIntegrationTests {
                         }
                     }
                     // Three handlers run at once (the limit), the others wait in the buffer.
-                    try await waitUntil { await gate.waiting == 3 }
+                    try await eventually("3 handlers waiting at the gate", timeout: .seconds(10), every: .milliseconds(20)) { await gate.waiting == 3 }
                     try await Task.sleep(for: .milliseconds(200))
                     #expect(await gate.waiting == 3)
                     #expect(await gate.maximumWaiting == 3)
@@ -689,10 +690,10 @@ struct MicroServiceIntegrationTests {
                 }
                 #expect(service.isRunning)
                 let inFlight = Task { try await client.request("stop.slow", timeout: .seconds(20)).string }
-                try await waitUntil { await gate.waiting == 1 }
+                try await eventually("1 handler waiting at the gate", timeout: .seconds(10), every: .milliseconds(20)) { await gate.waiting == 1 }
                 let stopping = Task { await service.stop() }
                 // Stop unsubscribes at once: discovery goes quiet while the handler still runs.
-                try await waitUntil {
+                try await eventually("discovery going quiet for the stopping service", timeout: .seconds(10), every: .milliseconds(20)) {
                     (try? await MicroServiceDiscovery(client: client, replyWindow: .milliseconds(200)).ping(name: "stopping").isEmpty) == true
                 }
                 #expect(!service.isRunning)
@@ -735,7 +736,7 @@ struct MicroServiceIntegrationTests {
             let service = try await MicroService.start(client: client, config: MicroServiceConfig(name: "closing", version: "1.0.0"))
             try await service.addEndpoint(name: "e") { _ in MicroResponse() }
             await client.close()
-            try await waitUntil { !service.isRunning }
+            try await eventually("the service stopped", timeout: .seconds(10), every: .milliseconds(20)) { !service.isRunning }
             await service.stop()
         }
     }
@@ -847,18 +848,6 @@ private func withClient<T>(_ server: NATSServerProcess, _ body: (NATSClient) asy
 
 private func jsonObject(_ data: Data) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "not a JSON object: \(String(decoding: data, as: UTF8.self))")
-}
-
-private struct WaitTimedOut: Error, CustomStringConvertible {
-    var description: String { "condition not met in time" }
-}
-
-private func waitUntil(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !(try await condition()) {
-        if ContinuousClock.now >= deadline { throw WaitTimedOut() }
-        try await Task.sleep(for: .milliseconds(20))
-    }
 }
 
 /// Counts handler calls by name, from any task.

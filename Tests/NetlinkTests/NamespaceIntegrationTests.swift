@@ -1,17 +1,19 @@
 import Foundation
 import Logging
+import NetnsLab
+import TestSupport
 import Testing
 
 @testable import Netlink
 
-/// Runs as root in private network namespaces joined by a veth pair (see ``NamespaceLab``).
+/// Runs as root in private network namespaces on a bridge (see ``NetnsLab/withHostAndPeer(_:)``).
 @Suite("Netlink in network namespaces", .serialized, .timeLimit(.minutes(1)))
 struct NamespaceIntegrationTests {
     static let logger = Logger(label: "NetlinkTests")
 
     @Test("IPv4: add, add again, list, label, remove, remove again")
     func ipv4AddressLifecycle() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let manager = VIPAddressManager(namespace: .named(lab.hostNamespace), logger: Self.logger)
             let vip = try VIPAddress("10.77.0.100/24")
             let interface = lab.hostInterface
@@ -41,7 +43,7 @@ struct NamespaceIntegrationTests {
 
     @Test("IPv6: added without DAD (not tentative), idempotent, removed")
     func ipv6AddressLifecycle() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let manager = VIPAddressManager(namespace: .named(lab.hostNamespace), logger: Self.logger)
             let vip = try VIPAddress("2001:db8:77::100/64")
             let interface = lab.hostInterface
@@ -64,7 +66,7 @@ struct NamespaceIntegrationTests {
 
     @Test("the same address with another prefix length is a conflict, not a no-op")
     func conflictingPrefixLength() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let manager = VIPAddressManager(namespace: .named(lab.hostNamespace), logger: Self.logger)
             let interface = lab.hostInterface
             let subnetVIP = try VIPAddress("10.77.0.100/24")
@@ -82,7 +84,7 @@ struct NamespaceIntegrationTests {
 
     @Test("an unknown interface, a bad label and a missing namespace are named in the error")
     func errors() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let manager = VIPAddressManager(namespace: .named(lab.hostNamespace), logger: Self.logger)
             let vip = try VIPAddress("10.77.0.100/24")
 
@@ -122,7 +124,7 @@ struct NamespaceIntegrationTests {
 
     @Test("a gratuitous ARP (a burst, then a periodic refresh) moves the peer's neighbour entry for the VIP to the announcer's MAC")
     func gratuitousARPIsLearned() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let vip = try VIPAddress("10.77.0.100/24")
             let hostMAC = try await lab.macAddress(of: lab.hostInterface, in: lab.hostNamespace)
             // The peer believes another host owns the VIP, as after a failover; Linux updates an
@@ -138,9 +140,11 @@ struct NamespaceIntegrationTests {
             let announcer = VIPAnnouncer(namespace: .named(lab.hostNamespace), logger: Self.logger)
             try await announcer.announce(vip, on: lab.hostInterface, burst: AnnouncementBurst(count: 2, interval: .milliseconds(50)))
 
-            let learned = try await lab.eventually { try await lab.peerNeighbour("10.77.0.100") == hostMAC }
-            let entry = try await lab.peerNeighbour("10.77.0.100")
-            #expect(learned, "peer has \(entry ?? "no entry") for the VIP, expected \(hostMAC)")
+            var entry: String?
+            try await eventually("the peer's entry for the VIP to be \(hostMAC) (is \(entry ?? "none"))", timeout: .seconds(5)) {
+                entry = try await lab.peerNeighbour("10.77.0.100")
+                return entry == hostMAC
+            }
 
             // The peer is misled again; a periodic refresh corrects it.
             try await lab.ip([
@@ -149,16 +153,19 @@ struct NamespaceIntegrationTests {
             ])
             #expect(try await lab.peerNeighbour("10.77.0.100") == "02:00:00:00:00:98")
             let refresh = Task { await announcer.refresh(vip, on: lab.hostInterface, every: .milliseconds(100)) }
-            let relearned = try await lab.eventually { try await lab.peerNeighbour("10.77.0.100") == hostMAC }
+            defer { refresh.cancel() }
+            try await eventually("the refresh restoring the peer's entry to \(hostMAC) (is \(entry ?? "none"))", timeout: .seconds(5)) {
+                entry = try await lab.peerNeighbour("10.77.0.100")
+                return entry == hostMAC
+            }
             refresh.cancel()
             await refresh.value
-            #expect(relearned, "the refresh did not restore the peer's entry")
         }
     }
 
     @Test("an unsolicited NA moves the peer's neighbour entry for the IPv6 VIP to the announcer's MAC")
     func neighborAdvertisementIsLearned() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let vip = try VIPAddress("2001:db8:77::100/64")
             let hostMAC = try await lab.macAddress(of: lab.hostInterface, in: lab.hostNamespace)
             try await lab.ip([
@@ -174,9 +181,11 @@ struct NamespaceIntegrationTests {
 
             // The kernel drops an NA with a wrong checksum or hop limit, so learning the MAC
             // also checks those.
-            let learned = try await lab.eventually { try await lab.peerNeighbour("2001:db8:77::100") == hostMAC }
-            let entry = try await lab.peerNeighbour("2001:db8:77::100")
-            #expect(learned, "peer has \(entry ?? "no entry") for the VIP, expected \(hostMAC)")
+            var entry: String?
+            try await eventually("the peer's entry for the IPv6 VIP to be \(hostMAC) (is \(entry ?? "none"))", timeout: .seconds(5)) {
+                entry = try await lab.peerNeighbour("2001:db8:77::100")
+                return entry == hostMAC
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import NetnsLab
 import Testing
 
 @testable import Netlink
@@ -40,7 +41,7 @@ struct VIPConflictProbeIntegrationTests {
 
     @Test("a host that holds the VIP answers the probe; nobody answers for a free one")
     func probeFindsTheOtherOwner() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let probe = VIPConflictProbe(namespace: .named(lab.hostNamespace), logger: Self.logger)
             defer { probe.shutdown() }
             let vip = try VIPAddress("10.77.0.200/24")
@@ -63,7 +64,7 @@ struct VIPConflictProbeIntegrationTests {
 
     @Test("an unknown interface is named in the error")
     func unknownInterface() async throws {
-        try await NamespaceLab.with { lab in
+        try await NetnsLab.withHostAndPeer { lab in
             let probe = VIPConflictProbe(namespace: .named(lab.hostNamespace), logger: Self.logger)
             defer { probe.shutdown() }
             let vip = try VIPAddress("10.77.0.200/24")

@@ -7,6 +7,7 @@
 // Swift concurrency pool.
 
 import Foundation
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -60,16 +61,6 @@ public func wallMicros() -> Int64 {
     var spec = timespec()
     clock_gettime(CLOCK_REALTIME, &spec)
     return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
-}
-
-/// Polls `condition` every `every` until it holds or `timeout` passes; returns whether it held.
-public func poll(timeout: Duration, every: Duration = .milliseconds(50), _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: every)
-    }
-    return try await condition()
 }
 
 /// The lab: a bridge namespace and host namespaces on one /24.
@@ -152,11 +143,10 @@ public struct NetnsLab: Sendable {
         // Frames sent before the kernel's link watch has activated the queueing discipline
         // ("qdisc noop") are dropped: wait until every end is operationally up.
         for host in hosts {
-            let ready = try await poll(timeout: .seconds(5)) {
+            try await eventually("\(host.namespace)/\(host.interface) operationally up", timeout: .seconds(5)) {
                 let shown = try await ip(["-n", host.namespace, "-o", "link", "show", "dev", host.interface])
                 return shown.contains("state UP") && !shown.contains("qdisc noop")
             }
-            guard ready else { throw LabError("\(host.namespace)/\(host.interface) is not operationally up within 5 s") }
         }
     }
 

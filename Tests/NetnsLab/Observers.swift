@@ -3,6 +3,7 @@
 // microseconds (``wallMicros()``), the clock both observers print.
 
 import Foundation
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -43,14 +44,15 @@ public final class AddressMonitor: Sendable {
             arguments: [lab.ipPath, "-ts", "monitor", "address", "dev", host.interface], logPath: logPath)
         let monitor = AddressMonitor(host: host, process: process)
         let sentinel = "\(lab.subnet).253/32"
-        let seen = try await poll(timeout: .seconds(5), every: .milliseconds(100)) {
-            _ = try? await lab.ip(["-n", host.namespace, "addr", "add", sentinel, "dev", host.interface])
-            _ = try? await lab.ip(["-n", host.namespace, "addr", "del", sentinel, "dev", host.interface])
-            return monitor.events().contains { $0.cidr == sentinel && !$0.added }
-        }
-        guard seen else {
+        do {
+            try await eventually("ip monitor in \(host.namespace) reporting the sentinel \(sentinel)", timeout: .seconds(5), every: .milliseconds(100)) {
+                _ = try? await lab.ip(["-n", host.namespace, "addr", "add", sentinel, "dev", host.interface])
+                _ = try? await lab.ip(["-n", host.namespace, "addr", "del", sentinel, "dev", host.interface])
+                return monitor.events().contains { $0.cidr == sentinel && !$0.added }
+            }
+        } catch {
             await process.kill()
-            throw LabError("ip monitor in \(host.namespace) reported nothing within 5 s: \(process.log)")
+            throw LabError("\(error); monitor log: \(process.log)")
         }
         return monitor
     }

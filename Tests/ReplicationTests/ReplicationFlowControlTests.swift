@@ -3,6 +3,7 @@ import Logging
 import NATS
 import NATSTestSupport
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -215,9 +216,15 @@ extension ReplicationIntegrationTests {
             _ = try await applier.waitForStreamSequence(restored.streamSequence + 2, timeout: .seconds(30))
             try await server.restart()
             let position = try await applier.waitForFinalMarker(token: 9, timeout: .seconds(60))
-            let deadline = ContinuousClock.now + .seconds(20)
-            while await applier.status().repositionsAfterReconnect == 0, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(50))
+            do {
+                var seen: ApplierStatus?
+                try await eventually("a reposition after the reconnect (\(seen.map { "\($0)" } ?? "no status"))", timeout: .seconds(20)) {
+                    seen = await applier.status()
+                    return seen?.repositionsAfterReconnect != 0
+                }
+            } catch {
+                await applier.stop()
+                throw error
             }
             let status = await applier.status()
             await applier.stop()

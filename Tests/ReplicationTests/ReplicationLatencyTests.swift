@@ -1,6 +1,7 @@
 import Foundation
 import NATS
 import NATSTestSupport
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -20,9 +21,8 @@ extension ReplicationIntegrationTests {
             // Let the loop reach its wait.
             try await Task.sleep(for: .milliseconds(200))
             try await app.run("INSERT INTO items(note, body) VALUES ('one', 'x')")
-            let deadline = ContinuousClock.now + .seconds(10)
-            while await shipper.status().lastTxid == before, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
+            try await eventually("the insert shipped (txid past \(before))", timeout: .seconds(10), every: .milliseconds(10)) {
+                await shipper.status().lastTxid != before
             }
             #expect(await shipper.status().lastTxid == before + 1)
             // Stopping does not wait for the poll interval either.

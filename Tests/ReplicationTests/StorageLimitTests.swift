@@ -3,6 +3,7 @@ import Logging
 import NATS
 import NATSTestSupport
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -165,9 +166,8 @@ struct StorageLimitTests {
                 for index in 0..<3 {
                     try await app.run("INSERT INTO items(note, body) VALUES ('r\(round)-\(index)', randomblob(2000))")
                 }
-                let deadline = ContinuousClock.now + .seconds(30)
-                while await shipper.status().snapshots == before, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
+                try await eventually("round \(round): a snapshot", timeout: .seconds(30), every: .milliseconds(20)) {
+                    await shipper.status().snapshots != before
                 }
                 let status = await shipper.status()
                 #expect(status.snapshots > before, "round \(round): no snapshot; \(status)")

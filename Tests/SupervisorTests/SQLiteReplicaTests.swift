@@ -7,6 +7,7 @@ import Replication
 @testable import Backends
 @testable import Control
 @testable import Supervisor
+import TestSupport
 import Testing
 
 /// Runs SQL on a database with python3's sqlite3 (WAL mode, like an app would) and returns the
@@ -128,13 +129,13 @@ struct SQLiteReplicaTests {
             #expect(status.snapshotsPublished == 0, "\(status)")
             let shippedBefore = await b.status().txid ?? 0
             _ = try await sql(databaseB, "INSERT INTO t (v) VALUES ('b1')")
-            let deadline = ContinuousClock.now + .seconds(10)
             // Until b shipped the insert (the commit returns before the shipper publishes it) and
             // a applied it.
-            while ContinuousClock.now < deadline {
-                let shipped = await b.status().txid ?? 0
-                if shipped > shippedBefore, await a.status().txid ?? 0 >= shipped { break }
-                try await Task.sleep(for: .milliseconds(50))
+            var (shipped, applied): (UInt64, UInt64) = (0, 0)
+            try await eventually("b shipping the insert and a applying it (shipped \(shipped), applied \(applied))", timeout: .seconds(10)) {
+                shipped = await b.status().txid ?? 0
+                applied = await a.status().txid ?? 0
+                return shipped > shippedBefore && applied >= shipped
             }
             #expect(await a.status().role == .applying)
             // The old active node kept its own database (at its final marker) as the replica.
@@ -203,11 +204,11 @@ struct SQLiteReplicaTests {
 
             let restarted = try replica("node-a")  // ... and starts again
             await restarted.follow()
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
-                let shipped = await b.status().txid ?? 0
-                if shipped > 0, await restarted.status().txid ?? 0 >= shipped { break }
-                try await Task.sleep(for: .milliseconds(50))
+            var (shipped, applied): (UInt64, UInt64) = (0, 0)
+            try await eventually("the restarted node applying what b shipped (shipped \(shipped), applied \(applied))", timeout: .seconds(20)) {
+                shipped = await b.status().txid ?? 0
+                applied = await restarted.status().txid ?? 0
+                return shipped > 0 && applied >= shipped
             }
             let status = await restarted.status()
             #expect(status.txid == (await b.status().txid), "\(status)")

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Systemd
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 @testable import Backends
@@ -52,16 +53,6 @@ struct SystemdAppBackendTests {
         ((try? String(contentsOfFile: "\(directory)/\(name).epochs", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 
-    /// Polls `condition` (bounded, 5 s) for state that has no event to await.
-    func eventually(_ condition: () -> Bool) async -> Bool {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return condition()
-    }
-
     func collect<T: Sendable>(_ stream: AsyncStream<T>) -> Recorder<T> {
         let recorder = Recorder<T>()
         Task { for await value in stream { recorder.record(value) } }
@@ -89,7 +80,7 @@ struct SystemdAppBackendTests {
             try await backend.start(token: 7)
             #expect(try await checker.unitState("web.service").activeState == .active)
             // The unit is active once forked; its shell writes the epoch a moment later.
-            #expect(await eventually { epochs(systemd.directory) == ["7"] }, "epochs: \(epochs(systemd.directory))")
+            try await eventually("the epochs file listing 7 (it lists \(epochs(systemd.directory)))", timeout: .seconds(5), every: .milliseconds(20)) { epochs(systemd.directory) == ["7"] }
             #expect(try String(contentsOfFile: configuration.epochFile, encoding: .utf8) == "BATON_EPOCH=7\n")
 
             // Stop: the epoch file goes first, then the unit.

@@ -6,6 +6,7 @@ import Netlink
 import Backends
 import Control
 import Supervisor
+import TestSupport
 import Testing
 
 /// A network namespace with a veth pair (the kernel here has no dummy interfaces), for
@@ -49,16 +50,6 @@ private struct DummyInterfaceNamespace {
     func hasAddress(_ cidr: String) throws -> Bool {
         try run(["-n", name, "-o", "addr", "show", "dev", interface]).contains(" \(cidr) ")
     }
-
-    /// Polls `condition` every 20 ms for at most `limit`.
-    func eventually(within limit: Duration = .seconds(5), _ condition: () throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            if try condition() { return true }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return try condition()
-    }
 }
 
 private struct DummyInterfaceError: Error, CustomStringConvertible {
@@ -91,7 +82,7 @@ struct VIPClaimsTests {
 
             // Removed from outside while active: added again, with an event.
             try lab.run(["-n", lab.name, "addr", "del", "10.78.0.100/24", "dev", lab.interface])
-            #expect(try await lab.eventually { try lab.hasAddress("10.78.0.100/24") })
+            try await eventually("10.78.0.100/24 added again", timeout: .seconds(5), every: .milliseconds(20)) { try lab.hasAddress("10.78.0.100/24") }
             #expect(await events.next()?.contains("removed from \(lab.interface) from outside; added again") == true)
 
             try await claims.release()
@@ -100,7 +91,7 @@ struct VIPClaimsTests {
 
             // Added by hand while passive: removed again.
             try lab.run(["-n", lab.name, "addr", "add", "2001:db8:78::100/64", "dev", lab.interface, "nodad"])
-            #expect(try await lab.eventually { try !lab.hasAddress("2001:db8:78::100/64") })
+            try await eventually("2001:db8:78::100/64 removed again", timeout: .seconds(5), every: .milliseconds(20)) { try !lab.hasAddress("2001:db8:78::100/64") }
 
             try await claims.claim(token: 8)
             await claims.fence()
@@ -145,21 +136,21 @@ struct KeeperReleasesVIPsTests {
                 process.standardOutput = Pipe()
                 process.standardError = Pipe()
                 try process.run()
+                defer { if process.isRunning { process.terminate() } }
                 if ending == "deadline" {
                     // A deadline 100 ms from now on CLOCK_MONOTONIC (the keeper's clock).
                     var now = timespec()
                     clock_gettime(CLOCK_MONOTONIC, &now)
                     let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + 100_000_000
                     input.fileHandleForWriting.write(Data("ARM 7 \(deadline)\n".utf8))
-                    #expect(try await lab.eventually { try !lab.hasAddress("10.78.0.100/24") }, "removed at the deadline")
+                    try await eventually("10.78.0.100/24 removed at the deadline", timeout: .seconds(5), every: .milliseconds(20)) { try !lab.hasAddress("10.78.0.100/24") }
                     input.fileHandleForWriting.closeFile()
                 } else {
                     input.fileHandleForWriting.write(Data("DISARM\n".utf8))
                     input.fileHandleForWriting.closeFile()
-                    #expect(try await lab.eventually { try !lab.hasAddress("10.78.0.100/24") }, "removed when batond went away")
+                    try await eventually("10.78.0.100/24 removed when batond went away", timeout: .seconds(5), every: .milliseconds(20)) { try !lab.hasAddress("10.78.0.100/24") }
                 }
-                #expect(try await lab.eventually { !process.isRunning }, "the keeper exits once batond is gone")
-                if process.isRunning { process.terminate() }
+                try await eventually("the keeper exiting once batond is gone", timeout: .seconds(5), every: .milliseconds(20)) { !process.isRunning }
             }
         }
     }
@@ -197,6 +188,7 @@ struct KeeperReleasesVIPsTests {
             process.standardOutput = Pipe()
             process.standardError = Pipe()
             try process.run()
+            defer { if process.isRunning { process.terminate() } }
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
             let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + 100_000_000
@@ -215,8 +207,7 @@ struct KeeperReleasesVIPsTests {
             print("[measure] VIP removed \((removed - deadline) / 1_000_000) ms after the deadline with a hung bus")
             #expect(removed - deadline < 1_000_000_000, "the VIP went \((removed - deadline) / 1_000_000) ms after the deadline")
             input.fileHandleForWriting.closeFile()
-            #expect(try await lab.eventually { !process.isRunning }, "the keeper exits once batond is gone")
-            if process.isRunning { process.terminate() }
+            try await eventually("the keeper exiting once batond is gone", timeout: .seconds(5), every: .milliseconds(20)) { !process.isRunning }
         }
     }
 }

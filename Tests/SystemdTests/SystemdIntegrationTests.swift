@@ -3,6 +3,7 @@ import Logging
 import NATSTestSupport
 import Systemd
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -37,18 +38,11 @@ import Glibc
         }
     }
 
-    /// Polls (bounded) until the file at `path` has a line `line`; the unit writes it after
-    /// systemd already reported it active.
-    func waitForLine(_ line: String, in path: String, timeout: Duration = .seconds(10)) async throws -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if let text = try? String(contentsOfFile: path, encoding: .utf8), text.split(separator: "\n").contains(Substring(line)) {
-                return true
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return false
+    /// Whether the file at `path` has a line `line` (the unit writes it after systemd already
+    /// reported it active: wait for it with `eventually`).
+    func hasLine(_ line: String, in path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
+        return text.split(separator: "\n").contains(Substring(line))
     }
 
     @Test func startStopRestartReportJobResultsAndState() async throws {
@@ -185,7 +179,7 @@ import Glibc
             try await manager.startUnit("batond-like.service")
             try await manager.startUnit("app.service")
             #expect(try await manager.unitState("app.service").activeState == .active)
-            #expect(try await waitForLine("BATON_EPOCH=42", in: envFile))
+            try await eventually("BATON_EPOCH=42 in \(envFile)", timeout: .seconds(10), every: .milliseconds(20)) { hasLine("BATON_EPOCH=42", in: envFile) }
 
             // The bound unit is found through the manager (what batond does for itself).
             let batondPID = try #require(try await manager.mainPID(of: "batond-like.service"))
@@ -201,7 +195,7 @@ import Glibc
             try EpochFile.write(epoch: 43, to: epochFile)
             try await manager.startUnit("app.service")  // BindsTo= pulls batond-like.service back up
             #expect(try await manager.unitState("batond-like.service").activeState == .active)
-            #expect(try await waitForLine("BATON_EPOCH=43", in: envFile))
+            try await eventually("BATON_EPOCH=43 in \(envFile)", timeout: .seconds(10), every: .milliseconds(20)) { hasLine("BATON_EPOCH=43", in: envFile) }
             let crashStates = manager.unitStates("app.service")
             try await manager.killUnit("batond-like.service")
             _ = try await waitFor(crashStates) { $0.activeState == .inactive }
