@@ -16,10 +16,13 @@ public struct BatonConfig: Sendable, Hashable {
     public var http: HTTPConfig?
     /// Retention of the cluster's event history (`events:`, optional).
     public var events: EventsConfig
+    /// Cluster-wide placement switches (`placement:`, optional): balancing on or off.
+    public var placement: ClusterPlacementConfig
 
     /// Creates a config (without validation).
     public init(
-        cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil, events: EventsConfig = EventsConfig()
+        cluster: String, node: NodeConfig, nats: NATSConfig, apps: [AppConfig], http: HTTPConfig? = nil, events: EventsConfig = EventsConfig(),
+        placement: ClusterPlacementConfig = ClusterPlacementConfig()
     ) {
         self.cluster = cluster
         self.node = node
@@ -27,6 +30,7 @@ public struct BatonConfig: Sendable, Hashable {
         self.apps = apps
         self.http = http
         self.events = events
+        self.placement = placement
     }
 
     /// The app called `name`, if any.
@@ -47,12 +51,16 @@ public struct NodeConfig: Sendable, Hashable {
     /// Where the node keeps replicas and positions (`state_dir`, absolute, default
     /// `/var/lib/baton`).
     public var stateDirectory: String
+    /// The node's weight when active apps are balanced (`capacity`, default 1): a node of
+    /// capacity 2 gets twice the share of one of capacity 1.
+    public var capacity: Int
 
     /// Creates a node section.
-    public init(id: String, labels: [String: String] = [:], stateDirectory: String = NodeConfig.defaultStateDirectory) {
+    public init(id: String, labels: [String: String] = [:], stateDirectory: String = NodeConfig.defaultStateDirectory, capacity: Int = 1) {
         self.id = id
         self.labels = labels
         self.stateDirectory = stateDirectory
+        self.capacity = capacity
     }
 }
 
@@ -142,12 +150,27 @@ public struct AppConfig: Sendable, Hashable {
     public var vips: [VIPConfig]
     /// The SQLite database replicated to the passive nodes, if any.
     public var sqlite: SQLiteReplicaConfig?
+    /// Where the app may, may not and would rather run (`placement:`).
+    public var placement: AppPlacement
+    /// The node the app would rather run on (`prefer_node`): it gets a head start on a free
+    /// lease, and balancing never moves the app away from it.
+    public var preferNode: String?
+    /// Whether the app goes back to ``preferNode`` when that node is eligible again
+    /// (`failback`, default manual).
+    public var failback: Failback
+    /// Never moved by balancing (`sticky`, default false); constraints and drains still move it.
+    public var sticky: Bool
 
     /// Creates an app.
     public init(
         name: String, priority: Int = AppConfig.defaultPriority, paused: Bool = false, lease: LeaseTiming,
-        backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil
+        backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil,
+        placement: AppPlacement = AppPlacement(), preferNode: String? = nil, failback: Failback = .manual, sticky: Bool = false
     ) {
+        self.placement = placement
+        self.preferNode = preferNode
+        self.failback = failback
+        self.sticky = sticky
         self.name = name
         self.priority = priority
         self.paused = paused

@@ -1,7 +1,7 @@
 /// What a config reload (SIGHUP) changes, app by app.
 ///
 /// An app has changed when anything in its own section differs (its position in the file does
-/// not count). `cluster`, `node` and `nats` cannot change under a running node: when they differ,
+/// not count), except its placement settings, which apply to the running app. `cluster`, `node` and `nats` cannot change under a running node: when they differ,
 /// ``restartRequired`` names them and the daemon should keep the old config and say a restart is
 /// needed.
 public struct ConfigChanges: Sendable, Hashable {
@@ -44,7 +44,7 @@ public func changedApps(from old: BatonConfig, to new: BatonConfig) -> ConfigCha
     for app in new.apps {
         switch oldApps[app.name] {
         case nil: changes.added.append(app.name)
-        case let previous? where previous == app: changes.unchanged.append(app.name)
+        case let previous? where previous.withoutPlacement == app.withoutPlacement: changes.unchanged.append(app.name)
         case _?: changes.changed.append(app.name)
         }
     }
@@ -55,4 +55,17 @@ public func changedApps(from old: BatonConfig, to new: BatonConfig) -> ConfigCha
     if old.http != new.http { changes.restartRequired.append("http") }
     if old.events != new.events { changes.restartRequired.append("events") }
     return changes
+}
+
+extension AppConfig {
+    /// The app without its placement settings (`placement`, `prefer_node`, `failback`,
+    /// `sticky`): a reload applies those to the running app without restarting it.
+    var withoutPlacement: AppConfig {
+        var app = self
+        app.placement = AppPlacement()
+        app.preferNode = nil
+        app.failback = .manual
+        app.sticky = false
+        return app
+    }
 }

@@ -4,7 +4,7 @@ import Yams
 // it gives up, so that every mistake is reported at once.
 
 extension BatonConfig: ConfigSection {
-    static let keys = ["cluster", "node", "nats", "apps", "http", "events"]
+    static let keys = ["cluster", "node", "nats", "apps", "http", "events", "placement"]
 
     init?(fields: ConfigFields) {
         let cluster = fields.required("cluster")?.name(kind: "cluster name", example: "demo")
@@ -13,8 +13,9 @@ extension BatonConfig: ConfigSection {
         let apps = fields.required("apps").flatMap(Self.readApps)
         let http = fields.optional("http").map { $0.section(HTTPConfig.self) }
         let events = fields.optional("events", default: EventsConfig()) { $0.section(EventsConfig.self) }
-        guard let cluster, let node, let nats, let apps, !http.failed, let events else { return nil }
-        self.init(cluster: cluster, node: node, nats: nats, apps: apps, http: http ?? nil, events: events)
+        let placement = fields.optional("placement", default: ClusterPlacementConfig()) { $0.section(ClusterPlacementConfig.self) }
+        guard let cluster, let node, let nats, let apps, !http.failed, let events, let placement else { return nil }
+        self.init(cluster: cluster, node: node, nats: nats, apps: apps, http: http ?? nil, events: events, placement: placement)
     }
 
     private static func readApps(_ value: ConfigValue) -> [AppConfig]? {
@@ -42,12 +43,13 @@ extension BatonConfig: ConfigSection {
                 ok = false
             }
         }
-        return ok ? apps : nil
+        guard ok else { return nil }
+        return checkPlacementReferences(apps, items: items) ? apps : nil
     }
 }
 
 extension NodeConfig: ConfigSection {
-    static let keys = ["id", "labels", "state_dir"]
+    static let keys = ["id", "labels", "state_dir", "capacity"]
 
     init?(fields: ConfigFields) {
         let id = fields.required("id")?.name(kind: "node id", example: "node-1")
@@ -55,8 +57,9 @@ extension NodeConfig: ConfigSection {
             $0.stringMap(expected: "a mapping of label names to strings")
         }
         let stateDirectory = fields.optional("state_dir", default: Self.defaultStateDirectory) { $0.absolutePath() }
-        guard let id, let labels, let stateDirectory else { return nil }
-        self.init(id: id, labels: labels, stateDirectory: stateDirectory)
+        let capacity = fields.optional("capacity", default: 1) { $0.integer(in: 1...10_000) }
+        guard let id, let labels, let stateDirectory, let capacity else { return nil }
+        self.init(id: id, labels: labels, stateDirectory: stateDirectory, capacity: capacity)
     }
 }
 
@@ -162,7 +165,9 @@ extension TLSConfig: ConfigSection {
 }
 
 extension AppConfig: ConfigSection {
-    static let keys = ["name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite"]
+    static let keys = [
+        "name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite", "placement", "prefer_node", "failback", "sticky",
+    ]
 
     init?(fields: ConfigFields) {
         let name = fields.required("name")?.name(kind: "app name", example: "web")
@@ -173,10 +178,21 @@ extension AppConfig: ConfigSection {
         let health = fields.optional("health").map { $0.section(HealthCheckConfig.self) }
         let vips = fields.optional("vip", default: []) { Self.readVIPs($0) }
         let sqlite = fields.optional("sqlite").map { $0.section(SQLiteReplicaConfig.self) }
-        guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed else { return nil }
+        let placement = fields.optional("placement", default: AppPlacement()) { $0.section(AppPlacement.self) }
+        let preferNode = fields.optional("prefer_node").map { $0.name(kind: "node id", example: "node-1") }
+        let failback = fields.optional("failback", default: Failback.manual) { Failback.read($0) }
+        let sticky = fields.optional("sticky", default: false) { $0.bool() }
+        var placementOK = true
+        if let entry = fields.entry("failback"), !fields.has("prefer_node") {
+            entry.key.error("failback is given without prefer_node: it says whether the app goes back to its prefer_node")
+            placementOK = false
+        }
+        guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed, let placement,
+            !preferNode.failed, let failback, let sticky, placementOK
+        else { return nil }
         self.init(
             name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil,
-            vips: vips, sqlite: sqlite ?? nil)
+            vips: vips, sqlite: sqlite ?? nil, placement: placement, preferNode: preferNode ?? nil, failback: failback, sticky: sticky)
     }
 
     /// One VIP mapping or a list of them; the same address twice is an error.

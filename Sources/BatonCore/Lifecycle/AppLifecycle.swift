@@ -200,6 +200,10 @@ public struct AppLifecycle: Sendable {
         /// Another live batond runs with this node id (the node registry says so): never take
         /// the lease from now on.
         case duplicateInstanceReported(LeaseHolder)
+        /// The app's placement on this node changed: whether it may take the lease, and the
+        /// extra head start it gives other nodes (``PlacementPolicy``). A lease already held is
+        /// not affected: moving it is a switchover.
+        case placementChanged(PlacementGate)
         /// Time passed; check deadlines.
         case tick
     }
@@ -276,6 +280,8 @@ public struct AppLifecycle: Sendable {
     public private(set) var observed: ObservedLease?
     /// Whether another live batond uses this node id (it renewed a lease under it).
     public private(set) var duplicateDetected = false
+    /// What the app's placement lets this node do (see ``Event/placementChanged(_:)``).
+    public private(set) var placement: PlacementGate
     private var connected = false
     private var everConnected = false
     private var knowsLeaseState = false
@@ -311,9 +317,10 @@ public struct AppLifecycle: Sendable {
     private var flush: (giveUpAt: MonotonicInstant, attempts: Int, waitingToRetry: Bool, lastFailure: String?)?
 
     /// Creates a passive lifecycle.
-    public init(configuration: Configuration, paused: Bool = false) {
+    public init(configuration: Configuration, paused: Bool = false, placement: PlacementGate = .open) {
         self.configuration = configuration
         self.paused = paused
+        self.placement = placement
     }
 
     private var timing: LeaseTiming { configuration.timing }
@@ -513,6 +520,8 @@ public struct AppLifecycle: Sendable {
             } else if held == nil && phase != .fencing {
                 phase = .stopped
             }
+        case .placementChanged(let gate):
+            placement = gate
         case .duplicateInstanceReported(let other):
             if !duplicateDetected {
                 duplicateDetected = true
@@ -876,17 +885,18 @@ public struct AppLifecycle: Sendable {
     }
 
     /// When this passive node may try to acquire, or nil when it may not (disconnected, paused,
-    /// lease state unknown, duplicate instance).
+    /// lease state unknown, duplicate instance, not eligible by the app's placement).
     public func acquireAt() -> MonotonicInstant? {
-        guard phase == .passive, connected, knowsLeaseState, !paused, !duplicateDetected else { return nil }
+        guard phase == .passive, connected, knowsLeaseState, !paused, !duplicateDetected, placement.eligible else { return nil }
         var earliest: MonotonicInstant
+        let holdback = configuration.priorityHoldback + placement.holdback
         if let observed {
-            earliest = timing.takeoverAt(seenAt: observed.seenAt, holderTTL: observed.ttl) + configuration.priorityHoldback
+            earliest = timing.takeoverAt(seenAt: observed.seenAt, holderTTL: observed.ttl) + holdback
         } else if let freeSince {
             switch handoffTarget {
             case .some(configuration.node): earliest = freeSince
-            case .some: earliest = freeSince + timing.ttl  // the target gets a head start
-            case .none: earliest = freeSince + configuration.priorityHoldback
+            case .some: earliest = freeSince + timing.ttl + placement.holdback  // the target gets a head start
+            case .none: earliest = freeSince + holdback
             }
         } else {
             return nil

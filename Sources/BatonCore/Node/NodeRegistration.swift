@@ -23,12 +23,16 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// When this entry was written, on the node's wall clock (seconds since 1970): compared
     /// with the time the server stored it, it shows the node's clock offset (`batonctl doctor`).
     public var written: Double?
+    /// The node's `node.labels`, for placement on the other nodes (nil from an older batond).
+    public var labels: [String: String]?
+    /// The node's `node.capacity`, for balancing on the other nodes (nil: 1).
+    public var capacity: Int?
 
     enum CodingKeys: String, CodingKey {
         case node, instance, hostname, pid, started, version
         case bootID = "boot_id"
         case pidNamespace = "pid_ns"
-        case written
+        case written, labels, capacity
     }
 
     /// Creates a record.

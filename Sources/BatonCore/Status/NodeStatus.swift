@@ -61,6 +61,10 @@ public struct AppStatus: Codable, Sendable, Hashable {
     /// Digests of the app's config sections on this node (``ConfigDigest/sections(of:)``), so
     /// that `batonctl doctor` can find nodes whose configs disagree.
     public var configDigests: [String: String]?
+    /// What placement says about the app on this node, when it says something: `not eligible:
+    /// requires zone=b (this node: zone=a)`, a handover it started, an app kept although this
+    /// node is not eligible. Nil when the node is eligible and nothing moves.
+    public var placement: String?
 
     /// Creates an app status.
     public init(
@@ -82,6 +86,7 @@ public struct AppStatus: Codable, Sendable, Hashable {
         case lastEvent = "last_event"
         case vips, replication
         case configDigests = "config_digests"
+        case placement
     }
 }
 
