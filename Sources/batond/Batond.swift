@@ -132,9 +132,11 @@ struct Batond: AsyncParsableCommand {
             jetStream: JetStream(client: replicationClient), cluster: loaded.cluster,
             retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
             logger: logger)
+        // The other nodes' labels and capacity, from the node registry, for placement.
+        let clusterView = ClusterView(jetStream: JetStream(client: client), cluster: loaded.cluster, logger: logger)
         let node = NodeSupervisor(
             config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), events: events,
-            eventsClient: replicationClient, logger: logger
+            eventsClient: replicationClient, clusterView: clusterView, logger: logger
         ) { plan, app in
             try await makeParts(plan, app, config: loaded, client: client, replicationClient: replicationClient, logger: backendLogger)
         }
@@ -307,6 +309,7 @@ struct BatondService: Service {
             await registry.runHeartbeats { other in await node.duplicateInstanceDetected(other) }
         }
         let eventDelivery = Task { [events] in await events.run() }
+        let registryWatch = Task { [node] in await node.clusterView?.run() }
         let started = await node.currentConfig
         events.publish(
             BatonEvent(
@@ -340,6 +343,7 @@ struct BatondService: Service {
         }
         heartbeats.cancel()
         await heartbeats.value
+        registryWatch.cancel()
         await registry.deregister()
         supervision.cancel()
         await client.close()
@@ -372,7 +376,10 @@ struct BatondService: Service {
     /// ``NodeRegistrationRefused`` when another live batond runs with the node id.
     private func registerNode() async throws -> NodeRegistry? {
         let config = await node.currentConfig
-        let me = NodeRecord.local(node: config.node.id, instance: node.instance)
+        var local = NodeRecord.local(node: config.node.id, instance: node.instance)
+        local.labels = config.node.labels
+        local.capacity = config.node.capacity
+        let me = local
         serviceManager.status("registering node \(me.node)")
         var attempt = 0
         while !Task.isShuttingDownGracefully {

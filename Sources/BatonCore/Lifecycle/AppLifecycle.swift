@@ -282,6 +282,8 @@ public struct AppLifecycle: Sendable {
     public private(set) var duplicateDetected = false
     /// What the app's placement lets this node do (see ``Event/placementChanged(_:)``).
     public private(set) var placement: PlacementGate
+    /// Whether the lease watch has told this node the lease's state (held, free) at least once.
+    public var leaseStateKnown: Bool { knowsLeaseState }
     private var connected = false
     private var everConnected = false
     private var knowsLeaseState = false

@@ -45,12 +45,12 @@ public actor AppSupervisor {
     /// `configuration.hasAddresses` and `hasReplica` must match whether `addresses` and
     /// `replica` are given.
     public init(
-        app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, store: LeaseStore, backend: any AppBackend,
-        addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil, client: NATSClient, logger: Logger
+        app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, placement: PlacementGate = .open, store: LeaseStore,
+        backend: any AppBackend, addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil, client: NATSClient, logger: Logger
     ) {
         precondition(configuration.hasAddresses == (addresses != nil) && configuration.hasReplica == (replica != nil))
         self.app = app
-        self.lifecycle = AppLifecycle(configuration: configuration, paused: paused)
+        self.lifecycle = AppLifecycle(configuration: configuration, paused: paused, placement: placement)
         self.store = store
         self.backend = backend
         self.addresses = addresses
@@ -77,6 +77,10 @@ public actor AppSupervisor {
     public var observedLease: AppLifecycle.ObservedLease? { lifecycle.observed }
     /// Whether the app is paused.
     public var isPaused: Bool { lifecycle.paused }
+    /// Whether the lease watch reported the lease's state at least once.
+    public var leaseStateKnown: Bool { lifecycle.leaseStateKnown }
+    /// What the app's placement lets this node do.
+    public var placementGate: PlacementGate { lifecycle.placement }
 
     /// Notifications (acquired, active, fenced, released, ...) as they happen.
     public func notifications() -> AsyncStream<AppLifecycle.Notification> {

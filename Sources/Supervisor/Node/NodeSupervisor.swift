@@ -27,7 +27,7 @@ public actor NodeSupervisor: NodeController {
     /// cover: the replica's configuration); throws with a clear reason when one cannot be set up.
     public typealias AppPartsFactory = @Sendable (AppPlan, AppConfig) async throws -> AppParts
 
-    private struct RunningApp {
+    struct RunningApp {
         var config: AppConfig
         var supervisor: AppSupervisor
         var parts: AppParts
@@ -36,23 +36,31 @@ public actor NodeSupervisor: NodeController {
     }
 
     public nonisolated let instance: String
-    private var config: BatonConfig
+    var config: BatonConfig
     private let client: NATSClient
     private let makeParts: AppPartsFactory
     private let systemdUnit: String?
     /// Where the apps' runtime files go (``AppPlan/SystemdPlan/epochFile``).
     private let runtimeDirectory: String
-    private let logger: Logger
+    let logger: Logger
     /// Where the node's events go (the cluster's event history), nil without one.
-    private let events: EventPublisher?
+    let events: EventPublisher?
     /// The connection the flight recorder reads the history on (the old node's step-down).
     private let eventsClient: NATSClient
-    private var apps: [String: RunningApp] = [:]
-    private var lastEvents: [String: String] = [:]
-    private var backendRunning: [String: Bool] = [:]
+    var apps: [String: RunningApp] = [:]
+    var lastEvents: [String: String] = [:]
+    var backendRunning: [String: Bool] = [:]
     /// Another batond that took this node id over in the node registry (see
     /// ``duplicateInstanceDetected(_:)``).
     private var duplicate: LeaseHolder?
+    /// The other nodes (labels, capacity, liveness) for placement; nil: this node alone.
+    public nonisolated let clusterView: ClusterView?
+    /// Balancing, failback and constraint handovers of this node's apps.
+    var rebalancer: Rebalancer
+    /// What placement says per app, for the status (see ``AppStatus/placement``).
+    var placementNotes: [String: String] = [:]
+    /// The placement loop (see ``runPlacement()``).
+    var placementTask: Task<Void, Never>?
 
     /// Creates a node supervisor; ``start()`` runs the apps. `systemdUnit` is the unit batond
     /// runs in (nil when not under systemd), for the status; `runtimeDirectory` is where the
@@ -61,9 +69,12 @@ public actor NodeSupervisor: NodeController {
     /// history; the history is read on `eventsClient` (default: `client`).
     public init(
         config: BatonConfig, client: NATSClient, instance: String, systemdUnit: String? = nil, runtimeDirectory: String = "/run/baton",
-        events: EventPublisher? = nil, eventsClient: NATSClient? = nil, logger: Logger,
+        events: EventPublisher? = nil, eventsClient: NATSClient? = nil, clusterView: ClusterView? = nil, logger: Logger,
         makeParts: @escaping AppPartsFactory
     ) {
+        self.clusterView = clusterView
+        let ttl = config.apps.map(\.lease.ttl).max() ?? .seconds(3)
+        self.rebalancer = Rebalancer(me: config.node.id, settle: ttl, moveTimeout: ttl * 4)
         self.events = events
         self.eventsClient = eventsClient ?? client
         self.config = config
@@ -90,7 +101,10 @@ public actor NodeSupervisor: NodeController {
     /// Starts every app of the config. An app whose lease bucket or backend cannot be set up is
     /// logged and skipped; the others run.
     public func start() async {
+        // Placement needs the other nodes first: an app must not take a lease its constraints forbid.
+        await clusterView?.waitUntilReady(limit: .seconds(3))
         for app in config.apps { await startApp(app) }
+        startPlacement()
     }
 
     /// Applies a new config: starts added apps, stops removed ones, restarts changed ones (each
@@ -136,6 +150,8 @@ public actor NodeSupervisor: NodeController {
 
     /// Steps every app down gracefully and stops them.
     public func shutdown() async {
+        placementTask?.cancel()
+        placementTask = nil
         for name in Array(apps.keys) { await stopApp(name) }
     }
 
@@ -147,8 +163,9 @@ public actor NodeSupervisor: NodeController {
             let configuration = plan.lifecycle(instance: instance, hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil)
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
+            let gate = await placementGate(for: app)
             let supervisor = AppSupervisor(
-                app: app.name, configuration: configuration, paused: app.paused, store: store, backend: parts.backend,
+                app: app.name, configuration: configuration, paused: app.paused, placement: gate, store: store, backend: parts.backend,
                 addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
@@ -311,6 +328,7 @@ public actor NodeSupervisor: NodeController {
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
             status.configDigests = ConfigDigest.sections(of: app)
+            status.placement = placementNotes[app.name]
             statuses.append(status)
         }
         return NodeStatus(

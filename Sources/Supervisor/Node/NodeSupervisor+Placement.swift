@@ -1,0 +1,101 @@
+import Backends
+import BatonCore
+import Foundation
+import Logging
+
+/// Placement on this node: every half second, the apps' gates (may this node take the lease,
+/// and with what head start for the others) from ``PlacementPolicy``, and the handovers of this
+/// node's apps from the ``Rebalancer``. Decisions are the pure types'; this only gathers what
+/// they need (the node registry's live nodes, the apps' lease holders) and carries the moves
+/// out by the ordinary graceful switchover.
+extension NodeSupervisor {
+    /// How often placement is evaluated.
+    static let placementInterval: Duration = .milliseconds(500)
+
+    /// Starts the placement loop (once).
+    func startPlacement() {
+        guard placementTask == nil else { return }
+        placementTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: NodeSupervisor.placementInterval)
+                if Task.isCancelled { return }
+                await self?.placementRound()
+            }
+        }
+    }
+
+    /// This node as placement sees it.
+    var placementSelf: PlacementNode {
+        PlacementNode(id: config.node.id, labels: config.node.labels, capacity: config.node.capacity)
+    }
+
+    /// The live nodes (this one always) and the holders of the running apps' leases.
+    func placementView() async -> PlacementView {
+        var nodes = [placementSelf]
+        if let clusterView {
+            for (id, record) in await clusterView.liveNodes() where id != config.node.id {
+                nodes.append(PlacementNode(id: id, labels: record.labels ?? [:], capacity: record.capacity ?? 1))
+            }
+        }
+        var holders: [String: String] = [:]
+        var unknown: Set<String> = []
+        for (name, running) in apps {
+            let supervisor = running.supervisor
+            if await supervisor.heldLease != nil {
+                holders[name] = config.node.id
+            } else if let observed = await supervisor.observedLease {
+                holders[name] = observed.holder.node
+            } else if await !supervisor.leaseStateKnown {
+                unknown.insert(name)
+            }
+        }
+        // Apps of the config that do not run here (could not be set up): their state is unknown.
+        for app in config.apps where apps[app.name] == nil { unknown.insert(app.name) }
+        return PlacementView(nodes: nodes, holders: holders, unknown: unknown)
+    }
+
+    /// The gate of `app` on this node now.
+    func placementGate(for app: AppConfig) async -> PlacementGate {
+        let view = await placementView()
+        return PlacementPolicy.gate(of: app, me: config.node.id, view: view, renew: app.lease.renew, balance: config.placement.balance)
+    }
+
+    /// One round: update every app's gate and status note, then start the planned handovers.
+    func placementRound() async {
+        let view = await placementView()
+        let me = placementSelf
+        var movable: Set<String> = []
+        var notes: [String: String] = [:]
+        for app in config.apps {
+            guard let running = apps[app.name] else { continue }
+            let supervisor = running.supervisor
+            let gate = PlacementPolicy.gate(of: app, me: me.id, view: view, renew: app.lease.renew, balance: config.placement.balance)
+            if await supervisor.placementGate != gate { await supervisor.send(.placementChanged(gate)) }
+            let eligibility = PlacementPolicy.eligibility(of: app, on: me, view: view)
+            if !eligibility.isEligible { notes[app.name] = eligibility.description }
+            if await supervisor.phase == .active, await !supervisor.isPaused, backendRunning[app.name] == true {
+                movable.insert(app.name)
+            }
+        }
+        let plan = rebalancer.plan(
+            apps: config.apps, view: view, movable: movable, balance: config.placement.balance, maxMoves: config.placement.maxMoves,
+            now: MonotonicClock.now())
+        for (app, note) in plan.kept { notes[app] = note }
+        for move in plan.moves {
+            guard let running = apps[move.app] else { continue }
+            let note = "handing over to \(move.to): \(move.reason)"
+            notes[move.app] = note
+            logger.notice("placement: handing an app over", metadata: ["app": "\(move.app)", "to": "\(move.to)", "reason": "\(move.reason)"])
+            events?.publish(
+                BatonEvent(
+                    time: Date().timeIntervalSince1970, cluster: config.cluster, node: config.node.id, app: move.app, kind: .command,
+                    detail: "placement: switchover to \(move.to) (\(move.reason))"))
+            await running.supervisor.send(.switchoverRequested(to: move.to))
+        }
+        // A handover note stays until the app has left.
+        for (app, note) in placementNotes where notes[app] == nil && note.hasPrefix("handing over") && rebalancer.moving[app] != nil {
+            notes[app] = note
+        }
+        placementNotes = notes
+    }
+}
