@@ -69,6 +69,9 @@ enum StatusTable {
             }
             lines.append(contentsOf: table(rows).map { "  " + $0 })
             for (node, report) in reports {
+                if let placement = report.placement { lines.append("  placement on \(node): \(placement)") }
+            }
+            for (node, report) in reports {
                 if let promotion = report.replication?.promotion { lines.append("  last promotion on \(node): \(promotion)") }
             }
             for (node, report) in reports {

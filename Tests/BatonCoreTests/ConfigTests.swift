@@ -461,15 +461,15 @@ struct ConfigTests {
             apps:
             """,
             #"test.yaml:1:9: cluster: expected a name like "demo", got an empty value"#,
-            #"test.yaml:2:6: node: expected a mapping with id, labels and state_dir, got an empty value"#,
+            #"test.yaml:2:6: node: expected a mapping with id, labels, state_dir and capacity, got an empty value"#,
             #"test.yaml:3:7: nats: expected a mapping with servers, credentials, user, password, token, nkey_seed_file, tls and replicas, got an empty value"#,
             #"test.yaml:4:6: apps: expected a list of apps, got an empty value"#),
         Broken(
             "a list at the top", "- cluster: demo\n",
-            #"test.yaml:1:1: expected a mapping with cluster, node, nats, apps, http and events, got a list"#),
+            #"test.yaml:1:1: expected a mapping with cluster, node, nats, apps, http, events and placement, got a list"#),
         Broken(
             "an empty file", "# nothing here\n",
-            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats, apps, http and events"#),
+            #"test.yaml:1:1: the file is empty; expected a mapping with cluster, node, nats, apps, http, events and placement"#),
         // Bad durations.
         .app(
             "duration without a unit", """
@@ -841,7 +841,7 @@ struct ConfigTests {
             """
         #expect(errors(yaml) == [
             #"test.yaml:1:10: cluster: invalid cluster name "Demo": use one or more of a-z, 0-9 and "-""#,
-            #"test.yaml:2:20: node.zone: unknown key "zone"; expected one of id, labels, state_dir"#,
+            #"test.yaml:2:20: node.zone: unknown key "zone"; expected one of id, labels, state_dir, capacity"#,
             #"test.yaml:5:13: nats.replicas: must be between 1 and 5, got 0"#,
             #"test.yaml:8:29: apps[0].lease.renew: unsafe lease timing: renew 2s is more than a third of ttl (3s); the active node must send at least three renews per ttl"#,
             #"test.yaml:8:29: apps[0].lease.renew: unsafe lease timing: 2 * renew (2s) + fence_budget (600ms, the default) = 4.6s is more than ttl (3s); fencing would start 2.4s after the last renew was sent, before the retry of one failed renew at 4s"#,
