@@ -1,0 +1,152 @@
+import BatonCore
+import Foundation
+import NATSTestSupport
+import SystemdTestSupport
+import Testing
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Placement with real batond processes: constraints keep an app on the only node that meets
+/// them, and balancing spreads apps over nodes that start one after another.
+@Suite("batond placement: constraints and balancing", .serialized)
+struct PlacementClusterTests {
+    static let lease = "{ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}"
+
+    /// A config of `node` (labels `zone: <zone>`) with `apps` (name and extra YAML lines).
+    static func config(node: String, zone: String, port: Int, directory: URL, backend: String, apps: [(name: String, extra: String)]) -> String {
+        var text = """
+            cluster: place
+            node: {id: \(node), labels: {zone: \(zone)}, state_dir: \(directory.appendingPathComponent(node).path)}
+            nats: {servers: ["nats://127.0.0.1:\(port)"]}
+            apps:
+
+            """
+        for app in apps {
+            text += """
+                  - name: \(app.name)
+                    lease: \(lease)
+                    backend:
+                      process:
+                        command: ["/usr/bin/python3", "\(backend)"]
+                        env: {HEARTBEAT_LOG: "\(directory.appendingPathComponent("heartbeats.\(app.name)").path)"}
+                        stop_timeout: 2s
+                \(app.extra)
+
+                """
+        }
+        return text
+    }
+
+    /// Every node's status, decoded from `batonctl status --json`.
+    static func statuses(port: Int) async throws -> [NodeStatus] {
+        let batonctl = try BatondClusterTests.executable("batonctl")
+        let result = try await runOnThread(batonctl, ["status", "--json", "--nats", "nats://127.0.0.1:\(port)", "--cluster", "place"])
+        guard result.status == 0 else { return [] }
+        return try JSONDecoder().decode([NodeStatus].self, from: Data(result.output.utf8))
+    }
+
+    /// The active node of each app, from the nodes' own reports (a node reports `active` only
+    /// for what it holds).
+    static func actives(_ statuses: [NodeStatus]) -> [String: [String]] {
+        var actives: [String: [String]] = [:]
+        for status in statuses {
+            for app in status.apps where app.role == .active { actives[app.name, default: []].append(status.node) }
+        }
+        return actives
+    }
+
+    func start(_ name: String, zone: String, port: Int, directory: URL, backend: String, apps: [(name: String, extra: String)]) throws -> BatondProcess {
+        let path = directory.appendingPathComponent("\(name).yaml").path
+        try Self.config(node: name, zone: zone, port: port, directory: directory, backend: backend, apps: apps)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return try BatondProcess(
+            node: name, binary: try BatondClusterTests.executable("batond"), config: path,
+            logPath: directory.appendingPathComponent("\(name).log").path,
+            environment: ["BATON_FENCE_KEEPER": try BatondClusterTests.executable("baton-fence-keeper")])
+    }
+
+    @Test("an app requiring a label only one node has runs there and nowhere else, and the others say why", arguments: NATSServerKind.allCases)
+    func requireLabel(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-place-require")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let apps = [(name: "web", extra: "    placement: {require: {zone: b}}"), (name: "free", extra: "")]
+        try await withNATSServer(kind) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer { for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) } }
+            // node-1 (zone a) first, alone: it must not take web.
+            nodes["node-1"] = try start("node-1", zone: "a", port: server.port, directory: directory, backend: backend, apps: apps)
+            var last: [NodeStatus] = []
+            try await eventually("node-1 runs free and says why it does not take web (last: \(last))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = try await Self.statuses(port: server.port)
+                let web = last.first { $0.node == "node-1" }?.apps.first { $0.name == "web" }
+                return Self.actives(last)["free"] == ["node-1"] && web?.placement == "not eligible: requires zone=b (this node: zone=a)"
+            }
+            try await Task.sleep(for: .seconds(3))  // more than a ttl with web free: still nobody
+            #expect(Self.actives(try await Self.statuses(port: server.port))["web"] == nil)
+            nodes["node-3"] = try start("node-3", zone: "c", port: server.port, directory: directory, backend: backend, apps: apps)
+            nodes["node-2"] = try start("node-2", zone: "b", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("web active on node-2 only (last: \(Self.actives(last)))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = try await Self.statuses(port: server.port)
+                return last.count == 3 && Self.actives(last)["web"] == ["node-2"]
+            }
+            let text = try await runOnThread(
+                try BatondClusterTests.executable("batonctl"), ["status", "--nats", "nats://127.0.0.1:\(server.port)", "--cluster", "place"])
+            #expect(text.output.contains("placement on node-3: not eligible: requires zone=b (this node: zone=c)"), "\(text.output)")
+            // node-2 goes away: web stays down rather than run on a node that does not qualify.
+            await nodes["node-2"]!.stop()
+            try await Task.sleep(for: .seconds(4))
+            last = try await Self.statuses(port: server.port)
+            #expect(Self.actives(last)["web"] == nil, "\(Self.actives(last))")
+            #expect(Self.actives(last)["free"]?.count == 1)
+            for node in nodes.values { await node.stop() }
+            Heartbeats(path: directory.appendingPathComponent("heartbeats.web").path).checkSafety()
+            #expect(Set(Heartbeats(path: directory.appendingPathComponent("heartbeats.web").path).runs.map(\.node)) == ["node-2"])
+        }
+    }
+
+    @Test("twelve apps end balanced four per node when three nodes start one after another", arguments: NATSServerKind.allCases)
+    func balanceAsNodesJoin(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-place-balance")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let apps = (1...12).map { (name: "app-\($0)", extra: "") }
+        try await withNATSServer(kind) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer { for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) } }
+            var last: [String: [String]] = [:]
+            func counts() async throws -> [String: Int] {
+                last = Self.actives(try await Self.statuses(port: server.port))
+                var counts: [String: Int] = [:]
+                for holders in last.values { for node in holders { counts[node, default: 0] += 1 } }
+                return counts
+            }
+            nodes["node-1"] = try start("node-1", zone: "a", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("all 12 apps on node-1 (last: \(last))", timeout: .seconds(30), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 12]
+            }
+            nodes["node-2"] = try start("node-2", zone: "b", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("6 and 6 (last: \(last))", timeout: .seconds(60), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 6, "node-2": 6]
+            }
+            nodes["node-3"] = try start("node-3", zone: "c", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("4, 4 and 4 (last: \(last))", timeout: .seconds(60), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 4, "node-2": 4, "node-3": 4]
+            }
+            // Settled: nothing moves any more (hysteresis), for several settle periods.
+            let settled = last
+            try await Task.sleep(for: .seconds(6))
+            #expect(try await counts() == ["node-1": 4, "node-2": 4, "node-3": 4])
+            #expect(last == settled, "apps moved after balancing settled: \(settled) -> \(last)")
+            for node in nodes.values { await node.stop() }
+            for app in apps {
+                Heartbeats(path: directory.appendingPathComponent("heartbeats.\(app.name)").path).checkSafety()
+            }
+        }
+    }
+}
