@@ -109,6 +109,13 @@ public struct BatonPermissions: Sendable, Hashable {
         }
         // The node registry and the replication history, one bucket each per cluster.
         builder.keyValue(bucket: NodeRecord.registryBucket(cluster: cluster), what: "node registry", access: writes ? .write : .read)
+        // Drained nodes (`batonctl drain`): the nodes create the bucket and watch it; the operator
+        // writes and deletes a node's key; the observer sees them in status.
+        let drains = DrainRecord.bucket(cluster: cluster)
+        builder.keyValue(bucket: drains, what: "drained nodes", access: writes ? .write : .watch)
+        if role == .operator {
+            builder.publish("\(JetStreamNames.keyValueSubjectPrefix(bucket: drains)).*", "drained nodes: batonctl drain and undrain write a node's key")
+        }
         let history = ReplicationHistoryStore.bucket(cluster: cluster)
         switch role {
         case .node: builder.keyValue(bucket: history, what: "replication history", access: .write)

@@ -47,6 +47,9 @@ enum StatusTable {
     static func render(cluster: String, statuses: [NodeStatus]) -> String {
         let nodes = statuses.map(\.node)
         var lines = ["cluster \(cluster): \(nodes.count) node\(nodes.count == 1 ? "" : "s") answered (\(nodes.joined(separator: ", ")))"]
+        for status in statuses {
+            if let drained = status.drained { lines.append("node \(status.node) is \(drained)") }
+        }
         let apps = Set(statuses.flatMap { $0.apps.map(\.name) }).sorted()
         if apps.isEmpty {
             lines.append("no apps")

@@ -133,7 +133,7 @@ struct Batond: AsyncParsableCommand {
             retention: EventStream.Retention(maxAge: loaded.events.maxAge, maxBytes: loaded.events.maxBytes), replicas: loaded.nats.replicas,
             logger: logger)
         // The other nodes' labels and capacity, from the node registry, for placement.
-        let clusterView = ClusterView(jetStream: JetStream(client: client), cluster: loaded.cluster, logger: logger)
+        let clusterView = ClusterView(jetStream: JetStream(client: client), cluster: loaded.cluster, replicas: loaded.nats.replicas, logger: logger)
         let node = NodeSupervisor(
             config: loaded, client: client, instance: instance, systemdUnit: ownUnit, runtimeDirectory: batondRuntimeDirectory(), events: events,
             eventsClient: replicationClient, clusterView: clusterView, logger: logger

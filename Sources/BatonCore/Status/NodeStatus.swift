@@ -13,6 +13,8 @@ public struct NodeStatus: Codable, Sendable, Hashable {
     /// The systemd unit batond runs in (`batond.service`), or nil when it does not run under
     /// systemd: then managed units are not bound to batond and a crashed batond leaves them up.
     public var systemdUnit: String?
+    /// Whether the node is drained (`batonctl drain`): by whom, since and until when. Nil when not.
+    public var drained: String?
 
     /// Creates a status.
     public init(
@@ -32,6 +34,7 @@ public struct NodeStatus: Codable, Sendable, Hashable {
         case natsConnected = "nats_connected"
         case apps
         case systemdUnit = "systemd_unit"
+        case drained
     }
 }
 

@@ -24,17 +24,26 @@ extension NodeSupervisor {
         }
     }
 
-    /// This node as placement sees it.
-    var placementSelf: PlacementNode {
-        PlacementNode(id: config.node.id, labels: config.node.labels, capacity: config.node.capacity)
+    /// This node as placement sees it, drained or not.
+    func placementSelf() async -> PlacementNode {
+        let drain = await clusterView?.drains()[config.node.id]
+        return PlacementNode(id: config.node.id, labels: config.node.labels, capacity: config.node.capacity, drained: drain.map(Self.drainText))
+    }
+
+    /// `drained by alice@ops since 2026-12-05T10:00:00Z until 2026-12-05T12:00:00Z`.
+    static func drainText(_ record: DrainRecord) -> String {
+        let formatter = ISO8601DateFormatter()
+        return record.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) }
     }
 
     /// The live nodes (this one always) and the holders of the running apps' leases.
     func placementView() async -> PlacementView {
-        var nodes = [placementSelf]
+        var nodes = [await placementSelf()]
         if let clusterView {
+            let drains = await clusterView.drains()
             for (id, record) in await clusterView.liveNodes() where id != config.node.id {
-                nodes.append(PlacementNode(id: id, labels: record.labels ?? [:], capacity: record.capacity ?? 1))
+                nodes.append(
+                    PlacementNode(id: id, labels: record.labels ?? [:], capacity: record.capacity ?? 1, drained: drains[id].map(Self.drainText)))
             }
         }
         var holders: [String: String] = [:]
@@ -63,7 +72,9 @@ extension NodeSupervisor {
     /// One round: update every app's gate and status note, then start the planned handovers.
     func placementRound() async {
         let view = await placementView()
-        let me = placementSelf
+        var me = view.nodes[config.node.id]
+        if me == nil { me = await placementSelf() }
+        guard let me else { return }
         var movable: Set<String> = []
         var notes: [String: String] = [:]
         for app in config.apps {

@@ -331,9 +331,11 @@ public actor NodeSupervisor: NodeController {
             status.placement = placementNotes[app.name]
             statuses.append(status)
         }
-        return NodeStatus(
+        var node = NodeStatus(
             node: config.node.id, instance: instance, cluster: config.cluster, version: BatonVersion.current, natsConnected: client.isConnected,
             apps: statuses, systemdUnit: systemdUnit)
+        node.drained = await placementSelf().drained
+        return node
     }
 
     public func stepdown(app: String) async -> ControlReply {
