@@ -16,7 +16,7 @@ struct DrainCommand: AsyncParsableCommand {
             transition stays until it can move; with no eligible node it stays, and status says \
             why). With --for the drain ends by itself after that long (every node compares the \
             end time with its own clock); otherwise it lasts until `batonctl undrain NODE`. With \
-            --wait, returns once the node holds no app, or fails naming the apps that could not \
+            --until-empty, returns once the node holds no app, or fails naming the apps that could not \
             move and why when --timeout passes first.
             """
     )
@@ -26,10 +26,11 @@ struct DrainCommand: AsyncParsableCommand {
     @Option(name: .customLong("for"), help: ArgumentHelp("End the drain by itself after this long (e.g. 2h).", valueName: "duration"))
     var duration: DurationArgument?
 
-    @Flag(help: "Wait until the node holds no app.")
-    var wait = false
+    // `--wait` is every command's status reply window (ConnectionOptions).
+    @Flag(name: .customLong("until-empty"), help: "Wait until the node holds no app.")
+    var untilEmpty = false
 
-    @Option(help: ArgumentHelp("With --wait: how long to wait for the apps to move.", valueName: "duration"))
+    @Option(help: ArgumentHelp("With --until-empty: how long to wait for the apps to move.", valueName: "duration"))
     var timeout = DurationArgument(.seconds(120))
 
     @Argument(help: ArgumentHelp("The node to drain.", valueName: "node"), completion: ClusterCompletion.nodes)
@@ -51,7 +52,7 @@ struct DrainCommand: AsyncParsableCommand {
             _ = try await kv.put(node, value: ByteBuffer(bytes: try JSONEncoder().encode(record)))
             let formatter = ISO8601DateFormatter()
             print("node \(node) is \(record.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) })")
-            guard wait else { return }
+            guard untilEmpty else { return }
             try await waitUntilEmpty(session: session)
         }
     }

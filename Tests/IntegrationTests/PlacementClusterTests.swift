@@ -149,4 +149,78 @@ struct PlacementClusterTests {
             }
         }
     }
+
+    @Test("drain moves every app away and survives a restart of the drained node; undrain and an expired --for bring apps back", arguments: NATSServerKind.allCases)
+    func drainAndUndrain(kind: NATSServerKind) async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-place-drain")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let apps = (1...6).map { (name: "app-\($0)", extra: "") }
+        let batonctl = try BatondClusterTests.executable("batonctl")
+        try await withNATSServer(kind) { server in
+            let connection = ["--nats", "nats://127.0.0.1:\(server.port)", "--cluster", "place"]
+            var nodes: [String: BatondProcess] = [:]
+            defer { for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) } }
+            var last: [String: [String]] = [:]
+            var lastStatuses: [NodeStatus] = []
+            func counts() async throws -> [String: Int] {
+                lastStatuses = try await Self.statuses(port: server.port)
+                last = Self.actives(lastStatuses)
+                var counts: [String: Int] = [:]
+                for holders in last.values { for node in holders { counts[node, default: 0] += 1 } }
+                return counts
+            }
+            for (name, zone) in [("node-1", "a"), ("node-2", "b"), ("node-3", "c")] {
+                nodes[name] = try start(name, zone: zone, port: server.port, directory: directory, backend: backend, apps: apps)
+            }
+            try await eventually("2, 2 and 2 (last: \(last))", timeout: .seconds(60), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 2, "node-2": 2, "node-3": 2]
+            }
+
+            // drain --wait returns once node-1 holds nothing; the others hold everything.
+            let drain = try await runOnThread(batonctl, ["drain", "node-1", "--until-empty", "--timeout", "30s"] + connection)
+            #expect(drain.status == 0, "\(drain.output)")
+            #expect(drain.output.contains("node node-1 is drained by"), "\(drain.output)")
+            #expect(drain.output.contains("node node-1 holds no app"), "\(drain.output)")
+            try await eventually("all six apps on node-2 and node-3 (last: \(last))", timeout: .seconds(20), every: .milliseconds(200)) {
+                let now = try await counts()
+                return now["node-1"] == nil && now.values.reduce(0, +) == 6
+            }
+            let text = try await runOnThread(batonctl, ["status"] + connection)
+            #expect(text.output.contains("node node-1 is drained by"), "\(text.output)")
+            #expect(lastStatuses.first { $0.node == "node-1" }?.drained?.contains("until batonctl undrain") == true)
+
+            // A restart of the drained node: it stays drained, and takes nothing.
+            await nodes["node-1"]!.stop()
+            nodes["node-1"] = try start("node-1", zone: "a", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("node-1 answers again, drained (last: \(lastStatuses.map(\.node)))", timeout: .seconds(20), every: .milliseconds(200)) {
+                _ = try await counts()
+                return lastStatuses.first { $0.node == "node-1" }?.drained != nil
+            }
+            try await Task.sleep(for: .seconds(4))
+            #expect(try await counts()["node-1"] == nil, "a restarted drained node took apps: \(last)")
+
+            // undrain: balancing brings node-1 its share again.
+            let undrain = try await runOnThread(batonctl, ["undrain", "node-1"] + connection)
+            #expect(undrain.status == 0 && undrain.output.contains("node node-1 is no longer drained"), "\(undrain.output)")
+            try await eventually("2, 2 and 2 after undrain (last: \(last))", timeout: .seconds(60), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 2, "node-2": 2, "node-3": 2]
+            }
+
+            // A drain with --for ends by itself: node-3 empties, then gets its share back.
+            let timed = try await runOnThread(batonctl, ["drain", "node-3", "--for", "8s"] + connection)
+            #expect(timed.status == 0 && timed.output.contains("until 20"), "\(timed.output)")
+            try await eventually("node-3 empty while drained (last: \(last))", timeout: .seconds(20), every: .milliseconds(200)) {
+                try await counts()["node-3"] == nil
+            }
+            try await eventually("2, 2 and 2 after the drain expired (last: \(last))", timeout: .seconds(60), every: .milliseconds(200)) {
+                try await counts() == ["node-1": 2, "node-2": 2, "node-3": 2]
+            }
+            for node in nodes.values { await node.stop() }
+            for app in apps {
+                Heartbeats(path: directory.appendingPathComponent("heartbeats.\(app.name)").path).checkSafety()
+            }
+        }
+    }
 }
