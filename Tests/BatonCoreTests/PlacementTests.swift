@@ -322,3 +322,35 @@ private struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Drain record")
+struct DrainRecordTests {
+    @Test("a drain is in force until its end time, or for good without one, and says so")
+    func expiry() throws {
+        let timed = DrainRecord(node: "node-1", since: 1000, until: 8200, by: "alice@ops")
+        #expect(timed.isActive(at: 1000) && timed.isActive(at: 8199.9))
+        #expect(!timed.isActive(at: 8200))
+        #expect(timed.summary { "t\(Int($0))" } == "drained by alice@ops since t1000 until t8200")
+        let open = DrainRecord(node: "node-1", since: 1000, by: "alice@ops")
+        #expect(open.isActive(at: 1e12))
+        #expect(open.summary { "t\(Int($0))" } == "drained by alice@ops since t1000 until batonctl undrain")
+        #expect(DrainRecord.bucket(cluster: "demo") == "baton_demo__drains")
+    }
+
+    @Test("a drained node hands every app over, constraints or not, and balancing never sends it one")
+    func drainedNodeEmpties() {
+        let drainedA = PlacementNode(id: "node-a", drained: "drained by alice@ops")
+        let apps = [app("web"), app("db", sticky: true), app("cache")]
+        let view = PlacementView(nodes: [drainedA, b, c], holders: ["web": "node-a", "db": "node-a", "cache": "node-b"])
+        var rebalancer = Rebalancer(me: "node-a", settle: .zero, moveTimeout: .seconds(10))
+        let plan = rebalancer.plan(apps: apps, view: view, movable: ["web", "db"], balance: true, maxMoves: 1, now: MonotonicInstant(nanoseconds: 0))
+        #expect(Set(plan.moves.map(\.app)) == ["web", "db"])
+        #expect(!plan.moves.contains { $0.to == "node-a" })
+        #expect(plan.moves.first { $0.app == "web" }?.to == "node-c")  // node-b already holds cache
+        // node-b, the most loaded live node, never balances towards the drained node.
+        var fromB = Rebalancer(me: "node-b", settle: .zero, moveTimeout: .seconds(10))
+        let heavyB = PlacementView(nodes: [drainedA, b], holders: ["web": "node-b", "db": "node-b", "cache": "node-b"])
+        #expect(fromB.plan(apps: apps, view: heavyB, movable: ["web", "db", "cache"], balance: true, maxMoves: 1, now: MonotonicInstant(nanoseconds: 0)).moves.isEmpty)
+        #expect(!PlacementPolicy.gate(of: app("web"), me: "node-a", view: view, renew: .seconds(1), balance: true).eligible)
+    }
+}

@@ -102,9 +102,12 @@ struct BatonPermissionsTests {
             #expect(!allows(observer.publish, control.command(command, node: "node-1")))
             #expect(allows(operatorSet.publish, control.command(command, node: "node-1")))
         }
-        // The operator's one write: the newest record of an app (`replica promote --force`).
+        // The operator's writes: a node's drain record (`drain`, `undrain`) and the newest record of
+        // an app (`replica promote --force`).
         let writes = operatorSet.publish.filter { $0.subject.hasPrefix("$KV.") || $0.subject.hasPrefix("$O.") || $0.subject.contains(".STREAM.") && !$0.subject.contains(".STREAM.INFO.") && !$0.subject.contains(".STREAM.MSG.GET.") }
-        #expect(writes.map(\.subject) == ["$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).*.newest"])
+        #expect(writes.map(\.subject) == ["$KV.\(DrainRecord.bucket(cluster: "prod")).*", "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).*.newest"])
+        #expect(allows(operatorSet.publish, "$KV.\(DrainRecord.bucket(cluster: "prod")).node-1"))
+        #expect(!allows(observer.publish, "$KV.\(DrainRecord.bucket(cluster: "prod")).node-1"))
         #expect(
             !operatorSet.publish.contains { $0.subject.contains(".CONSUMER.DELETE.") && !$0.subject.hasSuffix(".\(eventHistory).>") },
             "batonctl could delete the nodes' consumers")

@@ -126,7 +126,7 @@ struct BatonctlTests {
             \(file):3:7: node.id: invalid node id "Node_1": use one or more of a-z, 0-9 and "-"
             \(file):8:18: apps[0].lease.ttl: invalid duration "3x": unknown unit "x" (use h, m, s, ms, us or ns)
             \(file):10:26: apps[0].backend.process.command: must not be empty: give the program and its arguments, like ["/usr/bin/myapp", "--port", "8080"]
-            \(file):11:5: apps[0].colour: unknown key "colour"; expected one of name, priority, paused, lease, backend, health, vip, sqlite
+            \(file):11:5: apps[0].colour: unknown key "colour"; expected one of name, priority, paused, lease, backend, health, vip, sqlite, placement, prefer_node, failback, sticky
             \(file): 4 errors
 
             """)
@@ -139,7 +139,7 @@ struct BatonctlTests {
     @Test func helpListsEveryCommandAndUsageErrorsAreRefused() async throws {
         let help = try await runBatonctl(["--help"])
         #expect(help.status == 0)
-        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate", "permissions", "events", "doctor"] {
+        for command in ["status", "stepdown", "switchover", "pause", "resume", "snapshot", "replica", "validate", "permissions", "events", "doctor", "drain", "undrain"] {
             let listed = help.stdout.components(separatedBy: "\n").filter { $0.hasPrefix("  \(command) ") }
             #expect(listed.count == 1, "\(command) listed \(listed.count) times in:\n\(help.stdout)")
         }
