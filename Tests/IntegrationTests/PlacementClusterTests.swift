@@ -223,4 +223,57 @@ struct PlacementClusterTests {
             }
         }
     }
+
+    @Test("a reload that makes the active node ineligible hands the app over by switchover; with no eligible node it keeps it and says so")
+    func reloadMovesTheApp() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-place-reload")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let zones = ["node-1": "a", "node-2": "b"]
+        try await withNATSServer(.pypi) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer { for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) } }
+            for (name, zone) in zones.sorted(by: { $0.key < $1.key }) {
+                nodes[name] = try start(name, zone: zone, port: server.port, directory: directory, backend: backend, apps: [(name: "web", extra: "")])
+            }
+            var last: [NodeStatus] = []
+            try await eventually("web active on one node (last: \(Self.actives(last)))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = try await Self.statuses(port: server.port)
+                return last.count == 2 && Self.actives(last)["web"]?.count == 1
+            }
+            let first = Self.actives(last)["web"]![0]
+            let other = first == "node-1" ? "node-2" : "node-1"
+            func reload(require zone: String) throws {
+                for (name, nodeZone) in zones {
+                    try Self.config(
+                        node: name, zone: nodeZone, port: server.port, directory: directory, backend: backend,
+                        apps: [(name: "web", extra: "    placement: {require: {zone: \(zone)}}")]
+                    ).write(toFile: directory.appendingPathComponent("\(name).yaml").path, atomically: true, encoding: .utf8)
+                    nodes[name]!.signal(SIGHUP)
+                }
+            }
+            // Only the other node's zone qualifies now: the app moves there by switchover.
+            try reload(require: zones[other]!)
+            try await eventually("web active on \(other) (last: \(Self.actives(last)))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = try await Self.statuses(port: server.port)
+                return Self.actives(last)["web"] == [other]
+            }
+            let firstStatus = last.first { $0.node == first }?.apps.first { $0.name == "web" }
+            #expect(firstStatus?.placement == "not eligible: requires zone=\(zones[other]!) (this node: zone=\(zones[first]!))", "\(String(describing: firstStatus))")
+            let log = try String(contentsOfFile: directory.appendingPathComponent("\(first).log").path, encoding: .utf8)
+            #expect(log.contains("placement: handing an app over"), "no switchover logged on \(first)")
+            // No node qualifies: the active node keeps the app, and says why.
+            try reload(require: "z")
+            try await eventually("\(other) keeps web and says so (last: \(last.map { ($0.node, $0.apps.first?.placement) }))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = try await Self.statuses(port: server.port)
+                let note = last.first { $0.node == other }?.apps.first { $0.name == "web" }?.placement
+                return Self.actives(last)["web"] == [other] && note?.hasSuffix("no eligible node to hand it over to: keeping it") == true
+            }
+            for node in nodes.values { await node.stop() }
+            let heartbeats = Heartbeats(path: directory.appendingPathComponent("heartbeats.web").path)
+            heartbeats.checkSafety()
+            #expect(heartbeats.runs.map(\.node) == [first, other], "\(heartbeats.runs)")
+        }
+    }
 }
