@@ -174,6 +174,15 @@ struct NATSPermissionsClusterTests {
             #expect(doctor.result.status == 0 || doctor.result.status == 1, "observer doctor: \(doctor.result)")
             #expect(doctor.result.stdout.contains("\"severity\""), "observer doctor: \(doctor.result)")
 
+            // Drain records: the operator writes and deletes one (of a node not running, so that
+            // nothing moves here); the observer may not write one.
+            let observerDrain = try await ctl(["drain", "node-9"], as: Self.observer)
+            #expect(observerDrain.result.status != 0, "observer drain: \(observerDrain.result)")
+            let drain = try await ctl(["drain", "node-9", "--for", "1h"], as: Self.operatorUser)
+            #expect(drain.result.status == 0 && drain.result.stdout.contains("node node-9 is drained by"), "operator drain: \(drain.result)")
+            let undrain = try await ctl(["undrain", "node-9"], as: Self.operatorUser)
+            #expect(undrain.result.status == 0 && undrain.result.stdout.contains("node node-9 is no longer drained"), "operator undrain: \(undrain.result)")
+
             // VIP-less failover under the node role: kill -9 of the active batond.
             nodes[third.node]!.signal(SIGKILL)
             let fourth = try await waitForNewRun(heartbeatLog, excluding: [first.epoch, second.epoch, third.epoch], timeout: .seconds(10))
