@@ -276,4 +276,34 @@ struct PlacementClusterTests {
             #expect(heartbeats.runs.map(\.node) == [first, other], "\(heartbeats.runs)")
         }
     }
+
+    @Test("prefer_node with failback: auto: the app goes back to its preferred node once that node runs")
+    func failbackToThePreferredNode() async throws {
+        let directory = try makeTemporaryDirectory(prefix: "baton-place-failback")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let backend = directory.appendingPathComponent("beat.py").path
+        try heartbeatBackend.write(toFile: backend, atomically: true, encoding: .utf8)
+        let apps = [(name: "web", extra: "    prefer_node: node-2\n    failback: auto"), (name: "stay", extra: "    prefer_node: node-2")]
+        try await withNATSServer(.debian) { server in
+            var nodes: [String: BatondProcess] = [:]
+            defer { for node in nodes.values where node.process.isRunning { kill(node.pid, SIGKILL) } }
+            var last: [String: [String]] = [:]
+            nodes["node-1"] = try start("node-1", zone: "a", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("both apps on node-1 (last: \(last))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = Self.actives(try await Self.statuses(port: server.port))
+                return last["web"] == ["node-1"] && last["stay"] == ["node-1"]
+            }
+            nodes["node-2"] = try start("node-2", zone: "b", port: server.port, directory: directory, backend: backend, apps: apps)
+            try await eventually("web back on node-2 (last: \(last))", timeout: .seconds(20), every: .milliseconds(200)) {
+                last = Self.actives(try await Self.statuses(port: server.port))
+                return last["web"] == ["node-2"]
+            }
+            // failback: manual (the default) stays; balancing leaves it alone too (1 and 1).
+            try await Task.sleep(for: .seconds(4))
+            last = Self.actives(try await Self.statuses(port: server.port))
+            #expect(last["stay"] == ["node-1"] && last["web"] == ["node-2"], "\(last)")
+            for node in nodes.values { await node.stop() }
+            Heartbeats(path: directory.appendingPathComponent("heartbeats.web").path).checkSafety()
+        }
+    }
 }
