@@ -95,6 +95,8 @@ struct HTTPCluster: Sendable {
                 node: {id: \(name), state_dir: \(directory.appendingPathComponent(name).path)}
                 nats: {servers: ["nats://127.0.0.1:\(server.port)"]}
                 http: {listen: "127.0.0.1:\(port)"\(name == "node-1" ? ", control_token_file: \(tokenFile)" : "")}
+                # The checks read once where each app runs: no balancing move under them.
+                placement: {balance: false}
                 apps:
                   - name: beat
                     lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
