@@ -249,6 +249,14 @@ let package = Package(
             path: "Benchmarks/BenchmarkSupport"
         ),
         .executableTarget(
+            name: "ScaleBenchmark",
+            dependencies: [
+                "NATS", "Control", "BatonCore", "BenchmarkSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/ScaleBenchmark"
+        ),
+        .executableTarget(
             name: "VIPFailoverBenchmark",
             dependencies: ["NetnsLab", "TestSupport", "BenchmarkSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/VIPFailoverBenchmark"

@@ -197,13 +197,6 @@ struct Arguments: ParsableCommand {
 
 // MARK: - Clock, output
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock the heartbeats carry.
-func monotonicNow() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
-}
-
 func log(_ text: String) {
     FileHandle.standardError.write(Data("[failover] \(text)\n".utf8))
 }
@@ -278,75 +271,6 @@ final class RunStrays: Sendable {
 /// SIGINT, SIGTERM and the time limit: killing everything this benchmark started (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {
     installKillers(timeLimit: timeLimit, doing: "killing everything this benchmark started", log: { log($0) }, abort: { Children.shared.abort() })
-}
-
-func capture(_ executable: String, _ arguments: [String]) -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    guard (try? process.run()) != nil else { return "?" }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
-func machineDescription() -> String {
-    let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-        .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?" } ?? "?"
-    let memory = Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30)
-    var names = utsname()
-    uname(&names)
-    let kernel = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-    return "\(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(model), \(String(format: "%.1f", memory)) GiB RAM, kernel \(kernel)"
-}
-
-// MARK: - nats-server
-
-final class NATSServer {
-    let process = Process()
-    let url: String
-    let version: String
-
-    init(path: String, directory: String, trace: Bool = false) async throws {
-        version = capture(path, ["--version"])
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = [
-            "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", "\(directory)/store", "--ports_file_dir", directory, "-l", "\(directory)/nats-server.log",
-        ] + (trace ? ["-DV"] : [])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        Children.shared.add(process.processIdentifier, name: "nats-server")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while true {
-            if ContinuousClock.now > deadline || !process.isRunning {
-                throw BenchmarkError("\(path) did not start; see \(directory)/nats-server.log")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-            let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            if let file = files.first(where: { $0.hasSuffix(".ports") }),
-                let data = FileManager.default.contents(atPath: "\(directory)/\(file)"),
-                let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                let nats = (json["nats"] as? [String])?.first
-            {
-                url = nats
-                return
-            }
-        }
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        Children.shared.remove(process.processIdentifier)
-    }
 }
 
 // MARK: - batond
@@ -434,7 +358,7 @@ final class LineStamper: Sendable {
     init(output: FileHandle) { self.output = output }
 
     func take(_ data: Data) {
-        let stamp = "[\(milliseconds(monotonicNow()))] "
+        let stamp = "[\(milliseconds(monotonicNanoseconds()))] "
         let text: [UInt8] = pending.withLock { pending in
             pending.append(contentsOf: data)
             guard let end = pending.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
@@ -546,7 +470,7 @@ final class LeaseRecorder: Sendable {
             do {
                 for try await event in watch {
                     guard case .observed(let observation) = event else { continue }
-                    let now = monotonicNow()
+                    let now = monotonicNanoseconds()
                     recorder.events.withLock { $0.append(Event(time: now, observation: observation)) }
                 }
             } catch {
@@ -623,7 +547,7 @@ func yamlList(_ items: [String]) -> String {
 
 /// Runs every scenario for one ttl on a fresh three-node cluster.
 func runTTL(
-    _ ttl: Duration, options: Options, server: NATSServer, paths: ClusterPaths, workDirectory: String, client: NATSClient
+    _ ttl: Duration, options: Options, server: NATSServerProcess, paths: ClusterPaths, workDirectory: String, client: NATSClient
 ) async throws -> [ScenarioResult] {
     var timing = LeaseTiming.defaults(ttl: ttl)
     if let skew = options.skew { timing.skew = skew }
@@ -683,7 +607,7 @@ func runTTL(
                     let others = apps.filter { $0.0 != leader }
                     if others.count == names.count - 1, others.allSatisfy({ $0.1.role == .passive && $0.1.leader == leader && $0.1.token == token }) {
                         heartbeats.poll()
-                        if let run = heartbeats.runs[token], monotonicNow() - run.last < 100_000_000 {
+                        if let run = heartbeats.runs[token], monotonicNanoseconds() - run.last < 100_000_000 {
                             return (leader, token)
                         }
                         last = "epoch \(token) on \(leader) writes no heartbeats"
@@ -746,7 +670,7 @@ func runTTL(
                 // with three nodes, back-to-back stepdowns would leave no eligible node. Each
                 // request goes to a cluster at rest: at least 2 × ttl + 250 ms after the last one.
                 if let previous = lastStepdown {
-                    let rest = ttl.nanoseconds * 2 + 250_000_000 - (monotonicNow() - previous)
+                    let rest = ttl.nanoseconds * 2 + 250_000_000 - (monotonicNanoseconds() - previous)
                     if rest > 0 { try await Task.sleep(for: .nanoseconds(rest)) }
                 }
                 // ... and at a uniformly random point of the active node's renew cycle (a fixed
@@ -757,18 +681,18 @@ func runTTL(
                     try await Task.sleep(for: .milliseconds(Int.random(in: 0..<Int(timing.renew.nanoseconds / 1_000_000))))
                     if let seen = recorder.lastWrite(token: token) {
                         var due = seen + timing.renew.nanoseconds
-                        while due - lead.nanoseconds < monotonicNow() { due += timing.renew.nanoseconds }
-                        try await Task.sleep(for: .nanoseconds(due - lead.nanoseconds - monotonicNow()))
+                        while due - lead.nanoseconds < monotonicNanoseconds() { due += timing.renew.nanoseconds }
+                        try await Task.sleep(for: .nanoseconds(due - lead.nanoseconds - monotonicNanoseconds()))
                     }
                 } else {
                     try await Task.sleep(for: .nanoseconds(Int64.random(in: 0..<timing.renew.nanoseconds)))
                 }
                 let candidates = names.filter { $0 != leader }
                 let keepers = candidates.filter(hasKeeper)
-                let sent = monotonicNow()
+                let sent = monotonicNanoseconds()
                 lastStepdown = sent
                 let reply = try await control.send(.stepdown, app: app, node: leader, timeout: .seconds(5))
-                let answered = monotonicNow()
+                let answered = monotonicNanoseconds()
                 guard reply.ok else { throw BenchmarkError("stepdown refused by \(leader): \(reply.message)") }
                 let next = try await waitForRun(after: token, timeout: .seconds(10) + ttl * 3)
                 heartbeats.poll()
@@ -795,7 +719,7 @@ func runTTL(
                 let candidates = names.filter { $0 != leader }
                 let keepers = candidates.filter(hasKeeper)
                 let victim = nodes[leader]!
-                let killed = monotonicNow()
+                let killed = monotonicNanoseconds()
                 victim.kill9()
                 let next = try await waitForRun(after: token, timeout: .seconds(10) + ttl * 3)
                 heartbeats.poll()
@@ -876,7 +800,7 @@ func measureBackendStartup(command: [String], directory: String, samples: Int) a
             for pointer in envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let started = monotonicNow()
+        let started = monotonicNanoseconds()
         let status = posix_spawn(&pid, arguments[0], nil, nil, &argv, &envp)
         guard status == 0 else { throw BenchmarkError("cannot spawn \(arguments[0]): \(String(cString: strerror(status)))") }
         Children.shared.add(pid, name: "startup probe")
@@ -905,7 +829,7 @@ func statsRow(_ values: [Int64]) -> String {
     return [50, 90, 99].map { milliseconds(percentile(sorted, $0)) }.joined(separator: " | ") + " | \(milliseconds(sorted.last ?? 0))"
 }
 
-func report(results: [ScenarioResult], startup: [Int64], options: Options, server: NATSServer, command: String, loadBefore: String, loadAfter: String) -> String {
+func report(results: [ScenarioResult], startup: [Int64], options: Options, server: NATSServerProcess, command: String, loadBefore: String, loadAfter: String) -> String {
     var text = ""
     text += "Machine: \(machineDescription()). Load average before/after: \(loadBefore) / \(loadAfter).\n"
     text += "Date: \(ISO8601DateFormatter().string(from: Date())). nats-server: \(server.version) (\(options.server)).\n"
@@ -961,7 +885,7 @@ func locateBinaries(_ options: Options) throws -> (directory: String, batond: St
 
 func benchmarkMain(options: Options) async -> Int32 {
     let workDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("baton-failover-\(UUID().uuidString.prefix(8))").path
-    var server: NATSServer?
+    var server: NATSServerProcess?
     var client: NATSClient?
     var failed = false
     do {
@@ -993,7 +917,7 @@ func benchmarkMain(options: Options) async -> Int32 {
         let startup = try await measureBackendStartup(command: backendCommand, directory: workDirectory, samples: options.startupSamples)
         log("backend start-up: p50 \(milliseconds(percentile(startup.sorted(), 50))) ms, max \(milliseconds(startup.max() ?? 0)) ms")
 
-        let started = try await NATSServer(path: options.server, directory: workDirectory, trace: options.serverTrace)
+        let started = try await NATSServerProcess(path: options.server, directory: workDirectory, children: Children.shared, trace: options.serverTrace)
         server = started
         log("\(started.version) at \(started.url)")
         var clientOptions = NATSClientOptions(servers: [started.url])

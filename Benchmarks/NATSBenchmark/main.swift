@@ -222,19 +222,6 @@ func readLine(from handle: FileHandle) -> String? {
     }
 }
 
-func capture(_ path: String, _ arguments: [String]) -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    do { try process.run() } catch { return "?" }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
 // MARK: - nats-server
 
 final class Server: @unchecked Sendable {
@@ -911,17 +898,6 @@ func runAll(on serverPath: String, options: Options) async throws -> ServerRepor
 }
 
 // MARK: - Main
-
-func machineDescription() -> String {
-    let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-        .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?" } ?? "?"
-    let memory = Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30)
-    var names = utsname()
-    uname(&names)
-    let kernel = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-    return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(model), \(String(format: "%.0f", memory)) GiB, \(ProcessInfo.processInfo.operatingSystemVersionString), kernel \(kernel)"
-}
 
 /// SIGINT, SIGTERM and the time limit: killing nats-server and python (BenchmarkSupport's killers).
 func installKillers(timeLimit: Int) {

@@ -53,6 +53,10 @@ public struct ReplicationConfiguration: Sendable, Hashable {
     /// A new snapshot is also taken when the last one is this old (nil: only by message count
     /// and retention), so a passive node that must restore never replays more than this much.
     public var snapshotInterval: Duration?
+    /// A snapshot is also taken when a node starting over would spend this many times longer
+    /// replaying the records since the last snapshot than restoring a new one (0: never for
+    /// this reason); see ``snapshotIsCheaperThanReplay(messages:bytes:databaseBytes:replayRatio:sinceLastSnapshot:lastSnapshotTook:)``.
+    public var snapshotReplayRatio: Int = defaultSnapshotReplayRatio
     /// How long the shipper's write barrier (`BEGIN IMMEDIATE`) waits for the app's writer.
     public var barrierTimeout: Duration = .seconds(2)
     /// The applier's pull requests ask for at most this many bytes (`max_bytes`; raised to the
@@ -100,17 +104,32 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         return (wanted + gib - 1) / gib * gib
     }
 
-    /// Whether a passive node starting over (a new node, or one whose database was set aside
-    /// after a fence) would restore a new snapshot sooner than it replays the `messages`
-    /// (`bytes` in all) published since the last one. Replaying costs about 256 KiB of writing
-    /// per message (each record is an fsync of the replica and one of its position), restoring
-    /// the database's size, counted as at least 64 MiB so that a small database is not
-    /// snapshotted every few records.
-    static func snapshotIsCheaperThanReplay(messages: UInt64, bytes: Int64, databaseBytes: Int64) -> Bool {
+    /// Whether the records published since the last snapshot make a new one due: a passive node
+    /// starting over (a new node, or one whose database was set aside after a fence) would
+    /// spend `replayRatio` times longer replaying the `messages` (`bytes` in all) than restoring
+    /// a new snapshot. Replaying costs about 256 KiB of writing per message (each record is an
+    /// fsync of the replica and one of its position), restoring the database's size, counted as
+    /// at least 64 MiB so that a small database is not snapshotted every few records. A ratio of
+    /// 0 turns the rule off.
+    ///
+    /// So that a busy database does not spend its time uploading snapshots, one is due by this
+    /// rule only when at least 9 times the last snapshot's duration has passed since it ended
+    /// (uploads take at most a tenth of the time).
+    static func snapshotIsCheaperThanReplay(
+        messages: UInt64, bytes: Int64, databaseBytes: Int64, replayRatio: Int = defaultSnapshotReplayRatio,
+        sinceLastSnapshot: Duration = .zero, lastSnapshotTook: Duration = .zero
+    ) -> Bool {
+        guard replayRatio > 0 else { return false }
+        guard sinceLastSnapshot >= lastSnapshotTook * 9 else { return false }
         let replay = Int64(clamping: messages).multipliedReportingOverflow(by: 256 * 1024)
         guard !replay.overflow else { return true }
-        return replay.partialValue.addingReportingOverflow(bytes).partialValue >= Swift.max(databaseBytes, 64 << 20)
+        let restore = Swift.max(databaseBytes, 64 << 20).multipliedReportingOverflow(by: Int64(replayRatio))
+        guard !restore.overflow else { return false }
+        return replay.partialValue.addingReportingOverflow(bytes).partialValue >= restore.partialValue
     }
+
+    /// The default of ``snapshotReplayRatio``: replaying may cost up to 4 restores.
+    public static let defaultSnapshotReplayRatio = 4
 
     /// Throws ``ReplicationError/Code/invalidConfiguration`` when the names are not
     /// `[a-z0-9_-]`, a path is not absolute, or a setting is out of range.
@@ -122,6 +141,9 @@ public struct ReplicationConfiguration: Sendable, Hashable {
         }
         guard databasePath.hasPrefix("/"), stateDirectory.hasPrefix("/") else {
             throw ReplicationError(.invalidConfiguration, "the database path and the state directory must be absolute")
+        }
+        guard snapshotReplayRatio >= 0 else {
+            throw ReplicationError(.invalidConfiguration, "the snapshot replay ratio must not be negative")
         }
         if let snapshotInterval, snapshotInterval <= .zero {
             throw ReplicationError(.invalidConfiguration, "the snapshot interval must be positive")

@@ -233,6 +233,8 @@ actor ShipperCore {
     private var snapshotWaiters: [CheckedContinuation<PublishedSnapshot, any Error>] = []
     private var lastRetentionCheck = ContinuousClock.now
     private var lastSnapshotAt = ContinuousClock.now
+    /// How long the last snapshot this shipper took lasted, from the barrier to its record.
+    private var lastSnapshotTook: Duration = .zero
     private let history: ReplicationHistoryStore
     private var lastHistoryWrite = ContinuousClock.now
     private var lastHistoryTxid: UInt64 = 0
@@ -485,10 +487,12 @@ actor ShipperCore {
         let published = try await io.run { engine.publishedState }
         if lastSequence > anchorSequence,
             ReplicationConfiguration.snapshotIsCheaperThanReplay(
-                messages: lastSequence - anchorSequence, bytes: bytesSinceSnapshot, databaseBytes: Int64(published.pages) * Int64(published.pageSize))
+                messages: lastSequence - anchorSequence, bytes: bytesSinceSnapshot, databaseBytes: Int64(published.pages) * Int64(published.pageSize),
+                replayRatio: configuration.snapshotReplayRatio, sinceLastSnapshot: ContinuousClock.now - lastSnapshotAt,
+                lastSnapshotTook: lastSnapshotTook)
         {
             try await snapshot(
-                reason: "\(lastSequence - anchorSequence) messages (\(byteText(bytesSinceSnapshot))) since the last snapshot: restoring a new one is cheaper than replaying them")
+                reason: "\(lastSequence - anchorSequence) messages (\(byteText(bytesSinceSnapshot))) since the last snapshot: replaying them would cost \(configuration.snapshotReplayRatio) times restoring a new one")
             return
         }
         if let interval = configuration.snapshotInterval, ContinuousClock.now - lastSnapshotAt >= interval {
@@ -581,6 +585,7 @@ actor ShipperCore {
     /// its record. Shipping resumes after the record, from the planned end of the WAL.
     private func snapshot(reason: String) async throws {
         guard let engine, let objectStore else { return }
+        let startedAt = ContinuousClock.now
         snapshotNeeded = reason
         let path = (configuration.stateDirectory as NSString).appendingPathComponent("\(configuration.app).snapshot.\(NUID.next()).tmp")
         try await io.run { try FileIO.makeDirectory(self.configuration.stateDirectory) }
@@ -621,6 +626,7 @@ actor ShipperCore {
         try await publish(record, subject: names.snapshotSubject)
         anchorSequence = lastSequence
         lastSnapshotAt = .now
+        lastSnapshotTook = lastSnapshotAt - startedAt
         bytesSinceSnapshot = 0
         nextTxid += 1
         snapshotNeeded = nil

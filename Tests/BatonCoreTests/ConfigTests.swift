@@ -185,7 +185,7 @@ struct ConfigTests {
                   - address: 2001:DB8:0:0::10/64
                     interface: eth0
                     announce: {count: 3, interval: 100ms, refresh: 10s}
-                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s, promotion_check: full}
+                sqlite: {path: /var/lib/db/app.db, snapshot_interval: 10m, flush_timeout: 40s, promotion_check: full, snapshot_replay_ratio: 16}
               - name: web
                 lease: {ttl: 3s}
                 backend: {process: {command: [/bin/true]}}
@@ -201,7 +201,9 @@ struct ConfigTests {
         ])
         #expect(db.vips[1].cidr == "2001:db8::10/64")
         #expect(
-            db.sqlite == SQLiteReplicaConfig(path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40), promotionCheck: .full))
+            db.sqlite == SQLiteReplicaConfig(
+                path: "/var/lib/db/app.db", snapshotInterval: .seconds(600), flushTimeout: .seconds(40), promotionCheck: .full, snapshotReplayRatio: 16))
+        #expect(SQLiteReplicaConfig(path: "/x.db").snapshotReplayRatio == 4)
         #expect(SQLiteReplicaConfig(path: "/x.db").flushTimeout == .seconds(15))
         #expect(SQLiteReplicaConfig(path: "/x.db").promotionCheck == .checksums)
         #expect(db.sqlite?.snapshotMaxBytesGrows == true)
@@ -508,6 +510,14 @@ struct ConfigTests {
                 sqlite: {path: /var/lib/web/app.db, promotion_check: quick}
             """,
             #"test.yaml:8:58: apps[0].sqlite.promotion_check: unknown promotion check "quick": use checksums or full"#),
+        .app(
+            "negative snapshot replay ratio", """
+              - name: web
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                sqlite: {path: /var/lib/web/app.db, snapshot_replay_ratio: -1}
+            """,
+            #"test.yaml:8:64: apps[0].sqlite.snapshot_replay_ratio: must be between 0 and 1000, got -1"#),
         // Missing keys.
         .app(
             "lease without ttl", """

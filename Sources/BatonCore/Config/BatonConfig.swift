@@ -266,6 +266,10 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     /// What a promotion checks before the replica becomes the app's database
     /// (`promotion_check`, default `checksums`).
     public var promotionCheck: PromotionCheck
+    /// A snapshot is taken when a node starting over would spend this many times longer
+    /// replaying the records since the last snapshot than restoring a new one
+    /// (`snapshot_replay_ratio`, default 4; 0 turns this reason off).
+    public var snapshotReplayRatio: Int
 
     /// What a promotion checks before the replica becomes the app's database.
     public enum PromotionCheck: String, Sendable, Hashable {
@@ -283,6 +287,8 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public static let defaultFlushTimeout: Duration = .seconds(15)
     /// `stream_max_bytes`'s default: 1 GiB.
     public static let defaultStreamMaxBytes: Int64 = 1 << 30
+    /// `snapshot_replay_ratio`'s default: 4.
+    public static let defaultSnapshotReplayRatio = 4
     /// `snapshot_max_bytes`'s default: 4 GiB.
     public static let defaultSnapshotMaxBytes: Int64 = 4 << 30
 
@@ -290,8 +296,10 @@ public struct SQLiteReplicaConfig: Sendable, Hashable {
     public init(
         path: String, snapshotInterval: Duration = .seconds(3600), snapshotsKept: Int = 3, retention: Duration = .seconds(86_400),
         streamMaxBytes: Int64 = defaultStreamMaxBytes, snapshotMaxBytes: Int64 = defaultSnapshotMaxBytes,
-        flushTimeout: Duration = defaultFlushTimeout, promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil
+        flushTimeout: Duration = defaultFlushTimeout, promotionCheck: PromotionCheck = .checksums, snapshotMaxBytesGrows: Bool? = nil,
+        snapshotReplayRatio: Int = defaultSnapshotReplayRatio
     ) {
+        self.snapshotReplayRatio = snapshotReplayRatio
         self.path = path
         self.snapshotInterval = snapshotInterval
         self.snapshotsKept = snapshotsKept

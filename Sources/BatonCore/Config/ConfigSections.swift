@@ -279,7 +279,7 @@ extension AnnounceConfig: ConfigSection {
 }
 
 extension SQLiteReplicaConfig: ConfigSection {
-    static let keys = ["path", "snapshot_interval", "snapshots", "retention", "stream_max_bytes", "snapshot_max_bytes", "flush_timeout", "promotion_check"]
+    static let keys = ["path", "snapshot_interval", "snapshots", "retention", "stream_max_bytes", "snapshot_max_bytes", "flush_timeout", "promotion_check", "snapshot_replay_ratio"]
 
     init?(fields: ConfigFields) {
         let defaults = SQLiteReplicaConfig(path: "/")
@@ -299,6 +299,7 @@ extension SQLiteReplicaConfig: ConfigSection {
             }
         }
         let flushTimeout = fields.optional("flush_timeout", default: defaults.flushTimeout) { $0.duration(.positive) }
+        let snapshotReplayRatio = fields.optional("snapshot_replay_ratio", default: defaults.snapshotReplayRatio) { $0.integer(in: 0...1000) }
         var promotionCheck: PromotionCheck? = defaults.promotionCheck
         if let value = fields.optional("promotion_check") {
             promotionCheck = value.string(expected: "checksums or full").flatMap { text in
@@ -308,7 +309,7 @@ extension SQLiteReplicaConfig: ConfigSection {
             }
         }
         guard let path, let snapshotInterval, let snapshotsKept, let retention, let streamMaxBytes, let snapshotMaxBytes, let flushTimeout,
-            let promotionCheck
+            let promotionCheck, let snapshotReplayRatio
         else {
             return nil
         }
@@ -319,7 +320,7 @@ extension SQLiteReplicaConfig: ConfigSection {
         self.init(
             path: path, snapshotInterval: snapshotInterval, snapshotsKept: snapshotsKept, retention: retention,
             streamMaxBytes: streamMaxBytes, snapshotMaxBytes: snapshotMaxBytes, flushTimeout: flushTimeout, promotionCheck: promotionCheck,
-            snapshotMaxBytesGrows: snapshotMaxBytesGrows)
+            snapshotMaxBytesGrows: snapshotMaxBytesGrows, snapshotReplayRatio: snapshotReplayRatio)
     }
 }
 

@@ -128,16 +128,22 @@ final class OrderedConsumerCore: Sendable {
         let info = try await core.createConsumer()
         core.state.withLockedValue { $0.initialPending = info.numPending }
         let heartbeatNanos = options.idleHeartbeat.nanoseconds
+        // Wakes when three heartbeats would have been missed since the last activity (not once
+        // per heartbeat: a watch that receives messages costs one wake-up per three intervals).
         let monitor = Task { [weak core] in
+            let limit = TimeAmount.nanoseconds(3 * heartbeatNanos)
+            var wait = options.idleHeartbeat
             while !Task.isCancelled {
-                try? await Task.sleep(for: options.idleHeartbeat)
+                try? await Task.sleep(for: wait)
                 guard let core else { return }
-                let idle = core.state.withLockedValue { state -> Bool in
-                    let silent = NIODeadline.now() - state.lastActivity > .nanoseconds(3 * heartbeatNanos)
+                let (idle, silence) = core.state.withLockedValue { state -> (Bool, TimeAmount) in
+                    let silence = NIODeadline.now() - state.lastActivity
+                    let silent = silence > limit
                     if silent { state.lastActivity = .now() }
-                    return silent && !state.stopped
+                    return (silent && !state.stopped, silent ? .zero : silence)
                 }
                 if idle { core.rawContinuation.yield(.heartbeatsMissed) }
+                wait = .nanoseconds(max(limit - silence, .milliseconds(1)).nanoseconds) + .milliseconds(10)
             }
         }
         let events = jetStream.client.events()

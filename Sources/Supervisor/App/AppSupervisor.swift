@@ -19,8 +19,13 @@ public actor AppSupervisor {
     private let replica: (any AppReplica)?
     private let client: NATSClient
     private let logger: Logger
-    /// The clock's current sleep; cancelled after every event so deadlines are recomputed.
+    /// The clock's current sleep; cancelled after an event that moved the next deadline before
+    /// ``clockWakesAt`` (or after every event while the clock runs to a limit), so deadlines are
+    /// recomputed. An event that only moves deadlines later (a passive node seeing a renew) lets
+    /// the clock sleep on: it recomputes when it wakes, without a task and a timer per event.
     private var clockSleep: Task<Void, Never>?
+    /// When the current ``clockSleep`` ends; nil when the clock must wake after any event.
+    private var clockWakesAt: MonotonicInstant?
     /// Keeper updates run one after another, so an older deadline never overwrites a newer one,
     /// and the backend starts only after the keeper is armed.
     private var fenceKeeperUpdates: Task<Void, Never>?
@@ -178,8 +183,10 @@ public actor AppSupervisor {
             if wait > .zero {
                 let sleeper = Task<Void, Never> { try? await Task.sleep(for: wait) }
                 clockSleep = sleeper
+                clockWakesAt = limit == nil ? now + wait : nil
                 await withTaskCancellationHandler { await sleeper.value } onCancel: { sleeper.cancel() }
                 clockSleep = nil
+                clockWakesAt = nil
             }
             if Task.isCancelled { return }
             lastTickNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
@@ -215,7 +222,11 @@ public actor AppSupervisor {
     private func apply(_ event: AppLifecycle.Event) {
         let actions = lifecycle.handle(event, now: MonotonicClock.now())
         for action in actions { execute(action) }
-        clockSleep?.cancel()
+        guard let clockSleep else { return }
+        // The clock wakes at clockWakesAt (at most a second away) anyway; only an earlier
+        // deadline needs it now. (Every event evaluates the deadlines already due itself.)
+        if let wakesAt = clockWakesAt, lifecycle.nextDeadline().map({ $0 >= wakesAt }) ?? true { return }
+        clockSleep.cancel()
     }
 
     /// Whether `stamp` is still the step the lifecycle waits for: a step call whose decision

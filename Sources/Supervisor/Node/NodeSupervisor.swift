@@ -50,6 +50,9 @@ public actor NodeSupervisor: NodeController {
     var apps: [String: RunningApp] = [:]
     var lastEvents: [String: String] = [:]
     var backendRunning: [String: Bool] = [:]
+    /// Each app's config section digests, computed once per config (the status is built every
+    /// second for systemd's `STATUS=`, and hashing every app's sections each time adds up).
+    private var configDigestCache: [String: (config: AppConfig, digests: [String: String])] = [:]
     /// Another batond that took this node id over in the node registry (see
     /// ``duplicateInstanceDetected(_:)``).
     private var duplicate: LeaseHolder?
@@ -327,7 +330,7 @@ public actor NodeSupervisor: NodeController {
                 lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
-            status.configDigests = ConfigDigest.sections(of: app)
+            status.configDigests = configDigests(of: app)
             status.placement = placementNotes[app.name]
             statuses.append(status)
         }
@@ -336,6 +339,13 @@ public actor NodeSupervisor: NodeController {
             apps: statuses, systemdUnit: systemdUnit)
         node.drained = await placementSelf().drained
         return node
+    }
+
+    private func configDigests(of app: AppConfig) -> [String: String] {
+        if let cached = configDigestCache[app.name], cached.config == app { return cached.digests }
+        let digests = ConfigDigest.sections(of: app)
+        configDigestCache[app.name] = (app, digests)
+        return digests
     }
 
     public func stepdown(app: String) async -> ControlReply {

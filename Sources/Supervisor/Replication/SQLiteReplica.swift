@@ -108,6 +108,7 @@ public actor SQLiteReplica: AppReplica {
         configuration.streamMaxAge = sqlite.retention
         configuration.snapshotsToKeep = sqlite.snapshotsKept
         configuration.snapshotInterval = sqlite.snapshotInterval
+        configuration.snapshotReplayRatio = sqlite.snapshotReplayRatio
         configuration.streamMaxBytes = sqlite.streamMaxBytes
         configuration.snapshotBucketMaxBytes = sqlite.snapshotMaxBytes
         configuration.snapshotBucketGrows = sqlite.snapshotMaxBytesGrows
