@@ -76,8 +76,12 @@ public actor NodeSupervisor: NodeController {
         makeParts: @escaping AppPartsFactory
     ) {
         self.clusterView = clusterView
+        // After a handover, two renew intervals for every node's view (lease watches, the 500 ms
+        // placement loop) to show where the app went before the next balancing move; the
+        // hysteresis itself does not depend on it (see Rebalancer).
         let ttl = config.apps.map(\.lease.ttl).max() ?? .seconds(3)
-        self.rebalancer = Rebalancer(me: config.node.id, settle: ttl, moveTimeout: ttl * 4)
+        let renew = config.apps.map(\.lease.renew).max() ?? .seconds(1)
+        self.rebalancer = Rebalancer(me: config.node.id, settle: renew * 2, moveTimeout: ttl * 4)
         self.events = events
         self.eventsClient = eventsClient ?? client
         self.config = config
