@@ -449,6 +449,13 @@ struct PoolTests {
         view = PlacementView(nodes: nodes, holders: ["worker-1": "node-a", "worker-2": "node-a"])
         #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
         #expect(!PlacementPolicy.eligibility(of: second, on: a, view: view).isEligible)
+        // instances: all: a node's own instance may run only there.
+        let agent = AppConfig(
+            name: "agent-node-b", lease: LeaseTiming.defaults(ttl: .seconds(3)), backend: .process(ProcessBackendConfig(command: ["/bin/true"])),
+            instances: .everyNode, pool: PoolMember(pool: "agent", instance: "node-b", siblings: []))
+        #expect(PlacementPolicy.eligibility(of: agent, on: b, view: view).isEligible)
+        #expect(PlacementPolicy.eligibility(of: agent, on: a, view: view) == .ineligible("the instance of pool agent for node node-b"))
+        #expect(PlacementPolicy.eligibleNodes(for: agent, view: view).map(\.id) == ["node-b"])
         // A sibling's lease state not known yet: no instance is taken meanwhile.
         view = PlacementView(nodes: nodes, holders: [:], unknown: ["worker-3"])
         #expect(!PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)

@@ -107,6 +107,10 @@ public enum PlacementPolicy {
             case nil: return .ineligible("with_app \(other): \(other) is not active anywhere")
             }
         }
+        if let pool = app.pool, pool.siblings.isEmpty, pool.instance != node.id {
+            // instances: all: each node runs its own instance and no other.
+            return .ineligible("the instance of pool \(pool.pool) for node \(pool.instance)")
+        }
         if let pool = app.pool {
             // One instance of a pool per node. A node that took two at once keeps the earlier
             // and gives up the later one.
