@@ -612,7 +612,7 @@ struct ConfigTests {
                 lease: {ttl: 3s}
                 backend: {systemd: {unit: "web@.service"}}
             """,
-            #"test.yaml:7:31: apps[0].backend.systemd.unit: unit "web@.service" is a template; name an instance, like "web@1.service""#),
+            #"test.yaml:7:31: apps[0].backend.systemd.unit: unit "web@.service" is a template; name an instance, like "web@1.service", or run the app on several nodes with instances:"#),
         .app(
             "reserved environment variable", """
               - name: web

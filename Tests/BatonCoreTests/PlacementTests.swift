@@ -354,3 +354,110 @@ struct DrainRecordTests {
         #expect(!PlacementPolicy.gate(of: app("web"), me: "node-a", view: view, renew: .seconds(1), balance: true).eligible)
     }
 }
+
+@Suite("Pools: instances of an app on several nodes")
+struct PoolTests {
+    @Test("instances: N becomes N single-active apps with BATON_INSTANCE; all becomes this node's own instance")
+    func expands() throws {
+        let config = try BatonConfig.parse(
+            yaml: header + """
+                  - name: worker
+                    instances: 3
+                    lease: {ttl: 3s}
+                    backend: {process: {command: [/bin/true], env: {QUEUE: jobs}}}
+                  - name: agent
+                    instances: all
+                    lease: {ttl: 3s}
+                    backend: {systemd: {unit: agent@.service}}
+                  - name: db
+                    lease: {ttl: 3s}
+                    backend: {process: {command: [/bin/true]}}
+                """, file: "test.yaml")
+        #expect(config.apps.map(\.name) == ["worker-1", "worker-2", "worker-3", "agent-node-1", "db"])
+        let second = try #require(config.app(named: "worker-2"))
+        #expect(second.pool == PoolMember(pool: "worker", instance: "2", siblings: ["worker-1", "worker-2", "worker-3"]))
+        #expect(second.pool?.earlierSiblings == ["worker-1"])
+        guard case .process(let process) = second.backend else { Issue.record("not a process backend"); return }
+        #expect(process.environment == ["QUEUE": "jobs", "BATON_INSTANCE": "2"])
+        let agent = try #require(config.app(named: "agent-node-1"))
+        #expect(agent.pool == PoolMember(pool: "agent", instance: "node-1", siblings: []))
+        #expect(agent.backend == .systemd(SystemdBackendConfig(unit: "agent@node-1.service")))
+        #expect(config.app(named: "db")?.pool == nil)
+    }
+
+    @Test("what a pool cannot have is refused at its instances key, all at once")
+    func mistakes() {
+        #expect(errors(header + """
+              - name: web
+                instances: 2
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                vip: {address: 192.0.2.10/24, interface: eth0}
+                sqlite: {path: /var/lib/web/app.db}
+              - name: unit
+                instances: 2
+                lease: {ttl: 3s}
+                backend: {systemd: {unit: worker.service}}
+              - name: pool
+                instances: 2
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+              - name: pool-2
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+                placement: {away_from_app: pool}
+            """) == [
+                "test.yaml:6:16: apps[0].instances: an app with instances: 2 cannot have this: a vip follows the one active node; a sqlite database has one writer",
+                "test.yaml:12:16: apps[1].instances: an app with instances: 2 cannot have this: each instance runs its own unit: use a template unit like \"worker@.service\" (instance i runs as name@i.service)",
+                "test.yaml:16:16: apps[2].instances: instance 2 would be the app \"pool-2\", which is also defined at line 19; rename one of them",
+                "test.yaml:22:32: apps[3].placement.away_from_app: \"pool\" is a pool (instances: 2); away_from_app names an app that runs on one node",
+            ])
+        #expect(errors(header + """
+              - name: many
+                instances: 1001
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+              - name: some
+                instances: few
+                lease: {ttl: 3s}
+                backend: {process: {command: [/bin/true]}}
+            """) == [
+                "test.yaml:6:16: apps[0].instances: must be between 1 and 1000, got 1001",
+                "test.yaml:10:16: apps[1].instances: expected a number of instances from 1 to 1000, or all, got \"few\"",
+            ])
+    }
+
+    @Test("a node runs one instance of a pool; holding two, it keeps the earlier")
+    func oneInstancePerNode() throws {
+        let config = try BatonConfig.parse(
+            yaml: header + """
+                  - name: worker
+                    instances: 3
+                    lease: {ttl: 3s}
+                    backend: {process: {command: [/bin/true]}}
+                """, file: "test.yaml")
+        let (first, second, third) = (config.apps[0], config.apps[1], config.apps[2])
+        let nodes = [a, b, c]
+        // node-a runs worker-1: it may not take worker-2 or worker-3; the others may.
+        var view = PlacementView(nodes: nodes, holders: ["worker-1": "node-a"])
+        #expect(PlacementPolicy.eligibility(of: second, on: a, view: view) == .ineligible("instance worker-1 of pool worker runs on this node (one instance per node)"))
+        #expect(PlacementPolicy.eligibility(of: third, on: a, view: view).isEligible == false)
+        #expect(PlacementPolicy.eligibility(of: second, on: b, view: view).isEligible)
+        #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
+        #expect(PlacementPolicy.eligibleNodes(for: second, view: view).map(\.id) == ["node-b", "node-c"])
+        // It took worker-1 and worker-2 at once: worker-2 must go, worker-1 stays.
+        view = PlacementView(nodes: nodes, holders: ["worker-1": "node-a", "worker-2": "node-a"])
+        #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
+        #expect(!PlacementPolicy.eligibility(of: second, on: a, view: view).isEligible)
+        // instances: all: a node's own instance may run only there.
+        let agent = AppConfig(
+            name: "agent-node-b", lease: LeaseTiming.defaults(ttl: .seconds(3)), backend: .process(ProcessBackendConfig(command: ["/bin/true"])),
+            instances: .everyNode, pool: PoolMember(pool: "agent", instance: "node-b", siblings: []))
+        #expect(PlacementPolicy.eligibility(of: agent, on: b, view: view).isEligible)
+        #expect(PlacementPolicy.eligibility(of: agent, on: a, view: view) == .ineligible("the instance of pool agent for node node-b"))
+        #expect(PlacementPolicy.eligibleNodes(for: agent, view: view).map(\.id) == ["node-b"])
+        // A sibling's lease state not known yet: no instance is taken meanwhile.
+        view = PlacementView(nodes: nodes, holders: [:], unknown: ["worker-3"])
+        #expect(!PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
+    }
+}

@@ -147,7 +147,8 @@ enum AddressSyntax {
 }
 
 /// Why a systemd unit name is not one Baton can start, or nil when it is fine.
-func systemdUnitProblem(_ unit: String) -> String? {
+/// A template (`worker@.service`) is fine only for a pool, whose instances instantiate it.
+func systemdUnitProblem(_ unit: String, templateAllowed: Bool = false) -> String? {
     let suffixes = SystemdBackendConfig.unitSuffixes
     guard let suffix = suffixes.first(where: { unit.hasSuffix($0) && unit.count > $0.count }) else {
         return "unit \(quoted(unit)) has no known suffix; use a full unit name like \"myapp.service\" (one of \(suffixes.joined(separator: ", ")))"
@@ -156,8 +157,8 @@ func systemdUnitProblem(_ unit: String) -> String? {
         return "unit \(quoted(unit)) contains whitespace or \"/\""
     }
     let stem = unit.dropLast(suffix.count)
-    if stem.hasSuffix("@") {
-        return "unit \(quoted(unit)) is a template; name an instance, like \(quoted(stem + "1" + suffix))"
+    if stem.hasSuffix("@"), !templateAllowed {
+        return "unit \(quoted(unit)) is a template; name an instance, like \(quoted(stem + "1" + suffix)), or run the app on several nodes with instances:"
     }
     return nil
 }

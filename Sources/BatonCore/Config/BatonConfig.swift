@@ -160,13 +160,22 @@ public struct AppConfig: Sendable, Hashable {
     public var failback: Failback
     /// Never moved by balancing (`sticky`, default false); constraints and drains still move it.
     public var sticky: Bool
+    /// How many nodes run the app at once (`instances`, default 1). The config reader replaces a
+    /// pool by its instances (see ``instances(onNode:)``), so the apps of a loaded config are
+    /// single-active apps, some of them instances of a pool (``pool``).
+    public var instances: AppInstances
+    /// The pool this app is an instance of, when it is one.
+    public var pool: PoolMember?
 
     /// Creates an app.
     public init(
         name: String, priority: Int = AppConfig.defaultPriority, paused: Bool = false, lease: LeaseTiming,
         backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil,
-        placement: AppPlacement = AppPlacement(), preferNode: String? = nil, failback: Failback = .manual, sticky: Bool = false
+        placement: AppPlacement = AppPlacement(), preferNode: String? = nil, failback: Failback = .manual, sticky: Bool = false,
+        instances: AppInstances = .one, pool: PoolMember? = nil
     ) {
+        self.instances = instances
+        self.pool = pool
         self.placement = placement
         self.preferNode = preferNode
         self.failback = failback

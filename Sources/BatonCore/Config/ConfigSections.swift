@@ -14,7 +14,9 @@ extension BatonConfig: ConfigSection {
         let http = fields.optional("http").map { $0.section(HTTPConfig.self) }
         let events = fields.optional("events", default: EventsConfig()) { $0.section(EventsConfig.self) }
         let placement = fields.optional("placement", default: ClusterPlacementConfig()) { $0.section(ClusterPlacementConfig.self) }
-        guard let cluster, let node, let nats, let apps, !http.failed, let events, let placement else { return nil }
+        guard let cluster, let node, let nats, let declaredApps = apps, !http.failed, let events, let placement,
+            let apps = Self.expandPools(declaredApps, onNode: node.id, value: fields.optional("apps"))
+        else { return nil }
         self.init(cluster: cluster, node: node, nats: nats, apps: apps, http: http ?? nil, events: events, placement: placement)
     }
 
@@ -44,7 +46,8 @@ extension BatonConfig: ConfigSection {
             }
         }
         guard ok else { return nil }
-        return checkPlacementReferences(apps, items: items) ? apps : nil
+        let placementOK = checkPlacementReferences(apps, items: items)
+        return checkPools(apps, items: items) && placementOK ? apps : nil
     }
 }
 
@@ -167,6 +170,7 @@ extension TLSConfig: ConfigSection {
 extension AppConfig: ConfigSection {
     static let keys = [
         "name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite", "placement", "prefer_node", "failback", "sticky",
+        "instances",
     ]
 
     init?(fields: ConfigFields) {
@@ -182,17 +186,25 @@ extension AppConfig: ConfigSection {
         let preferNode = fields.optional("prefer_node").map { $0.name(kind: "node id", example: "node-1") }
         let failback = fields.optional("failback", default: Failback.manual) { Failback.read($0) }
         let sticky = fields.optional("sticky", default: false) { $0.bool() }
+        let instances = fields.optional("instances", default: AppInstances.one) { AppInstances.read($0) }
         var placementOK = true
         if let entry = fields.entry("failback"), !fields.has("prefer_node") {
             entry.key.error("failback is given without prefer_node: it says whether the app goes back to its prefer_node")
             placementOK = false
         }
         guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed, let placement,
-            !preferNode.failed, let failback, let sticky, placementOK
+            !preferNode.failed, let failback, let sticky, placementOK, let instances
         else { return nil }
+        if !instances.isPool, case .systemd(let systemd) = backend, let problem = systemdUnitProblem(systemd.unit),
+            let value = fields.optional("backend")?.child("systemd")?.child("unit")
+        {
+            value.error(problem)
+            return nil
+        }
         self.init(
             name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil,
-            vips: vips, sqlite: sqlite ?? nil, placement: placement, preferNode: preferNode ?? nil, failback: failback, sticky: sticky)
+            vips: vips, sqlite: sqlite ?? nil, placement: placement, preferNode: preferNode ?? nil, failback: failback, sticky: sticky,
+            instances: instances)
     }
 
     /// One VIP mapping or a list of them; the same address twice is an error.
@@ -436,7 +448,7 @@ extension SystemdBackendConfig: ConfigSection {
     init?(fields: ConfigFields) {
         var unit: String?
         if let value = fields.required("unit"), let text = value.string(expected: "a unit name like \"myapp.service\"") {
-            if let problem = systemdUnitProblem(text) {
+            if let problem = systemdUnitProblem(text, templateAllowed: true) {
                 value.error(problem)
             } else {
                 unit = text

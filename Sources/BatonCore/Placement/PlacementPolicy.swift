@@ -107,6 +107,23 @@ public enum PlacementPolicy {
             case nil: return .ineligible("with_app \(other): \(other) is not active anywhere")
             }
         }
+        if let pool = app.pool, pool.siblings.isEmpty, pool.instance != node.id {
+            // instances: all: each node runs its own instance and no other.
+            return .ineligible("the instance of pool \(pool.pool) for node \(pool.instance)")
+        }
+        if let pool = app.pool {
+            // One instance of a pool per node. A node that took two at once keeps the earlier
+            // and gives up the later one.
+            let holdsThis = view.holders[app.name] == node.id
+            for sibling in pool.siblings where sibling != app.name {
+                if view.unknown.contains(sibling), !holdsThis {
+                    return .ineligible("instance \(sibling) of pool \(pool.pool): its lease state is not known yet")
+                }
+                if view.holders[sibling] == node.id, !holdsThis || pool.earlierSiblings.contains(sibling) {
+                    return .ineligible("instance \(sibling) of pool \(pool.pool) runs on this node (one instance per node)")
+                }
+            }
+        }
         if let other = placement.awayFromApp {
             if view.unknown.contains(other) { return .ineligible("away_from_app \(other): its lease state is not known yet") }
             if view.holders[other] == node.id { return .ineligible("away_from_app \(other): \(other) is active on this node") }

@@ -49,6 +49,9 @@ extension NodeSupervisor {
         var holders: [String: String] = [:]
         var unknown: Set<String> = []
         for (name, running) in apps {
+            // A node's own instance of an `instances: all` pool is on every node alike, and the
+            // other nodes do not know it: it counts for no node's load.
+            if let pool = running.config.pool, pool.siblings.isEmpty { continue }
             let supervisor = running.supervisor
             if await supervisor.heldLease != nil {
                 holders[name] = config.node.id
