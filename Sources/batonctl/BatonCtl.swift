@@ -18,7 +18,7 @@ struct BatonCtl: AsyncParsableCommand {
             """,
         version: BatonVersion.current,
         subcommands: [
-            StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
+            StatusCommand.self, NodesCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
             ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self, EventsCommand.self, DoctorCommand.self,
         ]
     )

@@ -13,6 +13,7 @@ import Testing
         ("backend.process", ProcessBackendConfig.keys), ("restart", RestartPolicy.keys),
         ("backend.systemd", SystemdBackendConfig.keys), ("health", HealthCheckConfig.keys),
         ("http", HTTPConfig.keys), ("http.tls", HTTPTLSConfig.keys), ("events", EventsConfig.keys),
+        ("hooks", HooksConfig.keys), ("hooks.<point>[]", HookCommand.keys),
     ]
 
     static func reference() throws -> String {

@@ -18,7 +18,7 @@ private struct ScriptedNode: BatonHTTPNode {
     func localStatus() async -> NodeStatus? { statuses.first }
     func clusterStatuses() async throws -> [NodeStatus] { statuses }
     func liveness() async -> Liveness { liveness }
-    func send(_ command: ControlCommand, app: String, to target: String?, node: String, caller: String) async throws -> ControlReply {
+    func send(_ command: ControlCommand, app: String, to target: String?, pauseFor: Duration?, node: String, caller: String) async throws -> ControlReply {
         guard let reply = replies[node] else { throw ScriptedNodeSilent(node: node) }
         return reply
     }

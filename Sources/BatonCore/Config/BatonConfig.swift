@@ -142,12 +142,16 @@ public struct AppConfig: Sendable, Hashable {
     public var vips: [VIPConfig]
     /// The SQLite database replicated to the passive nodes, if any.
     public var sqlite: SQLiteReplicaConfig?
+    /// Commands run when the app changes hands on this node (`hooks:`); empty by default.
+    public var hooks: HooksConfig
 
     /// Creates an app.
     public init(
         name: String, priority: Int = AppConfig.defaultPriority, paused: Bool = false, lease: LeaseTiming,
-        backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil
+        backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil,
+        hooks: HooksConfig = HooksConfig()
     ) {
+        self.hooks = hooks
         self.name = name
         self.priority = priority
         self.paused = paused

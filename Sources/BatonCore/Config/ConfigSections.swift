@@ -162,7 +162,7 @@ extension TLSConfig: ConfigSection {
 }
 
 extension AppConfig: ConfigSection {
-    static let keys = ["name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite"]
+    static let keys = ["name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite", "hooks"]
 
     init?(fields: ConfigFields) {
         let name = fields.required("name")?.name(kind: "app name", example: "web")
@@ -173,10 +173,11 @@ extension AppConfig: ConfigSection {
         let health = fields.optional("health").map { $0.section(HealthCheckConfig.self) }
         let vips = fields.optional("vip", default: []) { Self.readVIPs($0) }
         let sqlite = fields.optional("sqlite").map { $0.section(SQLiteReplicaConfig.self) }
-        guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed else { return nil }
+        let hooks = fields.optional("hooks", default: HooksConfig()) { $0.section(HooksConfig.self) }
+        guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed, let hooks else { return nil }
         self.init(
             name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil,
-            vips: vips, sqlite: sqlite ?? nil)
+            vips: vips, sqlite: sqlite ?? nil, hooks: hooks)
     }
 
     /// One VIP mapping or a list of them; the same address twice is an error.

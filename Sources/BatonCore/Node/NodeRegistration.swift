@@ -23,18 +23,21 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// When this entry was written, on the node's wall clock (seconds since 1970): compared
     /// with the time the server stored it, it shows the node's clock offset (`batonctl doctor`).
     public var written: Double?
+    /// The node's `node.labels` when the instance started (absent from records of older
+    /// batond versions).
+    public var labels: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case node, instance, hostname, pid, started, version
         case bootID = "boot_id"
         case pidNamespace = "pid_ns"
-        case written
+        case written, labels
     }
 
     /// Creates a record.
     public init(
         node: String, instance: String, hostname: String, pid: Int32, started: String, version: String, bootID: String? = nil,
-        pidNamespace: String? = nil
+        pidNamespace: String? = nil, labels: [String: String]? = nil
     ) {
         self.node = node
         self.instance = instance
@@ -44,6 +47,7 @@ public struct NodeRecord: Codable, Sendable, Hashable {
         self.version = version
         self.bootID = bootID
         self.pidNamespace = pidNamespace
+        self.labels = labels
     }
 
     /// Whether `other` ran on this same host, boot and pid namespace, so that its pid can be
