@@ -1,6 +1,7 @@
 import BatonCore
 import Foundation
 import Logging
+import NIOPosix
 import Subprocess
 
 #if canImport(System)
@@ -142,7 +143,7 @@ public struct HookRunner: Sendable {
         } catch {
             status = .failure(error)
         }
-        logOutput(of: output, path: outputPath, logger: logger)
+        await logOutput(path: outputPath, logger: logger)
         switch status {
         case .failure(let error): return "could not run: \(error)"
         case .success(nil): return "did not finish within its timeout of \(timeout.configString); killed with its process group"
@@ -152,11 +153,16 @@ public struct HookRunner: Sendable {
         }
     }
 
-    /// Logs what the hook wrote, line by line (at most ``maxOutput`` bytes).
-    private func logOutput(of output: FileDescriptor, path: String, logger: Logger) {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return }
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: maxOutput + 1)) ?? Data()
+    /// Logs what the hook wrote, line by line (at most ``maxOutput`` bytes). The file is read on
+    /// NIO's thread pool, not the cooperative pool.
+    private func logOutput(path: String, logger: Logger) async {
+        let limit = maxOutput
+        let data =
+            (try? await NIOThreadPool.singleton.runIfActive { () -> Data in
+                guard let handle = FileHandle(forReadingAtPath: path) else { return Data() }
+                defer { try? handle.close() }
+                return (try? handle.read(upToCount: limit + 1)) ?? Data()
+            }) ?? Data()
         guard !data.isEmpty else { return }
         let text = String(decoding: data.prefix(maxOutput), as: UTF8.self)
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) where !line.isEmpty {
