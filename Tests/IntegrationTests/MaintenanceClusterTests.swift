@@ -219,7 +219,7 @@ struct MaintenanceClusterTests {
     func aHangingHookIsKilledAtItsTimeoutAndNeverDelaysTheFence(kind: NATSServerKind) async throws {
         try await Self.withCluster(kind, prefix: "baton-hooks-hang") { cluster in
             let pids = cluster.directory.appendingPathComponent("hook.pids").path
-            let hang = "echo $$ >> \(pids); sleep 60 & echo $! >> \(pids); wait"
+            let hang = "echo $$ >> \(pids); echo \"hanging in epoch $BATON_EPOCH\" >&2; sleep 60 & echo $! >> \(pids); wait"
             let hooks = """
                     hooks:
                       on_fence:
@@ -257,6 +257,10 @@ struct MaintenanceClusterTests {
             }
             let log = (try? String(contentsOfFile: cluster.nodes["node-1"]!.logPath, encoding: .utf8)) ?? ""
             #expect(log.contains("did not finish within its timeout of 2s; killed with its process group"), "\(cluster.logTails())")
+            // What the hook wrote before it was killed is in the log, with its fields.
+            #expect(
+                log.split(separator: "\n").contains { $0.contains("hanging in epoch \(first.epoch)") && $0.contains("hook=on_fence[1]") && $0.contains("stream=hook-output") },
+                "\(cluster.logTails())")
         }
     }
 
