@@ -105,6 +105,21 @@ struct HooksTests {
         #expect(HookPoint.allCases.map(\.role) == ["active", "active", "passive", "passive", "fenced"])
     }
 
+    @Test func hookResultsAreEventsOfTheirOwnKind() {
+        var recorder = FlightRecorder(cluster: "demo", app: "web", me: LeaseHolder(node: "node-a", instance: "i-1"))
+        let ok = recorder.record(
+            .hooksRan(point: .afterActive, epoch: 5, summary: "after_active hooks: 1 of 1 ran, ok", succeeded: true),
+            now: MonotonicInstant(nanoseconds: 1), wall: 100)
+        #expect(ok.events.map(\.kind) == [.hook])
+        #expect(ok.events.first?.epoch == 5)
+        #expect(ok.events.first?.detail == "after_active hooks: 1 of 1 ran, ok")
+        let failed = recorder.record(
+            .hooksRan(point: .onFence, epoch: 5, summary: "on_fence hooks: on_fence hook 1 (/bin/x): exited with status 2", succeeded: false),
+            now: MonotonicInstant(nanoseconds: 2), wall: 101)
+        #expect(failed.events.first?.detail == "hook failed: on_fence hooks: on_fence hook 1 (/bin/x): exited with status 2")
+        #expect(BatonEvent.Kind.hook.rawValue == "hook")
+    }
+
     static let timing = LeaseTiming(ttl: .seconds(3), renew: .seconds(1), fenceBudget: .milliseconds(500), skew: .milliseconds(250))
 
     static func lifecycle(beforeActive: Duration?) -> AppLifecycle {

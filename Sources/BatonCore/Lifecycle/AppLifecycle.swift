@@ -276,6 +276,9 @@ public struct AppLifecycle: Sendable {
         /// outside and added again, another host answering for a VIP, ...).
         case observed(String)
         case ignored(String)
+        /// The hooks of `point` ran under `epoch` (reported by the supervisor that runs them,
+        /// never by the lifecycle): `summary` says how it went.
+        case hooksRan(point: HookPoint, epoch: UInt64, summary: String, succeeded: Bool)
     }
 
     public let configuration: Configuration

@@ -192,9 +192,7 @@ public actor AppSupervisor {
 
     private func recordHooks(_ outcome: HookOutcome, epoch: UInt64) {
         lastHookResult = outcome.summary
-        if !outcome.succeeded {
-            report(.observed("hook failed (epoch \(epoch)): \(outcome.summary)"))
-        }
+        report(.hooksRan(point: outcome.point, epoch: epoch, summary: outcome.summary, succeeded: outcome.succeeded))
     }
 
     /// How many action tasks (not fences) are in flight: lease writes, promotion and demotion
@@ -496,6 +494,12 @@ public actor AppSupervisor {
                 "fencing could not confirm the backend gone and the virtual IPs removed; the lease is not released: it runs out while the fence keeper kills at its deadline",
                 metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .staleResult(let what): logger.info("\(what)")
+        case .hooksRan(let point, let epoch, let summary, let succeeded):
+            if succeeded {
+                logger.info("hooks ran", metadata: ["hook": "\(point.rawValue)", "epoch": "\(epoch)", "summary": "\(summary)"])
+            } else {
+                logger.error("hook failed", metadata: ["hook": "\(point.rawValue)", "epoch": "\(epoch)", "summary": "\(summary)"])
+            }
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
         case .observed(let event): logger.warning("\(event)")

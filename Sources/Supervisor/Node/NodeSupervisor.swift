@@ -274,6 +274,9 @@ public actor NodeSupervisor: NodeController {
             lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
             backendRunning[app] = false
         case .duplicateInstance(let other): lastEvents[app] = Self.duplicateEvent(other)
+        case .hooksRan(_, let epoch, let summary, let succeeded):
+            // A success shows in last_hook only; a failure is the app's last event too.
+            if !succeeded { lastEvents[app] = "hook failed (epoch \(epoch)): \(summary)" }
         case .observed(let event): lastEvents[app] = event
         case .ignored, .staleResult: break
         }
