@@ -22,7 +22,8 @@ public protocol BatonHTTPNode: Sendable {
     /// Sends `command` about `app` to `node`'s control service (the code path `batonctl` uses)
     /// and returns its answer. `caller` is who asked over HTTP (the client's IP address), which
     /// the node logs and records in the event history with the command.
-    func send(_ command: ControlCommand, app: String, to target: String?, node: String, caller: String) async throws -> ControlReply
+    /// `pauseFor` (pause only, from `?for=30m`) gives the pause an end.
+    func send(_ command: ControlCommand, app: String, to target: String?, pauseFor: Duration?, node: String, caller: String) async throws -> ControlReply
     /// The Prometheus text exposition of the node's metrics.
     func metricsText() async -> String
 }
@@ -167,6 +168,15 @@ public struct BatonHTTPServer: Sendable {
                     return Self.text(.forbidden, "control over HTTP is off on this node: no http.control_token_file is configured")
                 }
                 let target = request.uri.queryParameters.get("to").map { String($0) }
+                var pauseFor: Duration?
+                if let text = request.uri.queryParameters.get("for").map({ String($0) }) {
+                    guard command == .pause else { return Self.text(.badRequest, "?for= only applies to pause") }
+                    guard let duration = try? Duration(parsing: text), duration > .zero else {
+                        return Self.text(.badRequest, "?for=\(text) is not a positive duration (write 30m, 2h, 90s)")
+                    }
+                    pauseFor = duration
+                }
+                let pauseEnd = pauseFor
                 let statuses: [NodeStatus]
                 do {
                     statuses = try await node.clusterStatuses()
@@ -185,8 +195,15 @@ public struct BatonHTTPServer: Sendable {
                         for name in nodes {
                             group.addTask {
                                 do {
-                                    let reply = try await node.send(command, app: app, to: command == .switchover ? target : nil, node: name, caller: caller)
-                                    return CommandAnswer(node: name, ok: reply.ok, message: reply.message)
+                                    let reply = try await node.send(
+                                        command, app: app, to: command == .switchover ? target : nil, pauseFor: pauseEnd, node: name, caller: caller)
+                                    if reply.ok, pauseEnd != nil, reply.pausedUntil == nil {
+                                        // A batond that predates expiring pauses ignored "for".
+                                        return CommandAnswer(
+                                            node: name, ok: false,
+                                            message: "its batond paused \(app) without an end (it predates pause ?for=); resume it later")
+                                    }
+                                    return CommandAnswer(node: name, ok: reply.ok, message: reply.message, pausedUntil: reply.pausedUntil)
                                 } catch {
                                     return CommandAnswer(node: name, ok: false, message: "\(error)", failed: true)
                                 }
@@ -260,6 +277,13 @@ struct CommandAnswer: Codable, Sendable {
     var message: String
     /// True when the node did not answer (or answered with an error), not a refusal.
     var failed: Bool?
+    /// When the node's pause ends (a pause with `?for=`).
+    var pausedUntil: String?
+
+    enum CodingKeys: String, CodingKey {
+        case node, ok, message, failed
+        case pausedUntil = "paused_until"
+    }
 }
 
 /// The body of a control command's response.

@@ -90,9 +90,13 @@ public struct ControlClient: Sendable {
     /// - Throws: ``ControlClientError`` when nobody listens on the node's subject, when it does
     ///   not answer within `timeout`, when it answers with an error or with something that is
     ///   not a ``ControlReply``; the client's error for anything else.
-    public func send(_ command: ControlCommand, app: String, to target: String? = nil, node: String, timeout: Duration) async throws -> ControlReply {
+    /// `pauseFor` (pause only) gives the pause an end.
+    public func send(
+        _ command: ControlCommand, app: String, to target: String? = nil, pauseFor: Duration? = nil, node: String, timeout: Duration
+    ) async throws -> ControlReply {
         let subject = subjects.command(command, node: node)
-        let body = ByteBuffer(bytes: try JSONEncoder().encode(ControlRequest(app: app, to: target, requester: requester)))
+        let request = ControlRequest(app: app, to: target, requester: requester, pauseFor: pauseFor?.configString)
+        let body = ByteBuffer(bytes: try JSONEncoder().encode(request))
         let reply: NATSMessage
         do {
             reply = try await client.request(subject, payload: body, timeout: timeout)

@@ -123,6 +123,9 @@ public final class ControlService: Sendable {
         case (_, .some):
             throw MicroServiceError(code: 400, description: "\(command.rawValue): \"to\" only applies to switchover")
         }
+        if body.pauseFor != nil, command != .pause {
+            throw MicroServiceError(code: 400, description: "\(command.rawValue): \"for\" only applies to pause")
+        }
         let apps = await controller.status().apps.map(\.name)
         guard apps.contains(body.app) else {
             let known = apps.isEmpty ? "it runs no apps" : "it runs \(apps.sorted().joined(separator: ", "))"
@@ -138,7 +141,21 @@ public final class ControlService: Sendable {
         switch command {
         case .stepdown: reply = await controller.stepdown(app: body.app)
         case .switchover: reply = await controller.switchover(app: body.app, to: body.to ?? "")
-        case .pause: reply = await controller.pause(app: body.app)
+        case .pause:
+            if let text = body.pauseFor {
+                let duration: Duration
+                do {
+                    duration = try Duration(parsing: text)
+                } catch {
+                    throw MicroServiceError(code: 400, description: "pause \(body.app): \"for\": \(error)")
+                }
+                guard duration > .zero else {
+                    throw MicroServiceError(code: 400, description: "pause \(body.app): \"for\" must be positive, not \(text)")
+                }
+                reply = await controller.pause(app: body.app, for: duration)
+            } else {
+                reply = await controller.pause(app: body.app)
+            }
         case .resume: reply = await controller.resume(app: body.app)
         case .snapshot: reply = await controller.snapshot(app: body.app)
         }

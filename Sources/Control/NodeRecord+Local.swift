@@ -7,7 +7,7 @@ import Glibc
 
 extension NodeRecord {
     /// The record of this process: host name, pid, boot id and pid namespace read here.
-    public static func local(node: String, instance: String, version: String = BatonVersion.current) -> NodeRecord {
+    public static func local(node: String, instance: String, version: String = BatonVersion.current, labels: [String: String]? = nil) -> NodeRecord {
         var buffer = [CChar](repeating: 0, count: 256)
         let hostname =
             gethostname(&buffer, buffer.count) == 0
@@ -19,6 +19,6 @@ extension NodeRecord {
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return NodeRecord(
             node: node, instance: instance, hostname: hostname, pid: getpid(), started: formatter.string(from: Date()), version: version,
-            bootID: bootID, pidNamespace: pidNamespace)
+            bootID: bootID, pidNamespace: pidNamespace, labels: labels)
     }
 }

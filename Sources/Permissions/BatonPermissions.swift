@@ -48,7 +48,7 @@ public struct BatonPermissionsError: Error, Sendable, Hashable, CustomStringConv
 /// lists (everything else is denied) and whether replies to received requests may be sent.
 ///
 /// The set is derived from the same names the code uses (``LeaseStore/bucketName(cluster:app:)``,
-/// ``NodeRecord/registryBucket(cluster:)``, ``ReplicationHistoryStore/bucket(cluster:)``,
+/// ``NodeRecord/registryBucket(cluster:)``, ``NodeDirectory/bucketName(cluster:)``, ``ReplicationHistoryStore/bucket(cluster:)``,
 /// ``ReplicationNames``, ``ControlSubjects``, ``JetStreamNames``), so it cannot drift from them.
 ///
 /// Bucket and stream names hold the cluster and the app in one subject token
@@ -107,8 +107,10 @@ public struct BatonPermissions: Sendable, Hashable {
             let bucket = LeaseStore.bucketName(cluster: cluster, app: app)
             builder.keyValue(bucket: bucket, what: "lease of \(app)", access: writes ? .write : .watch)
         }
-        // The node registry and the replication history, one bucket each per cluster.
-        builder.keyValue(bucket: NodeRecord.registryBucket(cluster: cluster), what: "node registry", access: writes ? .write : .read)
+        // The node registry, the node directory and the replication history, one bucket each
+        // per cluster. `batonctl nodes` lists the first two (a listing reads through a consumer).
+        builder.keyValue(bucket: NodeRecord.registryBucket(cluster: cluster), what: "node registry", access: writes ? .write : .watch)
+        builder.keyValue(bucket: NodeDirectory.bucketName(cluster: cluster), what: "node directory", access: writes ? .write : .watch)
         // Drained nodes (`batonctl drain`): the nodes create the bucket and watch it; the operator
         // writes and deletes a node's key; the observer sees them in status.
         let drains = DrainRecord.bucket(cluster: cluster)

@@ -18,9 +18,9 @@ struct BatonCtl: AsyncParsableCommand {
             """,
         version: BatonVersion.current,
         subcommands: [
-            StatusCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self, SnapshotCommand.self,
-            ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self, EventsCommand.self, DoctorCommand.self, DrainCommand.self,
-            UndrainCommand.self,
+            StatusCommand.self, NodesCommand.self, StepdownCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
+            SnapshotCommand.self, ReplicaCommand.self, ValidateCommand.self, PermissionsCommand.self, EventsCommand.self, DoctorCommand.self,
+            DrainCommand.self, UndrainCommand.self,
         ]
     )
 }

@@ -152,7 +152,10 @@ struct DoctorGathering {
                 buckets.append(DoctorFacts.Bucket(stream: stream, replicas: info.config.replicas ?? 1, leaseOf: app, maxAge: info.config.maxAge))
             }
         }
-        for stream in ["KV_" + NodeRecord.registryBucket(cluster: session.cluster), EventSubjects.stream(cluster: session.cluster)] {
+        for stream in [
+            "KV_" + NodeRecord.registryBucket(cluster: session.cluster), "KV_" + NodeDirectory.bucketName(cluster: session.cluster),
+            EventSubjects.stream(cluster: session.cluster),
+        ] {
             if let info = try? await jetStream.streamInfo(stream) {
                 buckets.append(DoctorFacts.Bucket(stream: stream, replicas: info.config.replicas ?? 1))
             }

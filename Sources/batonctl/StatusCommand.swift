@@ -66,7 +66,7 @@ enum StatusTable {
             if replicated { header.append("REPLICA") }
             var rows = [header + ["LAST EVENT"]]
             for (node, report) in reports {
-                var row = [node, report.role.rawValue, report.paused ? "yes" : "no", backendText(report), String(report.priority)]
+                var row = [node, report.role.rawValue, report.paused ? (report.pausedUntil.map { "until \($0)" } ?? "yes") : "no", backendText(report), String(report.priority)]
                 if replicated { row.append(report.replication.map(replicaText) ?? "-") }
                 rows.append(row + [report.lastEvent.flatMap { $0.isEmpty ? nil : $0 } ?? "-"])
             }
@@ -76,6 +76,9 @@ enum StatusTable {
             }
             for (node, report) in reports {
                 if let promotion = report.replication?.promotion { lines.append("  last promotion on \(node): \(promotion)") }
+            }
+            for (node, report) in reports {
+                if let hook = report.lastHook { lines.append("  last hooks on \(node): \(hook)") }
             }
             for (node, report) in reports {
                 for path in report.replication?.unshippedDatabases ?? [] {

@@ -44,7 +44,7 @@ struct Batond: AsyncParsableCommand {
             page (/), /healthz, /status (JSON, as batonctl status --json), /metrics \
             (Prometheus), load-balancer checks /apps/APP/active, /passive and \
             /replica?max_lag=N (200 or 503), and POST /apps/APP/switchover?to=NODE, /stepdown, \
-            /pause and /resume with "Authorization: Bearer TOKEN" (the token of \
+            /pause[?for=30m] and /resume with "Authorization: Bearer TOKEN" (the token of \
             http.control_token_file; refused without one).
             """,
         version: BatonVersion.current)
@@ -376,8 +376,7 @@ struct BatondService: Service {
     /// ``NodeRegistrationRefused`` when another live batond runs with the node id.
     private func registerNode() async throws -> NodeRegistry? {
         let config = await node.currentConfig
-        var local = NodeRecord.local(node: config.node.id, instance: node.instance)
-        local.labels = config.node.labels
+        var local = NodeRecord.local(node: config.node.id, instance: node.instance, labels: config.node.labels)
         local.capacity = config.node.capacity
         let me = local
         serviceManager.status("registering node \(me.node)")

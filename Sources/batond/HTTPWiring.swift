@@ -144,10 +144,10 @@ struct BatondHTTPNode: BatonHTTPNode {
         return Liveness(stalledApps: stalled ?? [], nodeAnswered: stalled != nil, limit: "\(limit)")
     }
 
-    func send(_ command: ControlCommand, app: String, to target: String?, node name: String, caller: String) async throws -> ControlReply {
+    func send(_ command: ControlCommand, app: String, to target: String?, pauseFor: Duration?, node name: String, caller: String) async throws -> ControlReply {
         var control = control
         control.requester = ControlRequester(client: "batond's HTTP API on \(nodeID)", httpClient: caller)
-        return try await control.send(command, app: app, to: target, node: name, timeout: .seconds(10))
+        return try await control.send(command, app: app, to: target, pauseFor: pauseFor, node: name, timeout: .seconds(10))
     }
 
     func metricsText() async -> String { BatondMetrics.text() }

@@ -591,6 +591,58 @@ struct AppLifecycleTests {
         #expect(active.send(.healthFailed("3 failures")) == [.notify(.demoting(.healthFailed("3 failures"))), .stopBackend(.epoch(7))])
     }
 
+    @Test func aPauseWithAnEndResumesByItselfAtThatInstant() {
+        var passive = Harness()
+        passive.send(.natsConnected)
+        let start = passive.now
+        #expect(passive.send(.pauseRequestedFor(.seconds(30))).isEmpty)
+        #expect(passive.send(.leaseObserved(.free(handoffTo: nil))).isEmpty)
+        #expect(passive.machine.paused)
+        #expect(passive.machine.pausedUntil == start + .seconds(30))
+        // The clock wakes the machine at the pause's end, not before.
+        #expect(passive.machine.nextDeadline() == start + .seconds(30))
+        #expect(passive.advance(.milliseconds(29_999)).isEmpty)
+        #expect(passive.machine.paused)
+        let actions = passive.advance(.milliseconds(1))
+        #expect(!passive.machine.paused)
+        #expect(passive.machine.pausedUntil == nil)
+        #expect(actions.contains(.acquireLease(replacing: nil, .epoch(0))))
+        #expect(actions.contains { if case .notify(.observed(let text)) = $0 { text.contains("pause ended") } else { false } })
+    }
+
+    @Test func anActiveNodeFailsOverAgainOnceItsPauseEnded() {
+        var active = Harness()
+        active.makeActive()
+        active.send(.pauseRequestedFor(.seconds(2)))
+        #expect(active.send(.healthFailed("3 failures")).count == 1)  // reported, ignored: paused
+        #expect(active.machine.phase == .active)
+        _ = active.advanceRenewing(.seconds(2))
+        #expect(!active.machine.paused)
+        #expect(active.send(.healthFailed("3 failures")).contains(.stopBackend(.epoch(7))))
+    }
+
+    @Test func aPauseWithoutAnEndOrAResumeClearsTheEnd() {
+        var harness = Harness()
+        harness.send(.natsConnected)
+        harness.send(.pauseRequestedFor(.seconds(5)))
+        harness.send(.pauseRequested)  // indefinite again: the earlier end no longer applies
+        #expect(harness.machine.pausedUntil == nil)
+        _ = harness.advance(.seconds(60))
+        #expect(harness.machine.paused)
+
+        harness.send(.pauseRequestedFor(.seconds(5)))
+        harness.send(.resumeRequested)
+        #expect(!harness.machine.paused)
+        #expect(harness.machine.pausedUntil == nil)
+        // A longer pause replaces a shorter one, and a zero duration ends at the next event.
+        harness.send(.pauseRequestedFor(.seconds(1)))
+        harness.send(.pauseRequestedFor(.seconds(10)))
+        _ = harness.advance(.seconds(2))
+        #expect(harness.machine.paused)
+        harness.send(.pauseRequestedFor(.zero))
+        #expect(!harness.machine.paused)
+    }
+
     @Test func waitsAFullTTLAfterAReconnect() {
         var harness = Harness()
         harness.send(.natsConnected)

@@ -14,6 +14,7 @@ import Testing
         ("backend.systemd", SystemdBackendConfig.keys), ("health", HealthCheckConfig.keys),
         ("http", HTTPConfig.keys), ("http.tls", HTTPTLSConfig.keys), ("events", EventsConfig.keys),
         ("apps.placement", AppPlacement.keys), ("placement", ClusterPlacementConfig.keys),
+        ("hooks", HooksConfig.keys), ("hooks.<point>[]", HookCommand.keys),
     ]
 
     static func reference() throws -> String {

@@ -312,6 +312,8 @@ struct ConfigTests {
         let config = try BatonConfig.load(path: root + "/examples/baton.yaml")
         #expect(config.cluster == "demo")
         #expect(config.apps.map(\.name) == ["web", "worker"])
+        #expect(config.apps[1].hooks[.beforeActive].first?.timeout == .seconds(5))
+        #expect(config.apps[1].hooks[.onFence].count == 1)
         for app in config.apps {
             guard case .process = app.backend else {
                 Issue.record("\(app.name) should have a process backend")

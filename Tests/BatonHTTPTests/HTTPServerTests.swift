@@ -14,12 +14,16 @@ private struct ScriptedNode: BatonHTTPNode {
     var statuses: [NodeStatus]
     var replies: [String: ControlReply]
     var liveness = Liveness(stalledApps: [], nodeAnswered: true, limit: "2s")
+    /// Nodes whose batond knows expiring pauses: their pause replies carry `paused_until`
+    /// (here the duration asked for, so the test sees what reached the node).
+    var expiringPauses: Set<String> = []
 
     func localStatus() async -> NodeStatus? { statuses.first }
     func clusterStatuses() async throws -> [NodeStatus] { statuses }
     func liveness() async -> Liveness { liveness }
-    func send(_ command: ControlCommand, app: String, to target: String?, node: String, caller: String) async throws -> ControlReply {
-        guard let reply = replies[node] else { throw ScriptedNodeSilent(node: node) }
+    func send(_ command: ControlCommand, app: String, to target: String?, pauseFor: Duration?, node: String, caller: String) async throws -> ControlReply {
+        guard var reply = replies[node] else { throw ScriptedNodeSilent(node: node) }
+        if let pauseFor, expiringPauses.contains(node) { reply.pausedUntil = "in \(pauseFor.configString)" }
         return reply
     }
     func metricsText() async -> String { "baton_test 1\n" }
@@ -86,6 +90,30 @@ struct HTTPServerTests {
         try await withServer(partial, token: "s3cret") { base in
             let (status, text) = try await request("\(base)/apps/web/pause", method: "POST", token: "s3cret")
             #expect(status == 502 && text.contains("node a did not answer") && text.contains("web paused on b"), "\(text)")
+        }
+    }
+
+    @Test("pause?for= reaches every node; a bad duration or for on another command is 400; a node that ignores it is refused")
+    func expiringPause() async throws {
+        var node = ScriptedNode(
+            statuses: [status("a", .active), status("b", .passive)],
+            replies: ["a": ControlReply(ok: true, message: "web paused on a"), "b": ControlReply(ok: true, message: "web paused on b")])
+        node.expiringPauses = ["a", "b"]
+        try await withServer(node, token: "s3cret") { base in
+            let (ok, text) = try await request("\(base)/apps/web/pause?for=30m", method: "POST", token: "s3cret")
+            #expect(ok == 200, "\(text)")
+            #expect(text.components(separatedBy: "\"paused_until\" : \"in 30m\"").count == 3, "\(text)")
+            let (bad, badText) = try await request("\(base)/apps/web/pause?for=soon", method: "POST", token: "s3cret")
+            #expect(bad == 400 && badText.contains("?for=soon is not a positive duration"), "\(badText)")
+            let (zero, _) = try await request("\(base)/apps/web/pause?for=0s", method: "POST", token: "s3cret")
+            #expect(zero == 400)
+            let (other, otherText) = try await request("\(base)/apps/web/stepdown?for=1m", method: "POST", token: "s3cret")
+            #expect(other == 400 && otherText.contains("only applies to pause"), "\(otherText)")
+        }
+        node.expiringPauses = ["b"]  // a's batond predates pause ?for=: its pause would never end
+        try await withServer(node, token: "s3cret") { base in
+            let (status, text) = try await request("\(base)/apps/web/pause?for=30m", method: "POST", token: "s3cret")
+            #expect(status == 409 && text.contains("without an end"), "\(text)")
         }
     }
 

@@ -172,6 +172,17 @@ struct NATSPermissionsClusterTests {
             }
             let doctor = try await ctl(["doctor", "--json"], as: Self.observer)
             #expect(doctor.result.status == 0 || doctor.result.status == 1, "observer doctor: \(doctor.result)")
+            // batonctl nodes lists the registry and the node directory, which batond wrote under
+            // the node role: every node is there under the observer.
+            let listed = try await ctl(["nodes", "--json"], as: Self.observer)
+            #expect(listed.result.status == 0, "observer nodes: \(listed.result)")
+            for node in nodes.keys { #expect(listed.result.stdout.contains("\"node\" : \"\(node)\""), "observer nodes: \(listed.result)") }
+            #expect(!listed.result.stdout.contains("permission"), "observer nodes: \(listed.result)")
+            // The directory was written under the node role too.
+            for node in nodes.values {
+                let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+                #expect(!log.contains("could not write the node directory entry"), "\(node.node) could not write the node directory")
+            }
             #expect(doctor.result.stdout.contains("\"severity\""), "observer doctor: \(doctor.result)")
 
             // Drain records: the operator writes and deletes one (of a node not running, so that

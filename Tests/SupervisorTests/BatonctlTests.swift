@@ -126,7 +126,7 @@ struct BatonctlTests {
             \(file):3:7: node.id: invalid node id "Node_1": use one or more of a-z, 0-9 and "-"
             \(file):8:18: apps[0].lease.ttl: invalid duration "3x": unknown unit "x" (use h, m, s, ms, us or ns)
             \(file):10:26: apps[0].backend.process.command: must not be empty: give the program and its arguments, like ["/usr/bin/myapp", "--port", "8080"]
-            \(file):11:5: apps[0].colour: unknown key "colour"; expected one of name, priority, paused, lease, backend, health, vip, sqlite, placement, prefer_node, failback, sticky
+            \(file):11:5: apps[0].colour: unknown key "colour"; expected one of name, priority, paused, lease, backend, health, vip, sqlite, placement, prefer_node, failback, sticky, instances, hooks
             \(file): 4 errors
 
             """)

@@ -16,6 +16,7 @@ final class FakeNodeController: NodeController {
         case stepdown(String)
         case switchover(String, to: String)
         case pause(String)
+        case pauseFor(String, Duration)
         case resume(String)
         case snapshot(String)
     }
@@ -65,6 +66,11 @@ final class FakeNodeController: NodeController {
         await record(.switchover(app, to: target), "handing \(app) over to \(target)")
     }
     func pause(app: String) async -> ControlReply { await record(.pause(app), "paused \(app)") }
+    func pause(app: String, for duration: Duration) async -> ControlReply {
+        var reply = await record(.pauseFor(app, duration), "paused \(app) for \(duration.configString)")
+        if reply.ok { reply.pausedUntil = "2026-12-05T10:30:00Z" }
+        return reply
+    }
     func resume(app: String) async -> ControlReply { await record(.resume(app), "resumed \(app)") }
     func snapshot(app: String) async -> ControlReply {
         var reply = await record(.snapshot(app), "snapshot of \(app) taken")
@@ -184,7 +190,9 @@ struct ControlServiceTests {
             #expect(switchover == ControlReply(ok: true, message: "handing web over to node-a"))
             _ = try await control.send(.pause, app: "api", node: "node-a", timeout: .seconds(2))
             _ = try await control.send(.resume, app: "web", node: "node-b", timeout: .seconds(2))
-            #expect(nodes.a.calls == [.stepdown("web"), .pause("api")])
+            let expiring = try await control.send(.pause, app: "web", pauseFor: .seconds(90), node: "node-a", timeout: .seconds(2))
+            #expect(expiring == ControlReply(ok: true, message: "paused web for 90s", pausedUntil: "2026-12-05T10:30:00Z"))
+            #expect(nodes.a.calls == [.stepdown("web"), .pause("api"), .pauseFor("web", .seconds(90))])
             #expect(nodes.b.calls == [.switchover("web", to: "node-a"), .resume("web")])
 
             // The controller's refusal comes back as it is.
@@ -195,6 +203,21 @@ struct ControlServiceTests {
             let raw = try await client.request(
                 "baton.test.node.node-a.pause", payload: ByteBuffer(string: #"{"app":"web"}"#), timeout: .seconds(2))
             #expect(String(decoding: raw.payload.readableBytesView, as: UTF8.self).contains(#""ok":true"#))
+            let timed = try await client.request(
+                "baton.test.node.node-a.pause", payload: ByteBuffer(string: #"{"app":"web","for":"30m"}"#), timeout: .seconds(2))
+            #expect(String(decoding: timed.payload.readableBytesView, as: UTF8.self).contains(#""paused_until":"2026-12-05T10:30:00Z""#))
+            // A bad "for", or "for" on another command, is refused before the controller sees it.
+            let calls = nodes.a.calls.count
+            for (command, body, reason) in [
+                ("pause", #"{"app":"web","for":"soon"}"#, "pause web: \"for\": invalid duration \"soon\""),
+                ("pause", #"{"app":"web","for":"0s"}"#, "pause web: \"for\" must be positive, not 0s"),
+                ("resume", #"{"app":"web","for":"1m"}"#, "resume: \"for\" only applies to pause"),
+            ] {
+                let answer = try await client.request("baton.test.node.node-a.\(command)", payload: ByteBuffer(string: body), timeout: .seconds(2))
+                let error = try #require(MicroServiceError(reply: answer), "\(body) was accepted")
+                #expect(error.code == 400 && error.description.contains(reason), "\(error)")
+            }
+            #expect(nodes.a.calls.count == calls)
 
             // A node that does not exist.
             await #expect(throws: ControlClientError.nodeNotListening(node: "node-z", subject: "baton.test.node.node-z.stepdown")) {

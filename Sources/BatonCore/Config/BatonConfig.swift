@@ -166,14 +166,17 @@ public struct AppConfig: Sendable, Hashable {
     public var instances: AppInstances
     /// The pool this app is an instance of, when it is one.
     public var pool: PoolMember?
+    /// Commands run when the app changes hands on this node (`hooks:`); empty by default.
+    public var hooks: HooksConfig
 
     /// Creates an app.
     public init(
         name: String, priority: Int = AppConfig.defaultPriority, paused: Bool = false, lease: LeaseTiming,
         backend: BackendConfig, health: HealthCheckConfig? = nil, vips: [VIPConfig] = [], sqlite: SQLiteReplicaConfig? = nil,
         placement: AppPlacement = AppPlacement(), preferNode: String? = nil, failback: Failback = .manual, sticky: Bool = false,
-        instances: AppInstances = .one, pool: PoolMember? = nil
+        instances: AppInstances = .one, pool: PoolMember? = nil, hooks: HooksConfig = HooksConfig()
     ) {
+        self.hooks = hooks
         self.instances = instances
         self.pool = pool
         self.placement = placement

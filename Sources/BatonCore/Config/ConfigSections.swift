@@ -170,7 +170,7 @@ extension TLSConfig: ConfigSection {
 extension AppConfig: ConfigSection {
     static let keys = [
         "name", "priority", "paused", "lease", "backend", "health", "vip", "sqlite", "placement", "prefer_node", "failback", "sticky",
-        "instances",
+        "instances", "hooks",
     ]
 
     init?(fields: ConfigFields) {
@@ -187,13 +187,14 @@ extension AppConfig: ConfigSection {
         let failback = fields.optional("failback", default: Failback.manual) { Failback.read($0) }
         let sticky = fields.optional("sticky", default: false) { $0.bool() }
         let instances = fields.optional("instances", default: AppInstances.one) { AppInstances.read($0) }
+        let hooks = fields.optional("hooks", default: HooksConfig()) { $0.section(HooksConfig.self) }
         var placementOK = true
         if let entry = fields.entry("failback"), !fields.has("prefer_node") {
             entry.key.error("failback is given without prefer_node: it says whether the app goes back to its prefer_node")
             placementOK = false
         }
         guard let name, let priority, let paused, let lease, let backend, !health.failed, let vips, !sqlite.failed, let placement,
-            !preferNode.failed, let failback, let sticky, placementOK, let instances
+            !preferNode.failed, let failback, let sticky, placementOK, let instances, let hooks
         else { return nil }
         if !instances.isPool, case .systemd(let systemd) = backend, let problem = systemdUnitProblem(systemd.unit),
             let value = fields.optional("backend")?.child("systemd")?.child("unit")
@@ -204,7 +205,7 @@ extension AppConfig: ConfigSection {
         self.init(
             name: name, priority: priority, paused: paused, lease: lease, backend: backend, health: health ?? nil,
             vips: vips, sqlite: sqlite ?? nil, placement: placement, preferNode: preferNode ?? nil, failback: failback, sticky: sticky,
-            instances: instances)
+            instances: instances, hooks: hooks)
     }
 
     /// One VIP mapping or a list of them; the same address twice is an error.

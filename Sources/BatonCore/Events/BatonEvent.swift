@@ -42,6 +42,8 @@ public struct BatonEvent: Codable, Sendable, Hashable {
         /// The app moved to this node after its previous holder released it gracefully
         /// (`batonctl switchover` / `stepdown`, a pause or shutdown of that node).
         case switchover
+        /// The app's hooks of one point ran (`hooks:`): the detail says which and how it went.
+        case hook
     }
 
     /// The schema version of this record (1).

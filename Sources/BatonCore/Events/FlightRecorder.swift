@@ -104,6 +104,7 @@ public struct FlightRecorder: Sendable {
         case .flushAbandoned(let token, let attempts, let reason):
             event(.flushAbandoned, epoch: token, detail: "final WAL flush gave up after \(attempts) attempt(s): \(reason)")
         case .duplicateInstance(let other): event(.duplicateInstance, detail: "another batond runs as \(other)")
+        case .hooksRan(_, let epoch, let summary, let succeeded): event(.hook, epoch: epoch, detail: succeeded ? summary : "hook failed: \(summary)")
         case .demotionStepFailed(let step, let reason): event(.observed, detail: "stepping down: \(step.rawValue) failed: \(reason)")
         case .observed(let text): event(.observed, detail: text)
         case .flushRetrying, .staleResult, .ignored:

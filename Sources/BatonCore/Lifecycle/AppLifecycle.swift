@@ -32,6 +32,8 @@ public enum PromotionStep: String, Sendable, Hashable, CaseIterable {
     case promoteReplica
     /// Add the app's virtual IPs and announce them.
     case claimAddresses
+    /// Run the app's `before_active` hooks; a failure aborts the promotion.
+    case beforeActive
     case startBackend
     case awaitHealthy
 }
@@ -123,6 +125,9 @@ public struct AppLifecycle: Sendable {
         public var flushTimeout: Duration
         /// The pause between two attempts of the final flush.
         public var flushRetry: Duration
+        /// The bound on the ``PromotionStep/beforeActive`` step; nil when the app has no
+        /// `before_active` hooks (the step is skipped).
+        public var beforeActiveTimeout: Duration?
 
         /// Creates a configuration; `cooldown` defaults to twice the ttl, `renewRetry` to a
         /// quarter of the renew interval (at most 100 ms).
@@ -144,6 +149,7 @@ public struct AppLifecycle: Sendable {
             self.renewRetry = renewRetry ?? min(timing.renew / 4, .milliseconds(100))
             self.flushTimeout = flushTimeout
             self.flushRetry = flushRetry
+            self.beforeActiveTimeout = nil
         }
     }
 
@@ -195,6 +201,9 @@ public struct AppLifecycle: Sendable {
         case stepdownRequested
         case switchoverRequested(to: String)
         case pauseRequested
+        /// A pause that ends by itself `duration` after it was asked for (`batonctl pause
+        /// --for`): until then it is ``pauseRequested``; at its end the app resumes.
+        case pauseRequestedFor(Duration)
         case resumeRequested
         case shutdownRequested
         /// Another live batond runs with this node id (the node registry says so): never take
@@ -271,11 +280,16 @@ public struct AppLifecycle: Sendable {
         /// outside and added again, another host answering for a VIP, ...).
         case observed(String)
         case ignored(String)
+        /// The hooks of `point` ran under `epoch` (reported by the supervisor that runs them,
+        /// never by the lifecycle): `summary` says how it went.
+        case hooksRan(point: HookPoint, epoch: UInt64, summary: String, succeeded: Bool)
     }
 
     public let configuration: Configuration
     public private(set) var phase: Phase = .passive
     public private(set) var paused: Bool
+    /// When the current pause ends by itself; nil for an indefinite pause (or none).
+    public private(set) var pausedUntil: MonotonicInstant?
     public private(set) var held: HeldLease?
     public private(set) var observed: ObservedLease?
     /// Whether another live batond uses this node id (it renewed a lease under it).
@@ -379,7 +393,7 @@ public struct AppLifecycle: Sendable {
                 beginDemotion(.paused, now: now, into: &actions)
             } else if now < timing.fenceAt(sentAt: sentAt), let first = promotionStep(after: nil) {
                 phase = .promoting(first)
-                stepDeadline = now + configuration.stepTimeout
+                stepDeadline = now + stepTimeout(first)
                 let step = newStamp()
                 awaiting.step = step
                 actions.append(.runPromotionStep(first, step))
@@ -432,7 +446,7 @@ public struct AppLifecycle: Sendable {
             guard now < timing.fenceAt(sentAt: lease.lastSentAt) else { break }
             if let next = promotionStep(after: step) {
                 phase = .promoting(next)
-                stepDeadline = now + configuration.stepTimeout
+                stepDeadline = now + stepTimeout(next)
                 let stepStamp = newStamp()
                 awaiting.step = stepStamp
                 actions.append(.runPromotionStep(next, stepStamp))
@@ -512,8 +526,13 @@ public struct AppLifecycle: Sendable {
             }
         case .pauseRequested:
             paused = true
+            pausedUntil = nil
+        case .pauseRequestedFor(let duration):
+            paused = true
+            pausedUntil = now + max(duration, .zero)
         case .resumeRequested:
             paused = false
+            pausedUntil = nil
         case .shutdownRequested:
             if isHoldingAndNotLeaving {
                 beginDemotion(.shutdown, now: now, into: &actions)
@@ -531,6 +550,11 @@ public struct AppLifecycle: Sendable {
             }
         case .tick:
             break
+        }
+        if paused, let until = pausedUntil, now >= until {
+            paused = false
+            pausedUntil = nil
+            actions.append(.notify(.observed("pause ended by itself (it was given an end); the app may change hands again")))
         }
         evaluateDeadlines(now: now, into: &actions)
         return actions
@@ -657,6 +681,11 @@ public struct AppLifecycle: Sendable {
     }
 
     /// The first promotion step after `step` (or the first of all for nil) this app uses.
+    /// The bound on promotion step `step`.
+    private func stepTimeout(_ step: PromotionStep) -> Duration {
+        step == .beforeActive ? configuration.beforeActiveTimeout ?? configuration.stepTimeout : configuration.stepTimeout
+    }
+
     private func promotionStep(after step: PromotionStep?) -> PromotionStep? {
         let all = PromotionStep.allCases
         let start = step.flatMap { all.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
@@ -667,6 +696,7 @@ public struct AppLifecycle: Sendable {
         switch step {
         case .promoteReplica: configuration.hasReplica
         case .claimAddresses: configuration.hasAddresses
+        case .beforeActive: configuration.beforeActiveTimeout != nil
         case .startBackend: true
         case .awaitHealthy: configuration.hasHealthCheck
         }
@@ -839,7 +869,7 @@ public struct AppLifecycle: Sendable {
             if let deadline = stepDeadline, now >= deadline {
                 switch phase {
                 case .promoting(let step):
-                    beginDemotion(.promotionFailed(step, "timed out after \(configuration.stepTimeout)"), now: now, into: &actions)
+                    beginDemotion(.promotionFailed(step, "timed out after \(stepTimeout(step))"), now: now, into: &actions)
                 case .demoting(.stopBackend, _):
                     fence(reason: "graceful stop did not finish within \(configuration.stopTimeout)", lease: lease, into: &actions)
                 case .demoting(.flushReplica, let reason):
@@ -911,6 +941,7 @@ public struct AppLifecycle: Sendable {
     /// The next instant at which ``handle(_:now:)`` with ``Event/tick`` has something to do.
     public func nextDeadline() -> MonotonicInstant? {
         var candidates: [MonotonicInstant] = []
+        if paused, let pausedUntil { candidates.append(pausedUntil) }
         if let lease = held, phase != .fencing {
             candidates.append(timing.fenceAt(sentAt: lease.lastSentAt))
             // No renew while the release is in flight: offering its deadline would make the

@@ -38,7 +38,7 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// Creates a record.
     public init(
         node: String, instance: String, hostname: String, pid: Int32, started: String, version: String, bootID: String? = nil,
-        pidNamespace: String? = nil
+        pidNamespace: String? = nil, labels: [String: String]? = nil
     ) {
         self.node = node
         self.instance = instance
@@ -48,6 +48,7 @@ public struct NodeRecord: Codable, Sendable, Hashable {
         self.version = version
         self.bootID = bootID
         self.pidNamespace = pidNamespace
+        self.labels = labels
     }
 
     /// Whether `other` ran on this same host, boot and pid namespace, so that its pid can be

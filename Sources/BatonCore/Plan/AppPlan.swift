@@ -69,6 +69,8 @@ public struct AppPlan: Sendable, Hashable {
     /// What the fence keeper releases besides a process backend's process: the VIPs, and for a
     /// systemd backend the unit and its epoch file.
     public var keeperClaims: FenceKeeperClaims
+    /// The hooks (`hooks:`).
+    public var hooks: HooksConfig
 
     /// The margin added to the backend's own stop timeout for the lifecycle's graceful-stop
     /// bound: the backend's stop timeout is how long it waits for the backend; the margin
@@ -88,6 +90,7 @@ public struct AppPlan: Sendable, Hashable {
         self.health = app.health
         self.vips = app.vips
         self.sqlite = app.sqlite
+        self.hooks = app.hooks
         let addresses = app.vips.map { FenceKeeperClaims.Address(cidr: $0.cidr, interface: $0.interface) }
         switch app.backend {
         case .process(let process):
@@ -121,7 +124,16 @@ public struct AppPlan: Sendable, Hashable {
 
     /// The lifecycle's bound on a graceful backend stop: ``backendStopTimeout`` plus
     /// ``stopMargin``; past it the backend is fenced.
-    public var stopTimeout: Duration { backendStopTimeout + Self.stopMargin }
+    /// The before_passive hooks run within it (after any after_active hooks still running:
+    /// hooks run one at a time), so their timeouts are added.
+    public var stopTimeout: Duration { backendStopTimeout + Self.stopMargin + hooks.total(.afterActive, .beforePassive) }
+
+    /// The bound on the before_active step: the before_active hooks' timeouts, after the
+    /// after_passive and on_fence hooks of an earlier epoch that may still be running (hooks
+    /// run one at a time), plus ``stopMargin``; nil without before_active hooks.
+    public var beforeActiveTimeout: Duration? {
+        hooks[.beforeActive].isEmpty ? nil : hooks.total(.beforeActive, .afterPassive, .onFence) + Self.stopMargin
+    }
 
     /// The bound on each promotion step (see ``stepTimeout(health:)``).
     public var stepTimeout: Duration { Self.stepTimeout(health: health) }
@@ -137,9 +149,11 @@ public struct AppPlan: Sendable, Hashable {
     /// The state machine's configuration. `hasReplica` and `hasAddresses` say what the node
     /// could set up (a replica and VIPs the config asks for).
     public func lifecycle(instance: String, hasReplica: Bool, hasAddresses: Bool) -> AppLifecycle.Configuration {
-        AppLifecycle.Configuration(
+        var configuration = AppLifecycle.Configuration(
             node: node, instance: instance, timing: timing, hasHealthCheck: health != nil, hasReplica: hasReplica, hasAddresses: hasAddresses,
             stepTimeout: stepTimeout, stopTimeout: stopTimeout, priorityHoldback: priorityHoldback, flushTimeout: flushTimeout)
+        configuration.beforeActiveTimeout = beforeActiveTimeout
+        return configuration
     }
 
     /// Each promotion step may take as long as the health grace plus a few intervals and a

@@ -21,12 +21,21 @@ public struct ControlRequest: Codable, Sendable, Hashable {
     public var to: String?
     /// Who sends it, as the sender reports itself (absent from older batonctl versions).
     public var requester: ControlRequester?
+    /// For ``ControlCommand/pause`` only: how long the pause lasts (a duration string, `30m`);
+    /// absent for an indefinite pause. JSON key `for`.
+    public var pauseFor: String?
 
     /// Creates a request.
-    public init(app: String, to: String? = nil, requester: ControlRequester? = nil) {
+    public init(app: String, to: String? = nil, requester: ControlRequester? = nil, pauseFor: String? = nil) {
         self.app = app
         self.to = to
         self.requester = requester
+        self.pauseFor = pauseFor
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case app, to, requester
+        case pauseFor = "for"
     }
 }
 

@@ -48,6 +48,9 @@ public struct AppStatus: Codable, Sendable, Hashable {
     public var name: String
     public var role: Role
     public var paused: Bool
+    /// When the pause ends by itself (RFC 3339, UTC): set for a pause given an end (`batonctl
+    /// pause --for`), nil for an indefinite one (or none).
+    public var pausedUntil: String?
     public var priority: Int
     /// The node holding the lease, as far as this node knows.
     public var leader: String?
@@ -57,6 +60,9 @@ public struct AppStatus: Codable, Sendable, Hashable {
     public var backendRunning: Bool
     /// The last notable thing that happened to the app on this node.
     public var lastEvent: String?
+    /// How the app's last hooks on this node went (`after_active hooks: 1 of 1 ran, ok`, or
+    /// the failures); nil when none ran since batond started.
+    public var lastHook: String?
     /// The app's virtual IPs (`address/prefix on interface`), nil or empty when it has none.
     public var vips: [String]?
     /// The app's SQLite replication on this node, if it has a `sqlite:` section.
@@ -85,8 +91,10 @@ public struct AppStatus: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case name, role, paused, priority, leader, token
+        case pausedUntil = "paused_until"
         case backendRunning = "backend_running"
         case lastEvent = "last_event"
+        case lastHook = "last_hook"
         case vips, replication
         case configDigests = "config_digests"
         case placement
@@ -114,12 +122,21 @@ public struct ControlReply: Codable, Sendable, Hashable {
     public var message: String
     /// The snapshot a ``ControlCommand/snapshot`` took.
     public var snapshot: SnapshotReport?
+    /// For a pause given an end: when it ends (RFC 3339, UTC). A batond that predates expiring
+    /// pauses leaves it out, and its pause is indefinite.
+    public var pausedUntil: String?
 
     /// Creates a reply.
-    public init(ok: Bool, message: String, snapshot: SnapshotReport? = nil) {
+    public init(ok: Bool, message: String, snapshot: SnapshotReport? = nil, pausedUntil: String? = nil) {
         self.ok = ok
         self.message = message
         self.snapshot = snapshot
+        self.pausedUntil = pausedUntil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case ok, message, snapshot
+        case pausedUntil = "paused_until"
     }
 }
 

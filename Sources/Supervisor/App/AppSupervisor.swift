@@ -44,6 +44,13 @@ public actor AppSupervisor {
     /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
     private let metrics: AppMetrics
     private var tally = TransitionTally()
+    /// The app's hooks; nil when it has none.
+    private let hooks: HookRunner?
+    private var hookSchedule = HookSchedule()
+    /// The last hooks run (or running): the next ones wait for it, so hooks run one at a time.
+    private var hookQueue: Task<Void, Never>?
+    /// The summary of the last hooks that ran (`after_active hooks: 1 of 1 ran, ok`).
+    public private(set) var lastHookResult: String?
     private var holder: LeaseHolder { LeaseHolder(node: lifecycle.configuration.node, instance: lifecycle.configuration.instance) }
 
     /// Creates a supervisor. Nothing happens until ``run()``.
@@ -51,8 +58,11 @@ public actor AppSupervisor {
     /// `replica` are given.
     public init(
         app: String, configuration: AppLifecycle.Configuration, paused: Bool = false, placement: PlacementGate = .open, store: LeaseStore,
-        backend: any AppBackend, addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil, client: NATSClient, logger: Logger
+        backend: any AppBackend, addresses: (any AppAddresses)? = nil, replica: (any AppReplica)? = nil, hooks: HookRunner? = nil,
+        client: NATSClient, logger: Logger
     ) {
+        precondition((hooks?.hooks[.beforeActive].isEmpty ?? true) == (configuration.beforeActiveTimeout == nil))
+        self.hooks = hooks
         precondition(configuration.hasAddresses == (addresses != nil) && configuration.hasReplica == (replica != nil))
         self.app = app
         self.lifecycle = AppLifecycle(configuration: configuration, paused: paused, placement: placement)
@@ -86,6 +96,8 @@ public actor AppSupervisor {
     public var leaseStateKnown: Bool { lifecycle.leaseStateKnown }
     /// What the app's placement lets this node do.
     public var placementGate: PlacementGate { lifecycle.placement }
+    /// When the app's pause ends by itself (nil: not paused, or paused until resumed).
+    public var pausedUntil: MonotonicInstant? { lifecycle.paused ? lifecycle.pausedUntil : nil }
 
     /// Notifications (acquired, active, fenced, released, ...) as they happen.
     public func notifications() -> AsyncStream<AppLifecycle.Notification> {
@@ -162,6 +174,35 @@ public actor AppSupervisor {
         // is over: its result would change nothing.
         for task in actionTasks.values { task.cancel() }
         actionTasks.removeAll()
+        // The hooks of the step-down (after_passive, on_fence) finish, bounded by their timeouts.
+        await hookQueue?.value
+    }
+
+    /// Runs the hooks of `point` after those already queued; returns how it went. Recorded in
+    /// ``lastHookResult``; a failure is reported (log, event history, status).
+    private func runHooks(_ point: HookPoint, epoch: UInt64, stopAtFirstFailure: Bool = false) async -> HookOutcome? {
+        guard let run = enqueueHooks(point, epoch: epoch, stopAtFirstFailure: stopAtFirstFailure) else { return nil }
+        let outcome = await run.value
+        recordHooks(outcome, epoch: epoch)
+        return outcome
+    }
+
+    /// Queues the hooks of `point` behind those already queued (synchronously, so the order of
+    /// the calls is the order of the runs); nil when `point` has no hooks.
+    private func enqueueHooks(_ point: HookPoint, epoch: UInt64, stopAtFirstFailure: Bool = false) -> Task<HookOutcome, Never>? {
+        guard let hooks, !hooks.hooks[point].isEmpty else { return nil }
+        let previous = hookQueue
+        let run = Task<HookOutcome, Never> {
+            await previous?.value
+            return await hooks.run(point, epoch: epoch, stopAtFirstFailure: stopAtFirstFailure)
+        }
+        hookQueue = Task { _ = await run.value }
+        return run
+    }
+
+    private func recordHooks(_ outcome: HookOutcome, epoch: UInt64) {
+        lastHookResult = outcome.summary
+        report(.hooksRan(point: outcome.point, epoch: epoch, summary: outcome.summary, succeeded: outcome.succeeded))
     }
 
     /// How many action tasks (not fences) are in flight: lease writes, promotion and demotion
@@ -320,6 +361,10 @@ public actor AppSupervisor {
                     switch step {
                     case .promoteReplica: try await replica?.promote(token: token)
                     case .claimAddresses: try await addresses?.claim(token: token)
+                    case .beforeActive:
+                        if let outcome = await self.runHooks(.beforeActive, epoch: token, stopAtFirstFailure: true), !outcome.succeeded {
+                            throw HookFailure(summary: outcome.summary)
+                        }
                     case .startBackend: try await backend.start(token: token)
                     case .awaitHealthy: try await backend.waitUntilHealthy(token: token)
                     }
@@ -338,6 +383,11 @@ public actor AppSupervisor {
             actionTasks[id] = Task { [backend, metrics] in
                 defer { self.actionTasks[id] = nil }
                 guard self.isCurrentStep(stamp) else { return }
+                if self.hookSchedule.runsBeforePassive(epoch: stamp.token) {
+                    // Failures are reported; the step-down goes on. A fence meanwhile does not wait.
+                    _ = await self.runHooks(.beforePassive, epoch: stamp.token)
+                    guard self.isCurrentStep(stamp) else { return }
+                }
                 let started = MonotonicClock.now()
                 let outcome = await backend.stop()
                 metrics.step("stop_backend", took: MonotonicClock.now() - started)
@@ -415,6 +465,10 @@ public actor AppSupervisor {
     }
 
     private func report(_ notification: AppLifecycle.Notification) {
+        if hooks != nil, let (point, epoch) = hookSchedule.observe(notification), let run = enqueueHooks(point, epoch: epoch) {
+            // after_active, after_passive, on_fence: after the transition, never holding it up.
+            Task { self.recordHooks(await run.value, epoch: epoch) }
+        }
         log(notification)
         if case .demoting(.healthFailed) = notification { metrics.health(healthy: false) }
         metrics.record(tally.observe(notification))
@@ -426,6 +480,7 @@ public actor AppSupervisor {
         switch step {
         case .promoteReplica: "promote_replica"
         case .claimAddresses: "claim_addresses"
+        case .beforeActive: "before_active_hooks"
         case .startBackend: "start_backend"
         case .awaitHealthy: "await_healthy"
         }
@@ -455,10 +510,22 @@ public actor AppSupervisor {
                 "fencing could not confirm the backend gone and the virtual IPs removed; the lease is not released: it runs out while the fence keeper kills at its deadline",
                 metadata: ["epoch": "\(token)", "reason": "\(reason)"])
         case .staleResult(let what): logger.info("\(what)")
+        case .hooksRan(let point, let epoch, let summary, let succeeded):
+            if succeeded {
+                logger.info("hooks ran", metadata: ["hook": "\(point.rawValue)", "epoch": "\(epoch)", "summary": "\(summary)"])
+            } else {
+                logger.error("hook failed", metadata: ["hook": "\(point.rawValue)", "epoch": "\(epoch)", "summary": "\(summary)"])
+            }
         case .duplicateInstance(let holder):
             logger.critical("another batond runs with this node id; this one will never take the lease", metadata: ["other": "\(holder)"])
         case .observed(let event): logger.warning("\(event)")
         case .ignored(let reason): logger.debug("ignored", metadata: ["reason": "\(reason)"])
         }
     }
+}
+
+/// A before_active hook failed or timed out: the promotion is aborted (rolled back, cooldown).
+struct HookFailure: Error, CustomStringConvertible {
+    var summary: String
+    var description: String { summary }
 }

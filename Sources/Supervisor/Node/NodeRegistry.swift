@@ -51,6 +51,9 @@ public actor NodeRegistry {
     /// the deregistration).
     private var revision: UInt64?
     private var unavailableSince: MonotonicInstant?
+    /// The node directory (``NodeDirectory``); nil until it could be opened.
+    private var directory: KeyValue?
+    private var heartbeatsSinceSighting = 0
 
     /// The heartbeat interval batond uses.
     public static let defaultHeartbeatInterval: Duration = .seconds(1)
@@ -110,9 +113,11 @@ public actor NodeRegistry {
             }
             if let written {
                 logger.info("registered in the node registry", metadata: ["instance": "\(me.instance)", "revision": "\(written)"])
-                return NodeRegistry(
+                let registry = NodeRegistry(
                     kv: kv, jetStream: jetStream, cluster: cluster, me: me, heartbeatInterval: heartbeatInterval, replicas: replicas,
                     revision: written, logger: logger)
+                await registry.writeSighting()
+                return registry
             }
         }
         throw KeyValueError(.wrongLastRevision, "the node registry entry of \(me.node) kept changing under this instance's writes")
@@ -156,6 +161,8 @@ public actor NodeRegistry {
             }
             if unavailableSince != nil { logger.info("node registry heartbeats go through again") }
             unavailableSince = nil
+            heartbeatsSinceSighting += 1
+            if heartbeatsSinceSighting >= NodeDirectory.refreshEvery { await writeSighting() }
         } catch {
             if unavailableSince == nil {
                 unavailableSince = MonotonicClock.now()
@@ -169,10 +176,29 @@ public actor NodeRegistry {
         return nil
     }
 
+    /// Writes this instance's entry in the node directory (at start, every
+    /// ``NodeDirectory/refreshEvery`` heartbeats, and with `stopped` at a graceful exit). A
+    /// failure is logged and retried at the next refresh: the directory only feeds `batonctl
+    /// nodes`, never a decision.
+    func writeSighting(stopped: String? = nil) async {
+        heartbeatsSinceSighting = 0
+        do {
+            if directory == nil { directory = try await NodeDirectory.open(jetStream: jetStream, cluster: cluster, replicas: replicas) }
+            if let directory { try await NodeDirectory.write(NodeSighting(record: me, stopped: stopped), to: directory) }
+        } catch {
+            directory = nil
+            logger.debug("could not write the node directory entry; retrying later", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Deletes the entry if it is still ours (graceful exit): a new instance then starts at once.
+    /// The node directory records the exit.
     public func deregister() async {
         guard let current = revision else { return }
         revision = nil
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        await writeSighting(stopped: formatter.string(from: Date()))
         do {
             _ = try await kv.delete(me.node, lastRevision: current)
             logger.info("left the node registry")

@@ -171,9 +171,16 @@ public actor NodeSupervisor: NodeController {
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let gate = await placementGate(for: app)
+            var hooks: HookRunner?
+            if !app.hooks.isEmpty {
+                var hookLogger = appLogger
+                hookLogger[metadataKey: "app"] = "\(app.name)"
+                let environment: [String: String] = if case .process(let process) = plan.backend { process.environment } else { [:] }
+                hooks = HookRunner(hooks: app.hooks, app: app.name, node: config.node.id, environment: environment, logger: hookLogger)
+            }
             let supervisor = AppSupervisor(
                 app: app.name, configuration: configuration, paused: app.paused, placement: gate, store: store, backend: parts.backend,
-                addresses: parts.addresses, replica: parts.replica, client: client, logger: appLogger)
+                addresses: parts.addresses, replica: parts.replica, hooks: hooks, client: client, logger: appLogger)
             let notifications = await supervisor.notifications()
             let backendNotices = (parts.backend as? any AppBackendNotices)?.notices()
             let recorder = events.map {
@@ -291,6 +298,9 @@ public actor NodeSupervisor: NodeController {
             lastEvents[app] = "fenced (epoch \(token)) but could not confirm the backend gone and the VIPs removed: \(reason); the lease runs out, the fence keeper kills at its deadline"
             backendRunning[app] = false
         case .duplicateInstance(let other): lastEvents[app] = Self.duplicateEvent(other)
+        case .hooksRan(_, let epoch, let summary, let succeeded):
+            // A success shows in last_hook only; a failure is the app's last event too.
+            if !succeeded { lastEvents[app] = "hook failed (epoch \(epoch)): \(summary)" }
         case .observed(let event): lastEvents[app] = event
         case .ignored, .staleResult: break
         }
@@ -332,6 +342,8 @@ public actor NodeSupervisor: NodeController {
                 name: app.name, role: AppStatus.Role(phase), paused: await supervisor.isPaused, priority: app.priority, leader: leader,
                 token: held?.token ?? observed?.token, backendRunning: backendRunning[app.name] ?? false,
                 lastEvent: duplicate.map(Self.duplicateEvent) ?? lastEvents[app.name])
+            status.lastHook = await supervisor.lastHookResult
+            status.pausedUntil = PauseEnd.wallClock(await supervisor.pausedUntil, now: MonotonicClock.now(), wallNow: Date())
             status.vips = app.vips.isEmpty ? nil : app.vips.map { "\($0.cidr) on \($0.interface)" }
             status.replication = await running.parts.replica?.status()
             status.configDigests = configDigests(of: app)
@@ -376,6 +388,15 @@ public actor NodeSupervisor: NodeController {
         await running.supervisor.send(.pauseRequested)
         lastEvents[app] = "paused"
         return ControlReply(ok: true, message: "\(app) paused on \(config.node.id)")
+    }
+
+    public func pause(app: String, for duration: Duration) async -> ControlReply {
+        guard let running = apps[app] else { return ControlReply(ok: false, message: "node \(config.node.id) has no app \(app)") }
+        await running.supervisor.send(.pauseRequestedFor(duration))
+        let until = PauseEnd.wallClock(await running.supervisor.pausedUntil, now: MonotonicClock.now(), wallNow: Date())
+        lastEvents[app] = "paused for \(duration.configString)"
+        return ControlReply(
+            ok: true, message: "\(app) paused on \(config.node.id) for \(duration.configString) (until \(until ?? "?"))", pausedUntil: until)
     }
 
     public func resume(app: String) async -> ControlReply {
