@@ -1,3 +1,4 @@
+import Foundation
 import BatonCore
 import NATS
 
@@ -20,5 +21,26 @@ public enum DrainStore {
                 return try await jetStream.keyValue(bucket)
             }
         }
+    }
+
+    /// The drains in force at `now` (seconds since 1970), by node; empty when the bucket does
+    /// not exist yet (no node ever ran, or nothing was ever drained). A key that does not decode
+    /// is skipped.
+    public static func activeDrains(jetStream: JetStream, cluster: String, now: Double) async throws -> [String: DrainRecord] {
+        let kv: KeyValue
+        do {
+            kv = try await jetStream.keyValue(DrainRecord.bucket(cluster: cluster))
+        } catch {
+            return [:]
+        }
+        var drains: [String: DrainRecord] = [:]
+        for key in try await kv.keys() {
+            guard let entry = try await kv.get(key),
+                let record = try? JSONDecoder().decode(DrainRecord.self, from: Data(entry.value.readableBytesView)),
+                record.isActive(at: now)
+            else { continue }
+            drains[record.node] = record
+        }
+        return drains
     }
 }

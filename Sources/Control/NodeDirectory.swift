@@ -73,6 +73,9 @@ public struct NodeOverview: Codable, Sendable, Hashable {
     public var uptimeSeconds: Double?
     /// When the node was last seen alive (RFC 3339): its latest heartbeat or directory write.
     public var lastSeen: String?
+    /// Whether the node is drained (`batonctl drain`): by whom, since and until when. Nil when
+    /// not; filled in by ``DrainStore/activeDrains(jetStream:cluster:now:)`` readers.
+    public var drained: String?
 
     enum CodingKeys: String, CodingKey {
         case node, state, detail, labels

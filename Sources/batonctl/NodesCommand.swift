@@ -7,7 +7,7 @@ import NATS
 struct NodesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nodes",
-        abstract: "Show every node of the cluster: state, labels, active apps, version, uptime, last seen.",
+        abstract: "Show every node of the cluster: state, labels, active apps, version, uptime, last seen, drained.",
         discussion: """
             Merges the node registry (running batond instances), the node directory (every node \
             seen in the last 7 days, with its last record) and the answers to the status request \
@@ -31,8 +31,13 @@ struct NodesCommand: AsyncParsableCommand {
             for problem in replies.problems { printError("warning: \(problem)") }
             let jetStream = JetStream(client: session.client)
             let read = try await NodeDirectory.read(jetStream: jetStream, cluster: session.cluster)
-            let nodes = NodeOverview.merge(
-                registry: read.registry, directory: read.directory, statuses: replies.statuses, now: Date().timeIntervalSince1970)
+            let now = Date().timeIntervalSince1970
+            var nodes = NodeOverview.merge(registry: read.registry, directory: read.directory, statuses: replies.statuses, now: now)
+            let drains = try await DrainStore.activeDrains(jetStream: jetStream, cluster: session.cluster, now: now)
+            let formatter = ISO8601DateFormatter()
+            for index in nodes.indices {
+                nodes[index].drained = drains[nodes[index].node]?.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) }
+            }
             guard !nodes.isEmpty else {
                 throw CLIError(
                     "no baton node answered on \(session.control.subjects.status) and no node is recorded in cluster \(session.cluster) "
@@ -60,6 +65,7 @@ enum NodesTable {
         ("VERSION", { $0.version ?? "-" }),
         ("UPTIME", { $0.uptimeSeconds.map(uptime) ?? "-" }),
         ("LAST SEEN", { $0.state == .up ? "now" : $0.lastSeen ?? "-" }),
+        ("DRAINED", { $0.drained == nil ? "no" : "yes" }),
     ]
 
     static func render(cluster: String, nodes: [NodeOverview]) -> String {
@@ -69,6 +75,7 @@ enum NodesTable {
         lines.append(contentsOf: StatusTable.table(rows))
         for node in nodes {
             if let detail = node.detail { lines.append("\(node.node): \(detail)") }
+            if let drained = node.drained { lines.append("\(node.node) is \(drained)") }
         }
         return lines.joined(separator: "\n")
     }

@@ -190,6 +190,12 @@ struct PlacementClusterTests {
             let text = try await runOnThread(batonctl, ["status"] + connection)
             #expect(text.output.contains("node node-1 is drained by"), "\(text.output)")
             #expect(lastStatuses.first { $0.node == "node-1" }?.drained?.contains("until batonctl undrain") == true)
+            // batonctl nodes: node-1 drained, the others not.
+            let nodesTable = try await runOnThread(batonctl, ["nodes"] + connection)
+            let rows = nodesTable.output.split(separator: "\n").map(String.init)
+            #expect(rows.contains { $0.hasPrefix("node-1 ") && $0.hasSuffix(" yes") }, "\(nodesTable.output)")
+            #expect(rows.contains { $0.hasPrefix("node-2 ") && $0.hasSuffix(" no") }, "\(nodesTable.output)")
+            #expect(nodesTable.output.contains("node-1 is drained by"), "\(nodesTable.output)")
 
             // A restart of the drained node: it stays drained, and takes nothing.
             await nodes["node-1"]!.stop()
