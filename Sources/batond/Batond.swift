@@ -148,7 +148,10 @@ struct Batond: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(
                 service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
-                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+            .init(
+                service: NodeMetricsSampler(node: node, nodeID: loaded.node.id, events: events, logger: logger),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
         ]
         if let http = loaded.http {
             // A server that cannot listen (address in use, TLS files) stops batond with the
