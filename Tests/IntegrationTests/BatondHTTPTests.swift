@@ -362,6 +362,10 @@ struct BatondHTTPTests {
         let rules = repositoryRoot.appendingPathComponent("examples/prometheus/baton-alerts.yml").path
         let result = try runCommand(promtool, ["check", "rules", rules])
         #expect(result.status == 0 && result.output.contains("SUCCESS: 10 rules found"), "\(result.output)")
+        // The rules' unit tests (the VIP, lag-seconds, snapshot and dropped-event alerts fire on
+        // the series they are meant for, and not on a promoting node's VIP).
+        let tests = try runCommand(promtool, ["test", "rules", "baton-alerts.test.yml"], in: repositoryRoot.appendingPathComponent("examples/prometheus"))
+        #expect(tests.status == 0 && tests.output.contains("SUCCESS"), "\(tests.output)")
     }
 
     /// Metric names in a Prometheus text exposition.
