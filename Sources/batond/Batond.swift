@@ -158,7 +158,9 @@ struct Batond: AsyncParsableCommand {
             // reason: the apps step down gracefully, like on SIGTERM.
             let server: BatonHTTPServer
             do {
-                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster, nodeID: loaded.node.id), logger: logger)
+                let httpNode = BatondHTTPNode(
+                    node: node, client: client, eventsClient: replicationClient, cluster: loaded.cluster, nodeID: loaded.node.id)
+                server = try BatonHTTPServer(config: http, node: httpNode, logger: logger)
                 let application = try server.application { [logger] port in
                     logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
                 }

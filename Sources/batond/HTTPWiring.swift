@@ -136,11 +136,15 @@ struct BatondHTTPNode: BatonHTTPNode {
     let control: ControlClient
     let nodeID: String
     let cluster: String
+    /// The event history's reads (the page's history and live events) go over the replication
+    /// connection, as the node's event publishing does: never in front of a lease renew.
+    let eventsClient: NATSClient
     let cache = ClusterStatusCache()
 
-    init(node: NodeSupervisor, client: NATSClient, cluster: String, nodeID: String) {
+    init(node: NodeSupervisor, client: NATSClient, eventsClient: NATSClient, cluster: String, nodeID: String) {
         self.node = node
         self.client = client
+        self.eventsClient = eventsClient
         self.cluster = cluster
         self.control = ControlClient(client: client, cluster: cluster)
         self.nodeID = nodeID
@@ -169,11 +173,11 @@ struct BatondHTTPNode: BatonHTTPNode {
     func metricsText() async -> String { BatondMetrics.text() }
 
     func eventHistory(count: Int) async throws -> [BatonEvent] {
-        try await EventReader(jetStream: JetStream(client: client), cluster: cluster).lastEvents(count)
+        try await EventReader(jetStream: JetStream(client: eventsClient), cluster: cluster).lastEvents(count)
     }
 
     func followEvents() async throws -> AsyncThrowingStream<BatonEvent, any Error> {
-        try await EventReader(jetStream: JetStream(client: client), cluster: cluster).follow()
+        try await EventReader(jetStream: JetStream(client: eventsClient), cluster: cluster).follow()
     }
 }
 
