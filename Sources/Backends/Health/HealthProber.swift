@@ -66,7 +66,7 @@ public struct HealthProber: Sendable {
     }
 
     /// One probe: its failure (nil when healthy) and its outcome for the metrics.
-    private func probeOnce() async -> (failure: String?, outcome: HealthProbeOutcome) {
+    func probeOnce() async -> (failure: String?, outcome: HealthProbeOutcome) {
         do {
             switch probe {
             case .tcp(let target):
