@@ -62,7 +62,11 @@ enum WebPage {
       if (!r) return "–";
       if (r.sync) return (r.sync.initial ? "initial sync " : "resync ") + r.sync.phase;
       let t = r.role + (r.txid != null ? " txid " + r.txid : "");
-      if (r.role === "applying" && r.lag_transactions != null) t += ", " + r.lag_transactions + " behind";
+      if (r.role === "applying" && r.lag_transactions != null) {
+        t += ", " + r.lag_transactions + " behind";
+        if (r.lag_seconds) t += " (" + r.lag_seconds.toFixed(1) + " s)";
+      }
+      if (r.last_snapshot_time != null) t += ", snapshot " + Math.max(0, Math.round(Date.now() / 1000 - r.last_snapshot_time)) + " s ago";
       if (r.last_error) t += " (error: " + r.last_error + ")";
       return t;
     }

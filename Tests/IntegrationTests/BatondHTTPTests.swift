@@ -281,6 +281,12 @@ struct BatondHTTPTests {
                 }
                 let switchovers = "document.querySelectorAll('#events li[data-kind=\"switchover\"][data-event-app=\"beat\"]').length.toString()"
                 #expect(try await cdp.evaluate(switchovers) == "0")
+                // The replicated app's rows carry the newest snapshot's age.
+                try await eventually("the page showing db's snapshot age", timeout: .seconds(20), every: .milliseconds(200), retryingErrors: true) {
+                    let rows = try await cdp.evaluate("document.querySelectorAll('[data-app=\"db\"] tr[data-node]').length.toString()")
+                    let aged = try await cdp.evaluate("String(/snapshot \\d+ s ago/.test(document.querySelector('[data-app=\"db\"]').textContent))")
+                    return rows == "2" && aged == "true"
+                }
                 _ = try await cdp.evaluate("window.batonMarker = 'kept'; 'set'")
                 let requested = ContinuousClock.now
                 let accepted = try await cluster.post("node-1", "/apps/beat/switchover?to=\(passive)", token: HTTPCluster.token)
