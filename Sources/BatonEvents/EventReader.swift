@@ -24,15 +24,38 @@ public struct EventReader: Sendable {
     /// oldest first; the newest `limit` of them when given. Throws ``EventStreamError`` naming
     /// the stream when the history does not exist.
     public func recentEvents(app: String? = nil, since: Date? = nil, limit: Int? = nil) async throws -> [BatonEvent] {
+        _ = try await historyInfo()
+        var events = try await read(app: app, from: since.map { .byStartTime($0) } ?? .all)
+        if let limit, events.count > limit { events.removeFirst(events.count - limit) }
+        return events
+    }
+
+    /// The last `count` events of every app and node, oldest first: only the stream's last
+    /// `count` messages are read (the web page's history). Throws ``EventStreamError`` naming
+    /// the stream when the history does not exist.
+    public func lastEvents(_ count: Int) async throws -> [BatonEvent] {
+        let state = try await historyInfo().state
+        guard count > 0, state.messages > 0 else { return [] }
+        let start = max(state.firstSequence, state.lastSequence >= UInt64(count) ? state.lastSequence - UInt64(count) + 1 : 1)
+        var events = try await read(app: nil, from: .byStartSequence(start))
+        if events.count > count { events.removeFirst(events.count - count) }
+        return events
+    }
+
+    private func historyInfo() async throws -> StreamInfo {
         do {
-            _ = try await jetStream.streamInfo(streamName)
+            return try await jetStream.streamInfo(streamName)
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
             throw EventStreamError("the event history \(streamName) does not exist (no batond of cluster \(cluster) with events has run on this NATS yet)")
         }
+    }
+
+    /// The stored events of `app` (all when nil) from `from` to the stream's end, oldest first.
+    private func read(app: String?, from: DeliverPolicy) async throws -> [BatonEvent] {
         // A durable of its own (pull consumers need one here), removed after the read and by
         // the server after 30 s of inactivity if this reader dies first.
         var config = ConsumerConfig(
-            durableName: "reader_\(NUID.next())", deliverPolicy: since.map { .byStartTime($0) } ?? .all, ackPolicy: .none, filterSubject: filter(app: app))
+            durableName: "reader_\(NUID.next())", deliverPolicy: from, ackPolicy: .none, filterSubject: filter(app: app))
         config.inactiveThreshold = .seconds(30)
         config.memoryStorage = true
         config.replicas = 1
@@ -53,7 +76,6 @@ public struct EventReader: Sendable {
             throw error
         }
         try? await jetStream.deleteConsumer(stream: streamName, name: consumer.name)
-        if let limit, events.count > limit { events.removeFirst(events.count - limit) }
         return events
     }
 

@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 /// What batond's HTTP server asks of the running node. batond wires it to its node supervisor,
 /// its NATS control client and its metrics registry; the HTTP module depends on nothing else.
@@ -26,6 +27,12 @@ public protocol BatonHTTPNode: Sendable {
     func send(_ command: ControlCommand, app: String, to target: String?, pauseFor: Duration?, node: String, caller: String) async throws -> ControlReply
     /// The Prometheus text exposition of the node's metrics.
     func metricsText() async -> String
+    /// The newest `count` events of the cluster's event history (`BATON_<cluster>_EVENTS`),
+    /// oldest first: what the live page shows when it opens.
+    func eventHistory(count: Int) async throws -> [BatonEvent]
+    /// The events stored in the cluster's history from now on, as they arrive (every node's);
+    /// the stream ends when the reading task is cancelled.
+    func followEvents() async throws -> AsyncThrowingStream<BatonEvent, any Error>
 }
 
 /// A server setting that cannot be used.
@@ -139,16 +146,21 @@ public struct BatonHTTPServer: Sendable {
             router.get("/apps/:app/\(check.rawValue)") { request, context in
                 let app = context.parameters.get("app") ?? ""
                 var maxLag: UInt64?
+                var maxLagSeconds: Double?
                 if check == .replica {
                     switch AppCheck.maxLag(request.uri.queryParameters.get("max_lag")) {
                     case .success(let value): maxLag = value
+                    case .failure(let problem): return Self.text(.badRequest, problem.message)
+                    }
+                    switch AppCheck.maxLagSeconds(request.uri.queryParameters.get("max_lag_seconds")) {
+                    case .success(let value): maxLagSeconds = value
                     case .failure(let problem): return Self.text(.badRequest, problem.message)
                     }
                 }
                 guard let status = await node.localStatus() else {
                     return Self.text(.serviceUnavailable, "batond's node supervisor did not answer in time")
                 }
-                guard let outcome = check.evaluate(app: app, in: status, maxLag: maxLag) else {
+                guard let outcome = check.evaluate(app: app, in: status, maxLag: maxLag, maxLagSeconds: maxLagSeconds) else {
                     return Self.text(.notFound, "node \(status.node) has no app \"\(app)\"")
                 }
                 return Self.json(outcome.ok ? .ok : .serviceUnavailable, outcome)
@@ -230,13 +242,41 @@ public struct BatonHTTPServer: Sendable {
 
     /// Writes the cluster's status as a server-sent event (`event: status`) whenever it changes,
     /// and a comment every 15 seconds otherwise, until the client goes away or batond stops.
+    /// How many events of the history `/events` sends first.
+    public static let historyCount = 50
+
     static func streamStatuses(node: any BatonHTTPNode, into writer: inout any ResponseBodyWriter) async throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var last: Data?
         var quiet = Duration.zero
         try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+        // The event history: followed from before the recent events are read, so none falls
+        // between the two (the page drops the duplicates); sent with the status checks.
+        let live = LiveEvents()
+        let follower = Task {
+            do {
+                for try await event in try await node.followEvents() { live.append(event) }
+            } catch {
+                live.fail("\(error)")
+            }
+        }
+        defer { follower.cancel() }
+        let history: Data
+        do {
+            history = try encoder.encode(try await node.eventHistory(count: historyCount))
+        } catch {
+            history = try encoder.encode(["error": "cannot read the event history: \(error)"])
+        }
+        try await writer.write(ByteBuffer(string: "event: history\ndata: " + String(decoding: history, as: UTF8.self) + "\n\n"))
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            let (events, failure) = live.take()
+            for event in events {
+                try await writer.write(ByteBuffer(string: "event: baton\ndata: " + String(decoding: try encoder.encode(event), as: UTF8.self) + "\n\n"))
+            }
+            if let failure {
+                try await writer.write(ByteBuffer(string: "event: history\ndata: " + String(decoding: try encoder.encode(["error": "the event history stopped: \(failure)"]), as: UTF8.self) + "\n\n"))
+            }
             let data: Data
             do {
                 data = try encoder.encode(try await node.clusterStatuses())
@@ -304,5 +344,29 @@ public struct BatonRequestContext: RequestContext, RemoteAddressRequestContext {
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Events that arrived for one `/events` stream and were not sent yet (the follower adds, the
+/// stream's loop takes), and whether following failed.
+final class LiveEvents: Sendable {
+    private let state = Mutex<(events: [BatonEvent], failure: String?)>(([], nil))
+
+    func append(_ event: BatonEvent) {
+        state.withLock { state in
+            state.events.append(event)
+            // A reader that stalled keeps the newest.
+            if state.events.count > BatonHTTPServer.historyCount { state.events.removeFirst(state.events.count - BatonHTTPServer.historyCount) }
+        }
+    }
+
+    func fail(_ reason: String) { state.withLock { $0.failure = reason } }
+
+    /// The events to send and a failure not reported yet; empties both.
+    func take() -> ([BatonEvent], String?) {
+        state.withLock { state in
+            defer { state = ([], nil) }
+            return (state.events, state.failure)
+        }
     }
 }

@@ -57,9 +57,19 @@ public enum AppCheck: String, Sendable, Hashable, CaseIterable {
         return .success(value)
     }
 
+    /// Parses `max_lag_seconds` (seconds, 0 or more, a decimal fraction allowed); nil when absent.
+    public static func maxLagSeconds(_ text: String?) -> Result<Double?, BadParameter> {
+        guard let text else { return .success(nil) }
+        guard let value = Double(text), value.isFinite, value >= 0 else {
+            return .failure(BadParameter(message: "max_lag_seconds must be a number of seconds (0 or more), got \"\(text)\""))
+        }
+        return .success(value)
+    }
+
     /// Evaluates the check for `app` in `status` (this node's own status); nil when the node does
-    /// not run the app.
-    public func evaluate(app name: String, in status: NodeStatus, maxLag: UInt64? = nil) -> Outcome? {
+    /// not run the app. `maxLag` bounds the replica's lag in transactions, `maxLagSeconds` its
+    /// lag in seconds (``ReplicationStatus/lagSeconds``).
+    public func evaluate(app name: String, in status: NodeStatus, maxLag: UInt64? = nil, maxLagSeconds: Double? = nil) -> Outcome? {
         guard let app = status.apps.first(where: { $0.name == name }) else { return nil }
         func outcome(_ ok: Bool, _ reason: String) -> Outcome {
             Outcome(app: name, node: status.node, check: rawValue, ok: ok, role: app.role.rawValue, reason: reason)
@@ -80,6 +90,16 @@ public enum AppCheck: String, Sendable, Hashable, CaseIterable {
             }
             if let sync = replication.sync { return outcome(false, "the replica of \(name) on \(status.node) is restoring: \(sync.text)") }
             if let error = replication.lastError { return outcome(false, "the replica of \(name) on \(status.node) failed: \(error)") }
+            if let maxLagSeconds {
+                let limit = Self.secondsText(maxLagSeconds)
+                guard let seconds = replication.lagSeconds else {
+                    return outcome(false, "the replica's lag in seconds on \(status.node) is not known yet (max_lag_seconds=\(limit))")
+                }
+                guard seconds <= maxLagSeconds else {
+                    return outcome(false, "the replica on \(status.node) is \(Self.secondsText(seconds))s behind (max_lag_seconds=\(limit))")
+                }
+                if maxLag == nil { return outcome(true, "the replica on \(status.node) is \(Self.secondsText(seconds))s behind (max_lag_seconds=\(limit))") }
+            }
             if let maxLag {
                 guard let lag = replication.lagTransactions else {
                     return outcome(false, "the replica's lag on \(status.node) is not known yet (max_lag=\(maxLag))")
@@ -89,6 +109,14 @@ public enum AppCheck: String, Sendable, Hashable, CaseIterable {
             }
             return outcome(true, "the replica on \(status.node) applies txid \(replication.txid.map(String.init) ?? "?")")
         }
+    }
+
+    /// `1.5`, `0`, `12.25`: seconds with at most 3 decimals, trailing zeros dropped.
+    static func secondsText(_ seconds: Double) -> String {
+        var text = String(format: "%.3f", seconds)
+        while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text
     }
 }
 

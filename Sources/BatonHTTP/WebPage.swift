@@ -3,7 +3,9 @@
 ///
 /// Each app shows its active node and epoch, then one row per node: role, backend, replication
 /// (txid and lag), paused, and the node's last event; below, the changes the page saw while open
-/// (newest first). Elements carry `data-app` / `data-node` / `data-field` attributes, so tools and
+/// (newest first). At the bottom, the cluster's event history: the recent events of the
+/// JetStream stream when the page opens (`event: history`), then each new one as it is stored
+/// (`event: baton`), newest first. Elements carry `data-app` / `data-node` / `data-field` attributes, so tools and
 /// tests can read the page.
 enum WebPage {
     static let html = #"""
@@ -32,6 +34,9 @@ enum WebPage {
     .role-acquiring, .role-promoting, .role-demoting { color: var(--warn); font-weight: bold; }
     .ev { color: var(--muted); font-size: .85em; }
     ul.log { margin: 6px 0 0; padding-left: 18px; font-size: .85em; color: var(--muted); max-height: 9em; overflow: auto; }
+    #history h2 { font-size: 1.1em; margin: 16px 0 4px; }
+    #events { max-height: 24em; }
+    #events .k { font-weight: bold; color: inherit; }
     @media (max-width: 600px) {
       table, tbody, tr, td { display: block; } thead { display: none; }
       tr { border-top: 1px solid #8884; padding: 4px 0; } td { border: 0; padding: 1px 0; }
@@ -42,6 +47,7 @@ enum WebPage {
     <body>
     <header><h1>Baton <span id="cluster"></span></h1><span id="conn">connecting…</span></header>
     <main id="apps"><p class="ev">waiting for the cluster's status…</p></main>
+    <section id="history"><h2>Event history</h2><p class="ev" id="history-note">loading the event history…</p><ul class="log" id="events"></ul></section>
     <script>
     "use strict";
     const logs = {};          // app -> [text], newest first, kept while the page is open
@@ -56,7 +62,11 @@ enum WebPage {
       if (!r) return "–";
       if (r.sync) return (r.sync.initial ? "initial sync " : "resync ") + r.sync.phase;
       let t = r.role + (r.txid != null ? " txid " + r.txid : "");
-      if (r.role === "applying" && r.lag_transactions != null) t += ", " + r.lag_transactions + " behind";
+      if (r.role === "applying" && r.lag_transactions != null) {
+        t += ", " + r.lag_transactions + " behind";
+        if (r.lag_seconds) t += " (" + r.lag_seconds.toFixed(1) + " s)";
+      }
+      if (r.last_snapshot_time != null) t += ", snapshot " + Math.max(0, Math.round(Date.now() / 1000 - r.last_snapshot_time)) + " s ago";
       if (r.last_error) t += " (error: " + r.last_error + ")";
       return t;
     }
@@ -108,6 +118,28 @@ enum WebPage {
         main.append(section);
       }
     }
+    const history = [];       // the cluster's events, newest first
+    const seenEvents = new Set();
+    function eventItem(e) {
+      const when = new Date(e.time * 1000).toLocaleString();
+      const li = el("li", { "data-kind": e.kind, "data-event-node": e.node, "data-event-app": e.app || "" });
+      li.append(when + " " + e.node + (e.app ? " " + e.app : "") + " ", el("span", { class: "k" }, e.kind));
+      if (e.epoch != null) li.append(" epoch " + e.epoch);
+      if (e.handover) li.append(" · downtime " + e.handover.downtime_ms.toFixed(0) + " ms");
+      if (e.detail) li.append(" · " + e.detail);
+      return li;
+    }
+    function addEvents(list) {
+      for (const e of list) {
+        const key = JSON.stringify(e);
+        if (seenEvents.has(key)) continue;
+        seenEvents.add(key);
+        history.push(e);
+      }
+      history.sort((x, y) => y.time - x.time);
+      if (history.length > 200) history.length = 200;
+      document.getElementById("events").replaceChildren(...history.map(eventItem));
+    }
     const conn = document.getElementById("conn");
     const source = new EventSource("events");
     source.addEventListener("open", () => { conn.textContent = "live"; conn.className = "live"; });
@@ -116,6 +148,16 @@ enum WebPage {
       const data = JSON.parse(e.data);
       if (Array.isArray(data)) { render(data); conn.textContent = "live · " + new Date().toLocaleTimeString(); conn.className = "live"; }
       else { conn.textContent = data.error || "no status"; conn.className = "down"; }
+    });
+    source.addEventListener("history", (e) => {
+      const data = JSON.parse(e.data);
+      const note = document.getElementById("history-note");
+      if (Array.isArray(data)) { note.textContent = data.length ? "" : "no events stored yet"; addEvents(data); }
+      else note.textContent = data.error || "no event history";
+    });
+    source.addEventListener("baton", (e) => {
+      document.getElementById("history-note").textContent = "";
+      addEvents([JSON.parse(e.data)]);
     });
     </script>
     </body>

@@ -60,6 +60,14 @@ public struct ReplicationLag: Sendable, Hashable {
     /// position, or holds another history there (deleted, recreated, lost records): "0 behind"
     /// then means nothing. Says what was found.
     public var streamBehindReplica: String?
+    /// Stored bytes of the stream messages beyond the applied position, estimated as
+    /// ``messagesBehind`` × the stream's mean stored message size (JetStream reports a stream's
+    /// total bytes and message count, not each message's size): 0 exactly when caught up. See
+    /// ``ReplicationLagEstimate``.
+    public var bytesBehind: UInt64 = 0
+    /// When the active node read the oldest transaction the replica lacks (the first record
+    /// beyond the applied position); nil when caught up or when that record could not be read.
+    public var oldestUnappliedTransactionTime: Date?
 
     /// Creates a lag report.
     public init(appliedTxid: UInt64?, streamTxid: UInt64?, txidsBehind: UInt64, messagesBehind: UInt64, lastAppliedTransactionTime: Date?) {
@@ -715,6 +723,16 @@ actor ApplierCore {
         var lag = ReplicationLag(
             appliedTxid: applied, streamTxid: streamTxid, txidsBehind: behind, messagesBehind: messages,
             lastAppliedTransactionTime: position?.transactionTime)
+        lag.bytesBehind = ReplicationLagEstimate.bytesBehind(messagesBehind: messages, streamMessages: info.state.messages, streamBytes: info.state.bytes)
+        if messages > 0, info.state.messages > 0 {
+            // One read per lag sample, only while behind: the first message beyond the applied
+            // position carries the oldest missing transaction's time.
+            let first = max((position?.streamSequence ?? 0) + 1, info.state.firstSequence)
+            if let message = try? await jetStream.getMessage(stream: names.stream, sequence: first) {
+                lag.oldestUnappliedTransactionTime = ReplicationLagEstimate.transactionTime(
+                    ofChunk: Array(message.payload.readableBytesView), storedAt: message.time)
+            }
+        }
         if let position { lag.streamBehindReplica = try await streamWentBackwards(info, from: position) }
         return lag
     }

@@ -114,13 +114,42 @@ enum StatusTable {
             if replication.txid != nil || replication.sync == nil { parts.append("applied txid \(replication.txid.map(String.init) ?? "?")") }
         case .idle: parts.append("idle")
         }
-        if let lag = replication.lagTransactions { parts.append("\(lag) behind") }
+        if let lag = replication.lagTransactions {
+            // Bytes and seconds only while behind: "3 behind (24.0 KiB, 1.2s)".
+            var details: [String] = []
+            if let bytes = replication.lagBytes, bytes > 0 { details.append(byteText(bytes)) }
+            if let seconds = replication.lagSeconds, seconds > 0 { details.append(String(format: "%.1fs", seconds)) }
+            parts.append("\(lag) behind" + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))"))
+        }
         if let commit = replication.lastCommitTime {
             let age = max(0, Date().timeIntervalSince1970 - commit)
             parts.append(String(format: "last commit %.1fs ago", age))
         }
+        if let snapshot = replication.lastSnapshotTime {
+            parts.append("snapshot " + ageText(max(0, Date().timeIntervalSince1970 - snapshot)) + " ago")
+        }
         if let error = replication.lastError { parts.append("error: \(error)") }
         return parts.joined(separator: ", ")
+    }
+
+    /// `512 B`, `24.0 KiB`, `3.2 MiB`, `1.1 GiB`.
+    static func byteText(_ bytes: UInt64) -> String {
+        if bytes < 1024 { return "\(bytes) B" }
+        var value = Double(bytes) / 1024
+        for unit in ["KiB", "MiB", "GiB"] {
+            if value < 1024 || unit == "GiB" { return String(format: "%.1f", value) + " " + unit }
+            value /= 1024
+        }
+        return "\(bytes) B"
+    }
+
+    /// `42s`, `12m`, `3h`, `2d` (whole units, rounded down).
+    static func ageText(_ seconds: Double) -> String {
+        let whole = Int(seconds)
+        if whole < 120 { return "\(whole)s" }
+        if whole < 7200 { return "\(whole / 60)m" }
+        if whole < 172_800 { return "\(whole / 3600)h" }
+        return "\(whole / 86400)d"
     }
 
     /// `web: active on node-a (epoch 42)`, or what is known when no single node is active.

@@ -150,14 +150,19 @@ struct Batond: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(
                 service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
-                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+            .init(
+                service: NodeMetricsSampler(node: node, nodeID: loaded.node.id, events: events, logger: logger),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
         ]
         if let http = loaded.http {
             // A server that cannot listen (address in use, TLS files) stops batond with the
             // reason: the apps step down gracefully, like on SIGTERM.
             let server: BatonHTTPServer
             do {
-                server = try BatonHTTPServer(config: http, node: BatondHTTPNode(node: node, client: client, cluster: loaded.cluster, nodeID: loaded.node.id), logger: logger)
+                let httpNode = BatondHTTPNode(
+                    node: node, client: client, eventsClient: replicationClient, cluster: loaded.cluster, nodeID: loaded.node.id)
+                server = try BatonHTTPServer(config: http, node: httpNode, logger: logger)
                 let application = try server.application { [logger] port in
                     logger.notice("HTTP server listening", metadata: ["address": "\(http.tls == nil ? "http" : "https")://\(HTTPConfig(host: http.host, port: port).listen)/"])
                 }

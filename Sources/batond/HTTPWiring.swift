@@ -1,5 +1,6 @@
 import BatonCore
 import Backends
+import BatonEvents
 import BatonHTTP
 import Control
 import Foundation
@@ -34,6 +35,9 @@ enum BatondMetrics {
     static let replicationLag = "baton_replication_lag_transactions"
     static let replicationCommitAge = "baton_replication_last_commit_age_seconds"
     static let snapshotsRestored = "baton_replication_snapshots_restored"
+    static let replicationLagBytes = "baton_replication_lag_bytes"
+    static let replicationLagSeconds = "baton_replication_lag_seconds"
+    static let snapshotAge = "baton_replication_snapshot_age_seconds"
     static let natsConnected = "baton_nats_connected"
     static let natsReconnects = "baton_nats_reconnects_total"
     static let natsDisconnects = "baton_nats_disconnects_total"
@@ -108,6 +112,16 @@ struct MetricsSampler: Service {
                     Gauge(label: BatondMetrics.replicationCommitAge, dimensions: dimensions).record(max(0, now - commit))
                 }
                 Gauge(label: BatondMetrics.snapshotsRestored, dimensions: dimensions).record(Double(replication.snapshotsRestored ?? 0))
+                let shipping = replication.role == .shipping
+                if let bytes = shipping ? 0 : replication.lagBytes {
+                    Gauge(label: BatondMetrics.replicationLagBytes, dimensions: dimensions).record(Double(bytes))
+                }
+                if let seconds = shipping ? 0 : replication.lagSeconds {
+                    Gauge(label: BatondMetrics.replicationLagSeconds, dimensions: dimensions).record(seconds)
+                }
+                if let snapshot = replication.lastSnapshotTime {
+                    Gauge(label: BatondMetrics.snapshotAge, dimensions: dimensions).record(max(0, now - snapshot))
+                }
             }
         }
     }
@@ -121,11 +135,17 @@ struct BatondHTTPNode: BatonHTTPNode {
     let client: NATSClient
     let control: ControlClient
     let nodeID: String
+    let cluster: String
+    /// The event history's reads (the page's history and live events) go over the replication
+    /// connection, as the node's event publishing does: never in front of a lease renew.
+    let eventsClient: NATSClient
     let cache = ClusterStatusCache()
 
-    init(node: NodeSupervisor, client: NATSClient, cluster: String, nodeID: String) {
+    init(node: NodeSupervisor, client: NATSClient, eventsClient: NATSClient, cluster: String, nodeID: String) {
         self.node = node
         self.client = client
+        self.eventsClient = eventsClient
+        self.cluster = cluster
         self.control = ControlClient(client: client, cluster: cluster)
         self.nodeID = nodeID
     }
@@ -151,6 +171,14 @@ struct BatondHTTPNode: BatonHTTPNode {
     }
 
     func metricsText() async -> String { BatondMetrics.text() }
+
+    func eventHistory(count: Int) async throws -> [BatonEvent] {
+        try await EventReader(jetStream: JetStream(client: eventsClient), cluster: cluster).lastEvents(count)
+    }
+
+    func followEvents() async throws -> AsyncThrowingStream<BatonEvent, any Error> {
+        try await EventReader(jetStream: JetStream(client: eventsClient), cluster: cluster).follow()
+    }
 }
 
 /// The cluster's status for `/status`, `/events` and the control endpoints: one status request

@@ -54,6 +54,12 @@ struct EventHistoryTests {
             #expect(future.isEmpty)
             let none = try await reader.recentEvents(app: "nothing")
             #expect(none.isEmpty)
+            // The last N of every app and node, reading only the stream's last N messages.
+            #expect(try await reader.lastEvents(2).map(\.kind) == [.active, .acquired])
+            #expect(try await reader.lastEvents(2).map(\.app) == ["web", "db"])
+            #expect(try await reader.lastEvents(10) == all)
+            #expect(try await reader.lastEvents(0).isEmpty)
+            await #expect(throws: EventStreamError.self) { try await EventReader(jetStream: jetStream, cluster: "none").lastEvents(5) }
             #expect(old < all[0].time)
             let last = try await reader.lastEvent(app: "web", kind: .acquired)
             #expect(last?.epoch == 3)

@@ -62,6 +62,38 @@ struct AppCheckTests {
         #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLag("-1").get() }
         #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLag("5s").get() }
     }
+
+    @Test("replica with max_lag_seconds: within the bound in seconds, unknown lag refused")
+    func replicaMaxLagSeconds() throws {
+        var applying = ReplicationStatus(role: .applying, txid: 40, lagTransactions: 3)
+        let check = { (status: ReplicationStatus, lag: UInt64?, seconds: Double?) in
+            AppCheck.replica.evaluate(app: "db", in: node("b", app("db", .passive, replication: status)), maxLag: lag, maxLagSeconds: seconds)
+        }
+        #expect(check(applying, nil, 1)?.reason == "the replica's lag in seconds on b is not known yet (max_lag_seconds=1)")
+        #expect(check(applying, nil, 1)?.ok == false)
+        applying.lagSeconds = 2.5
+        applying.lagBytes = 12_000
+        #expect(check(applying, nil, 3)?.ok == true)
+        #expect(check(applying, nil, 3)?.reason == "the replica on b is 2.5s behind (max_lag_seconds=3)")
+        #expect(check(applying, nil, 2)?.ok == false)
+        #expect(check(applying, nil, 2)?.reason == "the replica on b is 2.5s behind (max_lag_seconds=2)")
+        // Both bounds: each must hold.
+        #expect(check(applying, 2, 3)?.ok == false)
+        #expect(check(applying, 3, 3)?.ok == true)
+        #expect(check(applying, 3, 0.5)?.ok == false)
+        applying.lagSeconds = 0
+        #expect(check(applying, nil, 0)?.ok == true)
+    }
+
+    @Test("max_lag_seconds must be a non-negative number of seconds")
+    func maxLagSecondsParameter() throws {
+        #expect(try AppCheck.maxLagSeconds(nil).get() == nil)
+        #expect(try AppCheck.maxLagSeconds("0").get() == 0)
+        #expect(try AppCheck.maxLagSeconds("2.5").get() == 2.5)
+        #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLagSeconds("-1").get() }
+        #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLagSeconds("5s").get() }
+        #expect(throws: AppCheck.BadParameter.self) { try AppCheck.maxLagSeconds("inf").get() }
+    }
 }
 
 @Suite("HTTP: control authorization")

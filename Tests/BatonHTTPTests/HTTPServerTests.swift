@@ -27,6 +27,15 @@ private struct ScriptedNode: BatonHTTPNode {
         return reply
     }
     func metricsText() async -> String { "baton_test 1\n" }
+    var history: [BatonEvent] = []
+    func eventHistory(count: Int) async throws -> [BatonEvent] { Array(history.suffix(count)) }
+    var live: [BatonEvent] = []
+    func followEvents() async throws -> AsyncThrowingStream<BatonEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: BatonEvent.self, throwing: (any Error).self)
+        for event in live { continuation.yield(event) }
+        continuation.finish()
+        return stream
+    }
 }
 
 private struct ScriptedNodeSilent: Error, CustomStringConvertible {

@@ -37,6 +37,9 @@ func httpRequest(_ url: String, method: String = "GET", headers: [String: String
 }
 
 /// Two batond nodes with the HTTP server on: node-1 with a control token file, node-2 without.
+/// Apps: `beat` (a sleep), `db` (a writer into a replicated SQLite database, checked by an
+/// `exec` health probe) and `vip`, paused from the start (it never acquires, so its VIP on `lo`
+/// is never claimed: it gives `baton_vip_present` a series at 0).
 struct HTTPCluster: Sendable {
     static let token = "t0ken-\(UInt64.random(in: 0...UInt64.max))"
     var directory: URL
@@ -109,7 +112,14 @@ struct HTTPCluster: Sendable {
                         command: ["/usr/bin/python3", "\(writer)"]
                         env: {DB_PATH: "\(directory.appendingPathComponent(name).path)/db.sqlite"}
                         stop_timeout: 2s
+                    health: {exec: ["/bin/true"], interval: 1s, timeout: 1s}
                     sqlite: {path: \(directory.appendingPathComponent(name).path)/db.sqlite}
+                  - name: vip
+                    paused: true
+                    lease: {ttl: 2s, renew: 500ms, fence_budget: 400ms, skew: 200ms}
+                    backend:
+                      process: {command: ["/bin/sleep", "600"], stop_timeout: 2s}
+                    vip: {address: 192.0.2.99/32, interface: lo}
                 """.write(toFile: configPath, atomically: true, encoding: .utf8)
                 cluster.nodes[name] = try BatondProcess(
                     node: name, binary: batond, config: configPath, logPath: directory.appendingPathComponent("\(name).log").path,
@@ -171,7 +181,7 @@ struct BatondHTTPTests {
                 let answer = try await cluster.get(passive, "/status")
                 let list = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]]
                 return answer.status == 200 && list?.compactMap { $0["node"] as? String } == ["node-1", "node-2"]
-                    && list?.allSatisfy { ($0["apps"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == ["beat", "db"] } == true
+                    && list?.allSatisfy { ($0["apps"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == ["beat", "db", "vip"] } == true
             }
 
             // Control: 401 without a token, 403 with a wrong one, 403 where no token file is set.
@@ -229,7 +239,10 @@ struct BatondHTTPTests {
 
             // Every metric the shipped alert rules and dashboard use is one batond exports.
             try await eventually("replication metrics on \(dbReplica)", timeout: .seconds(10), every: .milliseconds(100), retryingErrors: true) {
-                try await cluster.get(dbReplica, "/metrics").body.contains("baton_replication_last_commit_age_seconds{app=\"db\",node=\"\(dbReplica)\"}")
+                let body = try await cluster.get(dbReplica, "/metrics").body
+                return ["baton_replication_last_commit_age_seconds", "baton_replication_lag_seconds", "baton_replication_snapshot_age_seconds"].allSatisfy {
+                    body.contains("\($0){app=\"db\",node=\"\(dbReplica)\"}")
+                }
             }
             let exported = Self.metricNames(in: metrics.body).union(Self.metricNames(in: try await cluster.get(dbReplica, "/metrics").body))
             for file in ["examples/prometheus/baton-alerts.yml", "examples/prometheus/grafana-dashboard.json"] {
@@ -262,6 +275,20 @@ struct BatondHTTPTests {
                     try await cdp.evaluate(shown) == active
                 }
                 #expect(try await cdp.evaluate("document.querySelectorAll('[data-app=\"beat\"] tr[data-node]').length.toString()") == "2")
+                // The event history, read from the JetStream stream when the page opened: the
+                // app became active before the page was opened.
+                let activeEvent = "#events li[data-kind=\"active\"][data-event-app=\"beat\"][data-event-node=\"\(active)\"]"
+                try await eventually("the page's history showing beat becoming active on \(active)", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) {
+                    try await cdp.evaluate("document.querySelectorAll('\(activeEvent)').length.toString()") == "1"
+                }
+                let switchovers = "document.querySelectorAll('#events li[data-kind=\"switchover\"][data-event-app=\"beat\"]').length.toString()"
+                #expect(try await cdp.evaluate(switchovers) == "0")
+                // The replicated app's rows carry the newest snapshot's age.
+                try await eventually("the page showing db's snapshot age", timeout: .seconds(20), every: .milliseconds(200), retryingErrors: true) {
+                    let rows = try await cdp.evaluate("document.querySelectorAll('[data-app=\"db\"] tr[data-node]').length.toString()")
+                    let aged = try await cdp.evaluate("String(/snapshot \\d+ s ago/.test(document.querySelector('[data-app=\"db\"]').textContent))")
+                    return rows == "2" && aged == "true"
+                }
                 _ = try await cdp.evaluate("window.batonMarker = 'kept'; 'set'")
                 let requested = ContinuousClock.now
                 let accepted = try await cluster.post("node-1", "/apps/beat/switchover?to=\(passive)", token: HTTPCluster.token)
@@ -270,6 +297,11 @@ struct BatondHTTPTests {
                     try await cdp.evaluate(shown) == passive
                 }
                 print("live page: showed \(passive) active \(ContinuousClock.now - requested) after the switchover request (polled every 100 ms)")
+                // The switchover's flight record arrives live in the history, once.
+                try await eventually("the page's history showing the switchover record", timeout: .seconds(20), every: .milliseconds(100), retryingErrors: true) {
+                    try await cdp.evaluate(switchovers) == "1"
+                }
+                #expect(try await cdp.evaluate("document.querySelectorAll('\(activeEvent)').length.toString()") == "1", "a history event shown twice")
                 #expect(try await cdp.evaluate("window.batonMarker ?? 'reloaded'") == "kept", "the page was reloaded")
                 #expect(try await cdp.evaluate("document.querySelector('[data-app=\"beat\"] tr[data-node=\"\(active)\"] [data-field=\"role\"]').textContent") == "passive")
             }
@@ -337,7 +369,11 @@ struct BatondHTTPTests {
         let promtool = try Integration.requireExecutable("promtool", remedy: "`apt-get install prometheus` (or run scripts/install-prerequisites)")
         let rules = repositoryRoot.appendingPathComponent("examples/prometheus/baton-alerts.yml").path
         let result = try runCommand(promtool, ["check", "rules", rules])
-        #expect(result.status == 0 && result.output.contains("SUCCESS: 5 rules found"), "\(result.output)")
+        #expect(result.status == 0 && result.output.contains("SUCCESS: 10 rules found"), "\(result.output)")
+        // The rules' unit tests (the VIP, lag-seconds, snapshot and dropped-event alerts fire on
+        // the series they are meant for, and not on a promoting node's VIP).
+        let tests = try runCommand(promtool, ["test", "rules", "baton-alerts.test.yml"], in: repositoryRoot.appendingPathComponent("examples/prometheus"))
+        #expect(tests.status == 0 && tests.output.contains("SUCCESS"), "\(tests.output)")
     }
 
     /// Metric names in a Prometheus text exposition.

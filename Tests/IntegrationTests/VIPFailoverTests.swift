@@ -29,7 +29,7 @@ private let nodeAnswerBackend = """
 /// Two batond hosts (`a`, `b`: nodes `node-a`, `node-b`) and a client (`c`) on one bridge, each
 /// in its own network namespace, with nats-server in the bridge's namespace; the app's VIP goes
 /// on the hosts' `eth0`.
-private final class VIPLab: @unchecked Sendable {
+final class VIPLab: @unchecked Sendable {
     static let cluster = "viplab"
     static let app = "web"
     static let vipAddress = "10.88.0.100"
@@ -51,6 +51,8 @@ private final class VIPLab: @unchecked Sendable {
     var doubleHolds: [Int64] = []
     /// While set, the VIP on both hosts is expected (a batond was killed with its keeper).
     var toleratingDoubleHold = false
+    /// When set, each batond serves HTTP on this port of every address of its host.
+    var httpPort: Int?
 
     init(lab: NetnsLab, directory: URL, batond: String, keeper: String, batonctl: String, python: String) {
         self.lab = lab
@@ -84,6 +86,7 @@ private final class VIPLab: @unchecked Sendable {
             cluster: \(Self.cluster)
             node: {id: \(node), state_dir: \(directory.appendingPathComponent(node).path)}
             nats: {servers: ["\(natsURL)"]}
+            \(httpPort.map { "http: {listen: \"0.0.0.0:\($0)\"}" } ?? "")
             apps:
               - name: \(Self.app)
                 priority: 100

@@ -176,9 +176,9 @@ struct BatonctlTests {
 
                 web: active on node-a (epoch 7)
                   vip: 192.0.2.10/24 on eth0
-                  NODE    ROLE     PAUSED  BACKEND  PRIORITY  REPLICA                     LAST EVENT
-                  node-a  active   no      running  100       shipping txid 120           became active (epoch 7)
-                  node-b  passive  no      stopped  100       applied txid 118, 2 behind  watching node-a
+                  NODE    ROLE     PAUSED  BACKEND  PRIORITY  REPLICA                                                       LAST EVENT
+                  node-a  active   no      running  100       shipping txid 120                                             became active (epoch 7)
+                  node-b  passive  no      stopped  100       applied txid 118, 2 behind (24.0 KiB, 1.3s), snapshot 3h ago  watching node-a
 
                 note: batond does not run under systemd on node-b: units it manages there are not bound to it
 

@@ -116,6 +116,10 @@ struct TwoNodes: Sendable {
         var passiveWeb = appStatus("web", leader: "node-a", token: 7, event: "watching node-a")
         passiveWeb.vips = ["192.0.2.10/24 on eth0"]
         passiveWeb.replication = ReplicationStatus(role: .applying, txid: 118, lagTransactions: 2)
+        passiveWeb.replication?.lagBytes = 24_576
+        passiveWeb.replication?.lagSeconds = 1.3
+        // Three hours and a minute: `snapshot 3h ago` however long the test takes.
+        passiveWeb.replication?.lastSnapshotTime = Date().timeIntervalSince1970 - 10_860
         let a = FakeNodeController(node: "node-a", apps: [appStatus("api", role: .active, leader: "node-a", token: 3), activeWeb])
         let b = FakeNodeController(node: "node-b", apps: [passiveWeb], systemdUnit: nil)
         var clients: [NATSClient] = []

@@ -123,6 +123,20 @@ struct HealthProberTests {
         #expect(missing != nil)
     }
 
+    /// The outcome each probe counts under in `baton_health_probes_total`.
+    @Test func outcomesForTheMetrics() async throws {
+        #expect(await HealthProber(probe: .exec(["/bin/true"]), timeout: .seconds(20)).probeOnce().outcome == .pass)
+        #expect(await HealthProber(probe: .exec(["/bin/false"]), timeout: .seconds(20)).probeOnce().outcome == .fail)
+        #expect(await HealthProber(probe: .exec(["/bin/sleep", "10"]), timeout: .milliseconds(200)).probeOnce().outcome == .timeout)
+        try await withHTTPServer(status: "503 Service Unavailable") { port in
+            let endpoint = HTTPEndpoint(url: "http://127.0.0.1:\(port)/", isSecure: false, host: "127.0.0.1", port: port, target: "/")
+            #expect(await HealthProber(probe: .http(endpoint), timeout: .seconds(2)).probeOnce().outcome == .fail)
+            #expect(await HealthProber(probe: .tcp(HostPort(host: "127.0.0.1", port: port)), timeout: .seconds(2)).probeOnce().outcome == .pass)
+        }
+        #expect(HealthProbeMetrics.kind(of: .exec(["/bin/true"])) == "exec")
+        #expect(HealthProbeMetrics.kind(of: .tcp(HostPort(host: "127.0.0.1", port: 1))) == "tcp")
+    }
+
     /// A command that times out is killed with everything it started (its process group).
     @Test func aTimedOutCommandIsKilledWithItsChildren() async throws {
         let directory = try makeTemporaryDirectory(prefix: "baton-health-exec")

@@ -23,19 +23,28 @@ public struct HealthProber: Sendable {
     public let timeout: Duration
     let group: any EventLoopGroup
     let httpClient: HTTPClient
+    /// Where each probe's outcome and duration go (nil: nowhere).
+    let metrics: HealthProbeMetrics?
 
-    /// Creates a prober.
-    public init(probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.init(probe: probe, timeout: timeout, group: group, httpClient: Self.sharedHTTPClient)
+    /// Creates a prober. With `metrics`, every probe is counted by outcome and its duration
+    /// recorded (``HealthProbeMetrics``).
+    public init(
+        probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, metrics: HealthProbeMetrics? = nil
+    ) {
+        self.init(probe: probe, timeout: timeout, group: group, httpClient: Self.sharedHTTPClient, metrics: metrics)
     }
 
     /// Creates a prober that makes its HTTP requests with `httpClient` (tests: one that trusts
     /// a test CA).
-    init(probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, httpClient: HTTPClient) {
+    init(
+        probe: HealthProbe, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, httpClient: HTTPClient,
+        metrics: HealthProbeMetrics? = nil
+    ) {
         self.probe = probe
         self.timeout = timeout
         self.group = group
         self.httpClient = httpClient
+        self.metrics = metrics
     }
 
     /// One client for every probe of the process: no redirects, no connection reuse (a probe
@@ -50,19 +59,30 @@ public struct HealthProber: Sendable {
 
     /// Runs the probe once: nil when healthy, otherwise what went wrong.
     public func check() async -> String? {
+        let started = ContinuousClock.now
+        let result = await probeOnce()
+        metrics?.record(result.outcome, duration: ContinuousClock.now - started)
+        return result.failure
+    }
+
+    /// One probe: its failure (nil when healthy) and its outcome for the metrics.
+    func probeOnce() async -> (failure: String?, outcome: HealthProbeOutcome) {
         do {
             switch probe {
             case .tcp(let target):
                 let channel = try await connect(host: target.host, port: target.port)
                 try? await channel.close()
-                return nil
+                return (nil, .pass)
             case .http(let endpoint):
                 return try await httpGet(endpoint)
             case .exec(let command):
                 return try await exec(command)
             }
+        } catch let error as ChannelError {
+            if case .connectTimeout = error { return ("\(error)", .timeout) }
+            return ("\(error)", .fail)
         } catch {
-            return "\(error)"
+            return ("\(error)", .fail)
         }
     }
 
@@ -73,7 +93,7 @@ public struct HealthProber: Sendable {
             .get()
     }
 
-    private func httpGet(_ endpoint: HTTPEndpoint) async throws -> String? {
+    private func httpGet(_ endpoint: HTTPEndpoint) async throws -> (failure: String?, outcome: HealthProbeOutcome) {
         var request = HTTPClientRequest(url: endpoint.url)
         request.method = .GET
         request.headers.add(name: "User-Agent", value: "batond")
@@ -81,17 +101,17 @@ public struct HealthProber: Sendable {
         do {
             response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.totalNanoseconds))
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
-            return "\(endpoint) gave no answer within \(timeout)"
+            return ("\(endpoint) gave no answer within \(timeout)", .timeout)
         } catch {
-            return "\(endpoint): \(error)"
+            return ("\(endpoint): \(error)", .fail)
         }
         // Read (and drop) at most a little of the body, so the connection closes cleanly.
         _ = try? await response.body.collect(upTo: 64 * 1024)
         let status = response.status
-        return (200..<300).contains(status.code) ? nil : "\(endpoint) answered \(status.code) \(status.reasonPhrase)"
+        return (200..<300).contains(status.code) ? (nil, .pass) : ("\(endpoint) answered \(status.code) \(status.reasonPhrase)", .fail)
     }
 
-    private func exec(_ command: [String]) async throws -> String? {
+    private func exec(_ command: [String]) async throws -> (failure: String?, outcome: HealthProbeOutcome) {
         let timeout = timeout
         let status: TerminationStatus? = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
             group.addTask {
@@ -112,11 +132,11 @@ public struct HealthProber: Sendable {
             group.cancelAll()
             return first
         }
-        guard let status else { return "\(command[0]) did not finish within \(timeout)" }
+        guard let status else { return ("\(command[0]) did not finish within \(timeout)", .timeout) }
         switch status {
-        case .exited(0): return nil
-        case .exited(let code): return "\(command[0]) exited with status \(code)"
-        case .signaled(let signal): return "\(command[0]) was killed by signal \(signal)"
+        case .exited(0): return (nil, .pass)
+        case .exited(let code): return ("\(command[0]) exited with status \(code)", .fail)
+        case .signaled(let signal): return ("\(command[0]) was killed by signal \(signal)", .fail)
         }
     }
 }

@@ -37,7 +37,9 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
             configuration: .init(app: plan.app, node: plan.node, process: config, keeperPath: keeperPath, claims: plan.keeperClaims),
             logger: logger)
         self.health = plan.health
-        self.prober = plan.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
+        self.prober = plan.health.map {
+            HealthProber(probe: $0.probe, timeout: $0.timeout, metrics: HealthProbeMetrics(app: plan.app, node: plan.node, probe: $0.probe))
+        }
         self.run = BackendRunState(policy: plan.restart)
         var logger = logger
         logger[metadataKey: "app"] = "\(plan.app)"

@@ -50,6 +50,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
 
         /// The app's name (log metadata, keeper diagnostics).
         public var app: String
+        /// This node's id (the `node` label of the health probe metrics; empty when not set).
+        public var node: String = ""
         /// The unit, e.g. `web.service`.
         public var unit: String
         /// The bus of the unit's manager.
@@ -117,6 +119,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
                 fenceBudget: plan.timing.fenceBudget, epochFile: systemd.epochFile, keeperPath: keeperPath,
                 addresses: plan.keeperClaims.addresses, startTimeout: systemd.startTimeout, stopTimeout: systemd.stopTimeout,
                 callTimeout: systemd.callTimeout)
+            node = plan.node
         }
 
         /// What the fence keeper releases: the epoch file, the unit, the VIPs.
@@ -165,7 +168,10 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         self.logger = logger
         self.keeper = ClaimKeeper(
             configuration: .init(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.keeperClaims), logger: logger)
-        self.prober = configuration.health.map { HealthProber(probe: $0.probe, timeout: $0.timeout) }
+        self.prober = configuration.health.map {
+            HealthProber(
+                probe: $0.probe, timeout: $0.timeout, metrics: HealthProbeMetrics(app: configuration.app, node: configuration.node, probe: $0.probe))
+        }
         self.restarts = RestartTracker(policy: configuration.restart)
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self, bufferingPolicy: .bufferingNewest(16))
         (noticeStream, noticeContinuation) = AsyncStream.makeStream(of: AppBackendNotice.self, bufferingPolicy: .bufferingNewest(16))

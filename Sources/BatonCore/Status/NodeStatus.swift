@@ -183,6 +183,16 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     public var txid: UInt64?
     /// Transactions the stream holds beyond the applied one (passive), when known.
     public var lagTransactions: UInt64?
+    /// Stored bytes of the stream's records beyond the applied position (passive), when known:
+    /// the messages behind × the stream's mean stored message size.
+    public var lagBytes: UInt64?
+    /// How far the replica is behind the active node, in seconds (passive), when known: 0 when
+    /// no record is beyond the applied position, else the age of the oldest transaction the
+    /// replica lacks (when the active node read it).
+    public var lagSeconds: Double?
+    /// When the newest snapshot of the app in its snapshot bucket was stored (seconds since
+    /// 1970), on active and passive nodes; nil before the first or while unknown.
+    public var lastSnapshotTime: Double?
     /// When the last applied transaction was committed on the active node (seconds since 1970).
     public var lastCommitTime: Double?
     /// The last replication error, if the latest attempt failed.
@@ -274,6 +284,9 @@ public struct ReplicationStatus: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case role, txid
         case lagTransactions = "lag_transactions"
+        case lagBytes = "lag_bytes"
+        case lagSeconds = "lag_seconds"
+        case lastSnapshotTime = "last_snapshot_time"
         case lastCommitTime = "last_commit_time"
         case lastError = "last_error"
         case promotion

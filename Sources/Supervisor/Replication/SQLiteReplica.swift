@@ -79,6 +79,8 @@ public actor SQLiteReplica: AppReplica {
     /// The last txid the shipper of ``unconfirmedShippingToken`` published, when known.
     private var lastShippedTxid: UInt64?
     private let files: LocalDatabaseFiles
+    /// The newest snapshot's time, for the status.
+    private let snapshotAge: SnapshotAgeWatch
     private var leftoversChecked = false
     private var disposed = false
 
@@ -94,6 +96,7 @@ public actor SQLiteReplica: AppReplica {
         self.logger = logger
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(16))
         files = LocalDatabaseFiles(configuration: configuration)
+        snapshotAge = SnapshotAgeWatch(jetStream: jetStream, bucket: configuration.names.snapshotBucket)
     }
 
     /// The replication settings of `app` on this node: `sqlite.path` is the database, the
@@ -179,6 +182,11 @@ public actor SQLiteReplica: AppReplica {
                 lastCommitTime: applied.position?.transactionTime.timeIntervalSince1970,
                 lastError: applied.lastError ?? lag?.streamBehindReplica.map { "the stream is behind this replica: \($0)" } ?? lastError)
             status.snapshotsRestored = applied.snapshotsRestored
+            if let lag, lag.streamBehindReplica == nil {
+                status.lagBytes = lag.bytesBehind
+                status.lagSeconds = ReplicationLagEstimate.secondsBehind(
+                    messagesBehind: lag.messagesBehind, oldestUnapplied: lag.oldestUnappliedTransactionTime, now: Date())
+            }
             status.sync = applied.sync.map {
                 ReplicationStatus.Sync(
                     initial: $0.initial, txid: $0.txid, phase: $0.phase.rawValue, bytesDone: $0.bytesDone, bytesTotal: $0.bytesTotal,
@@ -189,6 +197,7 @@ public actor SQLiteReplica: AppReplica {
         }
         status.promotion = promotionSummary
         status.promotionDataLoss = promotionDataLoss
+        if !disposed { status.lastSnapshotTime = await snapshotAge.newestSnapshotTime()?.timeIntervalSince1970 }
         let setAside = await files.setAsideDatabases()
         if !setAside.isEmpty { status.unshippedDatabases = setAside }
         return status
@@ -197,6 +206,7 @@ public actor SQLiteReplica: AppReplica {
     public func dispose() async {
         _ = nextIntent()
         disposed = true
+        await snapshotAge.cancel()
         followRetry?.cancel()
         lagMonitor?.cancel()
         shipperWatch?.cancel()
