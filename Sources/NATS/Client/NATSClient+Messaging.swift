@@ -18,9 +18,7 @@ extension NATSClient {
         try NATSSubject.validatePublish(subject)
         if let replyTo { try NATSSubject.validatePublish(replyTo) }
         let headerBlock = try headers.map { headers throws(NATSError) in try ClientOperationEncoder.headerBlock(headers, allocator: allocator) }
-        let action = try withMachine { machine throws(NATSError) in
-            try machine.publish(subject: subject, replyTo: replyTo, headerBlock: headerBlock, payload: payload)
-        }
+        let action = try withMachine { try $0.publish(subject: subject, replyTo: replyTo, headerBlock: headerBlock, payload: payload) }
         flush(on: action.flush)
         if action.waitForDrain {
             await waitForDrain()
@@ -65,13 +63,14 @@ extension NATSClient {
             case .fail(let waiter, let error):
                 waiter.resume(throwing: error)
             case .sent(let id, let connection, let flush):
-                self.flush(on: flush)
+                // The timer first, then the flush: both land in one turn of the event loop.
                 let timer = connection.channel.eventLoop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
                     guard let self else { return }
                     self.withMachine { $0.pongTimedOut(id: id) }?
                         .resume(throwing: NATSError(.timeout, "server did not answer PING within \(timeout)"))
                 }
                 withMachine { $0.pongTimerScheduled(id: id, timer: timer) }?.cancel()
+                self.flush(on: flush)
             }
         }
         return clock.now - start
@@ -108,8 +107,8 @@ extension NATSClient {
         return try addSubscription(subject: subject, queue: queue, sink: SubscriptionSink(.handler(handler)))
     }
 
-    private func addSubscription(subject: String, queue: String?, sink: SubscriptionSink) throws(NATSError) -> UInt64 {
-        let (sid, flush) = try withMachine { machine throws(NATSError) in try machine.subscribe(subject: subject, queue: queue, sink: sink) }
+    private func addSubscription(subject: String, queue: String?, sink: SubscriptionSink) throws -> UInt64 {
+        let (sid, flush) = try withMachine { try $0.subscribe(subject: subject, queue: queue, sink: sink) }
         self.flush(on: flush)
         return sid
     }
@@ -133,8 +132,8 @@ extension NATSClient {
         let headerBlock = try headers.map { headers throws(NATSError) in try ClientOperationEncoder.headerBlock(headers, allocator: allocator) }
         let timeout = timeout ?? options.requestTimeout
         let prefixLength = requestInbox.utf8.count + 1
-        let (token, inboxFlush) = try withMachine { machine throws(NATSError) in
-            try machine.requestStarted(inboxSubject: "\(requestInbox).*") {
+        let (token, inboxFlush) = try withMachine {
+            try $0.requestStarted(inboxSubject: "\(requestInbox).*") {
                 SubscriptionSink(.handler { [weak self] message in
                     self?.deliverReply(message, token: message.subject.utf8.count > prefixLength ? Substring(message.subject.utf8.dropFirst(prefixLength)) : "")
                 })
@@ -151,12 +150,13 @@ extension NATSClient {
                 case .fail(let waiter, let error):
                     waiter.resume(throwing: error)
                 case .sent(let timerOn, let flush):
-                    self.flush(on: flush)
+                    // The timer first, then the flush: both land in one turn of the event loop.
                     let loop = timerOn?.channel.eventLoop ?? group.next()
                     let timer = loop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
                         self?.failRequest(token: token, NATSError(.timeout, "no reply to request on \"\(subject)\" within \(timeout)"))
                     }
                     withMachine { $0.requestTimerScheduled(token: token, timer: timer) }?.cancel()
+                    self.flush(on: flush)
                 }
             }
         } onCancel: {

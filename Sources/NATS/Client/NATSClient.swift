@@ -100,28 +100,13 @@ public final class NATSClient: Sendable {
     /// Feeds one event to the state machine under the lock and returns its action; then, outside
     /// the lock, delivers the connection events the event produced (one caller at a time, in
     /// order). The caller runs the action afterwards, outside the lock too.
-    func withMachine<Action>(_ body: (inout Machine) throws(NATSError) -> Action) throws(NATSError) -> Action {
-        let (result, deliver) = machine.withLockedValue { machine -> (Result<Action, NATSError>, Bool) in
-            let result: Result<Action, NATSError>
-            do throws(NATSError) {
-                result = .success(try body(&machine))
-            } catch {
-                result = .failure(error)
-            }
-            return (result, machine.claimEventDelivery())
+    func withMachine<Action>(_ body: (inout Machine) throws -> Action) rethrows -> Action {
+        var deliver = false
+        defer { if deliver { deliverEvents() } }
+        return try machine.withLockedValue { machine in
+            defer { deliver = machine.claimEventDelivery() }
+            return try body(&machine)
         }
-        if deliver { deliverEvents() }
-        return try result.get()
-    }
-
-    /// ``withMachine(_:)`` for events that cannot fail.
-    func withMachine<Action>(_ body: (inout Machine) -> Action) -> Action {
-        let (action, deliver) = machine.withLockedValue { machine in
-            let action = body(&machine)
-            return (action, machine.claimEventDelivery())
-        }
-        if deliver { deliverEvents() }
-        return action
     }
 
     private func deliverEvents() {
@@ -204,7 +189,7 @@ public final class NATSClient: Sendable {
     /// naming every server tried and why it failed, unless
     /// ``NATSClientOptions/retryOnFailedInitialConnect`` is set, in which case it keeps trying.
     public func connect() async throws {
-        guard try withMachine({ machine throws(NATSError) in try machine.connectRequested() }) == .start else { return }
+        guard try withMachine({ try $0.connectRequested() }) == .start else { return }
         if options.retryOnFailedInitialConnect {
             try await runConnectRounds(initial: true)
         } else {
@@ -233,7 +218,7 @@ public final class NATSClient: Sendable {
     /// closes, or the round limit is reached.
     private func runConnectRounds(initial: Bool) async throws {
         while true {
-            let round = try withMachine { machine throws(NATSError) in try machine.connectRound() }
+            let round = try withMachine { try $0.connectRound() }
             let delay = backoff.delay(round: round, jitterNanoseconds: backoff.randomJitter())
             if delay > .zero {
                 try? await Task.sleep(for: delay)

@@ -118,8 +118,9 @@ extension NATSConnectionStateMachine {
         pending = prelude
         state = .connected(
             Connected(
-                connection: connection, flushScheduled: true, writable: true, pongWaiters: [], pingsInPending: 0,
+                connection: connection, writable: true, pongWaiters: [], pingsInPending: 0,
                 orphanPongs: orphanPongs, keepalivesOutstanding: 0, drainWaiters: []))
+        flushScheduled = true
         emit(isReconnect ? .reconnected(server: server.description) : .connected(server: server.description))
         return .activate(connection)
     }
@@ -159,6 +160,7 @@ extension NATSConnectionStateMachine {
         failPongWaiters(&connected, into: &failures)
         failRequests(sentOn: id, into: &failures)
         reconnectGeneration += 1
+        flushScheduled = false
         state = .reconnecting(Reconnecting(round: 0, orphanPongs: connected.pingsInPending, generation: reconnectGeneration, task: nil))
         emit(.disconnected(server: currentServer?.description ?? "", reason: reason))
         return .reconnect(
@@ -208,6 +210,7 @@ extension NATSConnectionStateMachine {
             break
         }
         state = .closed(reason: reason)
+        flushScheduled = false
         action.sinks = subscriptions.sorted(by: { $0.key < $1.key }).map(\.value.sink)
         subscriptions.removeAll()
         failRequests(sentOn: nil, into: &failures)

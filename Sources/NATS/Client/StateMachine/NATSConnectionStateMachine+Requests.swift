@@ -50,8 +50,8 @@ extension NATSConnectionStateMachine {
     /// The timeout of request `token` is scheduled. Returns the timer when it must be cancelled
     /// (the request ended meanwhile).
     mutating func requestTimerScheduled(token: Substring, timer: Timer) -> Timer? {
-        guard requests[token] != nil, requests[token]?.timer == nil else { return timer }
-        requests[token]?.timer = timer
+        guard let index = requests.index(forKey: token), requests.values[index].timer == nil else { return timer }
+        requests.values[index].timer = timer
         return nil
     }
 

@@ -69,13 +69,9 @@ extension NATSConnectionStateMachine {
     /// connection, nothing to write, or the socket is not writable).
     mutating func flushDue(_ id: ConnectionID) -> FlushAction? {
         guard connection?.id == id else { return nil }
-        let bytes = pending.readableBytes
-        let ready: Bool =
-            withConnected { connected in
-                connected.flushScheduled = false
-                return connected.writable && bytes > 0
-            } ?? false
-        guard ready else { return nil }
+        flushScheduled = false
+        let writable = withConnected { $0.writable } ?? false
+        guard writable, pending.readableBytes > 0 else { return nil }
         let outgoing = pending
         pending = ByteBufferAllocator().buffer(capacity: min(max(outgoing.readableBytes, 4096), 256 * 1024))
         return withConnected { connected in

@@ -78,8 +78,6 @@ struct NATSConnectionStateMachine<Types: NATSConnectionStateMachineTypes>: Senda
 
     struct Connected: Sendable {
         var connection: Connection
-        /// A flush task is queued on the connection's event loop.
-        var flushScheduled: Bool
         var writable: Bool
         /// One entry per PING written (keep-alive or caller), in order; PONGs answer in order.
         var pongWaiters: CircularBuffer<PongEntry>
@@ -137,6 +135,11 @@ struct NATSConnectionStateMachine<Types: NATSConnectionStateMachineTypes>: Senda
     var info: ServerInfo?
     /// Bytes waiting for the socket (or, while disconnected, for the next connection).
     var pending: ByteBuffer
+    /// A flush task is queued on the current connection's event loop. Only true while
+    /// connected (set by the install, cleared by a disconnect); kept outside the `connected`
+    /// case because every publish reads it, and reading it there copies the case's payload
+    /// (which cost a sixth of the publish throughput in NATSBenchmark).
+    var flushScheduled = false
     var nextSid: UInt64 = 1
     var subscriptions: [UInt64: Subscription] = [:]
     var requestInboxSid: UInt64?
@@ -189,11 +192,9 @@ struct NATSConnectionStateMachine<Types: NATSConnectionStateMachineTypes>: Senda
     /// Marks a flush as scheduled; returns the connection whose event loop must run it, or nil
     /// when one is already queued or there is no connection.
     mutating func scheduleFlush() -> Connection? {
-        withConnected { connected -> Connection? in
-            guard !connected.flushScheduled else { return nil }
-            connected.flushScheduled = true
-            return connected.connection
-        } ?? nil
+        guard !flushScheduled, let connection else { return nil }
+        flushScheduled = true
+        return connection
     }
 
     // MARK: - Events to listeners
