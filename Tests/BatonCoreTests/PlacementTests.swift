@@ -9,15 +9,7 @@ private let header = """
 
     """
 
-/// The errors `yaml` produces, as `file:line:column: keyPath: message` lines; empty when valid.
-private func errors(_ yaml: String) -> [String] {
-    do {
-        _ = try BatonConfig.parse(yaml: yaml, file: "test.yaml")
-        return []
-    } catch {
-        return error.errors.map(\.description)
-    }
-}
+private func errors(_ yaml: String) -> [String] { configErrorLines(yaml) }
 
 private func app(_ name: String, placement: AppPlacement = AppPlacement(), preferNode: String? = nil, failback: Failback = .manual, sticky: Bool = false)
     -> AppConfig

@@ -113,24 +113,12 @@ public struct HealthProber: Sendable {
 
     private func exec(_ command: [String]) async throws -> (failure: String?, outcome: HealthProbeOutcome) {
         let timeout = timeout
-        let status: TerminationStatus? = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
-            group.addTask {
-                var options = PlatformOptions()
-                // A group of its own: the timeout kills the command and whatever it started.
-                options.processGroupID = 0
-                options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(100))]
-                return try await Subprocess.run(
-                    .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst())), platformOptions: options,
-                    input: .none, output: .discarded, error: .discarded
-                ).terminationStatus
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
+        // A group of its own: the timeout kills the command and whatever it started.
+        let status = try await terminationStatus(within: timeout) { options in
+            try await Subprocess.run(
+                .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst())), platformOptions: options,
+                input: .none, output: .discarded, error: .discarded
+            ).terminationStatus
         }
         guard let status else { return ("\(command[0]) did not finish within \(timeout)", .timeout) }
         switch status {

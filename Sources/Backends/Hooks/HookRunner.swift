@@ -119,26 +119,14 @@ public struct HookRunner: Sendable {
         let status: Result<TerminationStatus?, any Error>
         do {
             status = .success(
-                try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
-                    group.addTask {
-                        var options = PlatformOptions()
-                        // A group of its own: the timeout kills the hook and whatever it started.
-                        options.processGroupID = 0
-                        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(100))]
-                        return try await Subprocess.run(
-                            executable, arguments: Arguments(Array(hook.command.dropFirst())),
-                            environment: .custom(Dictionary(uniqueKeysWithValues: variables.map { (Environment.Key(stringLiteral: $0.key), $0.value) })),
-                            platformOptions: options, input: .none, output: .fileDescriptor(output, closeAfterSpawningProcess: false),
-                            error: .combinedWithOutput
-                        ).terminationStatus
-                    }
-                    group.addTask {
-                        try await Task.sleep(for: timeout)
-                        return nil
-                    }
-                    let first = try await group.next() ?? nil
-                    group.cancelAll()
-                    return first
+                // A group of its own: the timeout kills the hook and whatever it started.
+                try await terminationStatus(within: timeout) { options in
+                    try await Subprocess.run(
+                        executable, arguments: Arguments(Array(hook.command.dropFirst())),
+                        environment: .custom(Dictionary(uniqueKeysWithValues: variables.map { (Environment.Key(stringLiteral: $0.key), $0.value) })),
+                        platformOptions: options, input: .none, output: .fileDescriptor(output, closeAfterSpawningProcess: false),
+                        error: .combinedWithOutput
+                    ).terminationStatus
                 })
         } catch {
             status = .failure(error)
