@@ -265,8 +265,13 @@ struct PlacementClusterTests {
                 last = try await Self.statuses(port: server.port)
                 return Self.actives(last)["web"] == [other]
             }
-            let firstStatus = last.first { $0.node == first }?.apps.first { $0.name == "web" }
-            #expect(firstStatus?.placement == "not eligible: requires zone=\(zones[other]!) (this node: zone=\(zones[first]!))", "\(String(describing: firstStatus))")
+            // The old node's note says "handing over" until its next placement round (500 ms)
+            // sees the app gone, then why it may not run it.
+            var firstStatus: AppStatus?
+            try await eventually("\(first) saying why it may not run web (last: \(String(describing: firstStatus)))", timeout: .seconds(10), every: .milliseconds(200)) {
+                firstStatus = try await Self.statuses(port: server.port).first { $0.node == first }?.apps.first { $0.name == "web" }
+                return firstStatus?.placement == "not eligible: requires zone=\(zones[other]!) (this node: zone=\(zones[first]!))"
+            }
             let log = try String(contentsOfFile: directory.appendingPathComponent("\(first).log").path, encoding: .utf8)
             #expect(log.contains("placement: handing an app over"), "no switchover logged on \(first)")
             // No node qualifies: the active node keeps the app, and says why.
