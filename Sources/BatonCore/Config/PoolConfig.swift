@@ -91,7 +91,7 @@ extension AppConfig {
     /// `worker@.service` with instance `2` → `worker@2.service`; nil when `unit` is not a
     /// template.
     static func instantiate(template unit: String, instance: String) -> String? {
-        guard let at = unit.range(of: "@."), unit.hasSuffix(".service") || unit.hasSuffix(".socket") || unit.hasSuffix(".target") || unit.hasSuffix(".timer") || unit.hasSuffix(".path") || unit.hasSuffix(".mount") || unit.hasSuffix(".automount") || unit.hasSuffix(".swap") else { return nil }
+        guard let at = unit.range(of: "@."), SystemdBackendConfig.unitSuffixes.contains(where: { unit.hasSuffix($0) }) else { return nil }
         return unit.replacingCharacters(in: at, with: "@\(instance).")
     }
 }
@@ -118,11 +118,11 @@ extension BatonConfig {
     static func checkPools(_ apps: [AppConfig], items: [ConfigValue]) -> Bool {
         var ok = true
         let declared = Dictionary(zip(apps.map(\.name), items), uniquingKeysWith: { first, _ in first })
-        let pools = Set(apps.filter { $0.instances.isPool }.map(\.name))
+        let pools = Dictionary(apps.filter { $0.instances.isPool }.map { ($0.name, $0.instances) }, uniquingKeysWith: { first, _ in first })
         for (app, item) in zip(apps, items) {
             for (key, target) in [("with_app", app.placement.withApp), ("away_from_app", app.placement.awayFromApp)] {
-                guard let target, pools.contains(target), let value = item.child("placement")?.child(key) else { continue }
-                value.error("\(quoted(target)) is a pool (instances: \(apps.first { $0.name == target }!.instances)); \(key) names an app that runs on one node")
+                guard let target, let instances = pools[target], let value = item.child("placement")?.child(key) else { continue }
+                value.error("\(quoted(target)) is a pool (instances: \(instances)); \(key) names an app that runs on one node")
                 ok = false
             }
             guard app.instances.isPool, let value = item.child("instances") else { continue }
