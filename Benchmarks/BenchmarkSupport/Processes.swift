@@ -103,6 +103,14 @@ public struct ProcessUsage: Sendable {
     public var rssKiB: Int64
     /// Peak resident set size, in KiB (`VmHWM`).
     public var peakRSSKiB: Int64
+    /// The anonymous part of ``rssKiB`` (heap, stacks: what the process allocated), in KiB (`RssAnon`).
+    public var anonymousRSSKiB: Int64
+    /// The file-backed part of ``rssKiB`` (code and read-only data of the executable and its
+    /// libraries, shared with every other process mapping them), in KiB (`RssFile`).
+    public var fileRSSKiB: Int64
+    /// Context switches so far, voluntary and involuntary, summed over the process's threads
+    /// (each wake-up of a sleeping thread is one).
+    public var contextSwitches: Int64
 
     /// The usage of `pid`, or nil when it has exited.
     public static func of(_ pid: Int32) -> ProcessUsage? {
@@ -118,7 +126,16 @@ public struct ProcessUsage: Sendable {
                 .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first }
                 .flatMap { Int64($0) } ?? 0
         }
-        return ProcessUsage(cpuTicks: utime + stime, rssKiB: kib("VmRSS:"), peakRSSKiB: kib("VmHWM:"))
+        var switches: Int64 = 0
+        for thread in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+            guard let threadStatus = try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/status", encoding: .utf8) else { continue }
+            for line in threadStatus.split(separator: "\n") where line.contains("ctxt_switches:") {
+                switches += line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int64($0) } ?? 0
+            }
+        }
+        return ProcessUsage(
+            cpuTicks: utime + stime, rssKiB: kib("VmRSS:"), peakRSSKiB: kib("VmHWM:"), anonymousRSSKiB: kib("RssAnon:"), fileRSSKiB: kib("RssFile:"),
+            contextSwitches: switches)
     }
 
     /// Clock ticks per second of ``cpuTicks``.

@@ -299,11 +299,17 @@ func run(_ options: Options) async throws -> String {
     var cpu: [String: Double] = [:]
     var rss: [String: Int64] = [:]
     var peak: [String: Int64] = [:]
+    var anonymous: [String: Int64] = [:]
+    var fileBacked: [String: Int64] = [:]
+    var wakeups: [String: Double] = [:]
     for name in nodeNames {
         guard let first = before[name], let last = ProcessUsage.of(nodes[name]!.pid) else { throw BenchmarkError("batond \(name) exited; see \(work)/\(name).log") }
         cpu[name] = Double(last.cpuTicks - first.cpuTicks) / Double(ProcessUsage.ticksPerSecond) / idleSeconds * 100
         rss[name] = last.rssKiB
         peak[name] = last.peakRSSKiB
+        anonymous[name] = last.anonymousRSSKiB
+        fileBacked[name] = last.fileRSSKiB
+        wakeups[name] = Double(last.contextSwitches - first.contextSwitches) / idleSeconds
     }
     let activeCount = startSpread.perNode
     log("idle CPU % per node: " + nodeNames.map { "\($0) \(String(format: "%.2f", cpu[$0]!))" }.joined(separator: ", "))
@@ -365,9 +371,10 @@ func run(_ options: Options) async throws -> String {
     #if DEBUG
     text += "- **Debug build**: numbers are not representative.\n"
     #endif
-    text += "\n| node | active apps | idle CPU % of a core | RSS MB | peak RSS MB |\n|---|--:|--:|--:|--:|\n"
+    text += "\n| node | active apps | idle CPU % of a core | context switches/s | RSS MB | of it anonymous MB | of it file-backed MB | peak RSS MB |\n|---|--:|--:|--:|--:|--:|--:|--:|\n"
+    func mb(_ kib: Int64?) -> String { String(format: "%.1f", Double(kib ?? 0) / 1024) }
     for name in nodeNames {
-        text += "| \(name) | \(activeCount[name] ?? 0) | \(String(format: "%.2f", cpu[name]!)) | \(String(format: "%.1f", Double(rss[name]!) / 1024)) | \(String(format: "%.1f", Double(peak[name]!) / 1024)) |\n"
+        text += "| \(name) | \(activeCount[name] ?? 0) | \(String(format: "%.2f", cpu[name]!)) | \(Int(wakeups[name] ?? 0)) | \(mb(rss[name])) | \(mb(anonymous[name])) | \(mb(fileBacked[name])) | \(mb(peak[name])) |\n"
     }
     text += "\n| goal | measured | met |\n|---|---|---|\n"
     text += "| idle CPU per node ≤ 1 % of a core | max \(String(format: "%.2f", cpus.last ?? 0)) %, median \(String(format: "%.2f", cpus[cpus.count / 2])) % over \(Int(idleSeconds)) s | \((cpus.last ?? 0) <= 1 ? "yes" : "no") |\n"

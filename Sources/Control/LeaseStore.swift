@@ -375,6 +375,9 @@ public struct LeaseWatch: AsyncSequence, Sendable {
         var inner: KeyValueWatcher.Iterator
         let floor: TokenFloor
         var sawInitialValue = false
+        /// The last value put and its record: a renew writes the same bytes every time, so a
+        /// passive node decodes each holder's record once, not once per renew.
+        var lastPut: (value: ByteBuffer, record: LeaseRecord)?
 
         public mutating func next() async throws -> LeaseWatchEvent? {
             while let event = try await inner.next() {
@@ -392,7 +395,14 @@ public struct LeaseWatch: AsyncSequence, Sendable {
                     floor.noteRevision(entry.revision)
                     switch entry.operation {
                     case .put:
-                        guard let record = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView)) else {
+                        let decoded: LeaseRecord?
+                        if let lastPut, lastPut.value == entry.value {
+                            decoded = lastPut.record
+                        } else {
+                            decoded = try? JSONDecoder().decode(LeaseRecord.self, from: Data(entry.value.readableBytesView))
+                            lastPut = decoded.map { (entry.value, $0) }
+                        }
+                        guard let record = decoded else {
                             // A value Baton did not write: treat it as held by an unknown holder, so
                             // nobody acquires until it expires or is deleted.
                             return .observed(.held(LeaseHolder(node: "?", instance: "?"), revision: entry.revision, token: entry.revision))

@@ -12,8 +12,8 @@ import Systemd
 /// only while batond's loops make progress. Every call is a no-op when `NOTIFY_SOCKET` is unset
 /// (batond not started by systemd).
 struct ServiceManagerLink: Sendable {
-    /// An app whose clock loop has not ticked for this long counts as hung (the loop wakes at
-    /// least every second).
+    /// An app whose clock loop is this late for one of its deadlines counts as hung (the loop
+    /// wakes at each deadline of the app's lifecycle: renews, takeovers, step timeouts).
     static let stallLimit: Duration = .seconds(2)
 
     let notifier: SystemdNotifier
@@ -50,8 +50,8 @@ struct ServiceManagerLink: Sendable {
 
     /// Until cancelled: every `interval` (a quarter of the watchdog timeout, at most 1 s), asks
     /// the node supervisor which app loops are stalled and for its status, bounded in time.
-    /// Sends `WATCHDOG=1` only when the node actor answered in time and every app's clock loop
-    /// ticked within ``stallLimit``, so a hung actor lets the watchdog fire; updates `STATUS=`
+    /// Sends `WATCHDOG=1` only when the node actor answered in time and no app's clock loop is
+    /// more than ``stallLimit`` late, so a hung actor lets the watchdog fire; updates `STATUS=`
     /// when the summary changed.
     func supervise(_ node: NodeSupervisor) async {
         guard notifier.isEnabled else { return }

@@ -150,13 +150,20 @@ extension NATSClient {
                 case .fail(let waiter, let error):
                     waiter.resume(throwing: error)
                 case .sent(let timerOn, let flush):
-                    // The timer first, then the flush: both land in one turn of the event loop.
+                    // The timer first, then the flush, in one task on the connection's event loop:
+                    // one wake-up of the loop per request, not one for each. (A reply that beats
+                    // the timer makes the machine hand the timer back, cancelled below.)
                     let loop = timerOn?.channel.eventLoop ?? group.next()
-                    let timer = loop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
-                        self?.failRequest(token: token, NATSError(.timeout, "no reply to request on \"\(subject)\" within \(timeout)"))
+                    let flushHere = flush.map { $0.channel.eventLoop === loop } ?? false
+                    let armAndFlush = { [self] in
+                        let timer = loop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
+                            self?.failRequest(token: token, NATSError(.timeout, "no reply to request on \"\(subject)\" within \(timeout)"))
+                        }
+                        withMachine { $0.requestTimerScheduled(token: token, timer: timer) }?.cancel()
+                        if flushHere, let flush { flushPending(connection: flush.id) }
                     }
-                    withMachine { $0.requestTimerScheduled(token: token, timer: timer) }?.cancel()
-                    self.flush(on: flush)
+                    if loop.inEventLoop { armAndFlush() } else { loop.execute(armAndFlush) }
+                    if !flushHere { self.flush(on: flush) }
                 }
             }
         } onCancel: {

@@ -129,7 +129,7 @@ public final class NATSClient: Sendable {
         connection.channel.eventLoop.execute { self.flushPending(connection: id) }
     }
 
-    private func flushPending(connection: ObjectIdentifier) {
+    func flushPending(connection: ObjectIdentifier) {
         guard let flush = withMachine({ $0.flushDue(connection) }) else { return }
         flush.connection.channel.writeAndFlush(flush.bytes, promise: nil)
         for waiter in flush.drainWaiters { waiter.resume() }

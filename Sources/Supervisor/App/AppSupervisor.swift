@@ -23,9 +23,16 @@ public actor AppSupervisor {
     /// ``clockWakesAt`` (or after every event while the clock runs to a limit), so deadlines are
     /// recomputed. An event that only moves deadlines later (a passive node seeing a renew) lets
     /// the clock sleep on: it recomputes when it wakes, without a task and a timer per event.
+    /// The clock sleeps until the lifecycle's next deadline (at most ``clockIdleLimit`` when
+    /// there is none), not a fixed period: an idle app costs no wake-ups between its deadlines.
     private var clockSleep: Task<Void, Never>?
     /// When the current ``clockSleep`` ends; nil when the clock must wake after any event.
     private var clockWakesAt: MonotonicInstant?
+    /// The renew request in flight and when it was sent (taken when the action is executed, so
+    /// never later than the request leaves: the lease counts from it). The clock sleeps to
+    /// `sentAt + renew` while the answer is out: the answer sets exactly that deadline, and a
+    /// sleep to the fence deadline would be cut short by it (two timers per renew, not one).
+    private var renewInFlight: (stamp: Stamp, sentAt: MonotonicInstant)?
     /// Keeper updates run one after another, so an older deadline never overwrites a newer one,
     /// and the backend starts only after the keeper is armed.
     private var fenceKeeperUpdates: Task<Void, Never>?
@@ -39,8 +46,14 @@ public actor AppSupervisor {
     /// cancelled.
     private var actionTasks: [UInt64: Task<Void, Never>] = [:]
     private var nextActionID: UInt64 = 0
-    private var observationsContinuation: AsyncStream<(LeaseObservation, MonotonicInstant)>.Continuation?
-    private nonisolated let lastTickNanoseconds: Atomic<Int64>
+    private var leaseObserver: (@Sendable (LeaseObservation, MonotonicInstant) -> Void)?
+    /// When the clock loop is due to run next (monotonic nanoseconds): the end of its current
+    /// sleep, or the instant it woke while it runs. See ``clockOverdue(now:)``.
+    private nonisolated let clockDueNanoseconds: Atomic<Int64>
+    /// The longest sleep of the clock when the lifecycle has no deadline (a passive node that
+    /// may not acquire: disconnected, paused, ineligible). Events that bring a deadline wake it
+    /// earlier; the limit only bounds how long a cancelled sleep's timer lingers.
+    static let clockIdleLimit: Duration = .seconds(60)
     /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
     private let metrics: AppMetrics
     private var tally = TransitionTally()
@@ -74,14 +87,16 @@ public actor AppSupervisor {
         var logger = logger
         logger[metadataKey: "app"] = "\(app)"
         self.logger = logger
-        self.lastTickNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
+        self.clockDueNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
         self.metrics = AppMetrics(app: app, node: configuration.node)
     }
 
-    /// When the clock loop last ran on this actor (it wakes at least every second while the
-    /// app runs): a stale value means the actor is hung. Readable from any thread.
-    public nonisolated var lastClockTick: MonotonicInstant {
-        MonotonicInstant(nanoseconds: lastTickNanoseconds.load(ordering: .relaxed))
+    /// How long past its due time the clock loop is at `now` (zero when it is sleeping towards a
+    /// later deadline or ran on time): the loop wakes at every deadline of the lifecycle and then
+    /// needs this actor, so a large value means the actor is hung. Readable from any thread.
+    public nonisolated func clockOverdue(now: MonotonicInstant) -> Duration {
+        let due = MonotonicInstant(nanoseconds: clockDueNanoseconds.load(ordering: .relaxed))
+        return now > due ? now - due : .zero
     }
 
     /// The current phase.
@@ -106,12 +121,12 @@ public actor AppSupervisor {
         return stream
     }
 
-    /// The lease observations of other holders' writes as the watch delivers them, with the
-    /// instant each was received (for the event history's flight recorder).
-    public func leaseObservations() -> AsyncStream<(LeaseObservation, MonotonicInstant)> {
-        let (stream, continuation) = AsyncStream.makeStream(of: (LeaseObservation, MonotonicInstant).self, bufferingPolicy: .bufferingNewest(64))
-        observationsContinuation = continuation
-        return stream
+    /// Calls `observer` with every lease observation the watch delivers and the instant it was
+    /// received (for the event history's flight recorder), on this actor, before the lifecycle
+    /// sees it. Synchronous on purpose: a renew seen every second per app must not cost a task
+    /// wake-up of its own.
+    public func observeLease(_ observer: @escaping @Sendable (LeaseObservation, MonotonicInstant) -> Void) {
+        leaseObserver = observer
     }
 
     /// Feeds an operator command or another event.
@@ -218,9 +233,15 @@ public actor AppSupervisor {
                 if MonotonicClock.now() >= limit { return }
             }
             let now = MonotonicClock.now()
-            var next = lifecycle.nextDeadline() ?? now + .seconds(1)
+            var next = lifecycle.nextDeadline() ?? now + Self.clockIdleLimit
+            if let renew = renewInFlight, renew.stamp == lifecycle.awaiting.renew {
+                let due = renew.sentAt + lifecycle.configuration.timing.renew
+                // Past due with the answer still out: the answer sets the deadline and wakes the clock.
+                if due > now { next = min(next, due) }
+            }
             if let limit { next = min(next, limit) }
-            let wait = min(next - now, .seconds(1))
+            let wait = min(next - now, Self.clockIdleLimit)
+            clockDueNanoseconds.store((now + max(wait, .zero)).nanoseconds, ordering: .relaxed)
             if wait > .zero {
                 let sleeper = Task<Void, Never> { try? await Task.sleep(for: wait) }
                 clockSleep = sleeper
@@ -230,7 +251,7 @@ public actor AppSupervisor {
                 clockWakesAt = nil
             }
             if Task.isCancelled { return }
-            lastTickNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
+            clockDueNanoseconds.store(MonotonicClock.now().nanoseconds, ordering: .relaxed)
             apply(.tick)
             metrics.lease(lifecycle.held, timing: lifecycle.configuration.timing, now: MonotonicClock.now())
         }
@@ -244,7 +265,7 @@ public actor AppSupervisor {
                 attempt = 0
                 for try await event in watch {
                     if case .observed(let observation) = event {
-                        observationsContinuation?.yield((observation, MonotonicClock.now()))
+                        leaseObserver?(observation, MonotonicClock.now())
                         send(.leaseObserved(observation))
                     }
                 }
@@ -264,7 +285,7 @@ public actor AppSupervisor {
         let actions = lifecycle.handle(event, now: MonotonicClock.now())
         for action in actions { execute(action) }
         guard let clockSleep else { return }
-        // The clock wakes at clockWakesAt (at most a second away) anyway; only an earlier
+        // The clock wakes at clockWakesAt anyway; only an earlier
         // deadline needs it now. (Every event evaluates the deadlines already due itself.)
         if let wakesAt = clockWakesAt, lifecycle.nextDeadline().map({ $0 >= wakesAt }) ?? true { return }
         clockSleep.cancel()
@@ -300,9 +321,10 @@ public actor AppSupervisor {
             let ttl = lifecycle.configuration.timing.ttl
             let id = nextActionID
             nextActionID += 1
+            let sentAt = MonotonicClock.now()
+            renewInFlight = (stamp, sentAt)
             actionTasks[id] = Task { [store, metrics] in
                 defer { self.actionTasks[id] = nil }
-                let sentAt = MonotonicClock.now()
                 do {
                     let outcome = try await store.renew(as: holder, token: stamp.token, ttl: ttl, revision: revision)
                     metrics.renewed(after: MonotonicClock.now() - sentAt, failed: false)

@@ -3,6 +3,7 @@ import BatonCore
 import BatonEvents
 import Foundation
 import Logging
+import Synchronization
 
 /// Executes one app's ``FlightRecorder`` on one node: feeds it the supervisor's lease
 /// observations and notifications and the backend's notices, publishes what it returns
@@ -10,7 +11,9 @@ import Logging
 /// failover or switchover record with the old node's `stepping-down` event from the stream and
 /// the promotion's data-loss facts from the replica.
 actor AppEventRecorder {
-    private var recorder: FlightRecorder
+    /// Behind a lock rather than on the actor: ``observe(_:at:)`` is called synchronously by the
+    /// app supervisor for every lease observation, without a hop to this actor.
+    private let recorder: Mutex<FlightRecorder>
     private let publisher: EventPublisher
     private let reader: EventReader
     private let replica: (any AppReplica)?
@@ -19,7 +22,7 @@ actor AppEventRecorder {
     private let logger: Logger
 
     init(recorder: FlightRecorder, publisher: EventPublisher, reader: EventReader, replica: (any AppReplica)?, vips: [String], logger: Logger) {
-        self.recorder = recorder
+        self.recorder = Mutex(recorder)
         self.publisher = publisher
         self.reader = reader
         self.replica = replica
@@ -27,12 +30,12 @@ actor AppEventRecorder {
         self.logger = logger
     }
 
-    func observe(_ observation: LeaseObservation, at instant: MonotonicInstant) {
-        recorder.observe(observation, now: instant)
+    nonisolated func observe(_ observation: LeaseObservation, at instant: MonotonicInstant) {
+        recorder.withLock { $0.observe(observation, now: instant) }
     }
 
     func record(_ notification: AppLifecycle.Notification) async {
-        let output = recorder.record(notification, now: MonotonicClock.now(), wall: Date().timeIntervalSince1970)
+        let output = recorder.withLock { $0.record(notification, now: MonotonicClock.now(), wall: Date().timeIntervalSince1970) }
         for var event in output.events {
             // VIP moves: claimed before the backend started (active), removed before the release.
             if !vips.isEmpty, event.kind == .active || event.kind == .released || event.kind == .fenced {
@@ -49,6 +52,7 @@ actor AppEventRecorder {
     }
 
     func record(_ notice: AppBackendNotice) {
+        let (cluster, node, app) = recorder.withLock { ($0.cluster, $0.me.node, $0.app) }
         let kind: BatonEvent.Kind
         switch notice {
         case .backendDown: kind = .backendDown
@@ -57,7 +61,7 @@ actor AppEventRecorder {
         }
         publisher.publish(
             BatonEvent(
-                time: Date().timeIntervalSince1970, cluster: recorder.cluster, node: recorder.me.node, app: recorder.app, kind: kind,
+                time: Date().timeIntervalSince1970, cluster: cluster, node: node, app: app, kind: kind,
                 detail: notice.description))
     }
 

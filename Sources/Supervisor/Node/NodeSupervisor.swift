@@ -189,7 +189,7 @@ public actor NodeSupervisor: NodeController {
                     publisher: $0, reader: EventReader(jetStream: JetStream(client: eventsClient), cluster: config.cluster), replica: parts.replica,
                     vips: app.vips.map { "\($0.cidr) on \($0.interface)" }, logger: appLogger)
             }
-            let observations = events == nil ? nil : await supervisor.leaseObservations()
+            if let recorder { await supervisor.observeLease { observation, instant in recorder.observe(observation, at: instant) } }
             let watcher = Task { [weak self] in
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
@@ -204,11 +204,6 @@ public actor NodeSupervisor: NodeController {
                                 await self?.record(app.name, notice)
                                 await recorder?.record(notice)
                             }
-                        }
-                    }
-                    if let recorder, let observations {
-                        group.addTask {
-                            for await (observation, instant) in observations { await recorder.observe(observation, at: instant) }
                         }
                     }
                 }
@@ -313,14 +308,13 @@ public actor NodeSupervisor: NodeController {
 
     // MARK: - Liveness
 
-    /// The apps whose clock loop has not ticked within `maxAge` (see
-    /// ``AppSupervisor/lastClockTick``): a hung app actor. Answering at all shows that this
-    /// actor is not hung either. What batond checks before each systemd watchdog ping.
+    /// The apps whose clock loop is more than `maxAge` past a deadline it should have woken for
+    /// (see ``AppSupervisor/clockOverdue(now:)``): a hung app actor. Answering at all shows that
+    /// this actor is not hung either. What batond checks before each systemd watchdog ping.
     public func stalledApps(maxAge: Duration) -> [String] {
         let now = MonotonicClock.now()
         return apps.values.compactMap { running in
-            let last = running.supervisor.lastClockTick
-            return now - last > maxAge ? running.supervisor.app : nil
+            running.supervisor.clockOverdue(now: now) > maxAge ? running.supervisor.app : nil
         }.sorted()
     }
 
