@@ -285,4 +285,42 @@ struct JetStreamIntegrationTests {
             await client.close()
         }
     }
+
+    /// A server-side consumer that vanishes without a reconnect (deleted, or lost by a server)
+    /// sends no more heartbeats: the client's shared heartbeat check notices within three or
+    /// four intervals and the consumer is recreated where it left off. Two consumers share the
+    /// check; a stopped one leaves it.
+    @Test(arguments: NATSServerKind.allCases)
+    func anOrderedConsumerWhoseServerSideConsumerVanishedResetsAfterMissedHeartbeats(kind: NATSServerKind) async throws {
+        try await withNATSServer(kind) { server in
+            let client = try await connectedClient(server)
+            let js = JetStream(client: client)
+            try await js.createStream(StreamConfig(name: "BEATS", subjects: ["beats.>"]))
+            try await js.publish("beats.a", payload: ByteBuffer(string: "1"))
+            let options = OrderedConsumerOptions(idleHeartbeat: .milliseconds(200))
+            let consumer = try await js.orderedConsumer(stream: "BEATS", options: options)
+            let bystander = try await js.orderedConsumer(stream: "BEATS", options: OrderedConsumerOptions(idleHeartbeat: .seconds(5)))
+            #expect(client.consumerHeartbeats.count == 2)
+            let reader = Task {
+                var seen: [String] = []
+                for try await message in consumer {
+                    seen.append(message.payload.text)
+                    if seen.count == 2 { break }
+                }
+                return seen
+            }
+            let name = try #require(consumer.core.consumerName)
+            try await js.deleteConsumer(stream: "BEATS", name: name)
+            try await js.publish("beats.a", payload: ByteBuffer(string: "2"))
+            let seen = try await withTimeout(.seconds(10), "the second message after the consumer was recreated") { try await reader.value }
+            #expect(seen == ["1", "2"])
+            #expect(consumer.resets >= 1)
+            #expect(consumer.core.consumerName != name)
+            await consumer.stop()
+            #expect(client.consumerHeartbeats.count == 1)
+            await bystander.stop()
+            #expect(client.consumerHeartbeats.count == 0)
+            await client.close()
+        }
+    }
 }

@@ -34,6 +34,8 @@ public final class NATSClient: Sendable {
     let tlsContext: NIOSSLContext?
     let requestInbox: String
     let backoff: ReconnectBackoff
+    /// The idle-heartbeat checks of this client's ordered consumers (KV watches, Object Store reads).
+    let consumerHeartbeats = ConsumerHeartbeatMonitor()
 
     /// What the state machine keeps for the live client.
     enum LiveTypes: NATSConnectionStateMachineTypes {

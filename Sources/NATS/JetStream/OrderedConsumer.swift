@@ -127,25 +127,7 @@ final class OrderedConsumerCore: Sendable {
         let core = OrderedConsumerCore(jetStream: jetStream, stream: stream, options: options)
         let info = try await core.createConsumer()
         core.state.withLockedValue { $0.initialPending = info.numPending }
-        let heartbeatNanos = options.idleHeartbeat.nanoseconds
-        // Wakes when three heartbeats would have been missed since the last activity (not once
-        // per heartbeat: a watch that receives messages costs one wake-up per three intervals).
-        let monitor = Task { [weak core] in
-            let limit = TimeAmount.nanoseconds(3 * heartbeatNanos)
-            var wait = options.idleHeartbeat
-            while !Task.isCancelled {
-                try? await Task.sleep(for: wait)
-                guard let core else { return }
-                let (idle, silence) = core.state.withLockedValue { state -> (Bool, TimeAmount) in
-                    let silence = NIODeadline.now() - state.lastActivity
-                    let silent = silence > limit
-                    if silent { state.lastActivity = .now() }
-                    return (silent && !state.stopped, silent ? .zero : silence)
-                }
-                if idle { core.rawContinuation.yield(.heartbeatsMissed) }
-                wait = .nanoseconds(max(limit - silence, .milliseconds(1)).nanoseconds) + .milliseconds(10)
-            }
-        }
+        jetStream.client.consumerHeartbeats.watch(core, interval: options.idleHeartbeat)
         let events = jetStream.client.events()
         let watcher = Task { [weak core] in
             for await event in events {
@@ -153,11 +135,26 @@ final class OrderedConsumerCore: Sendable {
                 if case .reconnected = event { core.rawContinuation.yield(.reconnected) }
             }
         }
-        core.state.withLockedValue { $0.tasks = [monitor, watcher] }
+        core.state.withLockedValue { $0.tasks = [watcher] }
         return core
     }
 
     var resetCount: Int { state.withLockedValue { $0.resets } }
+
+    /// The name of the server-side consumer now (for tests).
+    var consumerName: String? { state.withLockedValue { $0.consumerName } }
+
+    /// Called by the client's ``ConsumerHeartbeatMonitor``: reports missed heartbeats when
+    /// nothing arrived for `silenceLimit` (and counts from now again, so the next report
+    /// needs another full silence).
+    func checkHeartbeats(silenceLimit: Duration) {
+        let missed = state.withLockedValue { state -> Bool in
+            let silent = NIODeadline.now() - state.lastActivity > .nanoseconds(silenceLimit.nanoseconds)
+            if silent { state.lastActivity = .now() }
+            return silent && !state.stopped
+        }
+        if missed { rawContinuation.yield(.heartbeatsMissed) }
+    }
 
     var initialPending: UInt64 { state.withLockedValue { $0.initialPending } }
 
@@ -245,6 +242,7 @@ final class OrderedConsumerCore: Sendable {
             return (state.tasks, state.sid, state.consumerName)
         }
         for task in tasks { task.cancel() }
+        jetStream.client.consumerHeartbeats.forget(self)
         try? jetStream.client.unsubscribe(sid: sid, after: nil)
         rawContinuation.finish()
         if let name {
