@@ -96,9 +96,10 @@ public enum DemotionStep: String, Sendable, Hashable, CaseIterable {
 ///   gave the lease up, and after higher-priority nodes had their head start.
 /// - Losing the lease (a renew's compare-and-set fails, or the key vanishes) fences at once.
 ///
-/// What a phase needs lives in its case of ``State`` (the held lease only in the phases that
-/// hold one, a step's stamp and deadline only while the step runs, the flush's progress only
-/// while flushing, the cooldown only while passive); the struct keeps what all phases share.
+/// What a phase needs lives in its case of the internal `State` (the held lease only in the
+/// phases that hold one, a step's stamp and deadline only while the step runs, the flush's
+/// progress only while flushing, the cooldown only while passive); the struct keeps what all
+/// phases share.
 /// The code is split by concern: this file (the vocabulary, the shared data, ``handle(_:now:)``),
 /// `AppLifecycle+State.swift` (the phases' data and the public views of it),
 /// `AppLifecycle+Events.swift` (one handler per event), `AppLifecycle+Transitions.swift`
@@ -162,7 +163,7 @@ public struct AppLifecycle: Sendable {
         }
     }
 
-    /// Where the app is: the public view of ``State`` without its data.
+    /// Where the app is: the public view of the internal `State`, without its data.
     public enum Phase: Sendable, Hashable {
         case passive
         case acquiring
