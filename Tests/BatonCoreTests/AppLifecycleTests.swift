@@ -2,7 +2,7 @@ import BatonCore
 import Testing
 
 /// Drives an ``AppLifecycle`` along a simulated monotonic clock.
-private struct Harness {
+struct Harness {
     static let timing = LeaseTiming(ttl: .seconds(3), renew: .seconds(1), fenceBudget: .milliseconds(500), skew: .milliseconds(250))
     var machine: AppLifecycle
     var now = MonotonicInstant(nanoseconds: 1_000_000_000)
