@@ -51,7 +51,7 @@ struct Options: ParsableCommand {
     var idleWindow: Duration = .seconds(30)
     @Option(help: "Quiet time after the cluster settled, before the idle window.", transform: duration("--quiet"))
     var quiet: Duration = .seconds(5)
-    @Option(help: "How long to wait after a restart before the spread is read (balancing may move apps meanwhile).", transform: duration("--rebalance-wait"))
+    @Option(help: "The longest wait, after the start and after each restart, for balancing to bring every node within one app of its fair share (the spread is read then, balanced or not).", transform: duration("--rebalance-wait"))
     var rebalanceWait: Duration = .seconds(30)
     @Option(help: "Kills of the most loaded node.") var kills = 3
     @Option(help: "The nats-server binary.") var server = "/usr/sbin/nats-server"
@@ -264,6 +264,20 @@ func run(_ options: Options) async throws -> String {
         return (Spread(perNode: perNode, fairShare: Double(options.apps) / Double(running.count)), "")
     }
 
+    /// Polls the spread until every node is within one app of its fair share or `limit` passed:
+    /// the last spread read (nil when never settled) and how long it took.
+    func waitBalanced(_ running: [String], limit: Duration) async throws -> (Spread?, Duration) {
+        let start = ContinuousClock.now
+        var last: Spread?
+        while true {
+            let (spread, _) = try await settledSpread(running)
+            if let spread { last = spread }
+            if let spread, spread.balanced { return (spread, ContinuousClock.now - start) }
+            if ContinuousClock.now - start >= limit { return (last, ContinuousClock.now - start) }
+            try await Task.sleep(for: .seconds(2))
+        }
+    }
+
     func waitSettled(_ running: [String], timeout: Duration) async throws -> Spread {
         let deadline = ContinuousClock.now + timeout
         var last = ""
@@ -284,10 +298,9 @@ func run(_ options: Options) async throws -> String {
     }
     let initial = try await waitSettled(nodeNames, timeout: .seconds(120) + options.ttl * 4)
     log("settled \(ContinuousClock.now - startedAt) after the first start: \(initial.text)")
-    try await Task.sleep(for: options.rebalanceWait)
-    let (afterStart, _) = try await settledSpread(nodeNames)
+    let (afterStart, startBalancing) = try await waitBalanced(nodeNames, limit: options.rebalanceWait)
     let startSpread = afterStart ?? initial
-    log("spread \(options.rebalanceWait) later: \(startSpread.text)")
+    log("spread \(startBalancing) later: \(startSpread.text)\(startSpread.balanced ? "" : " (not balanced yet)")")
 
     // 2. Idle: CPU and memory of each batond while nothing happens (no status requests either).
     try await Task.sleep(for: options.quiet)
@@ -321,6 +334,7 @@ func run(_ options: Options) async throws -> String {
         var latencies: [Int64]
         var missing: [String]
         var spreadAfterReturn: Spread?
+        var balancing: Duration
     }
     var kills: [KillResult] = []
     var spread = startSpread
@@ -352,11 +366,10 @@ func run(_ options: Options) async throws -> String {
         try await Task.sleep(for: .seconds(1))
         try nodes[victim]!.start()
         _ = try await waitSettled(nodeNames, timeout: .seconds(60) + options.ttl * 4)
-        try await Task.sleep(for: options.rebalanceWait)
-        let (returned, _) = try await settledSpread(nodeNames)
+        let (returned, balancing) = try await waitBalanced(nodeNames, limit: options.rebalanceWait)
         if let returned { spread = returned }
-        log("kill \(round): spread \(options.rebalanceWait) after \(victim) returned: \(returned?.text ?? "not settled")")
-        kills.append(KillResult(node: victim, apps: held.count, latencies: latencies, missing: missing, spreadAfterReturn: returned))
+        log("kill \(round): spread \(balancing) after \(victim) returned: \(returned?.text ?? "not settled")")
+        kills.append(KillResult(node: victim, apps: held.count, latencies: latencies, missing: missing, spreadAfterReturn: returned, balancing: balancing))
     }
 
     // Report.
@@ -384,11 +397,12 @@ func run(_ options: Options) async throws -> String {
         let missing = kills.reduce(0) { $0 + $1.missing.count }
         text += "| every app of a killed node running elsewhere within ttl + 500 ms (\(goalMs) ms) | \(kills.count) kills, \(allLatencies.count) apps moved: p50 \(milliseconds(percentile(allLatencies, 50))) ms, p99 \(milliseconds(percentile(allLatencies, 99))) ms, max \(milliseconds(worst)) ms\(missing > 0 ? ", \(missing) never started" : "") | \(missing == 0 && worst <= goalMs * 1_000_000 ? "yes" : "no") |\n"
     }
-    text += "| actives within one app of the fair share after settling | after the staggered start: \(startSpread.text) (worst \(String(format: "%.1f", startSpread.worstDeviation)) from \(String(format: "%.1f", startSpread.fairShare)))"
+    func took(_ duration: Duration) -> String { "\(Int(duration.seconds.rounded())) s" }
+    text += "| actives within one app of the fair share after settling | after the staggered start (\(startSpread.balanced ? "balanced" : "not balanced") after \(took(startBalancing))): \(startSpread.text) (worst \(String(format: "%.1f", startSpread.worstDeviation)) from \(String(format: "%.1f", startSpread.fairShare)))"
     var balanced = startSpread.balanced
     for (index, kill) in kills.enumerated() {
         if let after = kill.spreadAfterReturn {
-            text += "; after kill \(index + 1) (\(kill.node), \(kill.apps) apps) and its return: \(after.text) (worst \(String(format: "%.1f", after.worstDeviation)))"
+            text += "; after kill \(index + 1) (\(kill.node), \(kill.apps) apps) and its return (\(after.balanced ? "balanced" : "not balanced") after \(took(kill.balancing))): \(after.text) (worst \(String(format: "%.1f", after.worstDeviation)))"
             balanced = balanced && after.balanced
         } else {
             text += "; after kill \(index + 1): not settled"
