@@ -3,7 +3,7 @@ import BatonCore
 import Foundation
 import NATS
 import NIOCore
-import Replication
+import ReplicationCatalog
 
 struct ReplicaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -101,12 +101,12 @@ struct ReplicaPromoteCommand: AsyncParsableCommand {
                 throw CLIError(
                     "this would make \(chosen.copy.summary) the truth for \(app); \(giving). Run again with --force to do it")
             }
-            let kv = try await ReplicationHistoryStore.open(jetStream: JetStream(client: session.client), cluster: session.cluster, replicas: 1)
+            let kv = try await ReplicationHistoryBucket.open(jetStream: JetStream(client: session.client), cluster: session.cluster, replicas: 1)
             let record = ReplicationHistoryRecord(
                 newest: chosen.copy, event: HistoryEvent.forced, recordedAt: Date(),
                 forced: "an operator accepted \(node)'s copy (batonctl replica promote --force); \(giving)")
-            let value = ByteBuffer(bytes: try ReplicaView.encoder.encode(record))
-            let key = ReplicationHistoryStore.newestKey(app: app)
+            let value = try ReplicationHistoryBucket.encode(record)
+            let key = ReplicationHistoryBucket.newestKey(app: app)
             if let revision = view.newest?.revision {
                 _ = try await kv.update(key, value: value, revision: revision)
             } else {
@@ -128,27 +128,16 @@ struct ReplicaView {
     var stream: String
     var snapshot: String
 
-    static var encoder: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }
-
     static func read(session: Session, app: String) async throws -> ReplicaView {
         let jetStream = JetStream(client: session.client)
-        let kv = try await ReplicationHistoryStore.open(jetStream: jetStream, cluster: session.cluster, replicas: 1)
-        var newest: (record: ReplicationHistoryRecord, revision: UInt64)?
-        if let entry = try await kv.get(ReplicationHistoryStore.newestKey(app: app)) {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            do {
-                newest = (try decoder.decode(ReplicationHistoryRecord.self, from: Data(entry.value.readableBytesView)), entry.revision)
-            } catch {
-                throw CLIError("the newest record of \(app) in bucket \(kv.bucket) is not readable: \(error)")
-            }
+        let kv = try await ReplicationHistoryBucket.open(jetStream: jetStream, cluster: session.cluster, replicas: 1)
+        let newest: (record: ReplicationHistoryRecord, revision: UInt64)?
+        do {
+            newest = try await ReplicationHistoryBucket.newest(in: kv, app: app)
+        } catch let error as ReplicationError {
+            throw CLIError(error.message)
         }
-        let reports = try await ReplicationHistoryStore.reports(in: kv, app: app)
+        let reports = try await ReplicationHistoryBucket.reports(in: kv, app: app)
         let names = ReplicationNames(cluster: session.cluster, app: app, nodeID: "batonctl")
         var stream: String
         do {
@@ -165,7 +154,7 @@ struct ReplicaView {
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
             stream = "\(names.stream) does not exist"
         }
-        let snapshot = await ReplicaPromotion.newestSnapshot(jetStream: jetStream, bucket: names.snapshotBucket).map {
+        let snapshot = await SnapshotCopy.newest(jetStream: jetStream, bucket: names.snapshotBucket).map {
             "\($0.name): txid \($0.copy.txid), epoch \($0.copy.token), checksum \(hex16($0.copy.checksum))"
         } ?? "none"
         return ReplicaView(app: app, cluster: session.cluster, newest: newest, reports: reports, stream: stream, snapshot: snapshot)

@@ -582,9 +582,9 @@ struct SQLiteReplicationClusterTests {
             options.authentication = .userPassword(user: observer.user, password: observer.password)
             options.inboxPrefix = "_INBOX.baton.itest.ctl"
             let client = try await NATSClient.connect(options: options)
-            let history = ReplicationHistoryStore.bucket(cluster: "itest")
+            let history = ReplicationHistoryBucket.name(cluster: "itest")
             do {
-                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryStore.newestKey(app: ReplicationCluster.app))")
+                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryBucket.newestKey(app: ReplicationCluster.app))")
                 Issue.record("the observer wrote the newest record")
             } catch let error as NATSError {
                 #expect(error.code == .permissionViolation, "\(error)")

@@ -289,9 +289,9 @@ struct ReplicationHistoryTests {
                 node: "node-c", token: cPosition.token, txid: cPosition.txid, checksum: cPosition.checksum, pageSize: cPosition.pageSize,
                 commitPages: cPosition.commitPages, streamSequence: cPosition.streamSequence)
             let current = try #require(try await store.remoteNewest())
-            let kv = try await ReplicationHistoryStore.open(jetStream: jetStream, cluster: "test", replicas: 1)
+            let kv = try await ReplicationHistoryBucket.open(jetStream: jetStream, cluster: "test", replicas: 1)
             let forced = ReplicationHistoryRecord(newest: forcedCopy, event: HistoryEvent.forced, recordedAt: Date(), forced: "test")
-            _ = try await kv.update(ReplicationHistoryStore.newestKey(app: "web"), value: .init(bytes: try JSONEncoder.history.encode(forced)), revision: current.revision)
+            _ = try await kv.update(ReplicationHistoryBucket.newestKey(app: "web"), value: .init(bytes: try JSONEncoder.history.encode(forced)), revision: current.revision)
             // A stale shipper's progress does not replace the forced record.
             var stale = forced
             stale.forced = nil
