@@ -155,7 +155,7 @@ struct ReplicaView {
             stream = "\(names.stream) does not exist"
         }
         let snapshot = await SnapshotCopy.newest(jetStream: jetStream, bucket: names.snapshotBucket).map {
-            "\($0.name): txid \($0.copy.txid), epoch \($0.copy.token), checksum \(hex16($0.copy.checksum))"
+            "\($0.name): txid \($0.copy.txid), epoch \($0.copy.token), checksum \(hex($0.copy.checksum))"
         } ?? "none"
         return ReplicaView(app: app, cluster: session.cluster, newest: newest, reports: reports, stream: stream, snapshot: snapshot)
     }
@@ -166,7 +166,7 @@ struct ReplicaView {
         if let record = newest?.record {
             let copy = record.newest
             lines.append(
-                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex16(copy.checksum)), written by \(copy.node) (\(record.event), \(formatter.string(from: record.recordedAt)))"
+                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex(copy.checksum)), written by \(copy.node) (\(record.event), \(formatter.string(from: record.recordedAt)))"
             )
             if let forced = record.forced { lines.append("    forced: \(forced)") }
         } else {
@@ -183,7 +183,7 @@ struct ReplicaView {
                 let matches = newest.map { copy.sameData(as: $0.record.newest) } ?? false
                 lines.append(
                     "  " + [
-                        pad(copy.node, 15), pad(report.role, 9), pad("\(copy.token)", 7), pad("\(copy.txid)", 9), pad(hex16(copy.checksum), 17),
+                        pad(copy.node, 15), pad(report.role, 9), pad("\(copy.token)", 7), pad("\(copy.txid)", 9), pad(hex(copy.checksum), 17),
                         pad(report.appliedAt.map { formatter.string(from: $0) } ?? "-", 21), formatter.string(from: report.reportedAt),
                     ].joined(separator: " ") + (matches ? "  = newest" : ""))
                 if let note = report.note { lines.append("    \(note)") }
@@ -193,9 +193,4 @@ struct ReplicaView {
     }
 
     private func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
-}
-
-func hex16(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
 }
