@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "Permissions",
             dependencies: [
-                "BatonCore", "NATS", "Control", "Replication",
+                "BatonCore", "NATS", "Control", "ReplicationCatalog",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -301,11 +301,22 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // What replication keeps in NATS and how it is named and read: stream, subject and
+        // bucket names, the record and chunk formats, the history bucket's records, snapshot
+        // metadata. No SQLite: batonctl and Permissions use it without linking libsqlite3.
+        .target(
+            name: "ReplicationCatalog",
+            dependencies: [
+                "NATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "Replication",
             dependencies: [
                 "CSQLite",
                 "NATS",
+                "ReplicationCatalog",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -323,7 +334,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "Replication",
+                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "ReplicationCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -2,7 +2,7 @@ import BatonCore
 import Control
 import Foundation
 import NATS
-import Replication
+import ReplicationCatalog
 
 /// Who uses a NATS connection to a Baton cluster, and so which NATS permissions it needs.
 public enum BatonRole: String, CaseIterable, Sendable, Hashable, Codable {
@@ -48,7 +48,7 @@ public struct BatonPermissionsError: Error, Sendable, Hashable, CustomStringConv
 /// lists (everything else is denied) and whether replies to received requests may be sent.
 ///
 /// The set is derived from the same names the code uses (``LeaseStore/bucketName(cluster:app:)``,
-/// ``NodeRecord/registryBucket(cluster:)``, ``NodeDirectory/bucketName(cluster:)``, ``ReplicationHistoryStore/bucket(cluster:)``,
+/// ``NodeRecord/registryBucket(cluster:)``, ``NodeDirectory/bucketName(cluster:)``, ``ReplicationHistoryBucket/name(cluster:)``,
 /// ``ReplicationNames``, ``ControlSubjects``, ``JetStreamNames``), so it cannot drift from them.
 ///
 /// Bucket and stream names hold the cluster and the app in one subject token
@@ -118,14 +118,14 @@ public struct BatonPermissions: Sendable, Hashable {
         if role == .operator {
             builder.publish("\(JetStreamNames.keyValueSubjectPrefix(bucket: drains)).*", "drained nodes: batonctl drain and undrain write a node's key")
         }
-        let history = ReplicationHistoryStore.bucket(cluster: cluster)
+        let history = ReplicationHistoryBucket.name(cluster: cluster)
         switch role {
         case .node: builder.keyValue(bucket: history, what: "replication history", access: .write)
         case .operator:
             builder.keyValue(bucket: history, what: "replication history", access: .watch)
             // `batonctl replica promote --force` writes the newest record of an app (key `<app>.newest`).
             builder.publish(
-                "\(JetStreamNames.keyValueSubjectPrefix(bucket: history)).\(ReplicationHistoryStore.newestKey(app: "*"))",
+                "\(JetStreamNames.keyValueSubjectPrefix(bucket: history)).\(ReplicationHistoryBucket.newestKey(app: "*"))",
                 "replication history: batonctl replica promote --force writes <app>.newest")
         case .observer: builder.keyValue(bucket: history, what: "replication history", access: .watch)
         }

@@ -229,7 +229,7 @@ public enum ReplicaPromotion {
             stream = .present(state)
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
         }
-        let snapshot = await newestSnapshot(jetStream: jetStream, bucket: names.snapshotBucket)
+        let snapshot = await SnapshotCopy.newest(jetStream: jetStream, bucket: names.snapshotBucket)
         return PromotionDecision(
             app: configuration.app, node: configuration.nodeID, token: token, local: local, newest: newest, stream: stream, snapshot: snapshot, others: others)
     }
@@ -242,20 +242,6 @@ public enum ReplicaPromotion {
         } catch let error as JetStreamAPIError where error.errorCode == .noMessageFound {
             return nil
         }
-    }
-
-    /// The newest snapshot in the bucket, from its metadata (nil without a bucket or snapshot).
-    public static func newestSnapshot(jetStream: JetStream, bucket: String) async -> SnapshotCopy? {
-        guard let store = try? await jetStream.objectStore(bucket), let objects = try? await store.list() else { return nil }
-        for object in objects.filter({ $0.name.hasPrefix("snapshot-") }).sorted(by: { $0.name > $1.name }) {
-            guard let meta = object.metadata, let txid = meta["txid"].flatMap(UInt64.init), let token = meta["token"].flatMap(UInt64.init),
-                let checksum = meta["checksum"].flatMap({ UInt64($0, radix: 16) }), let pageSize = meta["page_size"].flatMap(Int.init),
-                let pages = meta["commit_pages"].flatMap(UInt32.init)
-            else { continue }
-            return SnapshotCopy(
-                name: object.name, copy: DatabaseCopy(node: meta["node"] ?? "snapshot", token: token, txid: txid, checksum: checksum, pageSize: pageSize, commitPages: pages))
-        }
-        return nil
     }
 
     /// First start of an app: when ``ReplicationConfiguration/databasePath`` does not exist,

@@ -275,11 +275,6 @@ final class ReplicaStore: @unchecked Sendable {
     }
 }
 
-func hex(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
-}
-
 /// What a stopped applier knew of its replica: the position and the page hashes it verified
 /// record by record. A promotion right after takes them instead of reading the file again.
 public struct ReplicaHandover: Sendable {

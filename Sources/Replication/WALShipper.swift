@@ -612,14 +612,15 @@ actor ShipperCore {
         }
         let image = try await io.run { try engine.writeSnapshot(plan, to: path) }
         let txid = nextTxid
-        let name = "snapshot-\(String(format: "%020llu", txid))-\(token)"
+        let name = SnapshotCopy.objectName(txid: txid, token: token)
         try await makeRoomForSnapshot(of: Int64(image.commitPages) * Int64(image.pageSize))
         try await objectStore.put(
             name: name, fileAt: path, description: "database of \(configuration.app) at txid \(txid)",
-            metadata: [
-                "txid": "\(txid)", "token": "\(token)", "node": configuration.nodeID, "checksum": hex(image.checksum), "page_size": "\(image.pageSize)",
-                "commit_pages": "\(image.commitPages)",
-            ], chunkSize: min(ObjectStore.defaultChunkSize, maxMessageBytes))
+            metadata: SnapshotCopy(
+                name: name,
+                copy: DatabaseCopy(
+                    node: configuration.nodeID, token: token, txid: txid, checksum: image.checksum, pageSize: image.pageSize, commitPages: image.commitPages)
+            ).metadata, chunkSize: min(ObjectStore.defaultChunkSize, maxMessageBytes))
         let record = ReplicationRecord(
             kind: .snapshot, txid: txid, token: token, pageSize: image.pageSize, commitPages: image.commitPages, checksumBefore: status.checksum,
             checksumAfter: image.checksum, timestampNanos: nanos(image.takenAt), snapshotName: name)
@@ -678,7 +679,7 @@ actor ShipperCore {
         }
         var used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
         guard Int64(used) + needed > limit else { return }
-        let objects = try await objectStore.list().filter { $0.name.hasPrefix("snapshot-") }.sorted { $0.name < $1.name }
+        let objects = try await objectStore.list().filter { $0.name.hasPrefix(SnapshotCopy.namePrefix) }.sorted { $0.name < $1.name }
         for stale in objects.dropLast() where Int64(used) + needed > limit {
             try await objectStore.delete(stale.name)
             used = try await jetStream.streamInfo("OBJ_\(names.snapshotBucket)").state.bytes
@@ -718,7 +719,7 @@ actor ShipperCore {
     private func pruneSnapshots() async {
         guard let objectStore else { return }
         do {
-            let objects = try await objectStore.list().filter { $0.name.hasPrefix("snapshot-") }.sorted { $0.name < $1.name }
+            let objects = try await objectStore.list().filter { $0.name.hasPrefix(SnapshotCopy.namePrefix) }.sorted { $0.name < $1.name }
             for stale in objects.dropLast(configuration.snapshotsToKeep) {
                 try await objectStore.delete(stale.name)
             }

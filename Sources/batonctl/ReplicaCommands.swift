@@ -3,7 +3,7 @@ import BatonCore
 import Foundation
 import NATS
 import NIOCore
-import Replication
+import ReplicationCatalog
 
 struct ReplicaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -101,12 +101,12 @@ struct ReplicaPromoteCommand: AsyncParsableCommand {
                 throw CLIError(
                     "this would make \(chosen.copy.summary) the truth for \(app); \(giving). Run again with --force to do it")
             }
-            let kv = try await ReplicationHistoryStore.open(jetStream: JetStream(client: session.client), cluster: session.cluster, replicas: 1)
+            let kv = try await ReplicationHistoryBucket.open(jetStream: JetStream(client: session.client), cluster: session.cluster, replicas: 1)
             let record = ReplicationHistoryRecord(
                 newest: chosen.copy, event: HistoryEvent.forced, recordedAt: Date(),
                 forced: "an operator accepted \(node)'s copy (batonctl replica promote --force); \(giving)")
-            let value = ByteBuffer(bytes: try ReplicaView.encoder.encode(record))
-            let key = ReplicationHistoryStore.newestKey(app: app)
+            let value = try ReplicationHistoryBucket.encode(record)
+            let key = ReplicationHistoryBucket.newestKey(app: app)
             if let revision = view.newest?.revision {
                 _ = try await kv.update(key, value: value, revision: revision)
             } else {
@@ -128,27 +128,16 @@ struct ReplicaView {
     var stream: String
     var snapshot: String
 
-    static var encoder: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }
-
     static func read(session: Session, app: String) async throws -> ReplicaView {
         let jetStream = JetStream(client: session.client)
-        let kv = try await ReplicationHistoryStore.open(jetStream: jetStream, cluster: session.cluster, replicas: 1)
-        var newest: (record: ReplicationHistoryRecord, revision: UInt64)?
-        if let entry = try await kv.get(ReplicationHistoryStore.newestKey(app: app)) {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            do {
-                newest = (try decoder.decode(ReplicationHistoryRecord.self, from: Data(entry.value.readableBytesView)), entry.revision)
-            } catch {
-                throw CLIError("the newest record of \(app) in bucket \(kv.bucket) is not readable: \(error)")
-            }
+        let kv = try await ReplicationHistoryBucket.open(jetStream: jetStream, cluster: session.cluster, replicas: 1)
+        let newest: (record: ReplicationHistoryRecord, revision: UInt64)?
+        do {
+            newest = try await ReplicationHistoryBucket.newest(in: kv, app: app)
+        } catch let error as ReplicationError {
+            throw CLIError(error.message)
         }
-        let reports = try await ReplicationHistoryStore.reports(in: kv, app: app)
+        let reports = try await ReplicationHistoryBucket.reports(in: kv, app: app)
         let names = ReplicationNames(cluster: session.cluster, app: app, nodeID: "batonctl")
         var stream: String
         do {
@@ -165,8 +154,8 @@ struct ReplicaView {
         } catch let error as JetStreamAPIError where error.errorCode == .streamNotFound {
             stream = "\(names.stream) does not exist"
         }
-        let snapshot = await ReplicaPromotion.newestSnapshot(jetStream: jetStream, bucket: names.snapshotBucket).map {
-            "\($0.name): txid \($0.copy.txid), epoch \($0.copy.token), checksum \(hex16($0.copy.checksum))"
+        let snapshot = await SnapshotCopy.newest(jetStream: jetStream, bucket: names.snapshotBucket).map {
+            "\($0.name): txid \($0.copy.txid), epoch \($0.copy.token), checksum \(hex($0.copy.checksum))"
         } ?? "none"
         return ReplicaView(app: app, cluster: session.cluster, newest: newest, reports: reports, stream: stream, snapshot: snapshot)
     }
@@ -177,7 +166,7 @@ struct ReplicaView {
         if let record = newest?.record {
             let copy = record.newest
             lines.append(
-                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex16(copy.checksum)), written by \(copy.node) (\(record.event), \(formatter.string(from: record.recordedAt)))"
+                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex(copy.checksum)), written by \(copy.node) (\(record.event), \(formatter.string(from: record.recordedAt)))"
             )
             if let forced = record.forced { lines.append("    forced: \(forced)") }
         } else {
@@ -194,7 +183,7 @@ struct ReplicaView {
                 let matches = newest.map { copy.sameData(as: $0.record.newest) } ?? false
                 lines.append(
                     "  " + [
-                        pad(copy.node, 15), pad(report.role, 9), pad("\(copy.token)", 7), pad("\(copy.txid)", 9), pad(hex16(copy.checksum), 17),
+                        pad(copy.node, 15), pad(report.role, 9), pad("\(copy.token)", 7), pad("\(copy.txid)", 9), pad(hex(copy.checksum), 17),
                         pad(report.appliedAt.map { formatter.string(from: $0) } ?? "-", 21), formatter.string(from: report.reportedAt),
                     ].joined(separator: " ") + (matches ? "  = newest" : ""))
                 if let note = report.note { lines.append("    \(note)") }
@@ -204,9 +193,4 @@ struct ReplicaView {
     }
 
     private func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
-}
-
-func hex16(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
 }

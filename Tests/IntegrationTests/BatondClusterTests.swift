@@ -2,6 +2,7 @@ import Foundation
 import NATS
 import FaultProxy
 import NATSTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -93,8 +94,8 @@ final class BatondProcess: @unchecked Sendable {
         guard process.isRunning else { return }
         kill(pid, SIGCONT)
         kill(pid, SIGTERM)
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        // Not running after `grace` is no failure here: it gets SIGKILL.
+        try? await eventually("batond \(pid) exited after SIGTERM", timeout: grace, every: .milliseconds(20)) { !process.isRunning }
         if process.isRunning { kill(pid, SIGKILL) }
     }
 }
@@ -148,16 +149,12 @@ struct BatondClusterTests {
 
     /// Waits until one epoch other than those in `excluding` writes heartbeats, and returns it.
     private func waitForNewRun(_ path: String, excluding: Set<UInt64>, timeout: Duration) async throws -> Heartbeats.Run {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let run = Heartbeats(path: path).runs.last(where: { !excluding.contains($0.epoch) }),
-                monotonicNow() - run.last < 100_000_000
-            {
-                return run
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        var found: Heartbeats.Run?
+        try await eventually("a new backend (heartbeats: \(Heartbeats(path: path).runs))", timeout: timeout, every: .milliseconds(20)) {
+            found = Heartbeats(path: path).runs.last(where: { !excluding.contains($0.epoch) }).flatMap { monotonicNow() - $0.last < 100_000_000 ? $0 : nil }
+            return found != nil
         }
-        throw ClusterTestFailure(description: "no new backend within \(timeout); heartbeats: \(Heartbeats(path: path).runs)")
+        return try #require(found)
     }
 
     @Test(arguments: NATSServerKind.allCases)
@@ -187,6 +184,7 @@ struct BatondClusterTests {
 
             // Exactly one node runs the app.
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
+            // Sampled over a window on purpose: no second run appears while the cluster settles.
             try await Task.sleep(for: .seconds(2))
             #expect(Heartbeats(path: heartbeatLog).runs.count == 1, "\(Heartbeats(path: heartbeatLog).runs)")
 
@@ -207,6 +205,8 @@ struct BatondClusterTests {
             let frozen = nodes[second.node]!
             frozen.signal(SIGSTOP)
             let third = try await waitForNewRun(heartbeatLog, excluding: [first.epoch, second.epoch], timeout: .seconds(10))
+            // Windows on purpose: the frozen node stays stopped a while, then the thawed node is
+            // watched for a second (it must not start its backend again; no event says "did not").
             try await Task.sleep(for: .seconds(1))
             frozen.signal(SIGCONT)
             try await Task.sleep(for: .seconds(1))
@@ -267,6 +267,7 @@ extension BatondClusterTests {
                 try "cluster: itest\napps: [".write(toFile: directory.appendingPathComponent("\(name).yaml").path, atomically: true, encoding: .utf8)
             }
             for node in nodes { node.signal(SIGHUP) }
+            // Sampled over a window on purpose: both apps keep running after the rejected reload.
             try await Task.sleep(for: .seconds(1))
             #expect(Heartbeats(path: heartbeatBase + ".beat").runs.map(\.epoch) == [beat.epoch])
             #expect(monotonicNow() - Heartbeats(path: heartbeatBase + ".extra").runs.last!.last < 100_000_000)
@@ -274,27 +275,18 @@ extension BatondClusterTests {
             // SIGHUP without the first app: its backend stops, the other keeps running.
             try writeConfigs(apps: ["extra"])
             for node in nodes { node.signal(SIGHUP) }
-            let stopDeadline = ContinuousClock.now + .seconds(10)
-            while monotonicNow() - Heartbeats(path: heartbeatBase + ".beat").runs.last!.last < 200_000_000 {
-                guard ContinuousClock.now < stopDeadline else {
-                    Issue.record("the removed app's backend kept running")
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(20))
+            try await eventually("the removed app's backend stopped (no heartbeat for 200 ms)", timeout: .seconds(10), every: .milliseconds(20)) {
+                monotonicNow() - Heartbeats(path: heartbeatBase + ".beat").runs.last!.last >= 200_000_000
             }
 
             // A NATS server restart never yields two active backends.
             try await server.restart()
             // Someone runs the app again (the holder may have fenced during the restart; a
             // takeover then waits a ttl after the reconnect).
-            let restartDeadline = ContinuousClock.now + .seconds(20)
-            while monotonicNow() - Heartbeats(path: heartbeatBase + ".extra").runs.last!.last > 100_000_000 {
-                guard ContinuousClock.now < restartDeadline else {
-                    Issue.record("nobody runs the app after the restart: \(Heartbeats(path: heartbeatBase + ".extra").runs)")
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(50))
+            try await eventually("someone runs the app after the restart: \(Heartbeats(path: heartbeatBase + ".extra").runs)", timeout: .seconds(20)) {
+                monotonicNow() - Heartbeats(path: heartbeatBase + ".extra").runs.last!.last <= 100_000_000
             }
+            // Sampled over a window on purpose: still one active a second later.
             try await Task.sleep(for: .seconds(1))
             Heartbeats(path: heartbeatBase + ".extra").checkSafety()
 
@@ -347,21 +339,13 @@ extension BatondClusterTests {
             kill(keeperPIDs[0], SIGKILL)
             // The backend dies with its keeper; heartbeats must resume within the restart
             // policy's backoff (1 s by default) plus a margin, on this node or another.
-            let deadline = ContinuousClock.now + .seconds(8)
-            var resumed: Int64?
-            while ContinuousClock.now < deadline {
+            try await eventually("a backend running again after the keeper was killed: \(Heartbeats(path: heartbeatLog).runs)", timeout: .seconds(8)) {
                 let log = (try? String(contentsOfFile: active.logPath, encoding: .utf8)) ?? ""
                 let restartedAfterExit = log.contains("backend ended while active; restarting") || log.contains("stepping down")
-                if restartedAfterExit, let latest = Heartbeats(path: heartbeatLog).runs.map(\.last).max(), latest > killedAt + 300_000_000,
-                    monotonicNow() - latest < 100_000_000
-                {
-                    resumed = latest
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(50))
+                guard restartedAfterExit, let latest = Heartbeats(path: heartbeatLog).runs.map(\.last).max() else { return false }
+                return latest > killedAt + 300_000_000 && monotonicNow() - latest < 100_000_000
             }
             let log = (try? String(contentsOfFile: active.logPath, encoding: .utf8)) ?? ""
-            #expect(resumed != nil, "no backend runs after the keeper was killed: \(Heartbeats(path: heartbeatLog).runs)")
             #expect(log.contains("backend ended while active; restarting"), "batond's log does not say the backend is restarted")
             Heartbeats(path: heartbeatLog).checkSafety()
 
@@ -414,11 +398,11 @@ extension BatondClusterTests {
         // by then. (Not just any mention of NATS: ServiceLifecycle's start line names the
         // client's type before the trap is set, and on a host where another batond runs with
         // this node id that line comes quickly.)
-        for _ in 0..<100 {
-            if ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("connection attempt failed") { break }
-            try await Task.sleep(for: .milliseconds(50))
+        try await eventually("batond's log saying a NATS connection attempt failed", timeout: .seconds(10)) {
+            ((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "").contains("connection attempt failed")
         }
         node.signal(SIGHUP)
+        // Sampled over a window on purpose: batond must still run a second after the SIGHUP.
         try await Task.sleep(for: .seconds(1))
         #expect(node.process.isRunning, "batond died of a SIGHUP during startup; log:\n\((try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "")")
         await node.stop()
@@ -456,7 +440,8 @@ extension BatondClusterTests {
             passive.signal(SIGHUP)
 
             // Well past the holder's renew interval and the new ttl: still one run, and the
-            // reloaded node says its config disagrees with the holder.
+            // reloaded node says its config disagrees with the holder. (A window on purpose:
+            // nothing announces that the lease did not move.)
             try await Task.sleep(for: .seconds(8))
             let runs = Heartbeats(path: heartbeatLog).runs
             #expect(runs.count == 1, "the lease moved: \(runs)")
@@ -465,12 +450,10 @@ extension BatondClusterTests {
             // the lease may come late: poll its log (bounded).
             let expected = "config disagrees with the holder: \(first.node) holds the lease with ttl 10s"
             var log = ""
-            for _ in 0..<100 {
+            try await eventually("the reloaded node reporting the disagreement; its log:\n\(log.suffix(3000))", timeout: .seconds(10), every: .milliseconds(100)) {
                 log = (try? String(contentsOfFile: passive.logPath, encoding: .utf8)) ?? ""
-                if log.contains(expected) { break }
-                try await Task.sleep(for: .milliseconds(100))
+                return log.contains(expected)
             }
-            #expect(log.contains(expected), "the reloaded node did not report the disagreement; its log:\n\(log.suffix(3000))")
             Heartbeats(path: heartbeatLog).checkSafety()
 
             for node in nodes.values { await node.stop() }
@@ -504,7 +487,8 @@ extension BatondClusterTests {
             }
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
             let active = try #require(nodes[first.node])
-            // Five stalls of 1.2 s, each started at a different point of the renew cycle.
+            // Five stalls of 1.2 s, each started at a different point of the renew cycle (the
+            // sleeps shape the stalls; the check after them samples a window on purpose).
             for stall in 0..<5 {
                 try await Task.sleep(for: .milliseconds(1000 + 170 * stall))
                 try await proxy.stall()
@@ -597,13 +581,12 @@ extension BatondClusterTests {
 
     /// Waits until heartbeats from at least `count` different nodes were written.
     private func waitForNodes(_ path: String, count: Int, timeout: Duration) async throws -> Heartbeats {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let heartbeats = Heartbeats(path: path)
-            if Set(heartbeats.runs.map(\.node)).count >= count { return heartbeats }
-            try await Task.sleep(for: .milliseconds(50))
+        var heartbeats = Heartbeats(path: path)
+        try await eventually("\(count) nodes running the backend: \(heartbeats.runs)", timeout: timeout) {
+            heartbeats = Heartbeats(path: path)
+            return Set(heartbeats.runs.map(\.node)).count >= count
         }
-        throw ClusterTestFailure(description: "fewer than \(count) nodes ran the backend within \(timeout): \(Heartbeats(path: path).runs)")
+        return heartbeats
     }
 
     @Test(arguments: NATSServerKind.allCases)
@@ -713,13 +696,18 @@ extension BatondClusterTests {
             let bucket = "baton_itest_beat"
 
             let first = try await waitForNewRun(heartbeatLog, excluding: [], timeout: .seconds(20))
-            // Let the renews push the revisions well above the first token.
-            try await Task.sleep(for: .seconds(2))
+            // Let the renews push the revisions well above the first token (three renews).
+            var revision: UInt64 = 0
+            try await eventually("the lease's revision above \(first.epoch + 2) (it is \(revision))", timeout: .seconds(10), retryingErrors: true) {
+                revision = try await jetStream.keyValue(bucket).entry("leader")?.revision ?? 0
+                return revision > first.epoch + 2
+            }
 
             // 1. The bucket's stream is deleted under the running cluster.
             try await jetStream.deleteStream("KV_\(bucket)")
             let second = try await waitForNewRun(heartbeatLog, excluding: [first.epoch], timeout: .seconds(20))
             #expect(second.epoch > first.epoch, "the epoch went backwards after the bucket was deleted: \(first) then \(second)")
+            // Sampled over a window on purpose: still one active three seconds later.
             try await Task.sleep(for: .seconds(3))
             var runs = Heartbeats(path: heartbeatLog).runs
             #expect(runs.count == 2, "one active after the bucket came back: \(runs)")
@@ -742,6 +730,7 @@ extension BatondClusterTests {
             #expect(
                 third.first - lastWriteAt >= ttlPlusSkew - 100_000_000,
                 "took over \(Double(third.first - lastWriteAt) / 1e9)s after the holder's last write, before its ttl + skew")
+            // Sampled over a window on purpose: the thawed holder starts no fourth run.
             try await Task.sleep(for: .seconds(3))
             runs = Heartbeats(path: heartbeatLog).runs
             #expect(runs.count == 3, "\(runs)")

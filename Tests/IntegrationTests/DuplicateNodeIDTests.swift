@@ -1,5 +1,6 @@
 import Foundation
 import NATSTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -46,8 +47,8 @@ struct DuplicateNodeIDTests {
     }
 
     private static func waitForExit(_ batond: BatondProcess, timeout: Duration) async -> Int32? {
-        let deadline = ContinuousClock.now + timeout
-        while batond.process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        // Still running at the timeout is an answer here (nil), not a failure of the wait.
+        try? await eventually("batond \(batond.pid) exited", timeout: timeout, every: .milliseconds(20)) { !batond.process.isRunning }
         return batond.process.isRunning ? nil : batond.process.terminationStatus
     }
 
@@ -57,12 +58,13 @@ struct DuplicateNodeIDTests {
 
     /// Waits until an epoch not in `excluding` beats, and returns it.
     private static func waitForRun(_ path: String, excluding: Set<UInt64>, timeout: Duration) async throws -> UInt64 {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let last = beats(path).last, !excluding.contains(last.epoch), monotonicNow() - last.time < 100_000_000 { return last.epoch }
-            try await Task.sleep(for: .milliseconds(20))
+        var epoch: UInt64?
+        try await eventually("a new backend run (epochs so far: \(Set(beats(path).map { $0.epoch }).sorted()))", timeout: timeout, every: .milliseconds(20)) {
+            guard let last = beats(path).last, !excluding.contains(last.epoch), monotonicNow() - last.time < 100_000_000 else { return false }
+            epoch = last.epoch
+            return true
         }
-        throw ClusterTestFailure(description: "no new backend run within \(timeout)")
+        return try #require(epoch)
     }
 
     @Test(arguments: NATSServerKind.allCases)
@@ -180,11 +182,9 @@ struct DuplicateNodeIDTests {
             first.signal(SIGCONT)
 
             // The thawed one notices and says so.
-            let deadline = ContinuousClock.now + .seconds(10)
-            while !Self.log(first).contains("another batond took over this node id"), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(50))
+            try await eventually("the thawed batond saying another took over its node id; its log: \(Self.log(first))", timeout: .seconds(10)) {
+                Self.log(first).contains("another batond took over this node id")
             }
-            #expect(Self.log(first).contains("another batond took over this node id"), "\(Self.log(first))")
             let status = Process()
             status.executableURL = URL(fileURLWithPath: batonctl)
             status.arguments = ["status", "--json", "--nats", "nats://127.0.0.1:\(server.port)", "--cluster", "dupid"]

@@ -360,6 +360,8 @@ struct ReleaseClaimsTests {
                     try await sample()
                     return tail().components(separatedBy: "claims checked at start, before NATS").count - 1 >= 2
                 }
+                // Sampled over a window on purpose (not a wait): for two more seconds the VIP
+                // must stay on node-b alone.
                 let settleUntil = ContinuousClock.now + .seconds(2)
                 while ContinuousClock.now < settleUntil {
                     try await sample()

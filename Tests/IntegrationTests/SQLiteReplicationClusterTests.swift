@@ -2,6 +2,7 @@ import BatonCore
 import Foundation
 import NATS
 import NATSTestSupport
+import TestSupport
 import Replication
 import Testing
 
@@ -130,14 +131,17 @@ private struct ReplicationCluster {
     /// Waits until the writer of an epoch above `epoch` (on `node`, when given) acknowledged at
     /// least `count` rows; returns its node and epoch.
     func waitForWriter(after epoch: UInt64, on node: String? = nil, count: Int, timeout: Duration) async throws -> (node: String, epoch: UInt64) {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        var writer: (node: String, epoch: UInt64)?
+        try await eventually(
+            "a writer after epoch \(epoch)\(node.map { " on \($0)" } ?? "") with \(count) acknowledged rows; last ack \(acks().last.map { "\($0.row)" } ?? "none")",
+            timeout: timeout, every: .milliseconds(20)
+        ) {
             let newer = acks().filter { $0.row.epoch > epoch && (node == nil || $0.row.node == node) }
-            if newer.count >= count, let last = newer.last { return (last.row.node, last.row.epoch) }
-            try await Task.sleep(for: .milliseconds(20))
+            guard newer.count >= count, let last = newer.last else { return false }
+            writer = (last.row.node, last.row.epoch)
+            return true
         }
-        let last = acks().last.map { "\($0.row)" } ?? "none"
-        throw ClusterTestFailure(description: "no writer after epoch \(epoch)\(node.map { " on \($0)" } ?? "") within \(timeout); last ack \(last)")
+        return try #require(writer)
     }
 
     /// Runs a program to completion (polling, so no thread blocks on it) and returns its exit
@@ -155,13 +159,11 @@ private struct ReplicationCluster {
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                kill(process.processIdentifier, SIGKILL)
-                throw ClusterTestFailure(description: "\(executable) \(arguments) did not finish within \(timeout)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        do {
+            try await eventually("\(executable) \(arguments) finished", timeout: timeout, every: .milliseconds(20)) { !process.isRunning }
+        } catch {
+            kill(process.processIdentifier, SIGKILL)
+            throw error
         }
         return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
@@ -315,16 +317,12 @@ struct SQLiteReplicationClusterTests {
         // reset at least once before the crash.
         try await withCluster(kind, prefix: "baton-sqlite-crash", rowsPerTransaction: 6) { cluster in
             let first = try await cluster.waitForWriter(after: 0, count: 60, timeout: .seconds(30))
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
-                let log = (try? String(contentsOfFile: cluster.logPath(first.node), encoding: .utf8)) ?? ""
-                if log.contains("[Replication] checkpoint") { break }
-                try await Task.sleep(for: .milliseconds(100))
+            try await eventually("the shipper on \(first.node) checkpointing before the crash", timeout: .seconds(20), every: .milliseconds(100)) {
+                ((try? String(contentsOfFile: cluster.logPath(first.node), encoding: .utf8)) ?? "").contains("[Replication] checkpoint")
             }
-            // Let the passive node follow for a moment after the checkpoint.
+            // Load on purpose: the passive node follows (and the writer writes) for a moment
+            // after the checkpoint, so the crash hits a reset WAL in use.
             try await Task.sleep(for: .seconds(1))
-            let activeLog = (try? String(contentsOfFile: cluster.logPath(first.node), encoding: .utf8)) ?? ""
-            #expect(activeLog.contains("[Replication] checkpoint"), "the shipper never checkpointed before the crash")
             cluster.nodes[first.node]!.signal(SIGKILL)
             let survivor = first.node == "node-1" ? "node-2" : "node-1"
             _ = try await cluster.waitForWriter(after: first.epoch, on: survivor, count: 3, timeout: .seconds(15))
@@ -376,21 +374,17 @@ struct SQLiteReplicationClusterTests {
             stale.signal(SIGCONT)
             // The thawed node wakes up with WAL frames it never shipped (its writer committed
             // until the keeper killed it); whatever it tries to publish must be refused.
-            let deadline = ContinuousClock.now + .seconds(10)
-            var staleLog = ""
-            while ContinuousClock.now < deadline {
-                staleLog = (try? String(contentsOfFile: cluster.logPath(first.node), encoding: .utf8)) ?? ""
-                if staleLog.contains("fenced") { break }
-                try await Task.sleep(for: .milliseconds(100))
+            try await eventually("the thawed node fencing itself", timeout: .seconds(10), every: .milliseconds(100)) {
+                ((try? String(contentsOfFile: cluster.logPath(first.node), encoding: .utf8)) ?? "").contains("fenced")
             }
-            #expect(staleLog.contains("fenced"), "the thawed node did not fence itself")
+            // A window on purpose: the set-aside below must be the only one, not the first of
+            // several.
             try await Task.sleep(for: .milliseconds(1500))
             // Its database, with the rows it never shipped, is set aside, not overwritten.
             var setAside: [String] = []
-            let setAsideDeadline = ContinuousClock.now + .seconds(10)
-            while setAside.isEmpty, ContinuousClock.now < setAsideDeadline {
+            try await eventually("\(first.node) setting its database aside", timeout: .seconds(10), every: .milliseconds(100)) {
                 setAside = cluster.setAsideDatabases(first.node)
-                if setAside.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+                return !setAside.isEmpty
             }
             try #require(setAside.count == 1, "the fenced node did not set its database aside: \(setAside)")
             #expect(setAside[0].contains(".unshipped-\(first.epoch)-"), "\(setAside)")
@@ -437,26 +431,27 @@ struct SQLiteReplicationClusterTests {
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        let deadline = ContinuousClock.now + .seconds(15)
-        while !FileManager.default.fileExists(atPath: ready) {
-            guard process.isRunning, ContinuousClock.now < deadline else {
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
-                throw ClusterTestFailure(description: "the sidecar did not get the write lock of \(node)'s database: \(text)")
+        do {
+            // An exited sidecar ends the wait at once (its output says why).
+            try await eventually("the sidecar holding the write lock of \(node)'s database", timeout: .seconds(15), every: .milliseconds(20)) {
+                if FileManager.default.fileExists(atPath: ready) { return true }
+                guard process.isRunning else { throw ClusterTestFailure(description: "the sidecar exited") }
+                return false
             }
-            try await Task.sleep(for: .milliseconds(20))
+        } catch {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+            throw ClusterTestFailure(description: "the sidecar did not get the write lock of \(node)'s database (\(error)): \(text)")
         }
         return process
     }
 
     private func waitForExit(_ process: Process, timeout: Duration) async throws -> Int32 {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                kill(process.processIdentifier, SIGKILL)
-                throw ClusterTestFailure(description: "the sidecar did not finish within \(timeout)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        do {
+            try await eventually("the sidecar finished", timeout: timeout, every: .milliseconds(20)) { !process.isRunning }
+        } catch {
+            kill(process.processIdentifier, SIGKILL)
+            throw error
         }
         return process.terminationStatus
     }
@@ -582,9 +577,9 @@ struct SQLiteReplicationClusterTests {
             options.authentication = .userPassword(user: observer.user, password: observer.password)
             options.inboxPrefix = "_INBOX.baton.itest.ctl"
             let client = try await NATSClient.connect(options: options)
-            let history = ReplicationHistoryStore.bucket(cluster: "itest")
+            let history = ReplicationHistoryBucket.name(cluster: "itest")
             do {
-                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryStore.newestKey(app: ReplicationCluster.app))")
+                _ = try await JetStream(client: client).publish("$KV.\(history).\(ReplicationHistoryBucket.newestKey(app: ReplicationCluster.app))")
                 Issue.record("the observer wrote the newest record")
             } catch let error as NATSError {
                 #expect(error.code == .permissionViolation, "\(error)")
@@ -663,9 +658,8 @@ struct SQLiteReplicationClusterTests {
             let decoder = JSONDecoder()
             decoder.dateDecodingStrategy = .iso8601
             // The passive reports what its replica holds.
-            let reportDeadline = ContinuousClock.now + .seconds(15)
-            while try await kv.get("\(ReplicationCluster.app).node.\(other)") == nil, ContinuousClock.now < reportDeadline {
-                try await Task.sleep(for: .milliseconds(100))
+            try await eventually("\(other)'s report in the history bucket", timeout: .seconds(15), every: .milliseconds(100)) {
+                try await kv.get("\(ReplicationCluster.app).node.\(other)") != nil
             }
             // The passive stops; the active writes on.
             await cluster.nodes[other]!.stop()
@@ -673,15 +667,9 @@ struct SQLiteReplicationClusterTests {
             let reported = try #require(try await kv.get("\(ReplicationCluster.app).node.\(other)"), "\(other) reported no position")
             let otherCopy = try decoder.decode(NodeHoldingReport.self, from: Data(reported.value.readableBytesView)).copy
             // The durable record moves past the stopped node's copy (progress every 5 s).
-            let deadline = ContinuousClock.now + .seconds(20)
-            while true {
-                if let entry = try await kv.get("\(ReplicationCluster.app).newest"),
-                    try decoder.decode(ReplicationHistoryRecord.self, from: Data(entry.value.readableBytesView)).newest.txid > otherCopy.txid
-                {
-                    break
-                }
-                guard ContinuousClock.now < deadline else { throw ClusterTestFailure(description: "the durable record did not pass txid \(otherCopy.txid)") }
-                try await Task.sleep(for: .milliseconds(200))
+            try await eventually("the durable record past txid \(otherCopy.txid)", timeout: .seconds(20), every: .milliseconds(200)) {
+                guard let entry = try await kv.get("\(ReplicationCluster.app).newest") else { return false }
+                return try decoder.decode(ReplicationHistoryRecord.self, from: Data(entry.value.readableBytesView)).newest.txid > otherCopy.txid
             }
             let names = ReplicationNames(cluster: "itest", app: ReplicationCluster.app, nodeID: "x")
             try await jetStream.deleteStream(names.stream)
@@ -695,18 +683,13 @@ struct SQLiteReplicationClusterTests {
                 config: cluster.directory.appendingPathComponent("\(other).yaml").path, logPath: restartLog,
                 environment: ["BATON_FENCE_KEEPER": try BatondClusterTests.executable("baton-fence-keeper")])
             var log = ""
-            let refusalDeadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < refusalDeadline {
+            try await eventually("a refusal on \(other): \(log.suffix(3000))", timeout: .seconds(20), every: .milliseconds(100)) {
                 log = (try? String(contentsOfFile: restartLog, encoding: .utf8)) ?? ""
-                if log.contains("refusing to promote older or empty data over newer data") { break }
-                try await Task.sleep(for: .milliseconds(100))
+                return log.contains("refusing to promote older or empty data over newer data")
             }
-            let refusal = log.split(separator: "\n").first { $0.contains("refusing to promote older or empty data over newer data") }
-            #expect(refusal != nil, "no refusal on \(other): \(log.suffix(3000))")
-            if let refusal {
-                print("refusal: \(refusal)")
-                #expect(refusal.contains("does not exist") && refusal.contains("\(first.node) holds txid"), "\(refusal)")
-            }
+            let refusal = try #require(log.split(separator: "\n").first { $0.contains("refusing to promote older or empty data over newer data") })
+            print("refusal: \(refusal)")
+            #expect(refusal.contains("does not exist") && refusal.contains("\(first.node) holds txid"), "\(refusal)")
             let status = try await cluster.batonctl(["status"])
             #expect(status.output.contains("last promotion on \(other)") && status.output.contains("promotion refused"), "\(status.output)")
             // Nothing was published and no writer ran on the older copy.
@@ -748,14 +731,14 @@ extension SQLiteReplicationClusterTests {
         }
     }
 
-    /// Polls the history until `kind` has `count` records (bounded), and returns the events.
+    /// Waits (bounded) until the history holds `count` records of `kind`, and returns the events.
     private func waitForEvents(_ cluster: ReplicationCluster, kind: BatonEvent.Kind, count: Int, timeout: Duration = .seconds(15)) async throws -> [BatonEvent] {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let all = try await events(cluster)
-            if all.filter({ $0.kind == kind }).count >= count || ContinuousClock.now > deadline { return all }
-            try await Task.sleep(for: .milliseconds(200))
+        var all: [BatonEvent] = []
+        try await eventually("\(count) \(kind) record(s) in the history (it holds \(all.map(\.kind)))", timeout: timeout, every: .milliseconds(200)) {
+            all = try await events(cluster)
+            return all.filter({ $0.kind == kind }).count >= count
         }
+        return all
     }
 
     @Test(arguments: NATSServerKind.allCases)
@@ -800,13 +783,11 @@ extension SQLiteReplicationClusterTests {
             #expect(afterSwitchover.contains { $0.kind == .released && $0.node == first.node && ($0.durationMilliseconds ?? 0) > 0 })
 
             // The follower printed the record within the test.
-            let followDeadline = ContinuousClock.now + .seconds(10)
             var followed: [BatonEvent] = []
-            while ContinuousClock.now < followDeadline {
+            try await eventually("a switchover record printed by the follower (it printed \(followed.map(\.kind)))", timeout: .seconds(10), every: .milliseconds(100)) {
                 let text = (try? String(contentsOfFile: followPath, encoding: .utf8)) ?? ""
                 followed = text.split(separator: "\n").compactMap { try? JSONDecoder().decode(BatonEvent.self, from: Data($0.utf8)) }
-                if followed.contains(where: { $0.kind == .switchover }) { break }
-                try await Task.sleep(for: .milliseconds(100))
+                return followed.contains(where: { $0.kind == .switchover })
             }
             #expect(followed.contains { $0.kind == .switchover && $0.epoch == second.epoch }, "follow printed \(followed.map(\.kind))")
 

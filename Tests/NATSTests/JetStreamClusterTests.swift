@@ -2,6 +2,7 @@ import Foundation
 import NATS
 import NATSTestSupport
 import NIOCore
+import TestSupport
 import Testing
 
 /// JetStream on a real 3-server cluster: replicated streams and consumers.
@@ -36,8 +37,7 @@ struct JetStreamClusterTests {
                 }
             }
             var sequences: [UInt64] = []
-            let deadline = ContinuousClock.now + .seconds(30)
-            while sequences.count < total, ContinuousClock.now < deadline {
+            try await eventually("\(kind): all \(total) messages, received \(sequences.count): \(sequences.prefix(20))", timeout: .seconds(30), every: .milliseconds(1)) {
                 // The WAL applier's pattern: what is there without waiting, else wait for one.
                 var batch = try await consumer.fetch(batch: 16, maxBytes: 1 << 20, noWait: true)
                 if batch.isEmpty {
@@ -47,6 +47,7 @@ struct JetStreamClusterTests {
                     sequences.append(message.metadata.streamSequence)
                     try await message.ack()
                 }
+                return sequences.count >= total
             }
             try await publishing.value
             #expect(sequences == (1...UInt64(total)).map { $0 }, "\(kind): received \(sequences.count) of \(total): \(sequences.prefix(20))")
@@ -56,16 +57,11 @@ struct JetStreamClusterTests {
     }
 
     private func createWhenJetStreamIsReady(_ js: JetStream, _ config: StreamConfig) async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
-            do {
-                try await js.createStream(config)
-                return
-            } catch {
-                // No meta leader yet ("JetStream system temporarily unavailable", a timeout).
-                guard ContinuousClock.now < deadline else { throw error }
-                try await Task.sleep(for: .milliseconds(250))
-            }
+        // Until there is a meta leader, creating fails ("JetStream system temporarily
+        // unavailable", a timeout): those errors mean "not yet".
+        try await eventually("stream \(config.name) created once the cluster has a meta leader", timeout: .seconds(30), every: .milliseconds(250), retryingErrors: true) {
+            try await js.createStream(config)
+            return true
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATS
 import NATSTestSupport
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -151,9 +152,10 @@ struct FastPromotionTests {
             let report = try await ReplicaPromotion.promote(configuration: b, jetStream: jetStream, logger: logger, handover: handover)
             #expect(report.outcome == .promoted && report.txid == handoff.txid)
             let replaced = ReplicaPromotion.replacedDatabasePath(b.databasePath)
-            let removedBy = ContinuousClock.now + .seconds(10)
-            while FileManager.default.fileExists(atPath: replaced), ContinuousClock.now < removedBy { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(!FileManager.default.fileExists(atPath: replaced), "the replaced database's second link was not removed")
+            // Removed off the promotion's path, announced by no event: wait for the file.
+            try await eventually("the replaced database's second link \(replaced) removed", timeout: .seconds(10), every: .milliseconds(10)) {
+                !FileManager.default.fileExists(atPath: replaced)
+            }
             try await appA.checkpointTruncate()
             let promoted = try openImmutable(b.databasePath)
             #expect(try logicalDigest(promoted) == (try await appA.digest()))

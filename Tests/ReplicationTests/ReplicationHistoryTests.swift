@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATS
 import NATSTestSupport
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -87,10 +88,10 @@ struct ReplicationHistoryTests {
             var short = a
             short.streamMaxAge = .seconds(1)
             _ = try await jetStream.updateStream(short.streamConfig)
-            let deadline = ContinuousClock.now + .seconds(20)
-            while try await jetStream.streamInfo(names.stream).state.messages > 0 {
-                guard ContinuousClock.now < deadline else { throw ReplicationError(.timeout, "the records did not expire") }
-                try await Task.sleep(for: .milliseconds(200))
+            var left: UInt64 = 0
+            try await eventually("every record of \(names.stream) expired (\(left) left)", timeout: .seconds(20), every: .milliseconds(200)) {
+                left = try await jetStream.streamInfo(names.stream).state.messages
+                return left == 0
             }
 
             // The retention goes back to normal (so the test does not race it from here on).
@@ -147,6 +148,8 @@ struct ReplicationHistoryTests {
             // The passive does not recreate the stream, and says the stream is behind it.
             let lag = try await applierB.lag()
             #expect(lag.streamBehindReplica?.contains("does not exist") == true, "\(lag)")
+            // Sampled over a window on purpose (not a wait for state): nothing announces "did not
+            // recreate", so the applier keeps running for a while before the stream is checked.
             try await Task.sleep(for: .milliseconds(700))
             await #expect(throws: JetStreamAPIError.self) { _ = try await jetStream.streamInfo(a.names.stream) }
             await applierB.stop()
@@ -289,9 +292,9 @@ struct ReplicationHistoryTests {
                 node: "node-c", token: cPosition.token, txid: cPosition.txid, checksum: cPosition.checksum, pageSize: cPosition.pageSize,
                 commitPages: cPosition.commitPages, streamSequence: cPosition.streamSequence)
             let current = try #require(try await store.remoteNewest())
-            let kv = try await ReplicationHistoryStore.open(jetStream: jetStream, cluster: "test", replicas: 1)
+            let kv = try await ReplicationHistoryBucket.open(jetStream: jetStream, cluster: "test", replicas: 1)
             let forced = ReplicationHistoryRecord(newest: forcedCopy, event: HistoryEvent.forced, recordedAt: Date(), forced: "test")
-            _ = try await kv.update(ReplicationHistoryStore.newestKey(app: "web"), value: .init(bytes: try JSONEncoder.history.encode(forced)), revision: current.revision)
+            _ = try await kv.update(ReplicationHistoryBucket.newestKey(app: "web"), value: .init(bytes: try JSONEncoder.history.encode(forced)), revision: current.revision)
             // A stale shipper's progress does not replace the forced record.
             var stale = forced
             stale.forced = nil

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NATS
 import NATSTestSupport
+import TestSupport
 import Testing
 
 @testable import Replication
@@ -105,12 +106,10 @@ struct ReplicationIntegrationTests {
             // snapshot after the opening one. On a loaded machine the shipper may still be
             // catching up when the workload ends: wait for it, bounded.
             var shipped = await shipper.status()
-            let cycleDeadline = ContinuousClock.now + .seconds(20)
-            while shipped.checkpoints < 1 && shipped.snapshots < 2 && ContinuousClock.now < cycleDeadline {
-                try await Task.sleep(for: .milliseconds(50))
+            try await eventually("a WAL cycle (a checkpoint, or a second snapshot): \(shipped)", timeout: .seconds(20)) {
                 shipped = await shipper.status()
+                return shipped.checkpoints >= 1 || shipped.snapshots >= 2
             }
-            #expect(shipped.checkpoints >= 1 || shipped.snapshots >= 2, "\(shipped)")
             #expect(shipped.lastError == nil)
 
             let handoff = try await shipper.stepDown()

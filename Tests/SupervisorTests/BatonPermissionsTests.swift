@@ -49,7 +49,7 @@ struct BatonPermissionsTests {
             }
         }
         for subject in [
-            "$KV.\(NodeRegistry.bucketName(cluster: "prod")).node-1", "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).web.node.node-1",
+            "$KV.\(NodeRegistry.bucketName(cluster: "prod")).node-1", "$KV.\(ReplicationHistoryBucket.name(cluster: "prod")).web.node.node-1",
         ] {
             #expect(allows(set.publish, subject), "node may not publish to \(subject)")
         }
@@ -105,14 +105,14 @@ struct BatonPermissionsTests {
         // The operator's writes: a node's drain record (`drain`, `undrain`) and the newest record of
         // an app (`replica promote --force`).
         let writes = operatorSet.publish.filter { $0.subject.hasPrefix("$KV.") || $0.subject.hasPrefix("$O.") || $0.subject.contains(".STREAM.") && !$0.subject.contains(".STREAM.INFO.") && !$0.subject.contains(".STREAM.MSG.GET.") }
-        #expect(writes.map(\.subject) == ["$KV.\(DrainRecord.bucket(cluster: "prod")).*", "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).*.newest"])
+        #expect(writes.map(\.subject) == ["$KV.\(DrainRecord.bucket(cluster: "prod")).*", "$KV.\(ReplicationHistoryBucket.name(cluster: "prod")).*.newest"])
         #expect(allows(operatorSet.publish, "$KV.\(DrainRecord.bucket(cluster: "prod")).node-1"))
         #expect(!allows(observer.publish, "$KV.\(DrainRecord.bucket(cluster: "prod")).node-1"))
         #expect(
             !operatorSet.publish.contains { $0.subject.contains(".CONSUMER.DELETE.") && !$0.subject.hasSuffix(".\(eventHistory).>") },
             "batonctl could delete the nodes' consumers")
-        #expect(allows(operatorSet.publish, "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).\(ReplicationHistoryStore.newestKey(app: "web"))"))
-        #expect(!allows(operatorSet.publish, "$KV.\(ReplicationHistoryStore.bucket(cluster: "prod")).\(ReplicationHistoryStore.nodeKey(app: "web", node: "n"))"))
+        #expect(allows(operatorSet.publish, "$KV.\(ReplicationHistoryBucket.name(cluster: "prod")).\(ReplicationHistoryBucket.newestKey(app: "web"))"))
+        #expect(!allows(operatorSet.publish, "$KV.\(ReplicationHistoryBucket.name(cluster: "prod")).\(ReplicationHistoryBucket.nodeKey(app: "web", node: "n"))"))
         // batonctl's replies come to its inbox prefix, which both batonctl roles may read.
         for set in [observer, operatorSet] {
             #expect(allows(set.subscribe, "\(BatonPermissions.inboxPrefix(cluster: "prod", role: .operator)).abc.1"))

@@ -39,7 +39,11 @@ func batonctlPath() throws -> String {
 /// pool nor Dispatch's global queues (which back that pool on Linux and are only as wide as the
 /// machine has cores) may be blocked, since they serve the in-process nodes batonctl talks to.
 func runBatonctl(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
-    let path = try batonctlPath()
+    try await runProgram(try batonctlPath(), arguments, environment: environment)
+}
+
+/// Runs the program at `path` with `arguments` (as ``runBatonctl(_:environment:)`` does).
+func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments

@@ -36,15 +36,14 @@ struct SystemdAppBackendTests {
             startTimeout: .seconds(20), stopTimeout: .seconds(20), callTimeout: .seconds(5))
     }
 
-    /// Polls (bounded) until the unit's state satisfies `predicate`; returns the last state.
+    /// Waits (bounded) until the unit's state satisfies `predicate`; returns that state.
     func waitForState(
         _ manager: SystemdManager, _ unit: String, timeout: Duration = .seconds(10), _ predicate: (UnitState) -> Bool
     ) async throws -> UnitState {
-        let deadline = ContinuousClock.now + timeout
         var state = try await manager.unitState(unit)
-        while !predicate(state), ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(25))
+        try await eventually("\(unit) in the awaited state (last seen: \(state))", timeout: timeout, every: .milliseconds(25)) {
             state = try await manager.unitState(unit)
+            return predicate(state)
         }
         return state
     }
@@ -100,18 +99,15 @@ struct SystemdAppBackendTests {
             let firstPID = try #require(try await checker.mainPID(of: "web.service"))
             kill(firstPID, SIGKILL)
             var secondPID: pid_t?
-            let deadline = ContinuousClock.now + .seconds(10)
-            while ContinuousClock.now < deadline {
-                if let pid = try await checker.mainPID(of: "web.service"), pid != firstPID {
-                    secondPID = pid
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(25))
+            try await eventually("web.service restarted with a new main pid; logs: \(logs.values.map(\.message))", timeout: .seconds(10), every: .milliseconds(25)) {
+                guard let pid = try await checker.mainPID(of: "web.service"), pid != firstPID else { return false }
+                secondPID = pid
+                return true
             }
-            let second = try #require(secondPID, "the unit was not restarted; logs: \(logs.values.map(\.message))")
+            let second = try #require(secondPID)
             // The new main process writes its epoch a moment after systemd reports its pid.
-            while ContinuousClock.now < deadline, epochs(systemd.directory).count < 3 {
-                try await Task.sleep(for: .milliseconds(25))
+            try await eventually("a third epoch line (the file lists \(epochs(systemd.directory)))", timeout: .seconds(10), every: .milliseconds(25)) {
+                epochs(systemd.directory).count >= 3
             }
             #expect(epochs(systemd.directory) == ["7", "8", "8"])
             #expect(failures.values.isEmpty)

@@ -146,9 +146,9 @@ import Glibc
             try await manager.startUnit("tree.service")
             let main = try #require(try await manager.mainPID(of: "tree.service"))
             let childFile = "\(systemd.runtimeDirectory)/tree-child.pid"
-            let clock = ContinuousClock()
-            let deadline = clock.now + .seconds(10)
-            while !FileManager.default.fileExists(atPath: childFile), clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            try await eventually("the unit's child writing \(childFile)", timeout: .seconds(10), every: .milliseconds(20)) {
+                FileManager.default.fileExists(atPath: childFile)
+            }
             let child = try #require(pid_t(try String(contentsOfFile: childFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
 
             let states = manager.unitStates("tree.service")
