@@ -1,6 +1,7 @@
 import Foundation
 import NATSTestSupport
 import SystemdTestSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -216,10 +217,10 @@ struct PackageInstallTests {
                 // The app runs here (its backend under the installed fence keeper), and the
                 // installed batonctl sees it through the default /etc/baton/baton.yaml.
                 var status = try await run("/usr/bin/batonctl", ["status", "--json"])
-                let deadline = ContinuousClock.now + .seconds(20)
-                while ContinuousClock.now < deadline, !(status.status == 0 && status.output.contains("\"role\" : \"active\"")) {
-                    try await Task.sleep(for: .milliseconds(200))
+                // A timeout is reported by the expectation below, with the last answer and the log.
+                try? await eventually("batonctl status to show the app active", timeout: .seconds(20), every: .milliseconds(200)) {
                     status = try await run("/usr/bin/batonctl", ["status", "--json"])
+                    return status.status == 0 && status.output.contains("\"role\" : \"active\"")
                 }
                 #expect(status.output.contains("\"role\" : \"active\"") && status.output.contains(appName), "\(status)\n\(logTail())")
                 let keepers = try await run("/usr/bin/pgrep", ["-f", "/usr/libexec/baton/baton-fence-keeper"])

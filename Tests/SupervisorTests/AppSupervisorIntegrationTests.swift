@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import Backends
 import Control
 import Supervisor
+import TestSupport
 import Testing
 
 /// Who ran the backend when, on one shared monotonic clock (all nodes live in this process).
@@ -167,22 +168,19 @@ func startNode(
 
 /// Waits until exactly one node is active and returns it.
 func waitForSingleActive(_ nodes: [TestNode], excluding: Set<String> = [], timeout: Duration = .seconds(10)) async throws -> TestNode {
-    let deadline = MonotonicClock.now() + timeout
-    while MonotonicClock.now() < deadline {
+    var single: TestNode?
+    try await eventually("a single active node", timeout: timeout, every: .milliseconds(20)) {
         var active: [TestNode] = []
         for node in nodes where !excluding.contains(node.name) {
             if await node.supervisor.phase == .active { active.append(node) }
         }
-        if active.count == 1 { return active[0] }
+        // Checked at every look, not only at the end: two active nodes at any moment is the
+        // failure these tests exist to catch.
         #expect(active.count <= 1, "several active: \(active.map(\.name))")
-        try await Task.sleep(for: .milliseconds(20))
+        single = active.count == 1 ? active[0] : nil
+        return single != nil
     }
-    throw TestTimeout(what: "a single active node")
-}
-
-struct TestTimeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
+    return try #require(single)
 }
 
 func shutDown(_ nodes: [TestNode]) async {
