@@ -60,6 +60,8 @@ struct Options: ParsableCommand {
     @Option(help: "batond's log level.") var logLevel = "info"
     @Option(help: "Kill everything and exit after this many seconds.") var timeLimit = 1800
     @Flag(help: "Keep the work directory (configs, logs).") var keep = false
+    @Flag(help: "Turn balancing off (placement: {balance: false}): the first node keeps the apps it took, the others stay passive for all of them; separates a passive node's idle cost from an active one's.")
+    var noBalance = false
     @Option(help: "Also write the report to this path.") var markdown: String?
 
     func validate() throws {
@@ -222,7 +224,7 @@ func run(_ options: Options) async throws -> String {
     for name in nodeNames {
         let config = "\(work)/\(name).yaml"
         try """
-            cluster: scale
+            cluster: scale\(options.noBalance ? "\nplacement: {balance: false}" : "")
             node: {id: \(name), state_dir: \(work)/\(name)}
             nats: {servers: ["\(server.url)"]}
             apps:
@@ -298,7 +300,7 @@ func run(_ options: Options) async throws -> String {
     }
     let initial = try await waitSettled(nodeNames, timeout: .seconds(120) + options.ttl * 4)
     log("settled \(ContinuousClock.now - startedAt) after the first start: \(initial.text)")
-    let (afterStart, startBalancing) = try await waitBalanced(nodeNames, limit: options.rebalanceWait)
+    let (afterStart, startBalancing) = try await waitBalanced(nodeNames, limit: options.noBalance ? .zero : options.rebalanceWait)
     let startSpread = afterStart ?? initial
     log("spread \(startBalancing) later: \(startSpread.text)\(startSpread.balanced ? "" : " (not balanced yet)")")
 
@@ -366,7 +368,7 @@ func run(_ options: Options) async throws -> String {
         try await Task.sleep(for: .seconds(1))
         try nodes[victim]!.start()
         _ = try await waitSettled(nodeNames, timeout: .seconds(60) + options.ttl * 4)
-        let (returned, balancing) = try await waitBalanced(nodeNames, limit: options.rebalanceWait)
+        let (returned, balancing) = try await waitBalanced(nodeNames, limit: options.noBalance ? .zero : options.rebalanceWait)
         if let returned { spread = returned }
         log("kill \(round): spread \(balancing) after \(victim) returned: \(returned?.text ?? "not settled")")
         kills.append(KillResult(node: victim, apps: held.count, latencies: latencies, missing: missing, spreadAfterReturn: returned, balancing: balancing))
@@ -398,7 +400,7 @@ func run(_ options: Options) async throws -> String {
         text += "| every app of a killed node running elsewhere within ttl + 500 ms (\(goalMs) ms) | \(kills.count) kills, \(allLatencies.count) apps moved: p50 \(milliseconds(percentile(allLatencies, 50))) ms, p99 \(milliseconds(percentile(allLatencies, 99))) ms, max \(milliseconds(worst)) ms\(missing > 0 ? ", \(missing) never started" : "") | \(missing == 0 && worst <= goalMs * 1_000_000 ? "yes" : "no") |\n"
     }
     func took(_ duration: Duration) -> String { "\(Int(duration.seconds.rounded())) s" }
-    text += "| actives within one app of the fair share after settling | after the staggered start (\(startSpread.balanced ? "balanced" : "not balanced") after \(took(startBalancing))): \(startSpread.text) (worst \(String(format: "%.1f", startSpread.worstDeviation)) from \(String(format: "%.1f", startSpread.fairShare)))"
+    text += "| actives within one app of the fair share after settling | \(options.noBalance ? "balancing off (--no-balance); " : "")after the staggered start (\(startSpread.balanced ? "balanced" : "not balanced") after \(took(startBalancing))): \(startSpread.text) (worst \(String(format: "%.1f", startSpread.worstDeviation)) from \(String(format: "%.1f", startSpread.fairShare)))"
     var balanced = startSpread.balanced
     for (index, kill) in kills.enumerated() {
         if let after = kill.spreadAfterReturn {
