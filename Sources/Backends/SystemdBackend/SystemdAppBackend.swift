@@ -152,6 +152,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     private var turnTaken = false
     private var turnWaiters: [CheckedContinuation<Void, Never>] = []
     private var pendingStop: Task<Void, Never>?
+    /// Epoch file writes and removals, off the actor, done in the order they were asked for.
+    private let epochFiles = EpochFileQueue()
     private var following: Task<Void, Never>?
     private var monitor: Task<Void, Never>?
     private nonisolated let failureStream: AsyncStream<AppBackendFailure>
@@ -191,7 +193,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         logger[metadataKey: "unit"] = "\(configuration.unit)"
         let unit = configuration.unit
         do {
-            try EpochFile.remove(at: configuration.epochFile)
+            try await EpochFileQueue().remove(at: configuration.epochFile).value()
         } catch {
             throw SystemdBackendError("cannot remove the stale epoch file of unit \(unit): \(error)")
         }
@@ -299,9 +301,14 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
             throw SystemdBackendError("unit \(unit) not started: \(refusal)")
         }
         do {
-            try EpochFile.write(epoch: token, to: configuration.epochFile)
+            try await epochFiles.write(epoch: token, to: configuration.epochFile).value()
         } catch {
             throw SystemdBackendError("cannot write the epoch file of unit \(unit): \(error)")
+        }
+        // A stop or fence that came while the file was written removed it again (its removal
+        // was queued after the write): start nothing.
+        guard run.shouldRun(token: token) else {
+            throw SystemdBackendError("unit \(unit) not started: it was stopped while its epoch file was written")
         }
         // A unit that failed before (or was fenced) stays `failed`, and its start rate limit
         // counts on; neither is Baton's business any more.
@@ -331,10 +338,17 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         run.stopRequested()
         monitor?.cancel()
         monitor = nil
-        removeEpochFile()
-        let task = Task { await self.stopUnit(context: "stop") }
+        // The removal is queued now, before any later write; the unit is stopped once it ran.
+        // The whole stop is an operation in flight (signals meanwhile are not news).
+        run.operationBegan()
+        let removal = epochFiles.remove(at: configuration.epochFile)
+        let task = Task {
+            await self.finishRemoval(removal)
+            await self.stopUnit(context: "stop")
+        }
         pendingStop = task
         await task.value
+        run.operationEnded()
         recheckSoon()
         return await confirmDown(context: "stop")
     }
@@ -345,8 +359,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         run.stopRequested()
         monitor?.cancel()
         monitor = nil
-        removeEpochFile()
         run.operationBegan()
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await killAndStop(context: "fence")
         run.operationEnded()
         recheckSoon()
@@ -367,7 +381,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         guard run.disposeRequested() else { return }
         monitor?.cancel()
         following?.cancel()
-        removeEpochFile()
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await keeper.shutdown()
         do {
             try await manager.removeDropIn(for: unit)
@@ -426,9 +440,10 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         }
     }
 
-    private func removeEpochFile() {
+    /// Waits for a queued removal of the epoch file (see ``EpochFileQueue``); logs a failure.
+    private func finishRemoval(_ removal: EpochFileQueue.Pending) async {
         do {
-            try EpochFile.remove(at: configuration.epochFile)
+            try await removal.value()
         } catch {
             logger.error("cannot remove the epoch file", metadata: ["error": "\(error)"])
         }
@@ -550,7 +565,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         await takeTurn()
         defer { endTurn() }
         guard run.strayStopWanted else { return }
-        removeEpochFile()
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await stopUnit(context: "stray start while passive")
         noticeContinuation.yield(.strayStopped(text))
     }
