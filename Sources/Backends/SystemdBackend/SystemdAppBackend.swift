@@ -19,10 +19,13 @@ import Musl
 ///   asks; with it, the unit sees `BATON_EPOCH`.
 /// - **Start**: writes the epoch file, resets a `failed` state, StartUnit, waits for the job,
 ///   and checks that the unit is really active.
-/// - **Stop**: removes the epoch file, StopUnit. **Fence**: removes the epoch file, KillUnit
-///   (SIGKILL to the whole cgroup) within the fence budget, then StopUnit.
-/// - **Fence keeper**: a `baton-fence-keeper` without a process (``FenceKeeperClient``, the
-///   same client as the process backend's, minus `START`) holds the armed deadline; when it passes, or batond goes away, the keeper removes the epoch file,
+/// - **Stop**: removes the epoch file, then StopUnit. **Fence**: removes the epoch file, then
+///   KillUnit (SIGKILL to the whole cgroup) within the fence budget, then StopUnit. Epoch file
+///   writes and removals run off the actor in the order they were asked for
+///   (``EpochFileQueue``): a removal asked for after a start's write always wins.
+/// - **Fence keeper**: a `baton-fence-keeper` without a process (over ``FenceKeeperClient``,
+///   the same client as the process backend's, minus `START`) holds the armed deadline; when
+///   it passes, or batond goes away, the keeper removes the epoch file,
 ///   kills and stops the unit, and removes the app's VIPs.
 /// - **While active**, the unit going `failed` or `inactive` behind Baton's back is restarted
 ///   through the restart policy; once the budget is spent the backend reports
