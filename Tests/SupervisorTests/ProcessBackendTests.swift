@@ -534,16 +534,17 @@ struct ProcessBackendTests {
         #expect(try keeperPath().hasSuffix("/baton-fence-keeper"))
         // The systemd backend's claims-only keeper reports the same failure with the keeper's own
         // error type (not a process backend's).
-        let claims = ClaimKeeper(
-            configuration: .init(app: "web", keeperPath: "/baton-no-such-dir/baton-fence-keeper", claims: FenceKeeperClaims()),
-            logger: Logger(label: "test"))
+        let claims = FenceKeeperClient(
+            launch: { () throws(FenceKeeperError) -> KeeperLaunch in
+                try KeeperLaunch.keeper(app: "web", keeperPath: "/baton-no-such-dir/baton-fence-keeper", claims: FenceKeeperClaims())
+            }, logger: Logger(label: "test"), outputLogger: Logger(label: "test"))
         await #expect(
             throws: FenceKeeperError(
                 .keeperNotFound,
                 "fence keeper not found: /baton-no-such-dir/baton-fence-keeper (configured) does not exist; install baton-fence-keeper next to batond or in ../libexec/baton from it, or set BATON_FENCE_KEEPER"
             )
         ) {
-            try await claims.arm(token: 1, deadline: MonotonicClock.now() + .seconds(10))
+            try await claims.armClaims(token: 1, deadline: MonotonicClock.now() + .seconds(10), logger: Logger(label: "test"))
         }
         #expect(await claims.keeperPID == nil)
     }

@@ -97,6 +97,8 @@ struct SystemdAppBackendTests {
             await backend.armFence(token: 8, deadline: MonotonicClock.now() + .seconds(120))
             try await backend.start(token: 8)
             let firstPID = try #require(try await checker.mainPID(of: "web.service"))
+            // Killed before its shell wrote the epoch, the run would leave one "8" fewer.
+            try await eventually("the epochs file listing 7, 8 (it lists \(epochs(systemd.directory)))", timeout: .seconds(5), every: .milliseconds(20)) { epochs(systemd.directory) == ["7", "8"] }
             kill(firstPID, SIGKILL)
             var secondPID: pid_t?
             try await eventually("web.service restarted with a new main pid; logs: \(logs.values.map(\.message))", timeout: .seconds(10), every: .milliseconds(25)) {

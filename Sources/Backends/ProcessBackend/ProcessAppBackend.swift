@@ -138,6 +138,8 @@ public actor ProcessAppBackend: AppBackend, AppBackendNotices {
                     continue
                 }
                 await perform(run.restarted(token: token, pid: await process.pid))
+            case .stopStray:
+                break  // a watched unit's effect: a process's run never returns it
             }
         }
     }

@@ -104,23 +104,15 @@ public actor ProcessBackend {
     /// What runs, and where the keeper is.
     public nonisolated let configuration: Configuration
     private let logger: Logger
-    private let outputLogger: Logger
-    private let group: any EventLoopGroup
-    private let threadPool: NIOThreadPool
-    private let keeperLaunchOverride: KeeperLaunch?
+    /// Launches the keeper and tells this backend what it reports.
+    private let client: FenceKeeperClient
     /// How long the keeper has to confirm a kill before it is killed itself.
     private let keeperKillGrace: Duration
 
-    private struct Keeper {
-        var id: Int
-        var connection: KeeperConnection
-        var reportedPID: Int32?
-        var reader: Task<Void, Never>
-    }
-
-    private var keeper: Keeper?
-    private var keeperLaunching: Task<KeeperConnection, any Error>?
-    private var nextKeeperID = 0
+    /// The keeper this backend commands (from the client), until its end was reported.
+    private var keeper: FenceKeeperClient.Handle?
+    /// The highest keeper number whose end was reported: a handle at or below it is dead.
+    private var lastEndedKeeper = 0
     private var armed: (token: UInt64, deadline: MonotonicInstant)?
     /// Every start request gets the next run number; an escalation or a late report names the
     /// run it belongs to, so it can never act on a later run under the same keeper.
@@ -132,9 +124,6 @@ public actor ProcessBackend {
     private var lastKill: KillCause?
     private var stopRequested = false
     private var goneWaiters: [CheckedContinuation<Void, Never>] = []
-    private var keeperEndWaiters: [CheckedContinuation<Void, Never>] = []
-    private var pingWaiters: [UInt64: CheckedContinuation<Bool, Never>] = [:]
-    private var nextPing: UInt64 = 1
 
     /// Creates a backend; nothing runs until ``arm(token:deadline:)`` and ``start(token:)``.
     public init(
@@ -155,24 +144,24 @@ public actor ProcessBackend {
         self.logger = logger
         var outputLogger = logger
         outputLogger[metadataKey: "source"] = "backend"
-        self.outputLogger = outputLogger
-        self.group = eventLoopGroup
-        self.threadPool = threadPool
-        self.keeperLaunchOverride = keeperLaunch
+        self.client = FenceKeeperClient(
+            launch: { () throws(FenceKeeperError) -> KeeperLaunch in
+                if let keeperLaunch { return keeperLaunch }
+                return try KeeperLaunch.keeper(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.claims)
+            }, maxLineLength: configuration.maxLogLineLength, logger: logger, outputLogger: outputLogger, eventLoopGroup: eventLoopGroup,
+            threadPool: threadPool)
         (exits, exitsContinuation) = AsyncStream.makeStream(of: Exit.self, bufferingPolicy: .bufferingNewest(64))
     }
 
     deinit {
-        // Nobody can fence through this object any more: end the keeper, which kills whatever
-        // still runs and exits (its reader reaps it).
-        keeper?.connection.closeCommands()
+        // The client ends the keeper when it goes (the keeper kills whatever still runs).
         exitsContinuation.finish()
     }
 
     /// The running backend's main process (and process group) id.
     public var pid: Int32? { running?.pid }
     /// The keeper's pid, once it reported in.
-    public var keeperPID: Int32? { keeper?.reportedPID }
+    public var keeperPID: Int32? { get async { await client.keeperPID } }
     /// Whether a backend runs (or is being started).
     public var isRunning: Bool { running != nil || startInFlight != nil }
 
@@ -250,15 +239,7 @@ public actor ProcessBackend {
     /// would) and reaps it. A later ``arm(token:deadline:)`` starts a new keeper.
     public func shutdown() async {
         await fence()
-        guard let current = keeper else { return }
-        current.connection.closeCommands()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            if keeper?.id == current.id {
-                keeperEndWaiters.append(continuation)
-            } else {
-                continuation.resume()
-            }
-        }
+        await client.shutdown()
     }
 
     // MARK: - Internals
@@ -335,13 +316,7 @@ public actor ProcessBackend {
 
     /// Waits until the keeper handled every line sent so far; false when it is gone. For tests.
     func roundTrip() async -> Bool {
-        guard let connection = keeper?.connection else { return false }
-        let number = nextPing
-        nextPing += 1
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            pingWaiters[number] = continuation
-            connection.send(.ping(number))
-        }
+        await client.roundTrip()
     }
 
     private func environment(token: UInt64) -> [String] {
@@ -364,61 +339,29 @@ public actor ProcessBackend {
 
     private func ensureKeeper() async throws -> KeeperConnection {
         if let keeper { return keeper.connection }
-        if let launching = keeperLaunching { return try await launching.value }
-        let launch = try keeperLaunch()
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        let task = Task { [logger, outputLogger, group, threadPool, configuration] in
-            do {
-                return try await KeeperConnection.spawn(
-                    launch: launch, environment: environment, logger: logger, outputLogger: outputLogger,
-                    maxLineLength: configuration.maxLogLineLength, group: group, threadPool: threadPool)
-            } catch let error as FenceKeeperError {
-                throw ProcessBackendError(error)
-            }
-        }
-        keeperLaunching = task
-        defer { keeperLaunching = nil }
-        let connection = try await task.value
-        if let keeper {
-            // Raced with another launch: keep the first.
-            connection.closeCommands()
-            Task { _ = await connection.reap() }
-            return keeper.connection
-        }
-        let id = nextKeeperID
-        nextKeeperID += 1
-        let reader = Task { [weak self] in
-            for await report in connection.reports {
-                await self?.receive(report, keeperID: id)
-            }
-            if let self {
-                await self.keeperEnded(keeperID: id)
-            } else {
-                _ = await connection.reap()
-            }
-        }
-        keeper = Keeper(id: id, connection: connection, reportedPID: nil, reader: reader)
-        logger.debug("fence keeper started", metadata: ["pid": "\(connection.pid)"])
-        return connection
-    }
-
-    private func keeperLaunch() throws -> KeeperLaunch {
-        if let keeperLaunchOverride { return keeperLaunchOverride }
+        let handle: FenceKeeperClient.Handle
         do {
-            return try KeeperLaunch.keeper(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.claims)
+            handle = try await client.launch { [weak self] event in await self?.keeperEvent(event) }
         } catch {
             throw ProcessBackendError(error)
+        }
+        // The keeper may have ended while this call waited (its end is then already handled).
+        if handle.id > lastEndedKeeper { keeper = handle }
+        return handle.connection
+    }
+
+    private func keeperEvent(_ event: FenceKeeperClient.Event) async {
+        switch event {
+        case .report(let report, let id): receive(report, keeperID: id)
+        case .ended(let id): keeperEnded(keeperID: id)
         }
     }
 
     private func receive(_ report: KeeperReport, keeperID: Int) {
         guard keeper?.id == keeperID else { return }
         switch report {
-        case .ready(let version, let pid):
-            keeper?.reportedPID = pid
-            if version != KeeperProtocol.version {
-                logger.error("the fence keeper speaks another protocol version", metadata: ["version": "\(version)"])
-            }
+        case .ready, .pong:
+            break  // the client's business
         case .started(let pid):
             guard let start = startInFlight else {
                 logger.error("the fence keeper reported a start nobody asked for", metadata: ["pid": "\(pid)"])
@@ -468,8 +411,6 @@ public actor ProcessBackend {
             }
             exitsContinuation.yield(exit)
             resumeGoneWaitersIfIdle()
-        case .pong(let number):
-            pingWaiters.removeValue(forKey: number)?.resume(returning: true)
         case .error(let message):
             logger.error("the fence keeper rejected a line", metadata: ["error": "\(message)"])
             if let start = startInFlight {
@@ -481,11 +422,12 @@ public actor ProcessBackend {
         }
     }
 
-    private func keeperEnded(keeperID: Int) async {
-        guard let ended = keeper, ended.id == keeperID else { return }
+    /// The keeper's reports ended: it is exiting (the client reaps it after this).
+    private func keeperEnded(keeperID: Int) {
+        lastEndedKeeper = max(lastEndedKeeper, keeperID)
+        guard keeper?.id == keeperID else { return }
         keeper = nil
         armed = nil
-        ended.connection.markExiting()
         if let start = startInFlight {
             startInFlight = nil
             start.continuation.resume(throwing: ProcessBackendError(.keeperExited, "the fence keeper exited before the backend started"))
@@ -499,13 +441,6 @@ public actor ProcessBackend {
         lastKill = nil
         stopRequested = false
         runEnded()
-        for waiter in pingWaiters.values { waiter.resume(returning: false) }
-        pingWaiters.removeAll()
         resumeGoneWaitersIfIdle()
-        let status = await ended.connection.reap()
-        logger.debug("fence keeper exited", metadata: ["status": "\(status.map { "\($0)" } ?? "unknown")"])
-        let waiters = keeperEndWaiters
-        keeperEndWaiters.removeAll()
-        for waiter in waiters { waiter.resume() }
     }
 }

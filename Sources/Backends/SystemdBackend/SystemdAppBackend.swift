@@ -19,10 +19,13 @@ import Musl
 ///   asks; with it, the unit sees `BATON_EPOCH`.
 /// - **Start**: writes the epoch file, resets a `failed` state, StartUnit, waits for the job,
 ///   and checks that the unit is really active.
-/// - **Stop**: removes the epoch file, StopUnit. **Fence**: removes the epoch file, KillUnit
-///   (SIGKILL to the whole cgroup) within the fence budget, then StopUnit.
-/// - **Fence keeper**: a `baton-fence-keeper` without a process (``ClaimKeeper``) holds the
-///   armed deadline; when it passes, or batond goes away, the keeper removes the epoch file,
+/// - **Stop**: removes the epoch file, then StopUnit. **Fence**: removes the epoch file, then
+///   KillUnit (SIGKILL to the whole cgroup) within the fence budget, then StopUnit. Epoch file
+///   writes and removals run off the actor in the order they were asked for
+///   (``EpochFileQueue``): a removal asked for after a start's write always wins.
+/// - **Fence keeper**: a `baton-fence-keeper` without a process (over ``FenceKeeperClient``,
+///   the same client as the process backend's, minus `START`) holds the armed deadline; when
+///   it passes, or batond goes away, the keeper removes the epoch file,
 ///   kills and stops the unit, and removes the app's VIPs.
 /// - **While active**, the unit going `failed` or `inactive` behind Baton's back is restarted
 ///   through the restart policy; once the budget is spent the backend reports
@@ -34,6 +37,9 @@ import Musl
 ///
 /// State changes come from systemd's `PropertiesChanged` signals (no polling); every decision
 /// re-reads the unit's state first, since a signal may be stale by the time it is handled.
+/// The decisions (what should run under which token, the armed deadline, the restart budget,
+/// which operations are in flight, what a unit found down or up means) are the pure
+/// ``BackendRunState``; this actor executes its effects and feeds the results back.
 public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     /// What to manage and how.
     public struct Configuration: Sendable, Hashable {
@@ -128,32 +134,29 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         }
     }
 
-    private enum Desired: Equatable {
-        case stopped
-        case running(UInt64)
-    }
-
     /// The configuration.
     public nonisolated let configuration: Configuration
     /// What the drop-in binds the unit to (nil: not bound).
     public nonisolated let boundTo: String?
     private let manager: SystemdManager
-    private let keeper: ClaimKeeper
+    /// The claims-only keeper: spawned on the first arm; when the deadline passes without a
+    /// re-arm or disarm (batond frozen or hung), or when batond goes away, it removes the epoch
+    /// file, kills and stops the unit and removes the VIPs.
+    private let keeper: FenceKeeperClient
     private let prober: HealthProber?
     private let logger: Logger
     private var unit: String { configuration.unit }
-    private var desired: Desired = .stopped
-    /// The deadline the keeper holds; starts and restarts happen only before it (as the keeper
-    /// of a process backend refuses a START past its deadline), so a batond that thaws after the
-    /// keeper released the unit does not restart it under a lease it may no longer hold.
-    private var armedDeadline: MonotonicInstant?
-    private var restarts: RestartTracker
-    private var gateBusy = false
-    private var gateWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Every decision: whether and under which token the unit should run, the deadline the
+    /// keeper holds (starts and restarts happen only before it, so a batond that thaws after the
+    /// keeper released the unit does not restart it under a lease it may no longer hold), the
+    /// restart budget, the operations in flight.
+    private var run: BackendRunState
+    /// Whether a start, restart or stray stop holds the turn; the others wait in order.
+    private var turnTaken = false
+    private var turnWaiters: [CheckedContinuation<Void, Never>] = []
     private var pendingStop: Task<Void, Never>?
-    private var stopsInFlight = 0
-    private var handlingDown = false
-    private var disposed = false
+    /// Epoch file writes and removals, off the actor, done in the order they were asked for.
+    private let epochFiles = EpochFileQueue()
     private var following: Task<Void, Never>?
     private var monitor: Task<Void, Never>?
     private nonisolated let failureStream: AsyncStream<AppBackendFailure>
@@ -166,13 +169,17 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         self.manager = manager
         self.boundTo = boundTo
         self.logger = logger
-        self.keeper = ClaimKeeper(
-            configuration: .init(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.keeperClaims), logger: logger)
+        var outputLogger = logger
+        outputLogger[metadataKey: "source"] = "fence-keeper"
+        self.keeper = FenceKeeperClient(
+            launch: { () throws(FenceKeeperError) -> KeeperLaunch in
+                try KeeperLaunch.keeper(app: configuration.app, keeperPath: configuration.keeperPath, claims: configuration.keeperClaims)
+            }, logger: logger, outputLogger: outputLogger)
         self.prober = configuration.health.map {
             HealthProber(
                 probe: $0.probe, timeout: $0.timeout, metrics: HealthProbeMetrics(app: configuration.app, node: configuration.node, probe: $0.probe))
         }
-        self.restarts = RestartTracker(policy: configuration.restart)
+        self.run = BackendRunState(policy: configuration.restart)
         (failureStream, failureContinuation) = AsyncStream.makeStream(of: AppBackendFailure.self, bufferingPolicy: .bufferingNewest(16))
         (noticeStream, noticeContinuation) = AsyncStream.makeStream(of: AppBackendNotice.self, bufferingPolicy: .bufferingNewest(16))
     }
@@ -189,7 +196,7 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         logger[metadataKey: "unit"] = "\(configuration.unit)"
         let unit = configuration.unit
         do {
-            try EpochFile.remove(at: configuration.epochFile)
+            try await EpochFileQueue().remove(at: configuration.epochFile).value()
         } catch {
             throw SystemdBackendError("cannot remove the stale epoch file of unit \(unit): \(error)")
         }
@@ -250,17 +257,11 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     // MARK: - Fence keeper
 
     public func armFence(token: UInt64, deadline: MonotonicInstant) async {
-        armedDeadline = deadline
-        do {
-            try await keeper.arm(token: token, deadline: deadline)
-        } catch {
-            logger.error("cannot arm the fence keeper", metadata: ["error": "\(error)"])
-        }
+        await perform(run.armRequested(token: token, deadline: deadline))
     }
 
     public func disarmFence() async {
-        armedDeadline = nil
-        await keeper.disarm()
+        await perform(run.disarmRequested())
     }
 
     /// The keeper's pid once it runs. For tests.
@@ -276,40 +277,41 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     // MARK: - Start and stop
 
     public func start(token: UInt64) async throws {
-        guard !disposed else { throw SystemdBackendError("unit \(unit): the backend was disposed of") }
-        desired = .running(token)
-        restarts.reset()
-        await enterGate()
+        guard !run.disposed else { throw SystemdBackendError("unit \(unit): the backend was disposed of") }
+        run.startRequested(token: token)
+        await takeTurn()
         defer {
-            leaveGate()
+            endTurn()
             recheckSoon()
         }
         await pendingStop?.value
-        guard desired == .running(token) else { throw SystemdBackendError("unit \(unit): stopped before it started") }
+        guard run.shouldRun(token: token) else { throw SystemdBackendError("unit \(unit): stopped before it started") }
         do {
             try await startChecked(token: token)
         } catch {
             // A refused or failed start must not be retried later by the reconciler (under a
             // token that may no longer be ours): the lifecycle decides what happens next.
-            if desired == .running(token) { desired = .stopped }
+            run.startFailed(token: token)
             throw error
         }
         logger.info("unit started", metadata: ["epoch": "\(token)"])
     }
 
     /// Writes the epoch file, clears a failed state, starts the unit and checks that it is
-    /// active. Called with the gate held.
+    /// active. Called during its turn.
     private func startChecked(token: UInt64) async throws {
-        guard let armedDeadline else {
-            throw SystemdBackendError("unit \(unit) not started: the fence keeper is not armed (a unit starts only under a fence deadline)")
-        }
-        guard armedDeadline > MonotonicClock.now() else {
-            throw SystemdBackendError("unit \(unit) not started: the fence deadline has passed")
+        if let refusal = run.startRefusal(at: MonotonicClock.now()) {
+            throw SystemdBackendError("unit \(unit) not started: \(refusal)")
         }
         do {
-            try EpochFile.write(epoch: token, to: configuration.epochFile)
+            try await epochFiles.write(epoch: token, to: configuration.epochFile).value()
         } catch {
             throw SystemdBackendError("cannot write the epoch file of unit \(unit): \(error)")
+        }
+        // A stop or fence that came while the file was written removed it again (its removal
+        // was queued after the write): start nothing.
+        guard run.shouldRun(token: token) else {
+            throw SystemdBackendError("unit \(unit) not started: it was stopped while its epoch file was written")
         }
         // A unit that failed before (or was fenced) stays `failed`, and its start rate limit
         // counts on; neither is Baton's business any more.
@@ -336,13 +338,20 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     /// Stops the unit; confirmed only when systemd reports it inactive or failed afterwards.
     @discardableResult
     public func stop() async -> StopOutcome {
-        desired = .stopped
+        run.stopRequested()
         monitor?.cancel()
         monitor = nil
-        removeEpochFile()
-        let task = Task { await self.stopUnit(context: "stop") }
+        // The removal is queued now, before any later write; the unit is stopped once it ran.
+        // The whole stop is an operation in flight (signals meanwhile are not news).
+        run.operationBegan()
+        let removal = epochFiles.remove(at: configuration.epochFile)
+        let task = Task {
+            await self.finishRemoval(removal)
+            await self.stopUnit(context: "stop")
+        }
         pendingStop = task
         await task.value
+        run.operationEnded()
         recheckSoon()
         return await confirmDown(context: "stop")
     }
@@ -350,13 +359,13 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     /// KillUnit and StopUnit; confirmed only when systemd reports the unit down afterwards.
     @discardableResult
     public func fence() async -> StopOutcome {
-        desired = .stopped
+        run.stopRequested()
         monitor?.cancel()
         monitor = nil
-        removeEpochFile()
-        stopsInFlight += 1
-        defer { stopsInFlight -= 1 }
+        run.operationBegan()
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await killAndStop(context: "fence")
+        run.operationEnded()
         recheckSoon()
         return await confirmDown(context: "fence")
     }
@@ -372,12 +381,10 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     }
 
     public func dispose() async {
-        guard !disposed else { return }
-        disposed = true
-        desired = .stopped
+        guard run.disposeRequested() else { return }
         monitor?.cancel()
         following?.cancel()
-        removeEpochFile()
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await keeper.shutdown()
         do {
             try await manager.removeDropIn(for: unit)
@@ -392,8 +399,8 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
     /// StopUnit; if it fails or times out, KillUnit and StopUnit again. Reports a unit that
     /// still runs after that.
     private func stopUnit(context: String) async {
-        stopsInFlight += 1
-        defer { stopsInFlight -= 1 }
+        run.operationBegan()
+        defer { run.operationEnded() }
         do {
             try await manager.stopUnit(unit, timeout: configuration.stopTimeout)
             logger.info("unit stopped", metadata: ["context": "\(context)"])
@@ -436,9 +443,10 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         }
     }
 
-    private func removeEpochFile() {
+    /// Waits for a queued removal of the epoch file (see ``EpochFileQueue``); logs a failure.
+    private func finishRemoval(_ removal: EpochFileQueue.Pending) async {
         do {
-            try EpochFile.remove(at: configuration.epochFile)
+            try await removal.value()
         } catch {
             logger.error("cannot remove the epoch file", metadata: ["error": "\(error)"])
         }
@@ -464,14 +472,12 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         state.activeState == .active || state.activeState == .activating || state.activeState == .reloading
     }
 
-    private var busy: Bool { gateBusy || stopsInFlight > 0 || handlingDown }
+    private static func activity(_ state: UnitState) -> BackendRunState.UnitActivity {
+        isUp(state) ? .up : isDown(state) ? .down : .changing
+    }
 
     private func observe(_ state: UnitState) async {
-        guard !disposed, !busy else { return }
-        switch desired {
-        case .running: if Self.isDown(state) { await reconcile() }
-        case .stopped: if Self.isUp(state) { await reconcile() }
-        }
+        if run.unitSignalled(Self.activity(state)) { await reconcile() }
     }
 
     /// After an operation: signals that arrived during it were ignored, so look again.
@@ -479,64 +485,90 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
         Task { [weak self] in await self?.reconcile() }
     }
 
-    /// Compares the unit's current state with what Baton wants, and acts on a difference.
+    /// Reads the unit's current state and lets the run decide about it.
     private func reconcile() async {
-        guard !disposed, !busy else { return }
-        guard let state = try? await manager.unitState(unit) else { return }
-        guard !disposed, !busy else { return }
-        switch desired {
-        case .running(let token):
-            if Self.isDown(state) { await unitWentDown(token: token, state: state) }
-        case .stopped:
-            if Self.isUp(state) { await stopStray(state) }
-        }
+        guard run.idle, let state = try? await manager.unitState(unit) else { return }
+        let cause = "unit \(unit) went \(state.activeState)/\(state.subState) behind Baton's back"
+        await perform(run.unitRead(Self.activity(state), cause: cause, at: MonotonicClock.now()), state: state)
     }
 
-    /// The unit failed or stopped while it should run: restart it through the restart policy,
-    /// or report the budget spent.
-    private func unitWentDown(token: UInt64, state: UnitState) async {
-        handlingDown = true
-        defer { handlingDown = false }
-        var what = "unit \(unit) went \(state.activeState)/\(state.subState) behind Baton's back"
-        while desired == .running(token), !disposed {
-            switch restarts.backendExited(nil, at: MonotonicClock.now()) {
-            case .giveUp(let reason):
-                logger.error("unit keeps failing; giving up", metadata: ["what": "\(what)", "reason": "\(reason)"])
-                noticeContinuation.yield(.backendDown("\(what); not restarted: \(reason)"))
-                failureContinuation.yield(.exhausted("\(what); \(reason)"))
-                return
-            case .restart(let pause):
-                logger.warning("unit is down while active; restarting it", metadata: ["what": "\(what)", "after": "\(pause)"])
-                noticeContinuation.yield(.backendDown("\(what); restarting in \(pause)"))
-                try? await Task.sleep(for: pause)
-                await enterGate()
-                guard desired == .running(token), !disposed else {
-                    leaveGate()
-                    return
-                }
+    /// Executes the run's effects in order, feeding results back. `state` is the unit's state
+    /// the effects were decided on, for the logs.
+    private func perform(_ effects: [BackendRunState.Effect], state: UnitState? = nil) async {
+        for effect in effects {
+            switch effect {
+            case .arm(let arming):
                 do {
-                    try await startChecked(token: token)
-                    leaveGate()
-                    logger.notice("unit restarted", metadata: ["epoch": "\(token)"])
-                    noticeContinuation.yield(.backendRestarted("unit \(unit) restarted (epoch \(token))"))
-                    recheckSoon()
-                    return
+                    try await keeper.armClaims(token: arming.token, deadline: arming.deadline, logger: logger)
                 } catch {
-                    leaveGate()
-                    what = "restart failed: \(error)"
+                    logger.error("cannot arm the fence keeper", metadata: ["error": "\(error)"])
                 }
+            case .disarm:
+                await keeper.send(.disarm)
+            case .reportDown(let text):
+                noticeContinuation.yield(.backendDown(text))
+            case .reportRestarted(let text):
+                noticeContinuation.yield(.backendRestarted(text))
+            case .giveUp(let reason), .fail(let reason):
+                logger.error("unit keeps failing; giving up", metadata: ["reason": "\(reason)"])
+                failureContinuation.yield(.exhausted(reason))
+            case .waitToRestart(let token, let pause):
+                // The handling of a down unit is an operation: signals during the backoff and
+                // the restart are not news.
+                run.operationBegan()
+                logger.warning(
+                    "unit is down while active; restarting it", metadata: ["state": "\(state.map { "\($0)" } ?? "?")", "after": "\(pause)"])
+                try? await Task.sleep(for: pause)
+                // A claims-only keeper that died is not re-armed here (it is on the next renew).
+                await perform(run.restartDue(token: token, keeperRunning: true))
+                run.operationEnded()
+            case .rearmForRestart(let arming):
+                // Not returned while the keeper is reported running (see `.waitToRestart`);
+                // executed all the same: arm, then restart if still wanted.
+                do {
+                    try await keeper.armClaims(token: arming.token, deadline: arming.deadline, logger: logger)
+                } catch {
+                    await perform(run.unitRestartFailed(token: arming.token, reason: "\(error)", at: MonotonicClock.now()))
+                    continue
+                }
+                await perform(run.rearmedForRestart(token: arming.token))
+            case .restart(let token):
+                await restartUnit(token: token)
+            case .stopStray:
+                await stopStray(state)
             }
         }
     }
 
+    /// Starts the unit again under `token` in its turn, if it should still run then.
+    private func restartUnit(token: UInt64) async {
+        await takeTurn()
+        guard run.shouldRun(token: token) else {
+            endTurn()
+            return
+        }
+        do {
+            try await startChecked(token: token)
+        } catch {
+            endTurn()
+            await perform(run.unitRestartFailed(token: token, reason: "\(error)", at: MonotonicClock.now()))
+            return
+        }
+        endTurn()
+        logger.notice("unit restarted", metadata: ["epoch": "\(token)"])
+        await perform(run.unitRestarted(token: token, unit: unit))
+        recheckSoon()
+    }
+
     /// The unit runs while this node is passive: stop it again.
-    private func stopStray(_ state: UnitState) async {
-        let text = "unit \(unit) was found \(state.activeState)/\(state.subState) while this node is passive (started outside Baton); stopped it again"
-        logger.warning("unit runs while this node is passive (started outside Baton); stopping it", metadata: ["state": "\(state)"])
-        await enterGate()
-        defer { leaveGate() }
-        guard desired == .stopped, !disposed else { return }
-        removeEpochFile()
+    private func stopStray(_ state: UnitState?) async {
+        let found = state.map { "\($0.activeState)/\($0.subState)" } ?? "running"
+        let text = "unit \(unit) was found \(found) while this node is passive (started outside Baton); stopped it again"
+        logger.warning("unit runs while this node is passive (started outside Baton); stopping it", metadata: ["state": "\(state.map { "\($0)" } ?? "?")"])
+        await takeTurn()
+        defer { endTurn() }
+        guard run.strayStopWanted else { return }
+        await finishRemoval(epochFiles.remove(at: configuration.epochFile))
         await stopUnit(context: "stray start while passive")
         noticeContinuation.yield(.strayStopped(text))
     }
@@ -555,28 +587,31 @@ public actor SystemdAppBackend: AppBackend, AppBackendNotices {
             health, prober: prober, isCurrent: { [weak self] in await self?.shouldRun(token: token) ?? false }, failures: failureContinuation)
     }
 
-    private func shouldRun(token: UInt64) -> Bool { desired == .running(token) }
+    private func shouldRun(token: UInt64) -> Bool { run.shouldRun(token: token) }
 
-    // MARK: - Gate
+    // MARK: - Turns
 
-    /// Start, restart and stray stops run one at a time. Stop and fence do not wait for the
-    /// gate: their StopUnit (mode `replace`) cancels a start job in flight, and the epoch file
-    /// they remove first keeps any later start from starting anything.
-    private func enterGate() async {
-        if !gateBusy {
-            gateBusy = true
+    /// Start, restart and stray stops run one at a time, in order; each is an operation in
+    /// flight from the moment it asks for its turn. Stop and fence do not wait for a turn:
+    /// their StopUnit (mode `replace`) cancels a start job in flight, and the epoch file they
+    /// remove first keeps any later start from starting anything.
+    private func takeTurn() async {
+        run.operationBegan()
+        if !turnTaken {
+            turnTaken = true
             return
         }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            gateWaiters.append(continuation)
+            turnWaiters.append(continuation)
         }
     }
 
-    private func leaveGate() {
-        if gateWaiters.isEmpty {
-            gateBusy = false
+    private func endTurn() {
+        run.operationEnded()
+        if turnWaiters.isEmpty {
+            turnTaken = false
         } else {
-            gateWaiters.removeFirst().resume()
+            turnWaiters.removeFirst().resume()
         }
     }
 }

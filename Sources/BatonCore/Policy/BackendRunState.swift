@@ -15,6 +15,10 @@
 ///   token (it refuses the start if that deadline has passed); if the run is no longer wanted
 ///   once the keeper is re-armed, the keeper is disarmed again, unless it was armed anew
 ///   meanwhile.
+///
+/// A systemd unit's run adds the rules in `BackendRunState+Unit.swift`: the unit's state is
+/// watched rather than reported, so the state also counts the operations in flight (while one
+/// runs, what the unit shows is not news) and decides what a unit found down or up means.
 public struct BackendRunState: Sendable, Hashable {
     /// A deadline given to the fence keeper.
     public struct Arming: Sendable, Hashable {
@@ -63,8 +67,13 @@ public struct BackendRunState: Sendable, Hashable {
         case rearmForRestart(Arming)
         /// Start the backend again under `token`, then feed
         /// ``BackendRunState/restarted(token:pid:)`` or
-        /// ``BackendRunState/restartFailed(token:reason:)``.
+        /// ``BackendRunState/restartFailed(token:reason:)`` (a unit:
+        /// ``BackendRunState/unitRestarted(token:unit:)`` or
+        /// ``BackendRunState/unitRestartFailed(token:reason:at:)``).
         case restart(token: UInt64)
+        /// A unit runs while nothing should: stop it (if nothing should run still once the
+        /// stop may begin, see ``BackendRunState/strayStopWanted``) and report it.
+        case stopStray
     }
 
     /// What should run: nothing, or the backend under a token.
@@ -76,11 +85,16 @@ public struct BackendRunState: Sendable, Hashable {
     }
 
     /// What should run.
-    public private(set) var desired: Desired = .stopped
+    public internal(set) var desired: Desired = .stopped
     /// The deadline last given to the keeper, until it is lifted.
     public private(set) var armed: Arming?
     /// The restart budget.
-    public private(set) var restarts: RestartTracker
+    public internal(set) var restarts: RestartTracker
+    /// Operations on a unit in flight: a start, restart or stray stop (from the moment it asks
+    /// for its turn), a stop, a fence, the handling of a unit found down (backoff and restart).
+    public internal(set) var operationsInFlight = 0
+    /// The backend was disposed of: nothing runs or is looked at any more.
+    public internal(set) var disposed = false
 
     /// A backend that does not run, with a full restart budget under `policy`.
     public init(policy: RestartPolicy) {
