@@ -24,7 +24,8 @@ public actor AppSupervisor {
     /// recomputed. An event that only moves deadlines later (a passive node seeing a renew) lets
     /// the clock sleep on: it recomputes when it wakes, without a task and a timer per event.
     /// The clock sleeps until the lifecycle's next deadline (at most ``clockIdleLimit`` when
-    /// there is none), not a fixed period: an idle app costs no wake-ups between its deadlines.
+    /// there is none, ``heldLeaseRefresh`` while the lease is held), not a fixed period: a
+    /// passive app costs no wake-ups between its deadlines.
     private var clockSleep: Task<Void, Never>?
     /// When the current ``clockSleep`` ends; nil when the clock must wake after any event.
     private var clockWakesAt: MonotonicInstant?
@@ -54,6 +55,10 @@ public actor AppSupervisor {
     /// may not acquire: disconnected, paused, ineligible). Events that bring a deadline wake it
     /// earlier; the limit only bounds how long a cancelled sleep's timer lingers.
     static let clockIdleLimit: Duration = .seconds(60)
+    /// The longest sleep of the clock while this node holds the lease: the lease gauges
+    /// (`baton_lease_age_seconds`, time to fence) are refreshed when it ticks, and must stay
+    /// current when renews stall (a passive app, most of a node's, has no such gauge to keep).
+    static let heldLeaseRefresh: Duration = .seconds(1)
     /// The app's metrics (swift-metrics; batond exports them) and the transitions they count.
     private let metrics: AppMetrics
     private var tally = TransitionTally()
@@ -240,7 +245,7 @@ public actor AppSupervisor {
                 if due > now { next = min(next, due) }
             }
             if let limit { next = min(next, limit) }
-            let wait = min(next - now, Self.clockIdleLimit)
+            let wait = min(next - now, lifecycle.held == nil ? Self.clockIdleLimit : Self.heldLeaseRefresh)
             clockDueNanoseconds.store((now + max(wait, .zero)).nanoseconds, ordering: .relaxed)
             if wait > .zero {
                 let sleeper = Task<Void, Never> { try? await Task.sleep(for: wait) }
@@ -285,8 +290,8 @@ public actor AppSupervisor {
         let actions = lifecycle.handle(event, now: MonotonicClock.now())
         for action in actions { execute(action) }
         guard let clockSleep else { return }
-        // The clock wakes at clockWakesAt anyway; only an earlier
-        // deadline needs it now. (Every event evaluates the deadlines already due itself.)
+        // The clock wakes at clockWakesAt anyway; only an earlier deadline needs it now.
+        // (Every event evaluates the deadlines already due itself.)
         if let wakesAt = clockWakesAt, lifecycle.nextDeadline().map({ $0 >= wakesAt }) ?? true { return }
         clockSleep.cancel()
     }
