@@ -217,6 +217,6 @@ public struct Liveness: Sendable, Hashable {
     public var message: String {
         if !nodeAnswered { return "batond's node supervisor did not answer within \(limit)" }
         if !stalledApps.isEmpty { return "the loops of \(stalledApps.sorted().joined(separator: ", ")) made no progress for \(limit)" }
-        return "ok: every app loop ticked within \(limit)"
+        return "ok: no app loop is more than \(limit) late for a deadline"
     }
 }
