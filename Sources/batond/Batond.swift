@@ -149,7 +149,7 @@ struct Batond: AsyncParsableCommand {
         // the HTTP server and the metrics go on answering until the apps are down.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(
-                service: MetricsSampler(node: node, nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
+                service: MetricsSampler(nodeID: loaded.node.id, connections: [("main", client), ("replication", replicationClient)]),
                 successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
             .init(
                 service: NodeMetricsSampler(node: node, nodeID: loaded.node.id, events: events, logger: logger),

@@ -43,12 +43,12 @@ enum BatondMetrics {
     static let natsDisconnects = "baton_nats_disconnects_total"
 }
 
-/// Samples the node's status every second into the state gauges (role, fencing token,
-/// backend, pause, replication position and lag), and follows both NATS connections' events
-/// (connected gauge, reconnect and disconnect counters, label `connection`: `main` or
-/// `replication`). Runs until batond stops.
+/// Follows both NATS connections' events (connected gauge, reconnect and disconnect counters,
+/// label `connection`: `main` or `replication`) until batond stops, and turns the node's status
+/// into the state gauges (role, fencing token, backend, pause, replication position and lag)
+/// when `/metrics` is scraped (``record(_:node:)``): the gauges are as current as the scrape,
+/// and an idle node does not ask every app for its status every second for nobody.
 struct MetricsSampler: Service {
-    let node: NodeSupervisor
     let nodeID: String
     let connections: [(name: String, client: NATSClient)]
 
@@ -77,14 +77,6 @@ struct MetricsSampler: Service {
                         default: break
                         }
                     }
-                }
-            }
-            group.addTask { [node, nodeID] in
-                while !Task.isShuttingDownGracefully, !Task.isCancelled {
-                    if let status = await withTimeLimit(.seconds(2), { await node.status() }) {
-                        Self.record(status, node: nodeID)
-                    }
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
                 }
             }
             await group.waitForAll()
@@ -170,7 +162,10 @@ struct BatondHTTPNode: BatonHTTPNode {
         return try await control.send(command, app: app, to: target, pauseFor: pauseFor, node: name, timeout: .seconds(10))
     }
 
-    func metricsText() async -> String { BatondMetrics.text() }
+    func metricsText() async -> String {
+        if let status = await localStatus() { MetricsSampler.record(status, node: nodeID) }
+        return BatondMetrics.text()
+    }
 
     func eventHistory(count: Int) async throws -> [BatonEvent] {
         try await EventReader(jetStream: JetStream(client: eventsClient), cluster: cluster).lastEvents(count)

@@ -19,7 +19,9 @@ struct AppLifecycleStateTests {
     /// One random walk (its seed is in every failure's message).
     private func randomWalk(seed: UInt64, phasesSeen: inout Set<String>) {
         var random = SplitMix64(seed: seed &* 0x2545_F491 &+ 3)
-        var harness = Harness(hasHealthCheck: seed % 2 == 0, hasReplica: seed % 3 == 0, hasAddresses: seed % 4 < 2, paused: seed % 7 == 0)
+        var harness = Harness(
+            hasHealthCheck: seed % 2 == 0, hasReplica: seed % 3 == 0, hasAddresses: seed % 4 < 2, paused: seed % 7 == 0,
+            renewPhase: seed % 5 < 2 ? .milliseconds(Int64(seed * 37 % 1000)) : nil)
         var answered: [Stamp] = []
         let other = LeaseHolder(node: "node-b", instance: "j-1")
         for index in 0..<1500 {

@@ -7,12 +7,15 @@ struct Harness {
     var machine: AppLifecycle
     var now = MonotonicInstant(nanoseconds: 1_000_000_000)
 
-    init(hasHealthCheck: Bool = false, hasReplica: Bool = false, hasAddresses: Bool = false, priorityHoldback: Duration = .zero, paused: Bool = false) {
-        machine = AppLifecycle(
-            configuration: .init(
-                node: "node-a", instance: "i-1", timing: Self.timing, hasHealthCheck: hasHealthCheck, hasReplica: hasReplica, hasAddresses: hasAddresses,
-                stepTimeout: .seconds(5), stopTimeout: .seconds(12), priorityHoldback: priorityHoldback),
-            paused: paused)
+    init(
+        hasHealthCheck: Bool = false, hasReplica: Bool = false, hasAddresses: Bool = false, priorityHoldback: Duration = .zero, paused: Bool = false,
+        renewPhase: Duration? = nil
+    ) {
+        var configuration = AppLifecycle.Configuration(
+            node: "node-a", instance: "i-1", timing: Self.timing, hasHealthCheck: hasHealthCheck, hasReplica: hasReplica, hasAddresses: hasAddresses,
+            stepTimeout: .seconds(5), stopTimeout: .seconds(12), priorityHoldback: priorityHoldback)
+        configuration.renewPhase = renewPhase
+        machine = AppLifecycle(configuration: configuration, paused: paused)
     }
 
     /// Feeds `event`; a result carrying the `.pending` placeholder gets the stamp the machine
@@ -194,6 +197,48 @@ struct AppLifecycleTests {
         #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent, .pending)) == [.armFenceKeeper(token: 7, deadline: sent + .milliseconds(2500))])
         #expect(harness.machine.held == AppLifecycle.HeldLease(token: 7, revision: 8, lastSentAt: sent))
         #expect(harness.advance(.milliseconds(500)) == [.renewLease(revision: 8, .epoch(7))])
+    }
+
+    /// With a renew phase, renews come on the node's grid (phase + k × renew): the first one
+    /// early, once, then one interval apart; never later than one interval after the last write,
+    /// and the keeper is still armed from each write's send time.
+    @Test func renewsOnTheNodesGridNeverLaterThanOneIntervalAfterTheLastWrite() {
+        var harness = Harness(renewPhase: .milliseconds(300))
+        harness.makeActive()  // at t+1s: the grid is at t+1.3s, t+2.3s, ...
+        #expect(harness.machine.nextDeadline() == MonotonicInstant(nanoseconds: 1_300_000_000))
+        #expect(harness.advance(.milliseconds(299)).isEmpty)
+        #expect(harness.advance(.milliseconds(1)) == [.renewLease(revision: 7, .epoch(7))])
+        // The write left a little after the grid instant; the next renew is still on the grid.
+        let sent = harness.now + .milliseconds(20)
+        #expect(harness.send(.renewSucceeded(revision: 8, sentAt: sent, .pending)) == [.armFenceKeeper(token: 7, deadline: sent + .milliseconds(2500))])
+        #expect(harness.machine.nextDeadline() == MonotonicInstant(nanoseconds: 2_300_000_000))
+        #expect(harness.advance(.milliseconds(999)).isEmpty)
+        #expect(harness.advance(.milliseconds(1)) == [.renewLease(revision: 8, .epoch(7))])
+        // A renew answered late (sent long after its grid instant) keeps the bound: due at most
+        // one interval after its own send.
+        let late = harness.now + .milliseconds(900)
+        harness.now = late
+        harness.send(.renewSucceeded(revision: 9, sentAt: late, .pending))
+        #expect(harness.machine.nextDeadline() == MonotonicInstant(nanoseconds: 3_300_000_000))
+    }
+
+    @Test(arguments: [Duration.zero, .milliseconds(1), .milliseconds(417), .milliseconds(999)])
+    func theRenewGridIsNeverLaterThanOneIntervalAndAlwaysAfterTheWrite(phase: Duration) {
+        var configuration = Harness().machine.configuration
+        configuration.renewPhase = phase
+        let renew = Harness.timing.renew.totalNanoseconds
+        var random = SplitMix64(seed: 41)
+        for _ in 0..<2000 {
+            // Instants on both sides of the clock's origin.
+            let sentAt = MonotonicInstant(nanoseconds: Int64(bitPattern: random.next() % 20_000_000_000) - 10_000_000_000)
+            let due = configuration.renewDue(after: sentAt)
+            #expect(due <= sentAt + Harness.timing.renew, "sent at \(sentAt), phase \(phase)")
+            #expect(due > sentAt, "sent at \(sentAt), phase \(phase)")
+            let offset = due.nanoseconds - phase.totalNanoseconds
+            #expect(((offset % renew) + renew) % renew == 0, "due \(due) is off the grid (phase \(phase))")
+        }
+        configuration.renewPhase = nil
+        #expect(configuration.renewDue(after: MonotonicInstant(nanoseconds: 5)) == MonotonicInstant(nanoseconds: 5) + Harness.timing.renew)
     }
 
     @Test func fencesAtSentPlusTTLMinusBudgetWhenRenewsKeepFailing() {

@@ -40,7 +40,7 @@ struct AppPlanTests {
         #expect(plan.flushTimeout == .seconds(15))
         #expect(plan.keeperClaims == FenceKeeperClaims(addresses: [.init(cidr: "192.0.2.10/24", interface: "eth0")]))
 
-        let lifecycle = plan.lifecycle(instance: "i-1", hasReplica: false, hasAddresses: true)
+        let lifecycle = plan.lifecycle(instance: "i-1", hasReplica: false, hasAddresses: true, wallClockOffset: .zero)
         #expect(lifecycle.node == "node-1")
         #expect(lifecycle.instance == "i-1")
         #expect(lifecycle.timing == config.lease)
@@ -86,13 +86,14 @@ struct AppPlanTests {
                 == FenceKeeperClaims(
                     addresses: [.init(cidr: "10.0.0.5/32", interface: "br-lan")], units: [.init(name: "postgresql.service", bus: "user")],
                     files: ["/run/user/1000/baton/db/epoch"]))
-        let lifecycle = plan.lifecycle(instance: "i-2", hasReplica: true, hasAddresses: true)
+        let lifecycle = plan.lifecycle(instance: "i-2", hasReplica: true, hasAddresses: true, wallClockOffset: .seconds(1_764_950_000) + .milliseconds(123))
         #expect(lifecycle.hasHealthCheck)
         #expect(lifecycle.hasReplica)
         #expect(lifecycle.stopTimeout == .seconds(92))
         #expect(lifecycle.stepTimeout == .seconds(47))
         #expect(lifecycle.priorityHoldback == .milliseconds(500))
         #expect(lifecycle.flushTimeout == .seconds(40))
+        #expect(lifecycle.renewPhase == AppPlan.renewPhase(renew: plan.timing.renew, wallClockOffset: .seconds(1_764_950_000) + .milliseconds(123)))
     }
 
     @Test func priorityHoldbackIsProportionalAndClamped() {
@@ -101,6 +102,20 @@ struct AppPlanTests {
         #expect(AppPlan.priorityHoldback(priority: 0, renew: .seconds(1)) == .seconds(1))
         #expect(AppPlan.priorityHoldback(priority: -5, renew: .seconds(1)) == .seconds(1))
         #expect(AppPlan.priorityHoldback(priority: 75, renew: .seconds(2)) == .milliseconds(500))
+    }
+
+    /// The grid is at whole multiples of `renew` on the wall clock, whatever the monotonic
+    /// clock's origin: nodes whose wall clocks agree renew at the same instants.
+    @Test func theRenewGridFallsOnWholeMultiplesOfTheIntervalOnTheWallClock() {
+        let renew = Duration.milliseconds(750)
+        for offset in [Duration.zero, .milliseconds(300), .milliseconds(-300), .seconds(1_764_950_000) + .nanoseconds(123_456_789), .seconds(-42)] {
+            let phase = AppPlan.renewPhase(renew: renew, wallClockOffset: offset)
+            #expect(phase >= .zero && phase < renew, "offset \(offset)")
+            // A grid instant, read on the wall clock, is a whole multiple of the interval.
+            let wall = (phase + offset).totalNanoseconds
+            #expect(wall % renew.totalNanoseconds == 0, "offset \(offset): phase \(phase)")
+        }
+        #expect(AppPlan.renewPhase(renew: .seconds(1), wallClockOffset: .milliseconds(300)) == .milliseconds(700))
     }
 
     @Test func theStepTimeoutIsAtLeastThirtySeconds() {

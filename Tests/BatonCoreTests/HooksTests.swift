@@ -45,7 +45,7 @@ struct HooksTests {
         // An app without hooks has none, and no before_active step.
         let plan = AppPlan(app: config.apps[0], node: "node-1")
         #expect(plan.beforeActiveTimeout == .seconds(12) + .seconds(10) + AppPlan.stopMargin)
-        #expect(plan.lifecycle(instance: "i", hasReplica: false, hasAddresses: false).beforeActiveTimeout == plan.beforeActiveTimeout)
+        #expect(plan.lifecycle(instance: "i", hasReplica: false, hasAddresses: false, wallClockOffset: .zero).beforeActiveTimeout == plan.beforeActiveTimeout)
         var bare = config.apps[0]
         bare.hooks = HooksConfig()
         #expect(AppPlan(app: bare, node: "node-1").beforeActiveTimeout == nil)

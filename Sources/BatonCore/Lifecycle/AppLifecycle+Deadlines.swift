@@ -13,7 +13,7 @@ extension AppLifecycle {
                 fenceForSilence(tenure, now: now, into: &actions)
                 return
             }
-            if tenure.renew == nil, renewDue(tenure, now: now) {
+            if tenure.renew == nil, isRenewDue(tenure, now: now) {
                 tenure.renewRetryAt = nil
                 if tenure.firstUnconfirmedRenewAt == nil { tenure.firstUnconfirmedRenewAt = now }
                 let stamp = newStamp(under: tenure.lease.token)
@@ -68,10 +68,10 @@ extension AppLifecycle {
         }
     }
 
-    private func renewDue(_ tenure: Tenure, now: MonotonicInstant) -> Bool {
+    private func isRenewDue(_ tenure: Tenure, now: MonotonicInstant) -> Bool {
         if case .demoting(.releaseLease, _, _) = state { return false }
         if let retry = tenure.renewRetryAt { return now >= retry }
-        return now >= tenure.lease.lastSentAt + timing.renew
+        return now >= configuration.renewDue(after: tenure.lease.lastSentAt)
     }
 
     /// When this passive node may try to acquire, or nil when it may not (disconnected, paused,
@@ -106,7 +106,7 @@ extension AppLifecycle {
             // No renew while the release is in flight: offering its deadline would make the
             // clock tick without anything to do (a busy loop).
             let releasing: Bool = if case .demoting(.releaseLease, _, _) = state { true } else { false }
-            if tenure.renew == nil, !releasing { candidates.append(tenure.renewRetryAt ?? tenure.lease.lastSentAt + timing.renew) }
+            if tenure.renew == nil, !releasing { candidates.append(tenure.renewRetryAt ?? configuration.renewDue(after: tenure.lease.lastSentAt)) }
             switch state {
             case .promoting(_, let underWay, _): candidates.append(underWay.deadline)
             case .demoting(let demotion, _, _): if let underWay = demotion.underWay { candidates.append(underWay.deadline) }

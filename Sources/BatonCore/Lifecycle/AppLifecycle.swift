@@ -138,6 +138,15 @@ public struct AppLifecycle: Sendable {
         /// The bound on the ``PromotionStep/beforeActive`` step; nil when the app has no
         /// `before_active` hooks (the step is skipped).
         public var beforeActiveTimeout: Duration?
+        /// Where the renew grid starts, or nil for renews exactly one renew interval
+        /// apart. With a phase, a renew is due at the last grid instant (`phase + k × renew` on
+        /// the monotonic clock) that is at most one renew interval after the last write: never
+        /// later than without the grid, at most one interval earlier (once, after an acquire).
+        /// All the apps of a node with the same renew interval then renew at the same instants,
+        /// so their writes, their answers and every other node's watch messages come in one
+        /// burst per interval instead of one wake-up per app. Renewing early is always safe:
+        /// the lease counts from each write's send time.
+        public var renewPhase: Duration?
 
         /// Creates a configuration; `cooldown` defaults to twice the ttl, `renewRetry` to a
         /// quarter of the renew interval (at most 100 ms).
@@ -160,6 +169,18 @@ public struct AppLifecycle: Sendable {
             self.flushTimeout = flushTimeout
             self.flushRetry = flushRetry
             self.beforeActiveTimeout = nil
+            self.renewPhase = nil
+        }
+
+        /// When the renew after a lease write sent at `sentAt` is due (see ``renewPhase``).
+        public func renewDue(after sentAt: MonotonicInstant) -> MonotonicInstant {
+            let due = sentAt + timing.renew
+            let interval = timing.renew.totalNanoseconds
+            guard let renewPhase, interval > 0 else { return due }
+            let offset = due.nanoseconds - renewPhase.totalNanoseconds
+            // Floor division: the grid instant at or before `due`, also before the clock's origin.
+            let remainder = ((offset % interval) + interval) % interval
+            return MonotonicInstant(nanoseconds: due.nanoseconds - remainder)
         }
     }
 

@@ -147,13 +147,28 @@ public struct AppPlan: Sendable, Hashable {
     public var flushTimeout: Duration { sqlite?.flushTimeout ?? SQLiteReplicaConfig.defaultFlushTimeout }
 
     /// The state machine's configuration. `hasReplica` and `hasAddresses` say what the node
-    /// could set up (a replica and VIPs the config asks for).
-    public func lifecycle(instance: String, hasReplica: Bool, hasAddresses: Bool) -> AppLifecycle.Configuration {
+    /// could set up (a replica and VIPs the config asks for); `wallClockOffset` is the wall
+    /// clock minus the monotonic clock, which places the renew grid (``renewPhase(renew:wallClockOffset:)``).
+    public func lifecycle(instance: String, hasReplica: Bool, hasAddresses: Bool, wallClockOffset: Duration) -> AppLifecycle.Configuration {
         var configuration = AppLifecycle.Configuration(
             node: node, instance: instance, timing: timing, hasHealthCheck: health != nil, hasReplica: hasReplica, hasAddresses: hasAddresses,
             stepTimeout: stepTimeout, stopTimeout: stopTimeout, priorityHoldback: priorityHoldback, flushTimeout: flushTimeout)
         configuration.beforeActiveTimeout = beforeActiveTimeout
+        configuration.renewPhase = Self.renewPhase(renew: timing.renew, wallClockOffset: wallClockOffset)
         return configuration
+    }
+
+    /// Where the renew grid of a node starts (``AppLifecycle/Configuration/renewPhase``): at the
+    /// monotonic instants that are whole multiples of `renew` on the wall clock, given the wall
+    /// clock minus the monotonic clock. Nodes whose clocks agree (NTP) then renew all their apps
+    /// with the same `renew` at the same instants, so each node gets every other node's renewals
+    /// in one burst per interval. The wall clock only places renews within their interval; how
+    /// long a lease lasts never depends on it.
+    public static func renewPhase(renew: Duration, wallClockOffset: Duration) -> Duration {
+        let interval = renew.totalNanoseconds
+        guard interval > 0 else { return .zero }
+        let phase = (-wallClockOffset.totalNanoseconds) % interval
+        return .nanoseconds(phase < 0 ? phase + interval : phase)
     }
 
     /// Each promotion step may take as long as the health grace plus a few intervals and a

@@ -31,7 +31,7 @@ public actor AppSupervisor {
     private var clockWakesAt: MonotonicInstant?
     /// The renew request in flight and when it was sent (taken when the action is executed, so
     /// never later than the request leaves: the lease counts from it). The clock sleeps to
-    /// `sentAt + renew` while the answer is out: the answer sets exactly that deadline, and a
+    /// the next renew's due time while the answer is out: the answer sets exactly that deadline, and a
     /// sleep to the fence deadline would be cut short by it (two timers per renew, not one).
     private var renewInFlight: (stamp: Stamp, sentAt: MonotonicInstant)?
     /// Keeper updates run one after another, so an older deadline never overwrites a newer one,
@@ -240,7 +240,7 @@ public actor AppSupervisor {
             let now = MonotonicClock.now()
             var next = lifecycle.nextDeadline() ?? now + Self.clockIdleLimit
             if let renew = renewInFlight, renew.stamp == lifecycle.awaiting.renew {
-                let due = renew.sentAt + lifecycle.configuration.timing.renew
+                let due = lifecycle.configuration.renewDue(after: renew.sentAt)
                 // Past due with the answer still out: the answer sets the deadline and wakes the clock.
                 if due > now { next = min(next, due) }
             }

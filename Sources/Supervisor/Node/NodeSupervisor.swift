@@ -167,7 +167,8 @@ public actor NodeSupervisor: NodeController {
             let store = try await openStore(app)
             let plan = AppPlan(app: app, node: config.node.id, runtimeDirectory: runtimeDirectory)
             let parts = try await makeParts(plan, app)
-            let configuration = plan.lifecycle(instance: instance, hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil)
+            let configuration = plan.lifecycle(
+                instance: instance, hasReplica: parts.replica != nil, hasAddresses: parts.addresses != nil, wallClockOffset: MonotonicClock.wallClockOffset())
             var appLogger = logger
             appLogger[metadataKey: "node"] = "\(config.node.id)"
             let gate = await placementGate(for: app)
