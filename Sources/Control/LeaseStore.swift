@@ -171,8 +171,12 @@ public struct LeaseStore: Sendable {
         try await applyFloor()
     }
 
+    /// The record as JSON with its keys sorted: a renew then writes the same bytes every time,
+    /// which lets every watcher skip decoding it again (``LeaseWatch``).
     private func encode(_ record: LeaseRecord) throws -> ByteBuffer {
-        ByteBuffer(bytes: try JSONEncoder().encode(record))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return ByteBuffer(bytes: try encoder.encode(record))
     }
 
     /// Tries to take the lease, holding it for `ttl` per write. With `replacing`, over the stale

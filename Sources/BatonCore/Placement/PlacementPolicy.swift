@@ -23,21 +23,25 @@ public struct PlacementNode: Sendable, Hashable {
 /// node holds each app's lease.
 public struct PlacementView: Sendable, Hashable {
     /// The live nodes by id (this node included).
-    public var nodes: [String: PlacementNode]
+    public var nodes: [String: PlacementNode] { didSet { loads = Self.loads(nodes: nodes, holders: holders) } }
     /// The node holding each app's lease, for the apps whose lease is held.
-    public var holders: [String: String]
+    public var holders: [String: String] { didSet { loads = Self.loads(nodes: nodes, holders: holders) } }
     /// Apps whose lease state this node does not know yet (its watch has not reported).
     public var unknown: Set<String>
+    /// How many apps each live node holds (zero for a live node that holds none). Kept with
+    /// ``nodes`` and ``holders``: every app's gate reads it in every placement round.
+    public private(set) var loads: [String: Int]
 
     /// Creates a view.
     public init(nodes: [PlacementNode], holders: [String: String] = [:], unknown: Set<String> = []) {
-        self.nodes = Dictionary(nodes.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
+        let nodes = Dictionary(nodes.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
+        self.nodes = nodes
         self.holders = holders
         self.unknown = unknown
+        self.loads = Self.loads(nodes: nodes, holders: holders)
     }
 
-    /// How many apps each live node holds (zero for a live node that holds none).
-    public var loads: [String: Int] {
+    private static func loads(nodes: [String: PlacementNode], holders: [String: String]) -> [String: Int] {
         var loads = Dictionary(nodes.keys.map { ($0, 0) }, uniquingKeysWith: { first, _ in first })
         for holder in holders.values where loads[holder] != nil { loads[holder, default: 0] += 1 }
         return loads

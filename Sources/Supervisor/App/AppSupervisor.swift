@@ -51,6 +51,8 @@ public actor AppSupervisor {
     /// When the clock loop is due to run next (monotonic nanoseconds): the end of its current
     /// sleep, or the instant it woke while it runs. See ``clockOverdue(now:)``.
     private nonisolated let clockDueNanoseconds: Atomic<Int64>
+    /// ``placementState``, updated after every event.
+    private nonisolated let placementMirror: Mutex<PlacementState>
     /// The longest sleep of the clock when the lifecycle has no deadline (a passive node that
     /// may not acquire: disconnected, paused, ineligible). Events that bring a deadline wake it
     /// earlier; the limit only bounds how long a cancelled sleep's timer lingers.
@@ -83,7 +85,8 @@ public actor AppSupervisor {
         self.hooks = hooks
         precondition(configuration.hasAddresses == (addresses != nil) && configuration.hasReplica == (replica != nil))
         self.app = app
-        self.lifecycle = AppLifecycle(configuration: configuration, paused: paused, placement: placement)
+        let lifecycle = AppLifecycle(configuration: configuration, paused: paused, placement: placement)
+        self.lifecycle = lifecycle
         self.store = store
         self.backend = backend
         self.addresses = addresses
@@ -93,6 +96,7 @@ public actor AppSupervisor {
         logger[metadataKey: "app"] = "\(app)"
         self.logger = logger
         self.clockDueNanoseconds = Atomic(MonotonicClock.now().nanoseconds)
+        self.placementMirror = Mutex(Self.placementState(of: lifecycle))
         self.metrics = AppMetrics(app: app, node: configuration.node)
     }
 
@@ -119,6 +123,30 @@ public actor AppSupervisor {
     /// When the app's pause ends by itself (nil: not paused, or paused until resumed).
     public var pausedUntil: MonotonicInstant? { lifecycle.paused ? lifecycle.pausedUntil : nil }
 
+    /// What placement reads of an app, taken in one call (placement runs every half second
+    /// for every app: one actor hop each, not one per field).
+    public struct PlacementState: Sendable, Hashable {
+        /// The node holding the lease as this node knows it: this node while it holds it, the
+        /// holder last seen otherwise; nil when free or not known.
+        public var holder: String?
+        /// Whether the lease watch reported the lease's state at least once.
+        public var leaseStateKnown: Bool
+        public var phase: AppLifecycle.Phase
+        public var paused: Bool
+        /// What the app's placement lets this node do now.
+        public var gate: PlacementGate
+    }
+
+    /// The app as placement sees it, as of the last event handled; read without waiting for the
+    /// actor (placement reads every app's every half second).
+    public nonisolated var placementState: PlacementState { placementMirror.withLock { $0 } }
+
+    private static func placementState(of lifecycle: AppLifecycle) -> PlacementState {
+        PlacementState(
+            holder: lifecycle.held != nil ? lifecycle.configuration.node : lifecycle.observed?.holder.node, leaseStateKnown: lifecycle.leaseStateKnown,
+            phase: lifecycle.phase, paused: lifecycle.paused, gate: lifecycle.placement)
+    }
+
     /// Notifications (acquired, active, fenced, released, ...) as they happen.
     public func notifications() -> AsyncStream<AppLifecycle.Notification> {
         let (stream, continuation) = AsyncStream.makeStream(of: AppLifecycle.Notification.self, bufferingPolicy: .bufferingNewest(256))
@@ -137,6 +165,11 @@ public actor AppSupervisor {
     /// Feeds an operator command or another event.
     public func send(_ event: AppLifecycle.Event) {
         apply(event)
+    }
+
+    /// Gives the app a new placement gate, unless it has that one already.
+    public func updatePlacement(_ gate: PlacementGate) {
+        if lifecycle.placement != gate { apply(.placementChanged(gate)) }
     }
 
     /// Runs until the task is cancelled. On cancellation the app is stepped down gracefully
@@ -288,6 +321,8 @@ public actor AppSupervisor {
 
     private func apply(_ event: AppLifecycle.Event) {
         let actions = lifecycle.handle(event, now: MonotonicClock.now())
+        let placement = Self.placementState(of: lifecycle)
+        placementMirror.withLock { if $0 != placement { $0 = placement } }
         for action in actions { execute(action) }
         guard let clockSleep else { return }
         // The clock wakes at clockWakesAt anyway; only an earlier deadline needs it now.

@@ -38,6 +38,16 @@ extension NodeSupervisor {
 
     /// The live nodes (this one always) and the holders of the running apps' leases.
     func placementView() async -> PlacementView {
+        await placementView(states: placementStates())
+    }
+
+    /// Every running app's placement state.
+    func placementStates() -> [String: AppSupervisor.PlacementState] {
+        apps.mapValues { $0.supervisor.placementState }
+    }
+
+    /// The live nodes and the lease holders of the apps whose `states` were read.
+    func placementView(states: [String: AppSupervisor.PlacementState]) async -> PlacementView {
         var nodes = [await placementSelf()]
         if let clusterView {
             let drains = await clusterView.drains()
@@ -52,12 +62,13 @@ extension NodeSupervisor {
             // A node's own instance of an `instances: all` pool is on every node alike, and the
             // other nodes do not know it: it counts for no node's load.
             if let pool = running.config.pool, pool.siblings.isEmpty { continue }
-            let supervisor = running.supervisor
-            if await supervisor.heldLease != nil {
-                holders[name] = config.node.id
-            } else if let observed = await supervisor.observedLease {
-                holders[name] = observed.holder.node
-            } else if await !supervisor.leaseStateKnown {
+            guard let state = states[name] else {
+                unknown.insert(name)
+                continue
+            }
+            if let holder = state.holder {
+                holders[name] = holder
+            } else if !state.leaseStateKnown {
                 unknown.insert(name)
             }
         }
@@ -74,20 +85,34 @@ extension NodeSupervisor {
 
     /// One round: update every app's gate and status note, then start the planned handovers.
     func placementRound() async {
-        let view = await placementView()
+        let states = placementStates()
+        let view = await placementView(states: states)
         var me = view.nodes[config.node.id]
         if me == nil { me = await placementSelf() }
         guard let me else { return }
+        // Gates and eligibility depend only on the view, this node and the config: an idle
+        // cluster's rounds reuse the last ones instead of evaluating every app again.
+        let decided: PlacementDecisions
+        if let last = lastPlacementDecisions, last.view == view, last.me == me, last.generation == configGeneration {
+            decided = last
+        } else {
+            var gates: [String: PlacementGate] = [:]
+            var ineligible: [String: String] = [:]
+            for app in config.apps {
+                gates[app.name] = PlacementPolicy.gate(of: app, me: me.id, view: view, renew: app.lease.renew, balance: config.placement.balance)
+                let eligibility = PlacementPolicy.eligibility(of: app, on: me, view: view)
+                if !eligibility.isEligible { ineligible[app.name] = eligibility.description }
+            }
+            decided = PlacementDecisions(view: view, me: me, generation: configGeneration, gates: gates, ineligible: ineligible)
+            lastPlacementDecisions = decided
+        }
         var movable: Set<String> = []
-        var notes: [String: String] = [:]
+        var notes = decided.ineligible
         for app in config.apps {
-            guard let running = apps[app.name] else { continue }
-            let supervisor = running.supervisor
-            let gate = PlacementPolicy.gate(of: app, me: me.id, view: view, renew: app.lease.renew, balance: config.placement.balance)
-            if await supervisor.placementGate != gate { await supervisor.send(.placementChanged(gate)) }
-            let eligibility = PlacementPolicy.eligibility(of: app, on: me, view: view)
-            if !eligibility.isEligible { notes[app.name] = eligibility.description }
-            if await supervisor.phase == .active, await !supervisor.isPaused, backendRunning[app.name] == true {
+            guard let running = apps[app.name], let state = states[app.name] else { continue }
+            // The app compares again: its state was read at the start of the round.
+            if let gate = decided.gates[app.name], state.gate != gate { await running.supervisor.updatePlacement(gate) }
+            if state.phase == .active, !state.paused, backendRunning[app.name] == true {
                 movable.insert(app.name)
             }
         }
@@ -112,4 +137,14 @@ extension NodeSupervisor {
         }
         placementNotes = notes
     }
+}
+
+/// The gates and eligibility notes of one placement round, and what they were computed from.
+struct PlacementDecisions: Sendable {
+    var view: PlacementView
+    var me: PlacementNode
+    /// ``NodeSupervisor``'s config generation (bumped by every reload).
+    var generation: Int
+    var gates: [String: PlacementGate]
+    var ineligible: [String: String]
 }

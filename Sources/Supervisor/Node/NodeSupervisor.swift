@@ -62,6 +62,10 @@ public actor NodeSupervisor: NodeController {
     var rebalancer: Rebalancer
     /// What placement says per app, for the status (see ``AppStatus/placement``).
     var placementNotes: [String: String] = [:]
+    /// The last placement round's gates, reused while nothing they depend on changed.
+    var lastPlacementDecisions: PlacementDecisions?
+    /// Bumped by every reload, so placement decisions made under an older config are not reused.
+    var configGeneration = 0
     /// The placement loop (see ``runPlacement()``).
     var placementTask: Task<Void, Never>?
 
@@ -131,6 +135,7 @@ public actor NodeSupervisor: NodeController {
         applied.http = config.http
         applied.events = config.events
         config = applied
+        configGeneration += 1
         for name in changes.changed + changes.added {
             if let app = newConfig.app(named: name) { await startApp(app) }
         }
