@@ -301,3 +301,29 @@ struct NUIDTests {
         #expect(first.next().prefix(12) != second.next().prefix(12), "each generator has its own random prefix")
     }
 }
+
+@Suite("JetStream ack subject")
+struct AckSubjectTests {
+    @Test func theShortFormGivesEveryField() throws {
+        let metadata = try #require(JetStreamMessageMetadata(ackSubject: "$JS.ACK.KV_leases.ord_1.2.4711.13.1764950000123456789.0"))
+        #expect(metadata.domain == nil && metadata.stream == "KV_leases" && metadata.consumer == "ord_1")
+        #expect(metadata.deliveries == 2 && metadata.streamSequence == 4711 && metadata.consumerSequence == 13)
+        #expect(metadata.timestampNanos == 1_764_950_000_123_456_789 && metadata.pending == 0)
+    }
+
+    @Test func theLongFormHasADomainUnlessItIsAnUnderscore() throws {
+        let withDomain = try #require(JetStreamMessageMetadata(ackSubject: "$JS.ACK.hub.ACCHASH.S.C.1.2.3.4.5.rnd"))
+        #expect(withDomain.domain == "hub")
+        #expect(withDomain.stream == "S" && withDomain.consumer == "C" && withDomain.pending == 5 && withDomain.timestampNanos == 4)
+        #expect(try #require(JetStreamMessageMetadata(ackSubject: "$JS.ACK._.ACCHASH.S.C.1.2.3.4.5")).domain == nil)
+    }
+
+    @Test(arguments: [
+        "", "$JS.ACK", "$JS.NAK.S.C.1.2.3.4.5", "$JS.ACK.S.C.1.2.3.4", "$JS.ACK.S.C.1.2.3.4.5.6", "$JS.ACK.S.C.x.2.3.4.5",
+        "$JS.ACK.S.C.1..3.4.5", "$JS.ACK.S.C.1.2.3.-4.5", "$JS.ACK.S.C.18446744073709551616.2.3.4.5", "$JS.ACK.S.C.1.2.3.9223372036854775808.5",
+        "_INBOX.abc",
+    ])
+    func anythingElseIsNotAnAckSubject(subject: String) {
+        #expect(JetStreamMessageMetadata(ackSubject: subject) == nil)
+    }
+}

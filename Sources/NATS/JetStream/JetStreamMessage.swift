@@ -17,31 +17,46 @@ public struct JetStreamMessageMetadata: Sendable, Hashable {
     /// Messages left for the consumer after this one.
     public var pending: UInt64
 
-    /// Parses an ack subject; nil when it is not one.
+    /// Parses an ack subject; nil when it is not one. Works on the UTF-8 bytes: every message
+    /// a consumer delivers is parsed, and splitting a `String` by `Character` costs far more.
     public init?(ackSubject: String) {
-        let tokens = ackSubject.split(separator: ".", omittingEmptySubsequences: false)
-        guard tokens.count >= 9, tokens[0] == "$JS", tokens[1] == "ACK" else { return nil }
+        let tokens = ackSubject.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard tokens.count >= 9, tokens[0].elementsEqual("$JS".utf8), tokens[1].elementsEqual("ACK".utf8) else { return nil }
         let offset: Int
         if tokens.count == 9 {
             offset = 2
             domain = nil
         } else if tokens.count >= 11 {
             offset = 4
-            domain = tokens[2] == "_" ? nil : String(tokens[2])
+            domain = tokens[2].elementsEqual("_".utf8) ? nil : String(Substring(tokens[2]))
         } else {
             return nil
         }
-        guard let deliveries = UInt64(tokens[offset + 2]), let streamSequence = UInt64(tokens[offset + 3]),
-            let consumerSequence = UInt64(tokens[offset + 4]), let timestamp = Int64(tokens[offset + 5]),
-            let pending = UInt64(tokens[offset + 6])
+        guard let deliveries = Self.number(tokens[offset + 2]), let streamSequence = Self.number(tokens[offset + 3]),
+            let consumerSequence = Self.number(tokens[offset + 4]), let timestamp = Self.number(tokens[offset + 5]),
+            timestamp <= UInt64(Int64.max), let pending = Self.number(tokens[offset + 6])
         else { return nil }
-        stream = String(tokens[offset])
-        consumer = String(tokens[offset + 1])
+        stream = String(Substring(tokens[offset]))
+        consumer = String(Substring(tokens[offset + 1]))
         self.deliveries = deliveries
         self.streamSequence = streamSequence
         self.consumerSequence = consumerSequence
-        self.timestampNanos = timestamp
+        self.timestampNanos = Int64(timestamp)
         self.pending = pending
+    }
+
+    /// A token of decimal digits as a number; nil when empty, not all digits, or too large.
+    private static func number(_ token: Substring.UTF8View) -> UInt64? {
+        guard !token.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for byte in token {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+            guard !overflow1, !overflow2 else { return nil }
+            value = sum
+        }
+        return value
     }
 
     /// When the message was stored.
