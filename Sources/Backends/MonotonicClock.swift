@@ -22,4 +22,12 @@ public enum MonotonicClock {
         clock_gettime(CLOCK_REALTIME, &wall)
         return .seconds(Int64(wall.tv_sec) - Int64(monotonic.tv_sec)) + .nanoseconds(Int64(wall.tv_nsec) - Int64(monotonic.tv_nsec))
     }
+
+    /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since 1970, to place periodic writes
+    /// on a grid the nodes share (``WallClockGrid``); never for a lease decision.
+    public static func wallClockNanoseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+    }
 }

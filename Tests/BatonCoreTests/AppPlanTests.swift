@@ -118,6 +118,21 @@ struct AppPlanTests {
         #expect(AppPlan.renewPhase(renew: .seconds(1), wallClockOffset: .milliseconds(300)) == .milliseconds(700))
     }
 
+    /// Node registry heartbeats wait for the wall clock's next whole interval.
+    @Test func theWallClockGridDelayEndsOnTheNextWholeInterval() {
+        let second = Duration.seconds(1)
+        #expect(WallClockGrid.delay(toNextMultipleOf: second, wallClock: 1_764_950_000_250_000_000) == .milliseconds(750))
+        #expect(WallClockGrid.delay(toNextMultipleOf: second, wallClock: 1_764_950_000_000_000_000) == second)
+        #expect(WallClockGrid.delay(toNextMultipleOf: second, wallClock: -250_000_000) == .milliseconds(250))
+        var random = SplitMix64(seed: 7)
+        for _ in 0..<1000 {
+            let wall = Int64(bitPattern: random.next() >> 1)
+            let delay = WallClockGrid.delay(toNextMultipleOf: .milliseconds(750), wallClock: wall)
+            #expect(delay > .zero && delay <= .milliseconds(750), "wall \(wall)")
+            #expect((wall + delay.totalNanoseconds) % 750_000_000 == 0, "wall \(wall)")
+        }
+    }
+
     @Test func theStepTimeoutIsAtLeastThirtySeconds() {
         #expect(AppPlan.stepTimeout(health: nil) == .seconds(30))
         let quick = HealthCheckConfig(probe: .tcp(HostPort(host: "127.0.0.1", port: 80)), interval: .seconds(1), timeout: .milliseconds(500), failures: 3)

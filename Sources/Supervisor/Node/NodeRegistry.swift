@@ -128,7 +128,10 @@ public actor NodeRegistry {
     /// record (nil when its value is not a record Baton wrote) and the heartbeats stop.
     public func runHeartbeats(onDuplicate: @Sendable (NodeRecord?) async -> Void) async {
         while !Task.isCancelled {
-            do { try await Task.sleep(for: heartbeatInterval) } catch { return }
+            // On the wall clock's whole intervals, like every other node's heartbeats: they reach
+            // the other nodes' registry watches together.
+            let delay = WallClockGrid.delay(toNextMultipleOf: heartbeatInterval, wallClock: MonotonicClock.wallClockNanoseconds())
+            do { try await Task.sleep(for: delay) } catch { return }
             if let other = await heartbeat() {
                 let message =
                     "another batond took over this node id in the node registry: two instances run as node \(me.node); every app of this one "
