@@ -79,6 +79,10 @@ struct MetricsSampler: Service {
                     }
                 }
             }
+            // The event streams end when batond closes the connections, before this service's
+            // turn to stop: it runs until its graceful shutdown is asked for (ServiceGroup takes an
+            // earlier end as a failure).
+            group.addTask { try? await gracefulShutdown() }
             await group.waitForAll()
         }
     }

@@ -132,7 +132,7 @@ struct DuplicateNodeIDTests {
 
             // SIGTERM: it leaves the registry, so the next start registers at once.
             await restarted.stop()
-            #expect(restarted.process.terminationStatus == 0)
+            #expect(restarted.process.terminationStatus == 0, "\(Self.log(restarted))")
             #expect(Self.log(restarted).contains("left the node registry"), "\(Self.log(restarted))")
             let next = try start("next")
             try await Task.sleep(for: .seconds(1))

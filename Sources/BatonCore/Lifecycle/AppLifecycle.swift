@@ -141,7 +141,8 @@ public struct AppLifecycle: Sendable {
         /// Where the renew grid starts, or nil for renews exactly one renew interval
         /// apart. With a phase, a renew is due at the last grid instant (`phase + k × renew` on
         /// the monotonic clock) that is at most one renew interval after the last write: never
-        /// later than without the grid, at most one interval earlier (once, after an acquire).
+        /// later than without the grid, earlier when the last write was off the grid (an
+        /// acquire, a retry, a late tick).
         /// All the apps of a node with the same renew interval then renew at the same instants,
         /// so their writes, their answers and every other node's watch messages come in one
         /// burst per interval instead of one wake-up per app. Renewing early is always safe:

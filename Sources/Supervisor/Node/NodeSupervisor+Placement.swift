@@ -91,7 +91,8 @@ extension NodeSupervisor {
         if me == nil { me = await placementSelf() }
         guard let me else { return }
         // Gates and eligibility depend only on the view, this node and the config: an idle
-        // cluster's rounds reuse the last ones instead of evaluating every app again.
+        // cluster's rounds reuse the last ones instead of evaluating every app again. They are
+        // computed for every app of the config, so an app that starts later finds its gate.
         let decided: PlacementDecisions
         if let last = lastPlacementDecisions, last.view == view, last.me == me, last.generation == configGeneration {
             decided = last
@@ -107,7 +108,7 @@ extension NodeSupervisor {
             lastPlacementDecisions = decided
         }
         var movable: Set<String> = []
-        var notes = decided.ineligible
+        var notes = decided.ineligible.filter { apps[$0.key] != nil }
         for app in config.apps {
             guard let running = apps[app.name], let state = states[app.name] else { continue }
             // The app compares again: its state was read at the start of the round.
