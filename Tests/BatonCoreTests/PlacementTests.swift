@@ -136,6 +136,10 @@ struct PlacementPolicyTests {
         #expect(check(AppPlacement(withApp: "cache"), b) == "not eligible: with_app cache: cache is not active anywhere")
         #expect(check(AppPlacement(awayFromApp: "batch"), c) == "not eligible: away_from_app batch: batch is active on this node")
         #expect(check(AppPlacement(awayFromApp: "batch"), b) == "eligible")
+        // An acquire in flight forbids (away_from_app) but never permits (with_app).
+        let taking = PlacementView(nodes: [a, b, c], acquiring: ["db": "node-b"])
+        #expect(check(AppPlacement(awayFromApp: "db"), b, in: taking) == "not eligible: away_from_app db: this node is taking db")
+        #expect(check(AppPlacement(withApp: "db"), b, in: taking) == "not eligible: with_app db: db is not active anywhere")
         let unknown = PlacementView(nodes: [a], unknown: ["db"])
         #expect(check(AppPlacement(awayFromApp: "db"), a, in: unknown) == "not eligible: away_from_app db: its lease state is not known yet")
         let drained = PlacementNode(id: "node-a", labels: ["zone": "a"], drained: "until 12:00")
@@ -437,6 +441,13 @@ struct PoolTests {
         #expect(PlacementPolicy.eligibility(of: second, on: b, view: view).isEligible)
         #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
         #expect(PlacementPolicy.eligibleNodes(for: second, view: view).map(\.id) == ["node-b", "node-c"])
+        // While node-a's acquire of worker-1 is out, worker-2 may not be taken there either;
+        // worker-1's own gate stays open.
+        view = PlacementView(nodes: nodes, acquiring: ["worker-1": "node-a"])
+        #expect(!PlacementPolicy.eligibility(of: second, on: a, view: view).isEligible)
+        #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)
+        #expect(PlacementPolicy.eligibility(of: second, on: b, view: view).isEligible)
+        #expect(view.loads["node-a"] == 0)
         // It took worker-1 and worker-2 at once: worker-2 must go, worker-1 stays.
         view = PlacementView(nodes: nodes, holders: ["worker-1": "node-a", "worker-2": "node-a"])
         #expect(PlacementPolicy.eligibility(of: first, on: a, view: view).isEligible)

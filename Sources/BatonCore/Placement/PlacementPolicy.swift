@@ -28,16 +28,21 @@ public struct PlacementView: Sendable, Hashable {
     public var holders: [String: String] { didSet { loads = Self.loads(nodes: nodes, holders: holders) } }
     /// Apps whose lease state this node does not know yet (its watch has not reported).
     public var unknown: Set<String>
+    /// Apps a node is acquiring (an acquire in flight), and which node: this node's own. They
+    /// count where a constraint forbids (a pool's one instance per node, `away_from_app`), so a
+    /// second one is not taken meanwhile; never where one requires (`with_app`) or in loads.
+    public var acquiring: [String: String]
     /// How many apps each live node holds (zero for a live node that holds none). Kept with
     /// ``nodes`` and ``holders``: every app's gate reads it in every placement round.
     public private(set) var loads: [String: Int]
 
     /// Creates a view.
-    public init(nodes: [PlacementNode], holders: [String: String] = [:], unknown: Set<String> = []) {
+    public init(nodes: [PlacementNode], holders: [String: String] = [:], unknown: Set<String> = [], acquiring: [String: String] = [:]) {
         let nodes = Dictionary(nodes.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
         self.nodes = nodes
         self.holders = holders
         self.unknown = unknown
+        self.acquiring = acquiring
         self.loads = Self.loads(nodes: nodes, holders: holders)
     }
 
@@ -45,6 +50,11 @@ public struct PlacementView: Sendable, Hashable {
         var loads = Dictionary(nodes.keys.map { ($0, 0) }, uniquingKeysWith: { first, _ in first })
         for holder in holders.values where loads[holder] != nil { loads[holder, default: 0] += 1 }
         return loads
+    }
+
+    /// Whether `app` runs, or is being taken, on `node`.
+    func occupies(_ app: String, _ node: String) -> Bool {
+        holders[app] == node || acquiring[app] == node
     }
 
     /// A node's load per unit of capacity.
@@ -118,12 +128,12 @@ public enum PlacementPolicy {
         if let pool = app.pool {
             // One instance of a pool per node. A node that took two at once keeps the earlier
             // and gives up the later one.
-            let holdsThis = view.holders[app.name] == node.id
+            let holdsThis = view.occupies(app.name, node.id)
             for sibling in pool.siblings where sibling != app.name {
                 if view.unknown.contains(sibling), !holdsThis {
                     return .ineligible("instance \(sibling) of pool \(pool.pool): its lease state is not known yet")
                 }
-                if view.holders[sibling] == node.id, !holdsThis || pool.earlierSiblings.contains(sibling) {
+                if view.occupies(sibling, node.id), !holdsThis || pool.earlierSiblings.contains(sibling) {
                     return .ineligible("instance \(sibling) of pool \(pool.pool) runs on this node (one instance per node)")
                 }
             }
@@ -131,6 +141,7 @@ public enum PlacementPolicy {
         if let other = placement.awayFromApp {
             if view.unknown.contains(other) { return .ineligible("away_from_app \(other): its lease state is not known yet") }
             if view.holders[other] == node.id { return .ineligible("away_from_app \(other): \(other) is active on this node") }
+            if view.acquiring[other] == node.id { return .ineligible("away_from_app \(other): this node is taking \(other)") }
         }
         return .eligible
     }

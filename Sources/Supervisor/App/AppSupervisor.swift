@@ -126,10 +126,11 @@ public actor AppSupervisor {
     /// What placement reads of an app, taken in one call (placement runs every half second
     /// for every app: one actor hop each, not one per field).
     public struct PlacementState: Sendable, Hashable {
-        /// The node holding the lease as this node knows it: this node while it holds it or is
-        /// acquiring it (so that a sibling of the same pool, or an app `away_from_app` of it, is
-        /// not taken here meanwhile), the holder last seen otherwise; nil when free or not known.
+        /// The node holding the lease as this node knows it: this node while it holds it, the
+        /// holder last seen otherwise; nil when free or not known.
         public var holder: String?
+        /// Whether this node's acquire of the lease is in flight.
+        public var acquiring: Bool
         /// Whether the lease watch reported the lease's state at least once.
         public var leaseStateKnown: Bool
         public var phase: AppLifecycle.Phase
@@ -144,7 +145,7 @@ public actor AppSupervisor {
 
     private static func placementState(of lifecycle: AppLifecycle) -> PlacementState {
         PlacementState(
-            holder: lifecycle.held != nil || lifecycle.phase == .acquiring ? lifecycle.configuration.node : lifecycle.observed?.holder.node,
+            holder: lifecycle.held != nil ? lifecycle.configuration.node : lifecycle.observed?.holder.node, acquiring: lifecycle.phase == .acquiring,
             leaseStateKnown: lifecycle.leaseStateKnown,
             phase: lifecycle.phase, paused: lifecycle.paused, gate: lifecycle.placement)
     }

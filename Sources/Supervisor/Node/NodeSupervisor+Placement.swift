@@ -58,6 +58,7 @@ extension NodeSupervisor {
         }
         var holders: [String: String] = [:]
         var unknown: Set<String> = []
+        var acquiring: [String: String] = [:]
         for (name, running) in apps {
             // A node's own instance of an `instances: all` pool is on every node alike, and the
             // other nodes do not know it: it counts for no node's load.
@@ -66,6 +67,7 @@ extension NodeSupervisor {
                 unknown.insert(name)
                 continue
             }
+            if state.acquiring { acquiring[name] = config.node.id }
             if let holder = state.holder {
                 holders[name] = holder
             } else if !state.leaseStateKnown {
@@ -74,7 +76,7 @@ extension NodeSupervisor {
         }
         // Apps of the config that do not run here (could not be set up): their state is unknown.
         for app in config.apps where apps[app.name] == nil { unknown.insert(app.name) }
-        return PlacementView(nodes: nodes, holders: holders, unknown: unknown)
+        return PlacementView(nodes: nodes, holders: holders, unknown: unknown, acquiring: acquiring)
     }
 
     /// The gate of `app` on this node now.
