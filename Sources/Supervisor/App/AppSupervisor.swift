@@ -129,8 +129,6 @@ public actor AppSupervisor {
         /// The node holding the lease as this node knows it: this node while it holds it, the
         /// holder last seen otherwise; nil when free or not known.
         public var holder: String?
-        /// Whether this node's acquire of the lease is in flight.
-        public var acquiring: Bool
         /// Whether the lease watch reported the lease's state at least once.
         public var leaseStateKnown: Bool
         public var phase: AppLifecycle.Phase
@@ -145,7 +143,7 @@ public actor AppSupervisor {
 
     private static func placementState(of lifecycle: AppLifecycle) -> PlacementState {
         PlacementState(
-            holder: lifecycle.held != nil ? lifecycle.configuration.node : lifecycle.observed?.holder.node, acquiring: lifecycle.phase == .acquiring,
+            holder: lifecycle.held != nil ? lifecycle.configuration.node : lifecycle.observed?.holder.node,
             leaseStateKnown: lifecycle.leaseStateKnown,
             phase: lifecycle.phase, paused: lifecycle.paused, gate: lifecycle.placement)
     }

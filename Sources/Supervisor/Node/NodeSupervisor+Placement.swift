@@ -67,7 +67,7 @@ extension NodeSupervisor {
                 unknown.insert(name)
                 continue
             }
-            if state.acquiring { acquiring[name] = config.node.id }
+            if state.phase == .acquiring { acquiring[name] = config.node.id }
             if let holder = state.holder {
                 holders[name] = holder
             } else if !state.leaseStateKnown {
