@@ -15,10 +15,8 @@ extension NodeRecord {
         let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let pidNamespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid")
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return NodeRecord(
-            node: node, instance: instance, hostname: hostname, pid: getpid(), started: formatter.string(from: Date()), version: version,
+            node: node, instance: instance, hostname: hostname, pid: getpid(), started: RFC3339.format(secondsSince1970: Date().timeIntervalSince1970, milliseconds: true), version: version,
             bootID: bootID, pidNamespace: pidNamespace, labels: labels)
     }
 }

@@ -66,11 +66,9 @@ public final class LocalDatabaseFiles: Sendable {
     /// (the backend stopped, no shipper).
     public func setAside(token: UInt64, at date: Date = Date()) async throws -> String? {
         let path = configuration.databasePath
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss.SSS'Z'"
-        let target = "\(path)\(Self.setAsideMarker)\(token)-\(formatter.string(from: date))"
+        let formatter = Date.ISO8601FormatStyle(
+            dateSeparator: .omitted, dateTimeSeparator: .standard, timeSeparator: .omitted, includingFractionalSeconds: true)
+        let target = "\(path)\(Self.setAsideMarker)\(token)-\(formatter.format(date))"
         return try await io.run {
             guard FileIO.exists(path) || FileIO.exists(path + "-wal") else { return nil }
             // Every name is checked before anything moves, so a -wal is never separated from

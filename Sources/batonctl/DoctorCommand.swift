@@ -30,7 +30,7 @@ struct DoctorCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let configuredReplicas = try connection.configSource().path.flatMap { path -> Int? in
+        let configuredReplicas = connection.configSource().path.flatMap { path -> Int? in
             (try? BatonConfig.load(path: path))?.nats.replicas
         }
         let findings = try await connection.withSession { session in

@@ -50,8 +50,7 @@ struct DrainCommand: AsyncParsableCommand {
                 by: "\(requester.localUser ?? "?")@\(requester.host ?? "?")")
             let kv = try await DrainStore.open(jetStream: JetStream(client: session.client), cluster: session.cluster, replicas: 1)
             _ = try await kv.put(node, value: ByteBuffer(bytes: try JSONEncoder().encode(record)))
-            let formatter = ISO8601DateFormatter()
-            print("node \(node) is \(record.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) })")
+            print("node \(node) is \(record.summary { RFC3339.format(secondsSince1970: $0) })")
             guard untilEmpty else { return }
             try await waitUntilEmpty(session: session)
         }

@@ -105,9 +105,7 @@ enum EventLine {
     }
 
     static func timestamp(_ seconds: Double) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+        RFC3339.format(secondsSince1970: seconds, milliseconds: true)
     }
 
     static func format(_ milliseconds: Double) -> String { String(format: "%.1f", milliseconds) }

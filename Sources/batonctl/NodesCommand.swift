@@ -34,9 +34,8 @@ struct NodesCommand: AsyncParsableCommand {
             let now = Date().timeIntervalSince1970
             var nodes = NodeOverview.merge(registry: read.registry, directory: read.directory, statuses: replies.statuses, now: now)
             let drains = try await DrainStore.activeDrains(jetStream: jetStream, cluster: session.cluster, now: now)
-            let formatter = ISO8601DateFormatter()
             for index in nodes.indices {
-                nodes[index].drained = drains[nodes[index].node]?.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) }
+                nodes[index].drained = drains[nodes[index].node]?.summary { RFC3339.format(secondsSince1970: $0) }
             }
             guard !nodes.isEmpty else {
                 throw CLIError(

@@ -161,12 +161,11 @@ struct ReplicaView {
     }
 
     func render() -> String {
-        let formatter = ISO8601DateFormatter()
         var lines = ["\(app) in cluster \(cluster)"]
         if let record = newest?.record {
             let copy = record.newest
             lines.append(
-                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex(copy.checksum)), written by \(copy.node) (\(record.event), \(formatter.string(from: record.recordedAt)))"
+                "  newest record: txid \(copy.txid), epoch \(copy.token), checksum \(hex(copy.checksum)), written by \(copy.node) (\(record.event), \(RFC3339.format(secondsSince1970: record.recordedAt.timeIntervalSince1970)))"
             )
             if let forced = record.forced { lines.append("    forced: \(forced)") }
         } else {
@@ -184,7 +183,7 @@ struct ReplicaView {
                 lines.append(
                     "  " + [
                         pad(copy.node, 15), pad(report.role, 9), pad("\(copy.token)", 7), pad("\(copy.txid)", 9), pad(hex(copy.checksum), 17),
-                        pad(report.appliedAt.map { formatter.string(from: $0) } ?? "-", 21), formatter.string(from: report.reportedAt),
+                        pad(report.appliedAt.map { RFC3339.format(secondsSince1970: $0.timeIntervalSince1970) } ?? "-", 21), RFC3339.format(secondsSince1970: report.reportedAt.timeIntervalSince1970),
                     ].joined(separator: " ") + (matches ? "  = newest" : ""))
                 if let note = report.note { lines.append("    \(note)") }
             }

@@ -90,7 +90,7 @@ struct PoolClusterTests {
             #expect(last["agent-\(first)"] == nil, "\(last)")
             #expect(sameNode.isEmpty, "both workers active on one node: \(sameNode)")
             for node in nodes.values { await node.stop() }
-            for instance in ["worker-1.instance-1", "worker-2.instance-2"] + names.map { "agent-\($0).instance-\($0)" } {
+            for instance in ["worker-1.instance-1", "worker-2.instance-2"] + names.map({ "agent-\($0).instance-\($0)" }) {
                 let heartbeats = Heartbeats(path: directory.appendingPathComponent("heartbeats.\(instance)").path)
                 #expect(!heartbeats.runs.isEmpty, "no heartbeats of \(instance) (BATON_INSTANCE not set?)")
                 heartbeats.checkSafety()

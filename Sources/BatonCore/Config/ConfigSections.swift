@@ -545,7 +545,9 @@ extension BatonConfig {
         let diagnostics = Diagnostics(file: file)
         let root: Node?
         do {
-            root = try Yams.compose(yaml: yaml)
+            // Scalars are read as text by ConfigValue; Yams' default resolver would tag them with
+            // NSRegularExpression rules, which load ICU into batond for nothing.
+            root = try Yams.compose(yaml: yaml, .basic)
         } catch {
             let (position, message) = describeYAMLError(error, in: yaml)
             diagnostics.report(at: position, ConfigPath(), message)

@@ -10,8 +10,6 @@ enum PauseEnd {
         let left = until - now
         let seconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
         let end = wallNow.addingTimeInterval(max(0, seconds)).timeIntervalSince1970.rounded(.up)
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: Date(timeIntervalSince1970: end))
+        return RFC3339.format(secondsSince1970: end)
     }
 }

@@ -199,9 +199,7 @@ public actor NodeRegistry {
     public func deregister() async {
         guard let current = revision else { return }
         revision = nil
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        await writeSighting(stopped: formatter.string(from: Date()))
+        await writeSighting(stopped: RFC3339.format(secondsSince1970: Date().timeIntervalSince1970))
         do {
             _ = try await kv.delete(me.node, lastRevision: current)
             logger.info("left the node registry")

@@ -32,8 +32,7 @@ extension NodeSupervisor {
 
     /// `drained by alice@ops since 2026-12-05T10:00:00Z until 2026-12-05T12:00:00Z`.
     static func drainText(_ record: DrainRecord) -> String {
-        let formatter = ISO8601DateFormatter()
-        return record.summary { formatter.string(from: Date(timeIntervalSince1970: $0)) }
+        return record.summary { RFC3339.format(secondsSince1970: $0) }
     }
 
     /// The live nodes (this one always) and the holders of the running apps' leases.

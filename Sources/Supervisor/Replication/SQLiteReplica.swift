@@ -427,7 +427,7 @@ public actor SQLiteReplica: AppReplica {
             break
         }
         // A failure is logged and retried by the next promotion, which refuses to go on.
-        try? await setAsideUnconfirmedShipping(reason: "the epoch ended without a final marker (fenced, or the final flush failed)")
+        _ = try? await setAsideUnconfirmedShipping(reason: "the epoch ended without a final marker (fenced, or the final flush failed)")
         if lastHandoff == nil, unconfirmedShippingToken == nil, let kept = await files.persistedHandoff() {
             // batond restarted since this node's last graceful stepdown.
             logger.info("found this node's last final marker in the state directory", metadata: ["epoch": "\(kept.token)", "txid": "\(kept.txid)"])
@@ -592,9 +592,7 @@ public actor SQLiteReplica: AppReplica {
     }
 
     private static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
+        RFC3339.format(secondsSince1970: date.timeIntervalSince1970, milliseconds: true)
     }
 }
 

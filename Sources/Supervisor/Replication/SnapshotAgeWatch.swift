@@ -27,7 +27,7 @@ actor SnapshotAgeWatch {
         if due, refreshing == nil {
             refreshing = Task { [jetStream, bucket] in
                 let found = await Self.read(jetStream: jetStream, bucket: bucket)
-                await self.finish(found)
+                self.finish(found)
             }
         }
         return newest
