@@ -30,9 +30,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
+        .target(name: "Timestamps"),
+        .testTarget(name: "TimestampsTests", dependencies: ["Timestamps"]),
         .target(
             name: "NATS",
             dependencies: [
+                "Timestamps",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -69,6 +72,7 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 "NATS",
+                "Timestamps",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -106,6 +110,7 @@ let package = Package(
                 "BatonCore",
                 "BatonEvents",
                 "NATS",
+                "Timestamps",
                 "Control",
                 "Backends",
                 "Netlink",
@@ -334,7 +339,7 @@ let package = Package(
         .executableTarget(
             name: "batonctl",
             dependencies: [
-                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "ReplicationCatalog",
+                "Control", "Permissions", "BatonCore", "BatonEvents", "NATS", "ReplicationCatalog", "Timestamps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

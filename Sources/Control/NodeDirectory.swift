@@ -2,6 +2,7 @@ import BatonCore
 import Foundation
 import NATS
 import NIOCore
+import Timestamps
 
 /// What the cluster's node directory keeps about a node after its registry entry is gone: its
 /// last ``NodeRecord`` and, when it left gracefully, when.

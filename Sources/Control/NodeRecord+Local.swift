@@ -1,5 +1,6 @@
 import BatonCore
 import Foundation
+import Timestamps
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ extension NodeRecord {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let pidNamespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid")
         return NodeRecord(
-            node: node, instance: instance, hostname: hostname, pid: getpid(), started: RFC3339.format(secondsSince1970: Date().timeIntervalSince1970, milliseconds: true), version: version,
+            node: node, instance: instance, hostname: hostname, pid: getpid(), started: RFC3339.format(secondsSince1970: Date().timeIntervalSince1970, fractionDigits: 3), version: version,
             bootID: bootID, pidNamespace: pidNamespace, labels: labels)
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import NATS
 import NIOCore
 import Control
+import Timestamps
 
 struct DrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

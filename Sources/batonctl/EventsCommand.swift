@@ -3,6 +3,7 @@ import BatonCore
 import BatonEvents
 import Foundation
 import NATS
+import Timestamps
 
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -105,7 +106,7 @@ enum EventLine {
     }
 
     static func timestamp(_ seconds: Double) -> String {
-        RFC3339.format(secondsSince1970: seconds, milliseconds: true)
+        RFC3339.format(secondsSince1970: seconds, fractionDigits: 3)
     }
 
     static func format(_ milliseconds: Double) -> String { String(format: "%.1f", milliseconds) }

@@ -3,6 +3,7 @@ import BatonCore
 import Control
 import Foundation
 import NATS
+import Timestamps
 
 struct NodesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

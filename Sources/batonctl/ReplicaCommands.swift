@@ -4,6 +4,7 @@ import Foundation
 import NATS
 import NIOCore
 import ReplicationCatalog
+import Timestamps
 
 struct ReplicaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

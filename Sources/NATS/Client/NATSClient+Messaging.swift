@@ -155,7 +155,7 @@ extension NATSClient {
                     // the timer makes the machine hand the timer back, cancelled below.)
                     let loop = timerOn?.channel.eventLoop ?? group.next()
                     let flushHere = flush.map { $0.channel.eventLoop === loop } ?? false
-                    let armAndFlush = { [self] in
+                    let armAndFlush: @Sendable () -> Void = { [self] in
                         let timer = loop.scheduleTask(in: timeout.timeAmount) { [weak self] () -> Void in
                             self?.failRequest(token: token, NATSError(.timeout, "no reply to request on \"\(subject)\" within \(timeout)"))
                         }

@@ -1,4 +1,5 @@
 import Foundation
+import Timestamps
 
 // The JSON documents a micro service answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` with, in
 // the shapes of ADR-32 and of the JSON schemas the NATS CLI validates responses against. Encoding
@@ -245,7 +246,7 @@ public struct MicroStatsResponse: Codable, Sendable, Hashable {
         version = try container.decode(String.self, forKey: .version)
         metadata = try container.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
         let startedText = try container.decode(String.self, forKey: .started)
-        guard let started = RFC3339Timestamp.parse(startedText) else {
+        guard let started = RFC3339.parse(startedText).map(Date.init(timeIntervalSince1970:)) else {
             throw DecodingError.dataCorruptedError(
                 forKey: .started, in: container, debugDescription: "\"\(startedText)\" is not an RFC 3339 timestamp")
         }
@@ -260,7 +261,8 @@ public struct MicroStatsResponse: Codable, Sendable, Hashable {
         try container.encode(id, forKey: .id)
         try container.encode(version, forKey: .version)
         try container.encode(metadata, forKey: .metadata)
-        try container.encode(RFC3339Timestamp.format(started), forKey: .started)
+        // Six fractional digits: Go's time.Time reads any number, nats-py's %f at most six.
+        try container.encode(RFC3339.format(secondsSince1970: started.timeIntervalSince1970, fractionDigits: 6), forKey: .started)
         try container.encode(endpoints, forKey: .endpoints)
     }
 }
@@ -274,107 +276,5 @@ extension Duration {
         let (total, overflow2) = fromSeconds.addingReportingOverflow(attoseconds / 1_000_000_000)
         if overflow2 { return seconds < 0 ? .min : .max }
         return total
-    }
-}
-
-/// RFC 3339 timestamps as micro services exchange them.
-///
-/// Written in UTC with exactly six fractional digits (`2024-02-29T13:05:09.123456Z`): Go's
-/// `time.Time` reads any number of digits, while nats-py parses `started` with `%f`, which takes
-/// at most six. Reading accepts any number of digits and a `Z` or `±hh:mm` offset.
-enum RFC3339Timestamp {
-    static func format(_ date: Date) -> String {
-        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
-        let (seconds, fraction) = floorDivision(microseconds, 1_000_000)
-        let (days, secondOfDay) = floorDivision(seconds, 86_400)
-        let (year, month, day) = civilDate(fromDaysSinceEpoch: days)
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let digits = String(value)
-            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
-        }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(fraction, 6))Z"
-    }
-
-    static func parse(_ text: String) -> Date? {
-        let bytes = Array(text.utf8)
-        var index = 0
-        func number(_ width: Int) -> Int64? {
-            guard index + width <= bytes.count else { return nil }
-            var value: Int64 = 0
-            for byte in bytes[index..<index + width] {
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-                value = value * 10 + Int64(byte - UInt8(ascii: "0"))
-            }
-            index += width
-            return value
-        }
-        func expect(_ characters: String) -> Bool {
-            guard index < bytes.count, characters.utf8.contains(bytes[index]) else { return false }
-            index += 1
-            return true
-        }
-        guard let year = number(4), expect("-"), let month = number(2), expect("-"), let day = number(2),
-            expect("Tt "), let hour = number(2), expect(":"), let minute = number(2), expect(":"),
-            let second = number(2)
-        else { return nil }
-        guard (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
-        var fraction = 0.0
-        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
-            index += 1
-            var scale = 0.1
-            let start = index
-            while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
-                fraction += Double(bytes[index] - UInt8(ascii: "0")) * scale
-                scale /= 10
-                index += 1
-            }
-            if index == start { return nil }
-        }
-        var offsetSeconds: Int64 = 0
-        if expect("Zz") {
-        } else if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
-            let sign: Int64 = bytes[index] == UInt8(ascii: "-") ? -1 : 1
-            index += 1
-            guard let offsetHours = number(2), expect(":"), let offsetMinutes = number(2) else { return nil }
-            offsetSeconds = sign * (offsetHours * 3600 + offsetMinutes * 60)
-        } else {
-            return nil
-        }
-        guard index == bytes.count else { return nil }
-        let days = daysSinceEpoch(year: year, month: month, day: day)
-        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
-        return Date(timeIntervalSince1970: Double(seconds) + fraction)
-    }
-
-    private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
-        let quotient = value / divisor
-        let remainder = value % divisor
-        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
-    }
-
-    /// Proleptic Gregorian calendar: days since 1970-01-01 from a date. Works in 400-year eras
-    /// starting on March 1st, so the leap day is the last day of its year.
-    static func daysSinceEpoch(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let marchYear = month <= 2 ? year - 1 : year
-        let era = floorDivision(marchYear, 400).0
-        let yearOfEra = marchYear - era * 400
-        let monthFromMarch = (month + 9) % 12
-        let dayOfYear = (153 * monthFromMarch + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
-
-    /// The inverse of ``daysSinceEpoch(year:month:day:)``.
-    static func civilDate(fromDaysSinceEpoch days: Int64) -> (year: Int64, month: Int64, day: Int64) {
-        let shifted = days + 719_468
-        let era = floorDivision(shifted, 146_097).0
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthFromMarch = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
-        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        return (year, month, day)
     }
 }

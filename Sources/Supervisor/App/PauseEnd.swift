@@ -1,5 +1,6 @@
 import BatonCore
 import Foundation
+import Timestamps
 
 /// Turns the monotonic end of a pause into the wall-clock time status and replies show.
 enum PauseEnd {

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NATS
 import NIOCore
+import Timestamps
 
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@ import Backends
 import BatonCore
 import Foundation
 import Logging
+import Timestamps
 
 /// Placement on this node: every half second, the apps' gates (may this node take the lease,
 /// and with what head start for the others) from ``PlacementPolicy``, and the handovers of this

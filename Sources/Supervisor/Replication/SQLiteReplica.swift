@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NATS
 import Replication
+import Timestamps
 
 /// An app's SQLite database replicated through JetStream: the ``AppReplica`` of an app with a
 /// `sqlite:` section.
@@ -592,7 +593,7 @@ public actor SQLiteReplica: AppReplica {
     }
 
     private static func timestamp(_ date: Date) -> String {
-        RFC3339.format(secondsSince1970: date.timeIntervalSince1970, milliseconds: true)
+        RFC3339.format(secondsSince1970: date.timeIntervalSince1970, fractionDigits: 3)
     }
 }
 
