@@ -133,8 +133,8 @@ struct AppLifecycleStateTests {
                     case .stopped: .tick
                     }
                 harness.now = harness.now + .milliseconds(Int64(random.next() % 700))
-                harness.sendExactly(event)
-                if let renew = harness.machine.awaiting.renew { harness.sendExactly(.renewSucceeded(revision: 11, sentAt: harness.now, renew)) }
+                _ = harness.sendExactly(event)
+                if let renew = harness.machine.awaiting.renew { _ = harness.sendExactly(.renewSucceeded(revision: 11, sentAt: harness.now, renew)) }
                 phases.insert(Self.name(harness.machine.phase))
             }
         }

@@ -53,7 +53,7 @@ struct EpochFileQueueTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // A plain file where the epoch file's directory should be.
         let blocker = "\(directory)/not-a-directory"
-        FileManager.default.createFile(atPath: blocker, contents: Data())
+        #expect(FileManager.default.createFile(atPath: blocker, contents: Data()))
         let queue = EpochFileQueue()
         await #expect {
             try await queue.write(epoch: 1, to: "\(blocker)/epoch").value()
