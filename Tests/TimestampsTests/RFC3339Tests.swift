@@ -20,6 +20,8 @@ struct RFC3339Tests {
             (-0.5, 3, "1969-12-31T23:59:59.500Z"),
             (4_102_444_799, 6, "2099-12-31T23:59:59.000000Z"),
             (253_402_300_799, 0, "9999-12-31T23:59:59Z"),
+            (-62_135_596_800, 0, "0001-01-01T00:00:00Z"),
+            (1_714_566_896.5, 9, "2024-05-01T12:34:56.500000000Z"),
         ])
     func formats(seconds: Double, fractionDigits: Int, expected: String) {
         #expect(RFC3339.format(secondsSince1970: seconds, fractionDigits: fractionDigits) == expected)
@@ -37,6 +39,8 @@ struct RFC3339Tests {
             ("2026-12-01T05:30:00-04:30", 1_796_119_200.0),
             ("2000-02-29T00:00:00Z", 951_782_400.0),
             ("1969-12-31T23:59:59Z", -1.0),
+            // Go's zero time, which nats-server writes for times never set.
+            ("0001-01-01T00:00:00Z", -62_135_596_800.0),
         ])
     func parses(text: String, expected: Double) {
         #expect(RFC3339.parse(text) == expected)
