@@ -146,6 +146,22 @@ struct PackageInstallTests {
         let check = try await run("/usr/bin/batond", ["--check-config", "/etc/baton/baton.yaml"])
         #expect(check.status == 0 && check.output.contains("OK (0 apps)"), "\(check)")
 
+        // Function names are in each binary's symbol table (backtraces, core dumps), none in the
+        // dynamic symbol table, which every process would map (BENCHMARKS.md, "Resident memory").
+        // The names are mangled: `$s10Supervisor` begins those of module Supervisor.
+        for (binary, module) in [
+            ("/usr/bin/batond", "Supervisor"), ("/usr/bin/batonctl", "batonctl"),
+            ("/usr/libexec/baton/baton-fence-keeper", "FenceKeeper"),
+        ] {
+            let function = "$s\(module.utf8.count)\(module)"
+            let exported = try await run("/bin/sh", ["-c", "nm --dynamic --defined-only '\(binary)' | wc -l"])
+            #expect(exported.status == 0 && Int(exported.output.trimmingCharacters(in: .whitespacesAndNewlines)) == 0, "\(binary) exports symbols: \(exported)")
+            let named = try await run("/bin/sh", ["-c", "nm --defined-only '\(binary)' | grep -c -F '\(function)'"])
+            #expect(named.status == 0 && (Int(named.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 100, "\(binary) names no functions of \(module): \(named)")
+            let sections = try await run("/usr/bin/readelf", ["--section-headers", "--wide", binary])
+            #expect(sections.status == 0 && !sections.output.contains(".debug_"), "\(binary) keeps debug information")
+        }
+
         // The man pages render.
         for (page, phrase) in [
             ("/usr/share/man/man8/batond.8.gz", "--check-config"), ("/usr/share/man/man8/batonctl.8.gz", "switchover"),
